@@ -1,0 +1,224 @@
+//! Native transport: tokio-tungstenite.
+//!
+//! One tokio task owns the stream; the [`Socket`](super::Socket) talks to it
+//! through a command channel and hears from it through an event channel.
+
+use futures::channel::mpsc;
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::{Request, Response};
+use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self as ts, Message as WsMessage};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::{CloseInfo, ConnectOptions, Message, Opened, SocketEvent, CLOSE_NO_STATUS};
+use crate::Error;
+
+/// Read buffer per connection. tungstenite's default (128 KiB) makes an idle
+/// connection cost ~130 KiB; messages larger than this still arrive, the
+/// buffer just grows for them.
+const READ_BUFFER: usize = 4 * 1024;
+
+type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+enum Command {
+    Send(Message),
+    Close(u16, String),
+}
+
+/// The native half of a [`Socket`](super::Socket).
+#[derive(Debug)]
+pub(super) struct Inner {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Send(_) => f.write_str("Send"),
+            Command::Close(code, _) => write!(f, "Close({code})"),
+        }
+    }
+}
+
+impl Inner {
+    pub(super) fn send(&self, message: Message) -> Result<(), Error> {
+        self.commands
+            .unbounded_send(Command::Send(message))
+            .map_err(|_| Error::Closed)
+    }
+
+    pub(super) fn close(&self, code: u16, reason: &str) {
+        // If the task is gone the connection is already closed: nothing to do.
+        let _ = self
+            .commands
+            .unbounded_send(Command::Close(code, reason.to_owned()));
+    }
+}
+
+pub(super) async fn connect(url: &str, options: &ConnectOptions) -> Result<Opened, Error> {
+    let offered = request(url, options, true)?;
+    let (stream, protocol) = match handshake(offered).await {
+        // tungstenite fails a handshake in which the server picked none of
+        // the offered subprotocols; browsers accept it and report "". Match
+        // the browsers: connect again without offering any.
+        Err(ts::Error::Protocol(ts::error::ProtocolError::SecWebSocketSubProtocolError(
+            ts::error::SubProtocolError::NoSubProtocol,
+        ))) => handshake(request(url, options, false)?).await,
+        other => other,
+    }
+    .map_err(connect_error)?;
+
+    let (commands, command_rx) = mpsc::unbounded();
+    let (event_tx, events) = mpsc::unbounded();
+    tokio::spawn(drive(stream, command_rx, event_tx));
+    Ok(Opened {
+        inner: Inner { commands },
+        events,
+        protocol,
+    })
+}
+
+/// The handshake request: URL, offered subprotocols, extra headers.
+fn request(url: &str, options: &ConnectOptions, offer_protocols: bool) -> Result<Request, Error> {
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| Error::InvalidUrl(e.to_string()))?;
+    let headers = request.headers_mut();
+    if offer_protocols && !options.protocols.is_empty() {
+        let value = HeaderValue::from_str(&options.protocols.join(", "))
+            .map_err(|_| Error::InvalidOption("subprotocol is not a valid header value".into()))?;
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
+    }
+    for (name, value) in &options.headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| Error::InvalidOption(format!("invalid header name {name:?}")))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| Error::InvalidOption(format!("invalid value for header {name}")))?;
+        headers.append(name, value);
+    }
+    Ok(request)
+}
+
+async fn handshake(request: Request) -> Result<(Stream, Option<String>), ts::Error> {
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    let (stream, response) =
+        tokio_tungstenite::connect_async_with_config(request, Some(config), false).await?;
+    Ok((stream, accepted_protocol(&response)))
+}
+
+fn accepted_protocol(response: &Response) -> Option<String> {
+    response
+        .headers()
+        .get(SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn connect_error(error: ts::Error) -> Error {
+    match error {
+        ts::Error::Url(e) => Error::InvalidUrl(e.to_string()),
+        ts::Error::Http(response) => Error::Connect(format!(
+            "the server rejected the handshake with HTTP {}",
+            response.status()
+        )),
+        other => Error::Connect(other.to_string()),
+    }
+}
+
+/// Own the stream until the connection ends; report what happens.
+async fn drive(
+    mut stream: Stream,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<SocketEvent>,
+) {
+    let mut close: Option<CloseInfo> = None;
+    let mut commands_open = true;
+    loop {
+        tokio::select! {
+            command = commands.next(), if commands_open => {
+                let result = match command {
+                    Some(Command::Send(message)) => stream.send(to_ws(message)).await,
+                    Some(Command::Close(code, reason)) => {
+                        commands_open = false;
+                        stream.close(Some(close_frame(code, reason))).await
+                    }
+                    None => {
+                        // The Socket was dropped: close politely.
+                        commands_open = false;
+                        stream.close(Some(close_frame(super::CLOSE_NORMAL, String::new()))).await
+                    }
+                };
+                if let Err(error) = result {
+                    if let Some(info) = fail(&events, error) {
+                        close.get_or_insert(info);
+                        break;
+                    }
+                }
+            }
+            frame = stream.next() => match frame {
+                Some(Ok(WsMessage::Text(text))) => {
+                    let _ = events.unbounded_send(SocketEvent::Message(Message::Text(text.as_str().to_owned())));
+                }
+                Some(Ok(WsMessage::Binary(bytes))) => {
+                    let _ = events.unbounded_send(SocketEvent::Message(Message::Binary(bytes.to_vec())));
+                }
+                Some(Ok(WsMessage::Close(frame))) => {
+                    // tungstenite answers the close frame itself; keep reading
+                    // until the stream ends so the handshake completes.
+                    let info = match frame {
+                        Some(frame) => CloseInfo {
+                            code: u16::from(frame.code),
+                            reason: frame.reason.as_str().to_owned(),
+                            was_clean: true,
+                        },
+                        None => CloseInfo { code: CLOSE_NO_STATUS, reason: String::new(), was_clean: true },
+                    };
+                    close.get_or_insert(info);
+                }
+                // Pings are answered by tungstenite; pongs and raw frames carry nothing for us.
+                Some(Ok(_)) => {}
+                Some(Err(error)) => {
+                    if let Some(info) = fail(&events, error) {
+                        close.get_or_insert(info);
+                    }
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+    let info = close.unwrap_or_else(|| CloseInfo::abnormal("connection lost"));
+    let _ = events.unbounded_send(SocketEvent::Closed(info));
+}
+
+/// Report a transport error; returns the close it implies, if it is fatal.
+fn fail(events: &mpsc::UnboundedSender<SocketEvent>, error: ts::Error) -> Option<CloseInfo> {
+    match error {
+        // The closing handshake finished (or we already closed): not an error.
+        ts::Error::ConnectionClosed | ts::Error::AlreadyClosed => None,
+        other => {
+            let text = other.to_string();
+            let _ = events.unbounded_send(SocketEvent::Error(text.clone()));
+            Some(CloseInfo::abnormal(text))
+        }
+    }
+}
+
+fn to_ws(message: Message) -> WsMessage {
+    match message {
+        Message::Text(text) => WsMessage::Text(text.into()),
+        Message::Binary(bytes) => WsMessage::Binary(bytes.into()),
+    }
+}
+
+fn close_frame(code: u16, reason: String) -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    }
+}

@@ -1,0 +1,236 @@
+//! wasm32 transport: `web_sys::WebSocket`, in a browser page, a worker or
+//! Node.js.
+//!
+//! The socket is built with `Reflect.construct` on the global `WebSocket`
+//! (or the constructor passed in) so the same code works with a browser's
+//! socket, Node's built-in one and the `ws` package. web-sys calls its
+//! methods structurally, so any object with the WebSocket shape will do.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use futures::channel::{mpsc, oneshot};
+use js_sys::{Array, ArrayBuffer, Function, Reflect, Uint8Array};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use web_sys::{BinaryType, CloseEvent, Event, MessageEvent, WebSocket};
+
+use super::{CloseInfo, ConnectOptions, Message, Opened, SocketEvent};
+use crate::Error;
+
+/// `WebSocket.OPEN`.
+const READY_STATE_OPEN: u16 = 1;
+
+/// The wasm half of a [`Socket`](super::Socket): the JS socket and the
+/// handlers it calls (kept alive as long as the socket is).
+pub(super) struct Inner {
+    socket: WebSocket,
+    _on_open: Closure<dyn FnMut(Event)>,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+    _on_error: Closure<dyn FnMut(Event)>,
+    _on_close: Closure<dyn FnMut(CloseEvent)>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("url", &self.socket.url())
+            .field("ready_state", &self.socket.ready_state())
+            .finish()
+    }
+}
+
+impl Inner {
+    pub(super) fn send(&self, message: Message) -> Result<(), Error> {
+        if self.socket.ready_state() != READY_STATE_OPEN {
+            return Err(Error::Closed);
+        }
+        let sent = match message {
+            Message::Text(text) => self.socket.send_with_str(&text),
+            // Copy out of wasm memory: a view into it could change under a
+            // socket implementation that queues the buffer (the `ws` package).
+            Message::Binary(bytes) => self
+                .socket
+                .send_with_array_buffer_view(&Uint8Array::from(bytes.as_slice())),
+        };
+        sent.map_err(|_| Error::Closed)
+    }
+
+    pub(super) fn close(&self, code: u16, reason: &str) {
+        // Throws only for codes and reasons validated away by the caller, or
+        // never for an already closing socket.
+        let _ = self.socket.close_with_code_and_reason(code, reason);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Detach the handlers before the closures are freed: a JS call into a
+        // dropped closure throws.
+        self.socket.set_onopen(None);
+        self.socket.set_onmessage(None);
+        self.socket.set_onerror(None);
+        self.socket.set_onclose(None);
+        if self.socket.ready_state() <= READY_STATE_OPEN {
+            let _ = self.socket.close_with_code(super::CLOSE_NORMAL);
+        }
+    }
+}
+
+pub(super) async fn connect(url: &str, options: &ConnectOptions) -> Result<Opened, Error> {
+    let socket = construct(url, options)?;
+    socket.set_binary_type(BinaryType::Arraybuffer);
+
+    let (event_tx, events) = mpsc::unbounded();
+    let (open_tx, open_rx) = oneshot::channel::<Result<(), CloseInfo>>();
+    let open_tx = Rc::new(RefCell::new(Some(open_tx)));
+
+    let on_open = {
+        let open_tx = Rc::clone(&open_tx);
+        Closure::<dyn FnMut(Event)>::new(move |_: Event| {
+            if let Some(tx) = open_tx.borrow_mut().take() {
+                let _ = tx.send(Ok(()));
+            }
+        })
+    };
+    let on_message = {
+        let event_tx = event_tx.clone();
+        Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+            let _ = event_tx.unbounded_send(decode_message(&event.data()));
+        })
+    };
+    let on_error = {
+        let event_tx = event_tx.clone();
+        let open_tx = Rc::clone(&open_tx);
+        Closure::<dyn FnMut(Event)>::new(move |event: Event| {
+            // Browsers give no detail on purpose; Node's events carry a message.
+            let detail = Reflect::get(&event, &JsValue::from_str("message"))
+                .ok()
+                .and_then(|m| m.as_string())
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| "WebSocket error".to_owned());
+            // An error before open fails the connect. Node 20's built-in
+            // WebSocket fires only `error` (no `close`) when it cannot
+            // connect, so waiting for `close` would hang.
+            match open_tx.borrow_mut().take() {
+                Some(tx) => {
+                    let _ = tx.send(Err(CloseInfo::abnormal(detail)));
+                }
+                None => {
+                    let _ = event_tx.unbounded_send(SocketEvent::Error(detail));
+                }
+            }
+        })
+    };
+    let on_close = {
+        let open_tx = Rc::clone(&open_tx);
+        Closure::<dyn FnMut(CloseEvent)>::new(move |event: CloseEvent| {
+            let info = CloseInfo {
+                code: event.code(),
+                reason: event.reason(),
+                was_clean: event.was_clean(),
+            };
+            match open_tx.borrow_mut().take() {
+                Some(tx) => {
+                    let _ = tx.send(Err(info));
+                }
+                None => {
+                    let _ = event_tx.unbounded_send(SocketEvent::Closed(info));
+                }
+            }
+        })
+    };
+    socket.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    socket.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    socket.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+    socket.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+
+    let inner = Inner {
+        socket,
+        _on_open: on_open,
+        _on_message: on_message,
+        _on_error: on_error,
+        _on_close: on_close,
+    };
+    match open_rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(close)) => {
+            return Err(Error::Connect(format!(
+                "the connection failed before it opened (code {}{}{})",
+                close.code,
+                if close.reason.is_empty() { "" } else { ": " },
+                close.reason
+            )))
+        }
+        // The sender lives in the handlers owned by `inner`, alive here.
+        Err(_) => {
+            return Err(Error::Connect(
+                "the socket went away before it opened".into(),
+            ))
+        }
+    }
+    let protocol = Some(inner.socket.protocol()).filter(|p| !p.is_empty());
+    Ok(Opened {
+        inner,
+        events,
+        protocol,
+    })
+}
+
+/// `new WebSocket(url, protocols)` with the caller's constructor or the global one.
+fn construct(url: &str, options: &ConnectOptions) -> Result<WebSocket, Error> {
+    let constructor = match &options.constructor {
+        Some(constructor) => constructor.clone(),
+        None => global_constructor().ok_or(Error::NoWebSocket)?,
+    };
+    let protocols: Array = options
+        .protocols
+        .iter()
+        .map(|p| JsValue::from_str(p))
+        .collect();
+    let args = Array::of2(&JsValue::from_str(url), &protocols);
+    let socket = Reflect::construct(&constructor, &args).map_err(|e| {
+        let message = js_message(&e);
+        // The standard constructor throws a SyntaxError for a bad URL or protocol.
+        if js_name(&e).as_deref() == Some("SyntaxError") {
+            Error::InvalidUrl(message)
+        } else {
+            Error::Connect(message)
+        }
+    })?;
+    Ok(socket.unchecked_into())
+}
+
+fn global_constructor() -> Option<Function> {
+    Reflect::get(&js_sys::global(), &JsValue::from_str("WebSocket"))
+        .ok()
+        .and_then(|value| value.dyn_into::<Function>().ok())
+}
+
+fn decode_message(data: &JsValue) -> SocketEvent {
+    if let Some(text) = data.as_string() {
+        return SocketEvent::Message(Message::Text(text));
+    }
+    if let Some(buffer) = data.dyn_ref::<ArrayBuffer>() {
+        return SocketEvent::Message(Message::Binary(Uint8Array::new(buffer).to_vec()));
+    }
+    // Node's `ws` may hand over a Buffer (a Uint8Array) for binary data.
+    if let Some(view) = data.dyn_ref::<Uint8Array>() {
+        return SocketEvent::Message(Message::Binary(view.to_vec()));
+    }
+    SocketEvent::Error("received a message of an unsupported type".into())
+}
+
+fn js_message(error: &JsValue) -> String {
+    Reflect::get(error, &JsValue::from_str("message"))
+        .ok()
+        .and_then(|m| m.as_string())
+        .or_else(|| error.as_string())
+        .unwrap_or_else(|| "unknown JavaScript error".into())
+}
+
+fn js_name(error: &JsValue) -> Option<String> {
+    Reflect::get(error, &JsValue::from_str("name"))
+        .ok()
+        .and_then(|n| n.as_string())
+}

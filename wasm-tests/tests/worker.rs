@@ -1,0 +1,27 @@
+//! The wasm transport in a dedicated worker in headless Chromium.
+#![cfg(target_arch = "wasm32")]
+
+use steadfast::transport::ConnectOptions;
+use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+
+wasm_bindgen_test_configure!(run_in_dedicated_worker);
+
+#[wasm_bindgen_test]
+async fn worker_echo_round_trip() {
+    steadfast_wasm_tests::echo_round_trip(ConnectOptions::default()).await;
+}
+
+#[wasm_bindgen_test]
+async fn worker_client_close() {
+    steadfast_wasm_tests::client_close().await;
+}
+
+#[wasm_bindgen_test]
+async fn worker_refused_connection() {
+    steadfast_wasm_tests::refused_connection().await;
+}
+
+#[wasm_bindgen_test]
+async fn worker_invalid_url() {
+    steadfast_wasm_tests::invalid_url().await;
+}

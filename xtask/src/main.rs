@@ -1,0 +1,261 @@
+//! `cargo xtask <command>`: the project's entry points. CI calls these and
+//! nothing else.
+//!
+//! - `setup`: install what the tests need, skipping what is already there
+//!   (the wasm32 target, wasm-bindgen-cli at the pinned version, Debian's
+//!   chromium and chromium-driver, npm packages).
+//! - `test`: setup, then fmt, clippy (native and wasm32), native tests, and
+//!   the wasm tests in Node.js, a headless Chromium page and a worker,
+//!   against an echo server started here and stopped afterwards.
+//! - `demo`: start the reference server and a native client; show what happens.
+
+#![allow(clippy::print_stdout)]
+
+mod process;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use process::{run_step, ServerGuard, StepOutcome};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::setup(&root),
+        Some("test") => test(&root),
+        Some("demo") => demo(&root),
+        _ => {
+            eprintln!("usage: cargo xtask <setup|test|demo>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // xtask/ sits directly in the workspace root.
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+fn cargo(root: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(root).args(args);
+    command
+}
+
+/// Loopback port of the echo server the wasm tests talk to.
+fn test_port() -> u16 {
+    std::env::var("STEADFAST_TEST_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(47391)
+}
+
+/// A loopback port above `port` that nothing listens on right now.
+fn free_port_after(port: u16) -> u16 {
+    (port.saturating_add(1)..u16::MAX)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .unwrap_or(1)
+}
+
+const WASM: &str = "wasm32-unknown-unknown";
+
+fn test(root: &Path) -> Result<(), String> {
+    let started = Instant::now();
+    setup::setup(root)?;
+    println!(
+        "xtask: setup done in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut outcomes: Vec<StepOutcome> = Vec::new();
+    let mut step = |name: &str, command: Command| -> bool {
+        let outcome = run_step(name, command);
+        let ok = outcome.ok;
+        outcomes.push(outcome);
+        ok
+    };
+
+    // Static checks: keep going after a failure so one run shows everything.
+    step("fmt", cargo(root, &["fmt", "--all", "--check"]));
+    step(
+        "clippy native",
+        cargo(
+            root,
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+    );
+    step(
+        "clippy wasm32",
+        cargo(
+            root,
+            &[
+                "clippy",
+                "--target",
+                WASM,
+                "--all-targets",
+                "-p",
+                "steadfast-core",
+                "-p",
+                "steadfast",
+                "-p",
+                "steadfast-js",
+                "-p",
+                "steadfast-testkit",
+                "-p",
+                "steadfast-wasm-tests",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+    );
+    step("native tests", cargo(root, &["test", "--workspace"]));
+
+    // The wasm suites need the echo server; build it, start it, and make
+    // sure it stops however this run ends.
+    let built = step(
+        "build echo server",
+        cargo(
+            root,
+            &[
+                "build",
+                "-p",
+                "steadfast-server",
+                "--bin",
+                "steadfast-server",
+            ],
+        ),
+    );
+    if built {
+        let port = test_port();
+        match ServerGuard::start(root, port) {
+            Ok(server) => {
+                let url = server.url().to_owned();
+                let refused = format!("ws://127.0.0.1:{}", free_port_after(port));
+                let wasm_test = |suite: &str| {
+                    let mut command = cargo(
+                        root,
+                        &[
+                            "test",
+                            "--target",
+                            WASM,
+                            "-p",
+                            "steadfast-wasm-tests",
+                            "--test",
+                            suite,
+                        ],
+                    );
+                    command
+                        .env("STEADFAST_ECHO_URL", &url)
+                        .env("STEADFAST_REFUSED_URL", &refused)
+                        .env("NODE_ARGS", "--experimental-websocket")
+                        .env("CHROMEDRIVER", setup::CHROMEDRIVER)
+                        .env("WASM_BINDGEN_TEST_TIMEOUT", "120");
+                    command
+                };
+                step("wasm tests: node", wasm_test("node"));
+                step("wasm tests: chromium page", wasm_test("browser"));
+                step("wasm tests: chromium worker", wasm_test("worker"));
+                drop(server);
+            }
+            Err(message) => {
+                eprintln!("xtask: {message}");
+                outcomes.push(StepOutcome::failed("start echo server"));
+            }
+        }
+    }
+
+    println!();
+    println!(
+        "xtask test summary ({:.0}s):",
+        started.elapsed().as_secs_f64()
+    );
+    let (mut passed, mut failed) = (0, 0);
+    let mut steps_failed = 0;
+    for outcome in &outcomes {
+        println!(
+            "  {:<28} {:<4} {:>4} passed {:>3} failed",
+            outcome.name,
+            if outcome.ok { "ok" } else { "FAIL" },
+            outcome.passed,
+            outcome.failed
+        );
+        passed += outcome.passed;
+        failed += outcome.failed;
+        if !outcome.ok {
+            steps_failed += 1;
+        }
+    }
+    if steps_failed > 0 && failed == 0 {
+        // A failed step without failed tests (fmt, clippy, a build) still fails the run.
+        failed = steps_failed;
+    }
+    println!("summary: {passed} passed, {failed} failed");
+    if steps_failed == 0 {
+        Ok(())
+    } else {
+        Err(format!("{steps_failed} step(s) failed"))
+    }
+}
+
+fn demo(root: &Path) -> Result<(), String> {
+    let build = cargo(
+        root,
+        &[
+            "build",
+            "--quiet",
+            "-p",
+            "steadfast-server",
+            "-p",
+            "steadfast-cli",
+            "--bin",
+            "steadfast-server",
+            "--example",
+            "echo_demo",
+        ],
+    )
+    .status()
+    .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !build.success() {
+        return Err("the demo did not build".into());
+    }
+    // Port 0: the server picks a free port and tells us.
+    let server = ServerGuard::start(root, 0)?;
+    println!("demo: reference server listening on {}", server.url());
+    let demo = target_dir(root).join("debug/examples/echo_demo");
+    let status = Command::new(&demo)
+        .arg(server.url())
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", demo.display()))?;
+    let stop = server.stop();
+    println!("demo: server {stop}");
+    if status.success() {
+        Ok(())
+    } else {
+        Err("the demo client failed".into())
+    }
+}

@@ -1,0 +1,171 @@
+//! `cargo xtask setup`: install what the tests need; skip what is there.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// Folders whose npm packages the tests use.
+const NPM_DIRS: &[&str] = &[
+    "pkg",
+    "wasm-tests/js",
+    "js-examples/react",
+    "js-examples/vue",
+];
+
+pub(crate) fn setup(root: &Path) -> Result<(), String> {
+    wasm_target()?;
+    wasm_bindgen_cli(root)?;
+    chromium()?;
+    npm(root)?;
+    Ok(())
+}
+
+fn run(what: &str, command: &mut Command) -> Result<(), String> {
+    let started = Instant::now();
+    println!("xtask setup: {what} ...");
+    let status = command
+        .status()
+        .map_err(|e| format!("{what}: cannot start: {e}"))?;
+    if status.success() {
+        println!(
+            "xtask setup: {what} done in {:.0}s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
+fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn wasm_target() -> Result<(), String> {
+    let installed = output("rustup", &["target", "list", "--installed"]).unwrap_or_default();
+    if installed.lines().any(|l| l.trim() == crate::WASM) {
+        println!("xtask setup: {} target present", crate::WASM);
+        return Ok(());
+    }
+    run(
+        "rustup target add wasm32-unknown-unknown",
+        Command::new("rustup").args(["target", "add", crate::WASM]),
+    )
+}
+
+/// The exact wasm-bindgen version pinned in the workspace Cargo.toml.
+pub(crate) fn pinned_wasm_bindgen(root: &Path) -> Result<String, String> {
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml"))
+        .map_err(|e| format!("read Cargo.toml: {e}"))?;
+    manifest
+        .lines()
+        .find_map(|line| {
+            let rest = line.trim().strip_prefix("wasm-bindgen = \"=")?;
+            Some(rest.split('"').next()?.to_owned())
+        })
+        .ok_or_else(|| "Cargo.toml does not pin wasm-bindgen as `wasm-bindgen = \"=X.Y.Z\"`".into())
+}
+
+fn wasm_bindgen_cli(root: &Path) -> Result<(), String> {
+    let version = pinned_wasm_bindgen(root)?;
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
+    let locked = lock
+        .split("[[package]]")
+        .find(|p| p.contains("\nname = \"wasm-bindgen\"\n"))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")))
+        .map(|v| v.trim_end_matches('"').to_owned());
+    if let Some(locked) = locked {
+        if locked != version {
+            return Err(format!(
+                "Cargo.lock has wasm-bindgen {locked} but Cargo.toml pins {version}"
+            ));
+        }
+    }
+    let have = output("wasm-bindgen-test-runner", &["--version"]).unwrap_or_default();
+    if have.split_whitespace().nth(1) == Some(version.as_str()) {
+        println!("xtask setup: wasm-bindgen-cli {version} present");
+        return Ok(());
+    }
+    let locked_install = run(
+        &format!("cargo install wasm-bindgen-cli --version {version} --locked"),
+        Command::new("cargo").args([
+            "install",
+            "wasm-bindgen-cli",
+            "--version",
+            &version,
+            "--locked",
+            "--force",
+        ]),
+    );
+    if locked_install.is_ok() {
+        return Ok(());
+    }
+    run(
+        &format!("cargo install wasm-bindgen-cli --version {version} (without --locked)"),
+        Command::new("cargo").args([
+            "install",
+            "wasm-bindgen-cli",
+            "--version",
+            &version,
+            "--force",
+        ]),
+    )
+}
+
+fn chromium() -> Result<(), String> {
+    if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
+        println!("xtask setup: chromium and chromedriver present");
+        return Ok(());
+    }
+    run(
+        "apt-get update",
+        Command::new("apt-get").args(["update", "-qq"]),
+    )?;
+    run(
+        "apt-get install chromium chromium-driver",
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "chromium", "chromium-driver"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn npm(root: &Path) -> Result<(), String> {
+    for dir in NPM_DIRS {
+        let dir = root.join(dir);
+        let manifest = dir.join("package.json");
+        if !manifest.exists() {
+            continue;
+        }
+        let lock = dir.join("package-lock.json");
+        let stamp = dir.join("node_modules/.package-lock.json");
+        let fresh = match (
+            modified(&lock).or_else(|| modified(&manifest)),
+            modified(&stamp),
+        ) {
+            (Some(wanted), Some(installed)) => installed >= wanted,
+            _ => false,
+        };
+        if fresh {
+            println!("xtask setup: npm packages in {} present", dir.display());
+            continue;
+        }
+        let verb = if lock.exists() { "ci" } else { "install" };
+        run(
+            &format!("npm {verb} in {}", dir.display()),
+            Command::new("npm")
+                .args([verb, "--no-audit", "--no-fund"])
+                .current_dir(&dir),
+        )?;
+    }
+    Ok(())
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).ok()?.modified().ok()
+}
