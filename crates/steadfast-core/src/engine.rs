@@ -1,0 +1,1097 @@
+//! The engine: one session's state machine, for the client or the server.
+
+use std::collections::VecDeque;
+
+use crate::codec::{self, Frame, SessionId, MIN_CHUNK_SIZE, SUBPROTOCOL};
+use crate::config::{CloseAction, Config, ConfigError, Reliability};
+use crate::error::{EngineError, SendError};
+use crate::inbound::{Inbound, Received};
+use crate::outbox::{frames_of, Entry, Message, Outbox};
+use crate::record::{StoredMessage, StoredSession};
+use crate::rng::Rng;
+use crate::timer::{Timer, Timers};
+use crate::types::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Client,
+    Server,
+}
+
+/// The current connection, as far as the engine knows it.
+#[derive(Debug)]
+struct Conn {
+    /// The socket reported open.
+    open: bool,
+    /// Set once messages can flow (reliable: after the handshake).
+    mode: Option<Mode>,
+}
+
+/// The sans-IO steadfast engine: one session, driven by its caller.
+///
+/// # Driving it
+///
+/// - **Inputs** (`handle_*`, and the app commands [`send`](Engine::send),
+///   [`connect`](Engine::connect), [`close`](Engine::close),
+///   [`reconnect`](Engine::reconnect)): each takes `now`, the driver's
+///   monotonic time in ms. The engine never reads a clock and has no
+///   randomness but the seed it was given.
+/// - **Outputs**: after every input, drain [`poll_output`](Engine::poll_output)
+///   until it returns [`Output::Timeout`] or `None`, acting on each output in
+///   order: a [`Output::Persist`] must be applied before the outputs after it
+///   (so a message is durable before it is transmitted, and the inbound
+///   high-water mark before the ACK that depends on it).
+/// - **Time**: sleep until the `Timeout`'s deadline or the next input, then
+///   call [`handle_timeout`](Engine::handle_timeout) with the *current* time —
+///   re-read the clock on waking; a late wake-up (throttled tab, sleeping
+///   laptop) is expected and handled, and a spurious call is a no-op.
+/// - **Re-entrancy**: outputs are plain data. Never call user code while the
+///   engine is borrowed; collect outputs, release it, then dispatch events.
+/// - After [`Output::Disconnect`] the driver closes that socket and must not
+///   report its close back; the engine has already moved on.
+///
+/// # Roles
+///
+/// [`Engine::client`] owns the connection lifecycle: backoff with full
+/// jitter after the cap, the close-code policy, hints, heartbeat.
+/// [`Engine::server`] is the server side of one session: the same sequencing,
+/// ACKs, dedup, reassembly and outbox, answering HELLO with WELCOME, with no
+/// reconnecting of its own.
+#[derive(Debug)]
+pub struct Engine {
+    role: Role,
+    config: Config,
+    rng: Rng,
+    state: State,
+    timers: Timers,
+    out: VecDeque<Output>,
+    session: SessionId,
+    welcomed: bool,
+    outbox: Outbox,
+    inbound: Inbound,
+    next_receipt: u64,
+    conn: Option<Conn>,
+    /// Consecutive connections that did not become healthy.
+    attempt: u32,
+    /// An auth refresh happened; the next auth rejection is final.
+    auth_refreshed: bool,
+    chunk_size: usize,
+    peer_max_message: u64,
+    /// Deliveries (or duplicates) since the last ACK.
+    pending_ack: u64,
+    last_rx: u64,
+    probe_sent_at: Option<u64>,
+    ping_id: u64,
+    ping_sent_at: Option<(u64, u64)>,
+}
+
+impl Engine {
+    /// A client engine with a fresh session id drawn from `seed`.
+    pub fn client(config: Config, seed: u64) -> Result<Engine, ConfigError> {
+        config.validate()?;
+        let mut rng = Rng::new(seed);
+        let session = SessionId(rng.bytes16());
+        Ok(Engine::new(Role::Client, config, rng, session, 1, 0))
+    }
+
+    /// The server side of session `session` (see [`Engine`] docs). The server
+    /// creates one per session it knows; for a HELLO naming a session it
+    /// does not know (and not `NEW`), it creates one with a fresh id, and the
+    /// client resynchronises.
+    pub fn server(config: Config, seed: u64, session: SessionId) -> Result<Engine, ConfigError> {
+        config.validate()?;
+        let mut engine = Engine::new(Role::Server, config, Rng::new(seed), session, 1, 0);
+        engine.welcomed = false;
+        Ok(engine)
+    }
+
+    /// Rebuild a client from a store's contents after a restart. Returns the
+    /// engine and the receipts it gave the restored messages, by seq.
+    ///
+    /// `wall_ms` is the current wall-clock time (for TTLs). Restored messages
+    /// count as possibly sent. Records for seqs at or above the session's
+    /// `next_seq` are ignored (they cannot have been assigned).
+    pub fn restore(
+        config: Config,
+        seed: u64,
+        now: u64,
+        wall_ms: u64,
+        session: Option<StoredSession>,
+        mut messages: Vec<StoredMessage>,
+    ) -> Result<(Engine, Vec<(u64, Receipt)>), ConfigError> {
+        config.validate()?;
+        let mut rng = Rng::new(seed);
+        messages.sort_by_key(|m| m.seq);
+        let (session, welcomed, delivered, next_seq) = match session {
+            Some(s) => (s.session, s.welcomed, s.inbound_delivered, s.next_seq),
+            // Messages without a session record: keep them, in a new session.
+            None => (
+                SessionId(rng.bytes16()),
+                false,
+                0,
+                messages.last().map_or(1, |m| m.seq + 1),
+            ),
+        };
+        let mut engine = Engine::new(Role::Client, config, rng, session, next_seq, delivered);
+        engine.welcomed = welcomed;
+        let mut receipts = Vec::new();
+        for m in messages {
+            let receipt = engine.new_receipt();
+            let expires_at =
+                (m.expires_wall_ms != 0).then(|| now + m.expires_wall_ms.saturating_sub(wall_ms));
+            let seq = m.seq;
+            let restored = engine.outbox.restore(Message {
+                seq,
+                receipt,
+                binary: m.binary,
+                payload: m.payload,
+                enqueued_wall_ms: m.enqueued_wall_ms,
+                expires_wall_ms: m.expires_wall_ms,
+                expires_at,
+                maybe_sent: true,
+            });
+            if restored {
+                receipts.push((seq, receipt));
+            }
+        }
+        engine.arm_expiry();
+        Ok((engine, receipts))
+    }
+
+    fn new(
+        role: Role,
+        config: Config,
+        rng: Rng,
+        session: SessionId,
+        next_seq: u64,
+        delivered: u64,
+    ) -> Engine {
+        let chunk_size = config.chunk_size;
+        let peer_max_message = config.limits.max_message_size;
+        Engine {
+            role,
+            config,
+            rng,
+            state: State::Idle,
+            timers: Timers::default(),
+            out: VecDeque::new(),
+            session,
+            welcomed: false,
+            outbox: Outbox::new(next_seq),
+            inbound: Inbound::new(delivered),
+            next_receipt: 0,
+            conn: None,
+            attempt: 0,
+            auth_refreshed: false,
+            chunk_size,
+            peer_max_message,
+            pending_ack: 0,
+            last_rx: 0,
+            probe_sent_at: None,
+            ping_id: 0,
+            ping_sent_at: None,
+        }
+    }
+
+    // ----- getters -----
+
+    /// The lifecycle state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The session id.
+    pub fn session(&self) -> SessionId {
+        self.session
+    }
+
+    /// Messages waiting for an ACK (or to be sent).
+    pub fn queued(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Payload bytes waiting.
+    pub fn queued_bytes(&self) -> usize {
+        self.outbox.bytes()
+    }
+
+    /// Highest inbound seq delivered in order.
+    pub fn delivered(&self) -> u64 {
+        self.inbound.delivered
+    }
+
+    /// Bytes held for reordering and reassembly.
+    pub fn buffered_bytes(&self) -> usize {
+        self.inbound.held_bytes()
+    }
+
+    /// The current chunk size (halved after a 1009 close).
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size
+    }
+
+    /// The earliest timer deadline.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.timers.next()
+    }
+
+    /// The next output; `Timeout` or `None` ends a drain.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(output) = self.out.pop_front() {
+            return Some(output);
+        }
+        self.timers.next().map(Output::Timeout)
+    }
+
+    // ----- app commands -----
+
+    /// Start connecting (from `Idle`, or again after `Closed`).
+    pub fn connect(&mut self, now: u64) {
+        if self.role == Role::Client && matches!(self.state, State::Idle | State::Closed { .. }) {
+            self.attempt = 0;
+            self.auth_refreshed = false;
+            self.start_attempt(now);
+        }
+    }
+
+    /// Close for good (until `connect` is called again). Queued messages
+    /// stay queued (and in the store); nothing is failed.
+    pub fn close(&mut self, now: u64) {
+        let _ = now;
+        if self.conn.take().is_some() {
+            self.emit(Output::Disconnect {
+                code: 1000,
+                reason: String::new(),
+            });
+        }
+        self.timers.clear();
+        self.set_state(State::Closed {
+            reason: StopReason::Closed,
+        });
+    }
+
+    /// Drop the current connection (if any) and connect again soon.
+    pub fn reconnect(&mut self, now: u64) {
+        if self.role != Role::Client || matches!(self.state, State::Closed { .. } | State::Idle) {
+            return;
+        }
+        if self.conn.take().is_some() {
+            self.emit(Output::Disconnect {
+                code: 1000,
+                reason: "reconnect".into(),
+            });
+            self.end_connection();
+            self.after_disconnect(
+                now,
+                DisconnectReason::Requested,
+                CloseAction::Reconnect,
+                true,
+            );
+        } else {
+            self.timers.stop(Timer::Retry);
+            self.start_attempt(now);
+        }
+    }
+
+    /// Queue a message. `wall_ms` is wall-clock time (for the TTL, which
+    /// survives restarts). The receipt resolves with `Acked` (reliable),
+    /// `Sent` (plain) or `Failed`.
+    pub fn send(&mut self, now: u64, wall_ms: u64, payload: Payload) -> Result<Receipt, SendError> {
+        let size = payload.len();
+        let limit = self
+            .config
+            .limits
+            .max_message_size
+            .min(self.config.outbox.max_bytes as u64);
+        if size as u64 > limit {
+            return Err(SendError::TooLarge {
+                size: size as u64,
+                limit,
+            });
+        }
+        let (max_messages, max_bytes) = (
+            self.config.outbox.max_messages,
+            self.config.outbox.max_bytes,
+        );
+        let overflow = self.config.outbox.overflow;
+        while self.outbox.len() + 1 > max_messages || self.outbox.bytes() + size > max_bytes {
+            let full = SendError::QueueFull {
+                messages: self.outbox.len(),
+                bytes: self.outbox.bytes(),
+            };
+            if overflow == crate::config::Overflow::Reject {
+                return Err(full);
+            }
+            let Some(dropped) = self.outbox.drop_oldest_unsent() else {
+                return Err(full);
+            };
+            self.fail(dropped, FailReason::Dropped);
+        }
+        let receipt = self.new_receipt();
+        let (binary, payload) = payload.into_parts();
+        let ttl = self.config.outbox.ttl_ms;
+        let message = Message {
+            seq: 0,
+            receipt,
+            binary,
+            payload,
+            enqueued_wall_ms: wall_ms,
+            expires_wall_ms: ttl.map_or(0, |t| wall_ms.saturating_add(t).max(1)),
+            expires_at: ttl.map(|t| now.saturating_add(t)),
+            maybe_sent: false,
+        };
+        let record = StoredMessage {
+            seq: self.outbox.next_seq,
+            binary: message.binary,
+            payload: message.payload.clone(),
+            enqueued_wall_ms: message.enqueued_wall_ms,
+            expires_wall_ms: message.expires_wall_ms,
+        };
+        self.outbox.push(message);
+        self.emit(Output::Persist(PersistOp::Put(record)));
+        self.persist_session();
+        self.arm_expiry();
+        self.transmit_more();
+        Ok(receipt)
+    }
+
+    /// The driver refreshed credentials (`ok`) or could not (`!ok`) after
+    /// [`Event::RefreshAuth`].
+    pub fn handle_auth_refreshed(&mut self, now: u64, ok: bool) {
+        if self.state
+            != (State::Suspended {
+                reason: SuspendReason::AwaitingAuth,
+            })
+        {
+            return;
+        }
+        if ok {
+            self.start_attempt(now);
+        } else {
+            self.stop(StopReason::AuthFailed, EngineError::AuthFailed);
+        }
+    }
+
+    // ----- inputs -----
+
+    /// The socket opened; `protocol` is the subprotocol the server selected.
+    pub fn handle_open(&mut self, now: u64, protocol: Option<&str>) {
+        let Some(conn) = self.conn.as_mut().filter(|c| !c.open) else {
+            if self.role == Role::Server && self.conn.is_none() {
+                // A client (re)connected to this session.
+                self.conn = Some(Conn {
+                    open: true,
+                    mode: None,
+                });
+                self.last_rx = now;
+                self.timers.set(
+                    Timer::Connect,
+                    now + self.config.limits.handshake_timeout_ms,
+                );
+                self.set_state(State::Connecting { attempt: 0 });
+            }
+            return;
+        };
+        conn.open = true;
+        self.last_rx = now;
+        if protocol == Some(SUBPROTOCOL) && self.config.reliability != Reliability::Off {
+            let hello = Frame::Hello {
+                new: !self.welcomed,
+                session: self.session,
+                delivered: self.inbound.delivered,
+                max_message_size: self.config.limits.max_message_size,
+            };
+            self.transmit(&hello);
+            self.timers.set(
+                Timer::Connect,
+                now + self.config.limits.handshake_timeout_ms,
+            );
+        } else if self.config.reliability == Reliability::Required {
+            self.conn = None;
+            self.emit(Output::Disconnect {
+                code: 1000,
+                reason: "steadfast.v1 required".into(),
+            });
+            self.stop(
+                StopReason::SubprotocolRefused,
+                EngineError::SubprotocolRefused,
+            );
+        } else {
+            self.become_open(now, Mode::Plain);
+        }
+    }
+
+    /// One WebSocket message from the peer.
+    pub fn handle_frame(&mut self, now: u64, binary: bool, data: &[u8]) {
+        let Some(conn) = self.conn.as_ref().filter(|c| c.open) else {
+            return;
+        };
+        let mode = conn.mode;
+        self.last_rx = now;
+        self.probe_sent_at = None;
+        self.arm_liveness(now);
+        if mode == Some(Mode::Plain) {
+            let payload = if binary {
+                Payload::Binary(data.to_vec())
+            } else {
+                match std::str::from_utf8(data) {
+                    Ok(text) => Payload::Text(text.to_owned()),
+                    Err(_) => {
+                        return self.emit(Output::Event(Event::Error(EngineError::InvalidUtf8)))
+                    }
+                }
+            };
+            return self.emit(Output::Event(Event::Message(payload)));
+        }
+        if !binary {
+            return self
+                .protocol_error(now, EngineError::Protocol("text message in reliable mode"));
+        }
+        let frame = match codec::decode(data, self.config.limits.max_message_size) {
+            Ok(frame) => frame,
+            Err(e) => return self.protocol_error(now, EngineError::Decode(e)),
+        };
+        let handshaken = mode == Some(Mode::Reliable);
+        match frame {
+            Frame::Ping { id } => self.transmit(&Frame::Pong { id }),
+            Frame::Pong { id } => {
+                if let Some((sent_id, at)) = self.ping_sent_at {
+                    if sent_id == id {
+                        self.ping_sent_at = None;
+                        self.emit(Output::Event(Event::Rtt(now.saturating_sub(at))));
+                    }
+                }
+            }
+            Frame::Welcome {
+                resumed,
+                session,
+                delivered,
+                max_message_size,
+            } if self.role == Role::Client && !handshaken => {
+                self.on_welcome(now, resumed, session, delivered, max_message_size)
+            }
+            Frame::Hello {
+                new,
+                session,
+                delivered,
+                max_message_size,
+            } if self.role == Role::Server && !handshaken => {
+                self.on_hello(now, new, session, delivered, max_message_size)
+            }
+            Frame::Data {
+                seq,
+                binary,
+                chunk,
+                payload,
+            } if handshaken => {
+                let limits = &self.config.limits;
+                let result = self
+                    .inbound
+                    .on_data(now, seq, binary, chunk, payload, limits);
+                self.on_received(now, result);
+            }
+            Frame::Skip { first, last } if handshaken => {
+                let result = self.inbound.on_skip(first, last, &self.config.limits);
+                self.on_received(now, result);
+            }
+            Frame::Ack { delivered } if handshaken => match self.outbox.ack_through(delivered) {
+                Some(acked) => {
+                    for m in acked {
+                        self.resolve(m);
+                    }
+                    self.transmit_more();
+                }
+                None => self.protocol_error(now, EngineError::Protocol("ACK for a seq never sent")),
+            },
+            _ => self.protocol_error(
+                now,
+                EngineError::Protocol("frame not allowed in this state"),
+            ),
+        }
+    }
+
+    /// The connection closed (not after a `Disconnect` the engine asked for).
+    pub fn handle_close(&mut self, now: u64, code: u16, reason: &str) {
+        if self.conn.take().is_none() {
+            return;
+        }
+        self.end_connection();
+        if self.role == Role::Server {
+            self.set_state(State::Idle);
+            return;
+        }
+        if code == 1009 {
+            // The server (or a proxy) found a message too big: send smaller chunks.
+            self.chunk_size = (self.chunk_size / 2).max(MIN_CHUNK_SIZE);
+        }
+        let action = self.config.close_policy.decide(code, reason);
+        let reason = DisconnectReason::Closed {
+            code,
+            reason: reason.to_owned(),
+        };
+        self.after_disconnect(now, reason, action, false);
+    }
+
+    /// A hint from the host environment.
+    pub fn handle_hint(&mut self, now: u64, hint: Hint) {
+        if self.role != Role::Client {
+            return;
+        }
+        match hint {
+            Hint::Offline => {
+                if matches!(self.state, State::Closed { .. } | State::Idle) {
+                    return;
+                }
+                if self.conn.take().is_some() {
+                    self.emit(Output::Disconnect {
+                        code: 4907,
+                        reason: "offline".into(),
+                    });
+                    self.end_connection();
+                }
+                self.timers.stop(Timer::Retry);
+                if !matches!(self.state, State::Suspended { .. }) {
+                    self.set_state(State::Suspended {
+                        reason: SuspendReason::Offline,
+                    });
+                }
+            }
+            Hint::Online | Hint::Visible | Hint::PageShow => match self.state {
+                State::Suspended {
+                    reason: SuspendReason::Offline,
+                }
+                | State::BackingOff { .. } => {
+                    self.timers.stop(Timer::Retry);
+                    self.start_attempt(now);
+                }
+                // Timers may have slept: check the peer now.
+                State::Open { .. } => self.probe(now),
+                _ => {}
+            },
+            Hint::Hidden => {}
+        }
+    }
+
+    /// Fire every timer due at `now`. A no-op when none is due.
+    pub fn handle_timeout(&mut self, now: u64) {
+        for (timer, _deadline) in self.timers.take_due(now) {
+            match timer {
+                Timer::Connect => {
+                    if self.conn.take().is_some() {
+                        self.emit(Output::Disconnect {
+                            code: 4906,
+                            reason: "connect timeout".into(),
+                        });
+                        self.end_connection();
+                        self.emit(Output::Event(Event::Error(EngineError::ConnectTimeout)));
+                        if self.role == Role::Server {
+                            self.set_state(State::Idle);
+                        } else {
+                            self.after_disconnect(
+                                now,
+                                DisconnectReason::ConnectTimeout,
+                                CloseAction::Reconnect,
+                                false,
+                            );
+                        }
+                    }
+                }
+                Timer::Retry => {
+                    if matches!(self.state, State::BackingOff { .. }) {
+                        self.start_attempt(now);
+                    }
+                }
+                Timer::Healthy => self.attempt = 0,
+                Timer::Ack => self.send_ack(),
+                Timer::Ping => {
+                    self.probe(now);
+                    if let Some(hb) = &self.config.heartbeat {
+                        self.timers.set(Timer::Ping, now + hb.interval_ms);
+                    }
+                }
+                // Late or not, liveness is judged from the last probe: a
+                // timer that slept sends a probe first and waits from now.
+                Timer::Liveness => self.check_liveness(now),
+                Timer::Gap => {
+                    if self.inbound.has_gap() {
+                        self.protocol_error(now, EngineError::GapTimeout);
+                    }
+                }
+                Timer::Partial => match self.inbound.oldest_partial() {
+                    Some(start) if start + self.config.limits.max_partial_age_ms <= now => {
+                        self.protocol_error(now, EngineError::PartialTimeout)
+                    }
+                    Some(start) => self.timers.set(
+                        Timer::Partial,
+                        start + self.config.limits.max_partial_age_ms,
+                    ),
+                    None => {}
+                },
+                Timer::Expiry => {
+                    for m in self.outbox.expire(now) {
+                        self.fail(m, FailReason::Expired);
+                    }
+                    self.arm_expiry();
+                    self.transmit_more();
+                }
+            }
+        }
+    }
+
+    // ----- internals -----
+
+    fn emit(&mut self, output: Output) {
+        self.out.push_back(output);
+    }
+
+    fn transmit(&mut self, frame: &Frame<'_>) {
+        self.out.push_back(Output::Transmit(Transmit {
+            binary: true,
+            data: frame.to_vec(),
+        }));
+    }
+
+    fn set_state(&mut self, state: State) {
+        if self.state != state {
+            self.state = state.clone();
+            self.emit(Output::Event(Event::State(state)));
+        }
+    }
+
+    fn new_receipt(&mut self) -> Receipt {
+        self.next_receipt += 1;
+        Receipt(self.next_receipt)
+    }
+
+    fn persist_session(&mut self) {
+        let record = StoredSession {
+            session: self.session,
+            welcomed: self.welcomed,
+            inbound_delivered: self.inbound.delivered,
+            next_seq: self.outbox.next_seq,
+        };
+        self.emit(Output::Persist(PersistOp::Session(record)));
+    }
+
+    fn resolve(&mut self, m: Message) {
+        self.emit(Output::Persist(PersistOp::Delete { seq: m.seq }));
+        self.emit(Output::Event(Event::Acked(m.receipt)));
+    }
+
+    fn fail(&mut self, m: Message, reason: FailReason) {
+        self.emit(Output::Persist(PersistOp::Delete { seq: m.seq }));
+        self.emit(Output::Event(Event::Failed {
+            receipt: m.receipt,
+            reason,
+            possibly_delivered: m.maybe_sent,
+        }));
+    }
+
+    fn stop(&mut self, reason: StopReason, error: EngineError) {
+        self.timers.clear();
+        self.arm_expiry();
+        self.emit(Output::Event(Event::Error(error)));
+        self.set_state(State::Closed { reason });
+    }
+
+    fn start_attempt(&mut self, now: u64) {
+        self.conn = Some(Conn {
+            open: false,
+            mode: None,
+        });
+        self.emit(Output::Connect {
+            offer_reliable: self.config.reliability != Reliability::Off,
+        });
+        self.timers
+            .set(Timer::Connect, now + self.config.backoff.connect_timeout_ms);
+        self.set_state(State::Connecting {
+            attempt: self.attempt,
+        });
+    }
+
+    /// Forget the connection's timers and in-flight marks (the session stays).
+    fn end_connection(&mut self) {
+        for timer in [
+            Timer::Connect,
+            Timer::Healthy,
+            Timer::Ack,
+            Timer::Ping,
+            Timer::Liveness,
+            Timer::Gap,
+        ] {
+            self.timers.stop(timer);
+        }
+        self.pending_ack = 0;
+        self.probe_sent_at = None;
+        self.ping_sent_at = None;
+        self.outbox.rewind();
+        self.arm_expiry();
+    }
+
+    fn after_disconnect(
+        &mut self,
+        now: u64,
+        reason: DisconnectReason,
+        action: CloseAction,
+        client_caused: bool,
+    ) {
+        let (code, text) = match &reason {
+            DisconnectReason::Closed { code, reason } => (*code, reason.clone()),
+            _ => (0, String::new()),
+        };
+        match action {
+            CloseAction::Stop => self.stop(
+                StopReason::Rejected {
+                    code,
+                    reason: text.clone(),
+                },
+                EngineError::Rejected { code, reason: text },
+            ),
+            CloseAction::RefreshAuth if !self.config.can_refresh_auth || self.auth_refreshed => {
+                // A second rejection right after a refresh: no loop.
+                self.stop(
+                    StopReason::Rejected { code, reason: text },
+                    EngineError::AuthFailed,
+                )
+            }
+            CloseAction::RefreshAuth => {
+                self.auth_refreshed = true;
+                self.set_state(State::Suspended {
+                    reason: SuspendReason::AwaitingAuth,
+                });
+                self.emit(Output::Event(Event::RefreshAuth));
+            }
+            CloseAction::Reconnect | CloseAction::ReconnectSlow => {
+                let backoff = &self.config.backoff;
+                let delay = if client_caused && self.attempt == 0 {
+                    self.rng.up_to(backoff.fast_retry_ms)
+                } else {
+                    let extra = if action == CloseAction::ReconnectSlow {
+                        2
+                    } else {
+                        0
+                    };
+                    let exponent = (self.attempt + extra).min(32);
+                    let bound = backoff
+                        .initial_ms
+                        .saturating_mul(1u64 << exponent)
+                        .min(backoff.max_ms);
+                    // Full jitter *after* the cap: clients at the cap stay spread.
+                    self.rng.up_to(bound)
+                };
+                self.attempt = self.attempt.saturating_add(1);
+                let next_retry_at = now + delay;
+                self.timers.set(Timer::Retry, next_retry_at);
+                self.set_state(State::BackingOff {
+                    attempt: self.attempt,
+                    next_retry_at,
+                    reason,
+                });
+            }
+        }
+    }
+
+    fn protocol_error(&mut self, now: u64, error: EngineError) {
+        let code = error.close_code();
+        let mut reason = error.to_string();
+        reason.truncate(floor_char_boundary(&reason, 123));
+        self.conn = None;
+        self.emit(Output::Disconnect { code, reason });
+        self.emit(Output::Event(Event::Error(error.clone())));
+        self.end_connection();
+        if self.role == Role::Server {
+            self.set_state(State::Idle);
+            return;
+        }
+        let action = self.config.close_policy.decide(code, "");
+        let reason = if error == EngineError::DeadPeer {
+            DisconnectReason::DeadPeer
+        } else {
+            DisconnectReason::ProtocolError { code }
+        };
+        self.after_disconnect(now, reason, action, error == EngineError::DeadPeer);
+    }
+
+    fn on_welcome(
+        &mut self,
+        now: u64,
+        resumed: bool,
+        session: SessionId,
+        delivered: u64,
+        max: u64,
+    ) {
+        let _ = resumed;
+        if session != self.session {
+            // The server lost our session: start a new one, renumber, re-send.
+            let messages = self.outbox.drain_messages();
+            self.outbox.renumber(messages);
+            self.session = session;
+            self.inbound.reset(0);
+            self.welcomed = true;
+            self.emit(Output::Persist(PersistOp::Clear));
+            let records = self.outbox.records();
+            for record in records {
+                self.emit(Output::Persist(PersistOp::Put(record)));
+            }
+            self.persist_session();
+            self.emit(Output::Event(Event::ResyncRequired));
+        } else if !self.welcomed {
+            self.welcomed = true;
+            self.persist_session();
+        }
+        self.peer_max_message = max;
+        let Some(acked) = self.outbox.ack_through(delivered) else {
+            return self.protocol_error(
+                now,
+                EngineError::Protocol("WELCOME acknowledges a seq never sent"),
+            );
+        };
+        for m in acked {
+            self.resolve(m);
+        }
+        self.attempt = 0;
+        self.auth_refreshed = false;
+        self.outbox.rewind();
+        // The peer may be behind what we dropped (plain-mode sends, a restart).
+        if delivered < self.outbox.acked {
+            self.transmit(&Frame::Skip {
+                first: delivered + 1,
+                last: self.outbox.acked,
+            });
+        }
+        self.become_open(now, Mode::Reliable);
+    }
+
+    fn on_hello(&mut self, now: u64, new: bool, session: SessionId, delivered: u64, max: u64) {
+        let _ = new;
+        let known = session == self.session;
+        let welcome = Frame::Welcome {
+            resumed: known && self.welcomed,
+            session: self.session,
+            delivered: self.inbound.delivered,
+            max_message_size: self.config.limits.max_message_size,
+        };
+        self.transmit(&welcome);
+        self.welcomed = true;
+        self.peer_max_message = max;
+        self.outbox.rewind();
+        if known {
+            match self.outbox.ack_through(delivered) {
+                Some(acked) => {
+                    for m in acked {
+                        self.resolve(m);
+                    }
+                }
+                None => {
+                    return self.protocol_error(
+                        now,
+                        EngineError::Protocol("HELLO acknowledges a seq never sent"),
+                    )
+                }
+            }
+            if delivered < self.outbox.acked {
+                self.transmit(&Frame::Skip {
+                    first: delivered + 1,
+                    last: self.outbox.acked,
+                });
+            }
+        }
+        self.become_open(now, Mode::Reliable);
+    }
+
+    fn become_open(&mut self, now: u64, mode: Mode) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.mode = Some(mode);
+        }
+        self.timers.stop(Timer::Connect);
+        if self.role == Role::Client && mode == Mode::Plain {
+            self.timers
+                .set(Timer::Healthy, now + self.config.backoff.healthy_after_ms);
+        }
+        if let Some(hb) = &self.config.heartbeat {
+            if mode == Mode::Reliable || hb.plain_ping.is_some() {
+                self.timers.set(Timer::Ping, now + hb.interval_ms);
+                self.arm_liveness(now);
+            }
+        }
+        self.set_state(State::Open { mode });
+        self.transmit_more();
+    }
+
+    fn arm_liveness(&mut self, now: u64) {
+        if let Some(hb) = &self.config.heartbeat {
+            if self.timers.get(Timer::Ping).is_some() {
+                self.timers.set(Timer::Liveness, now + hb.idle_ms);
+            }
+        }
+    }
+
+    /// Send a probe (PING, or the plain-mode ping message) unless one is out.
+    fn probe(&mut self, now: u64) {
+        let Some(hb) = &self.config.heartbeat else {
+            return;
+        };
+        let Some(mode) = self.conn.as_ref().and_then(|c| c.mode) else {
+            return;
+        };
+        let probe_timeout = hb.probe_timeout_ms;
+        match mode {
+            Mode::Reliable => {
+                self.ping_id += 1;
+                let id = self.ping_id;
+                self.ping_sent_at = Some((id, now));
+                self.transmit(&Frame::Ping { id });
+            }
+            Mode::Plain => {
+                let Some(ping) = hb.plain_ping.clone() else {
+                    return;
+                };
+                let (binary, data) = ping.into_parts();
+                self.emit(Output::Transmit(Transmit { binary, data }));
+            }
+        }
+        if self.probe_sent_at.is_none() {
+            self.probe_sent_at = Some(now);
+            self.timers.set_min(Timer::Liveness, now + probe_timeout);
+        }
+    }
+
+    fn check_liveness(&mut self, now: u64) {
+        let Some(hb) = self.config.heartbeat.clone() else {
+            return;
+        };
+        if self.conn.as_ref().and_then(|c| c.mode).is_none() {
+            return;
+        }
+        match self.probe_sent_at {
+            Some(sent) if now >= sent + hb.probe_timeout_ms => {
+                self.protocol_error(now, EngineError::DeadPeer)
+            }
+            Some(sent) => self.timers.set(Timer::Liveness, sent + hb.probe_timeout_ms),
+            None if now >= self.last_rx + hb.idle_ms => self.probe(now),
+            None => self.timers.set(Timer::Liveness, self.last_rx + hb.idle_ms),
+        }
+    }
+
+    fn on_received(&mut self, now: u64, result: Result<Received, EngineError>) {
+        let received = match result {
+            Ok(r) => r,
+            Err(e) => return self.protocol_error(now, e),
+        };
+        if received.skipped > 0 {
+            self.emit(Output::Event(Event::Skipped {
+                count: received.skipped,
+            }));
+        }
+        let delivered = received.messages.len() as u64 + u64::from(received.skipped > 0);
+        for payload in received.messages {
+            self.emit(Output::Event(Event::Message(payload)));
+        }
+        if delivered > 0 || received.duplicate {
+            self.pending_ack += delivered.max(1);
+            if self.pending_ack >= self.config.ack.every {
+                self.send_ack();
+            } else {
+                self.timers
+                    .set_min(Timer::Ack, now + self.config.ack.delay_ms);
+            }
+        }
+        if self.inbound.has_gap() {
+            self.timers
+                .set_min(Timer::Gap, now + self.config.limits.gap_timeout_ms);
+        } else {
+            self.timers.stop(Timer::Gap);
+        }
+        match self.inbound.oldest_partial() {
+            Some(start) => self.timers.set(
+                Timer::Partial,
+                start + self.config.limits.max_partial_age_ms,
+            ),
+            None => self.timers.stop(Timer::Partial),
+        }
+    }
+
+    fn send_ack(&mut self) {
+        self.timers.stop(Timer::Ack);
+        if self.conn.as_ref().and_then(|c| c.mode) != Some(Mode::Reliable) {
+            return;
+        }
+        self.pending_ack = 0;
+        // The high-water mark is durable before the peer may forget the messages.
+        self.persist_session();
+        self.transmit(&Frame::Ack {
+            delivered: self.inbound.delivered,
+        });
+    }
+
+    fn arm_expiry(&mut self) {
+        match self.outbox.next_expiry() {
+            Some(at) => self.timers.set(Timer::Expiry, at),
+            None => self.timers.stop(Timer::Expiry),
+        }
+    }
+
+    /// Put queued entries on the wire, up to the in-flight limit.
+    fn transmit_more(&mut self) {
+        let Some(mode) = self.conn.as_ref().and_then(|c| c.mode) else {
+            return;
+        };
+        let max_in_flight = self.config.outbox.max_in_flight_bytes;
+        loop {
+            if mode == Mode::Reliable && self.outbox.in_flight_bytes() >= max_in_flight {
+                break;
+            }
+            let chunk_size = self.chunk_size;
+            let Some(entry) = self.outbox.next_unsent() else {
+                break;
+            };
+            let (last, bytes) = match entry {
+                Entry::Message(m) => {
+                    m.maybe_sent = true;
+                    (m.seq, m.payload.len())
+                }
+                Entry::Skip { last, .. } => (*last, 0),
+            };
+            match mode {
+                Mode::Reliable => {
+                    let out = &mut self.out;
+                    frames_of(entry, chunk_size, |frame| {
+                        out.push_back(Output::Transmit(Transmit {
+                            binary: true,
+                            data: frame.to_vec(),
+                        }))
+                    });
+                    self.outbox.mark_sent(last, bytes);
+                }
+                Mode::Plain => {
+                    if let Entry::Message(m) = entry {
+                        let data = m.payload.clone();
+                        let binary = m.binary;
+                        self.out
+                            .push_back(Output::Transmit(Transmit { binary, data }));
+                    }
+                    self.outbox.mark_sent(last, bytes);
+                    // Handed to the socket is all plain mode can promise.
+                    if let Some(sent) = self.outbox.ack_through(last) {
+                        for m in sent {
+                            self.emit(Output::Persist(PersistOp::Delete { seq: m.seq }));
+                            self.emit(Output::Event(Event::Sent(m.receipt)));
+                        }
+                    }
+                }
+            }
+        }
+        self.arm_expiry();
+    }
+}
+
+/// The largest index ≤ `max` on a char boundary of `s`.
+fn floor_char_boundary(s: &str, max: usize) -> usize {
+    if max >= s.len() {
+        return s.len();
+    }
+    (0..=max)
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0)
+}

@@ -1,0 +1,130 @@
+use crate::codec::DecodeError;
+
+/// Something that went wrong inside a session. Each variant has a stable
+/// [`code`](EngineError::code) and, when it ends the connection, the
+/// [`close_code`](EngineError::close_code) the engine sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// A frame could not be decoded.
+    #[error("malformed frame: {0}")]
+    Decode(DecodeError),
+    /// A frame that is valid alone but wrong here.
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
+    /// A seq beyond the reorder window.
+    #[error("seq {seq} is beyond the reorder window (delivered {delivered})")]
+    SequenceGap {
+        /// The offending seq.
+        seq: u64,
+        /// Delivered so far.
+        delivered: u64,
+    },
+    /// A gap in the sequence was not filled in time.
+    #[error("a sequence gap was not filled in time")]
+    GapTimeout,
+    /// Held bytes would exceed `max_buffered_bytes`.
+    #[error("buffered bytes would exceed the limit")]
+    BufferLimit,
+    /// Too many incomplete chunked messages.
+    #[error("too many incomplete chunked messages")]
+    PartialLimit,
+    /// A chunked message did not complete in time.
+    #[error("a chunked message did not complete in time")]
+    PartialTimeout,
+    /// A text message was not UTF-8.
+    #[error("text message is not valid UTF-8")]
+    InvalidUtf8,
+    /// The connect or handshake timed out.
+    #[error("connect or handshake timed out")]
+    ConnectTimeout,
+    /// The peer stopped answering the heartbeat.
+    #[error("the peer did not answer the heartbeat")]
+    DeadPeer,
+    /// `Reliability::Required`, and the server did not accept `steadfast.v1`.
+    #[error("the server did not accept the steadfast.v1 subprotocol")]
+    SubprotocolRefused,
+    /// The server rejected the client (close policy: stop).
+    #[error("the server rejected the connection (close {code}: {reason})")]
+    Rejected {
+        /// Close code.
+        code: u16,
+        /// Close reason.
+        reason: String,
+    },
+    /// The auth refresh failed, or the refreshed credentials were rejected again.
+    #[error("authorization failed")]
+    AuthFailed,
+}
+
+impl EngineError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::Decode(_) => "ERR_MALFORMED_FRAME",
+            EngineError::Protocol(_) => "ERR_PROTOCOL",
+            EngineError::SequenceGap { .. } => "ERR_SEQUENCE_GAP",
+            EngineError::GapTimeout => "ERR_GAP_TIMEOUT",
+            EngineError::BufferLimit => "ERR_BUFFER_LIMIT",
+            EngineError::PartialLimit => "ERR_PARTIAL_LIMIT",
+            EngineError::PartialTimeout => "ERR_PARTIAL_TIMEOUT",
+            EngineError::InvalidUtf8 => "ERR_INVALID_UTF8",
+            EngineError::ConnectTimeout => "ERR_CONNECT_TIMEOUT",
+            EngineError::DeadPeer => "ERR_DEAD_PEER",
+            EngineError::SubprotocolRefused => "ERR_SUBPROTOCOL_REFUSED",
+            EngineError::Rejected { .. } => "ERR_REJECTED",
+            EngineError::AuthFailed => "ERR_AUTH_FAILED",
+        }
+    }
+
+    /// The close code the engine sends for this error (docs/PROTOCOL.md §8).
+    pub fn close_code(&self) -> u16 {
+        match self {
+            EngineError::Decode(DecodeError::TooLarge { .. }) => 4901,
+            EngineError::Decode(DecodeError::UnsupportedVersion(_)) => 4905,
+            EngineError::Decode(_) | EngineError::Protocol(_) => 4900,
+            EngineError::BufferLimit | EngineError::PartialLimit => 4901,
+            EngineError::SequenceGap { .. } | EngineError::GapTimeout => 4902,
+            EngineError::DeadPeer => 4903,
+            EngineError::PartialTimeout => 4904,
+            EngineError::ConnectTimeout => 4906,
+            EngineError::InvalidUtf8 => 4908,
+            EngineError::SubprotocolRefused
+            | EngineError::Rejected { .. }
+            | EngineError::AuthFailed => 1000,
+        }
+    }
+}
+
+/// Why `send` refused a message (nothing was queued).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The outbox is full and the overflow policy is `Reject` (or nothing
+    /// could be dropped).
+    #[error("the outbox is full ({messages} messages, {bytes} bytes)")]
+    QueueFull {
+        /// Messages queued.
+        messages: usize,
+        /// Bytes queued.
+        bytes: usize,
+    },
+    /// The message is larger than the limit.
+    #[error("message of {size} bytes exceeds the limit of {limit}")]
+    TooLarge {
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+}
+
+impl SendError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SendError::QueueFull { .. } => "ERR_QUEUE_FULL",
+            SendError::TooLarge { .. } => "ERR_MESSAGE_TOO_LARGE",
+        }
+    }
+}
