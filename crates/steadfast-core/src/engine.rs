@@ -376,20 +376,25 @@ impl Engine {
 
     /// The socket opened; `protocol` is the subprotocol the server selected.
     pub fn handle_open(&mut self, now: u64, protocol: Option<&str>) {
-        let Some(conn) = self.conn.as_mut().filter(|c| !c.open) else {
-            if self.role == Role::Server && self.conn.is_none() {
-                // A client (re)connected to this session.
-                self.conn = Some(Conn {
-                    open: true,
-                    mode: None,
-                });
-                self.last_rx = now;
-                self.timers.set(
-                    Timer::Connect,
-                    now + self.config.limits.handshake_timeout_ms,
-                );
-                self.set_state(State::Connecting { attempt: 0 });
+        if self.role == Role::Server {
+            // A client (re)connected to this session. A new connection
+            // supersedes the previous one (the driver closes the old socket).
+            if self.conn.is_some() {
+                self.end_connection();
             }
+            self.conn = Some(Conn {
+                open: true,
+                mode: None,
+            });
+            self.last_rx = now;
+            self.timers.set(
+                Timer::Connect,
+                now + self.config.limits.handshake_timeout_ms,
+            );
+            self.set_state(State::Connecting { attempt: 0 });
+            return;
+        }
+        let Some(conn) = self.conn.as_mut().filter(|c| !c.open) else {
             return;
         };
         conn.open = true;
@@ -989,12 +994,15 @@ impl Engine {
         }
         if delivered > 0 || received.duplicate {
             self.pending_ack += delivered.max(1);
-            if self.pending_ack >= self.config.ack.every {
-                self.send_ack();
+            // Never ACK in the drain that delivered: the driver dispatches
+            // the messages first, then the due timer persists the mark and
+            // ACKs. A crash in between means a re-delivery, never a loss.
+            let delay = if self.pending_ack >= self.config.ack.every {
+                0
             } else {
-                self.timers
-                    .set_min(Timer::Ack, now + self.config.ack.delay_ms);
-            }
+                self.config.ack.delay_ms
+            };
+            self.timers.set_min(Timer::Ack, now + delay);
         }
         if self.inbound.has_gap() {
             self.timers

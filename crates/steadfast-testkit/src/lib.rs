@@ -1,7 +1,11 @@
 //! Test helpers for steadfast (not published).
 //!
-//! - [`TestServer`]: the reference server running in-process on a free
+//! - [`sim`]: a deterministic simulation of a client and a server engine on
+//!   a seeded emulated network, with a virtual clock.
+//! - `TestServer` (native): the reference server running in-process on a free
 //!   loopback port, stopped when dropped.
+
+pub mod sim;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod server;
