@@ -108,6 +108,8 @@ fn test(root: &Path) -> Result<(), String> {
             ],
         ),
     );
+    // Libraries for wasm32, and the wasm test suites (which include the
+    // core's own test files).
     step(
         "clippy wasm32",
         cargo(
@@ -116,7 +118,7 @@ fn test(root: &Path) -> Result<(), String> {
                 "clippy",
                 "--target",
                 WASM,
-                "--all-targets",
+                "--lib",
                 "-p",
                 "steadfast-core",
                 "-p",
@@ -125,6 +127,21 @@ fn test(root: &Path) -> Result<(), String> {
                 "steadfast-js",
                 "-p",
                 "steadfast-testkit",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+    );
+    step(
+        "clippy wasm32 tests",
+        cargo(
+            root,
+            &[
+                "clippy",
+                "--target",
+                WASM,
+                "--tests",
                 "-p",
                 "steadfast-wasm-tests",
                 "--",
@@ -178,6 +195,7 @@ fn test(root: &Path) -> Result<(), String> {
                     command
                 };
                 step("wasm tests: node", wasm_test("node"));
+                step("wasm tests: core in node", wasm_test("core"));
                 step("wasm tests: chromium page", wasm_test("browser"));
                 step("wasm tests: chromium worker", wasm_test("worker"));
                 drop(server);

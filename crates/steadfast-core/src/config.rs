@@ -51,7 +51,8 @@ impl Default for BackoffConfig {
 pub enum CloseAction {
     /// Reconnect with the normal backoff.
     Reconnect,
-    /// Reconnect, backing off harder (two extra doublings).
+    /// Reconnect, backing off harder: the attempt count jumps by two extra
+    /// doublings (and stays there until the connection proves healthy).
     ReconnectSlow,
     /// Ask the driver to refresh credentials, then reconnect once; a second
     /// rejection before the connection proved healthy stops.
@@ -95,6 +96,10 @@ impl Default for ClosePolicy {
                 (1007..=1007, ReconnectSlow), // invalid payload
                 (1009..=1009, ReconnectSlow), // too big (the engine also halves chunk_size)
                 (1013..=1013, ReconnectSlow), // try again later
+                // The server is restarting: every client heard it at once, so
+                // spread the herd wider from the first retry.
+                (1001..=1001, ReconnectSlow), // going away
+                (1012..=1012, ReconnectSlow), // service restart
                 (4900..=4904, ReconnectSlow), // steadfast protocol trouble
             ],
             predicate: None,

@@ -767,16 +767,15 @@ impl Engine {
                 self.emit(Output::Event(Event::RefreshAuth));
             }
             CloseAction::Reconnect | CloseAction::ReconnectSlow => {
+                if action == CloseAction::ReconnectSlow {
+                    // Two extra doublings that later retries keep.
+                    self.attempt = self.attempt.saturating_add(2);
+                }
                 let backoff = &self.config.backoff;
                 let delay = if client_caused && self.attempt == 0 {
                     self.rng.up_to(backoff.fast_retry_ms)
                 } else {
-                    let extra = if action == CloseAction::ReconnectSlow {
-                        2
-                    } else {
-                        0
-                    };
-                    let exponent = (self.attempt + extra).min(32);
+                    let exponent = self.attempt.min(32);
                     let bound = backoff
                         .initial_ms
                         .saturating_mul(1u64 << exponent)
@@ -808,13 +807,13 @@ impl Engine {
             self.set_state(State::Idle);
             return;
         }
+        if error == EngineError::DeadPeer {
+            // Our own judgement, not the server's word: reconnect fast.
+            let reason = DisconnectReason::DeadPeer;
+            return self.after_disconnect(now, reason, CloseAction::Reconnect, true);
+        }
         let action = self.config.close_policy.decide(code, "");
-        let reason = if error == EngineError::DeadPeer {
-            DisconnectReason::DeadPeer
-        } else {
-            DisconnectReason::ProtocolError { code }
-        };
-        self.after_disconnect(now, reason, action, error == EngineError::DeadPeer);
+        self.after_disconnect(now, DisconnectReason::ProtocolError { code }, action, false);
     }
 
     fn on_welcome(

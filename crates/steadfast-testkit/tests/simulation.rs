@@ -9,6 +9,8 @@ use steadfast_core::{
     Receipt,
 };
 use steadfast_testkit::sim::{Netem, Sim};
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 
 fn config() -> Config {
     Config {

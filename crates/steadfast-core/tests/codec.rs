@@ -1,0 +1,205 @@
+//! The wire, pinned: every frame type's bytes (the same hex as
+//! docs/PROTOCOL.md §2), round trips, and a decoder that never panics.
+
+use steadfast_core::codec::{decode, read_varint, Chunk, DecodeError, Frame, SessionId};
+use steadfast_core::record::{StoredMessage, StoredSession};
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+const MAX: u64 = 16 * 1024 * 1024;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn session() -> SessionId {
+    SessionId(core::array::from_fn(|i| i as u8))
+}
+
+/// (frame, hex) pairs; docs/PROTOCOL.md shows the same bytes.
+fn snapshots() -> Vec<(Frame<'static>, &'static str)> {
+    vec![
+        (
+            Frame::Hello {
+                new: true,
+                session: session(),
+                delivered: 0,
+                max_message_size: MAX,
+            },
+            "010101000102030405060708090a0b0c0d0e0f0080808008",
+        ),
+        (
+            Frame::Welcome {
+                resumed: true,
+                session: session(),
+                delivered: 300,
+                max_message_size: MAX,
+            },
+            "020101000102030405060708090a0b0c0d0e0fac0280808008",
+        ),
+        (
+            Frame::Data {
+                seq: 1,
+                binary: false,
+                chunk: None,
+                payload: b"hi",
+            },
+            "0300016869",
+        ),
+        (
+            Frame::Data {
+                seq: 300,
+                binary: true,
+                chunk: None,
+                payload: &[0xff],
+            },
+            "0301ac02ff",
+        ),
+        (
+            Frame::Data {
+                seq: 7,
+                binary: true,
+                chunk: Some(Chunk {
+                    index: 1,
+                    count: 3,
+                    total_len: 70_000,
+                }),
+                payload: b"ab",
+            },
+            "0303070103f0a2046162",
+        ),
+        (Frame::Ack { delivered: 5 }, "0405"),
+        (Frame::Skip { first: 3, last: 4 }, "050304"),
+        (Frame::Ping { id: 1234 }, "06d209"),
+        (Frame::Pong { id: 1234 }, "07d209"),
+    ]
+}
+
+#[test]
+fn every_frame_type_has_pinned_bytes() {
+    for (frame, expected) in snapshots() {
+        let bytes = frame.to_vec();
+        assert_eq!(hex(&bytes), expected, "{frame:?}");
+        assert_eq!(decode(&bytes, MAX), Ok(frame));
+    }
+}
+
+#[test]
+#[cfg(not(target_arch = "wasm32"))] // reads the file system
+fn the_protocol_document_shows_the_pinned_bytes() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/PROTOCOL.md"
+    ))
+    .expect("docs/PROTOCOL.md exists");
+    let squashed: String = doc.chars().filter(|c| !c.is_whitespace()).collect();
+    for (frame, expected) in snapshots() {
+        // The doc writes the hex with spaces between fields.
+        assert!(
+            squashed.contains(expected),
+            "docs/PROTOCOL.md lacks {expected} for {frame:?}"
+        );
+    }
+}
+
+#[test]
+fn stored_records_have_pinned_bytes() {
+    let s = StoredSession {
+        session: session(),
+        welcomed: true,
+        inbound_delivered: 5,
+        next_seq: 300,
+    };
+    assert_eq!(
+        hex(&s.encode()),
+        "530101000102030405060708090a0b0c0d0e0f05ac02"
+    );
+    assert_eq!(StoredSession::decode(&s.encode()), Ok(s));
+    let m = StoredMessage {
+        seq: 2,
+        binary: false,
+        payload: b"hi".to_vec(),
+        enqueued_wall_ms: 1,
+        expires_wall_ms: 0,
+    };
+    assert_eq!(hex(&m.encode()), "4d0100020100".to_owned() + "6869");
+    assert_eq!(StoredMessage::decode(&m.encode()), Ok(m));
+}
+
+#[test]
+fn malformed_frames_are_specific_errors() {
+    assert_eq!(decode(&[], MAX), Err(DecodeError::Empty));
+    assert_eq!(decode(&[0x09], MAX), Err(DecodeError::UnknownType(9)));
+    assert_eq!(decode(&[0x04], MAX), Err(DecodeError::Truncated));
+    assert_eq!(
+        decode(&[0x04, 0x05, 0x00], MAX),
+        Err(DecodeError::Trailing(1))
+    );
+    assert_eq!(
+        decode(&[0x04, 0x85, 0x00], MAX),
+        Err(DecodeError::BadVarint),
+        "non-minimal"
+    );
+    assert_eq!(
+        decode(&[0x03, 0x04, 0x01], MAX),
+        Err(DecodeError::UnknownFlags(4))
+    );
+    assert_eq!(
+        decode(&[0x03, 0x00, 0x00], MAX),
+        Err(DecodeError::Invalid("seq 0"))
+    );
+    assert_eq!(
+        decode(&[0x05, 0x04, 0x03], MAX),
+        Err(DecodeError::Invalid("skip range"))
+    );
+    let mut hello = Frame::Hello {
+        new: false,
+        session: session(),
+        delivered: 0,
+        max_message_size: 0,
+    }
+    .to_vec();
+    hello[1] = 2;
+    assert_eq!(decode(&hello, MAX), Err(DecodeError::UnsupportedVersion(2)));
+    // A chunk header that declares more than the limit is refused before any allocation.
+    let huge = Frame::Data {
+        seq: 1,
+        binary: true,
+        chunk: Some(Chunk {
+            index: 0,
+            count: 2,
+            total_len: MAX + 1,
+        }),
+        payload: b"",
+    };
+    assert_eq!(
+        decode(&huge.to_vec(), MAX),
+        Err(DecodeError::TooLarge {
+            size: MAX + 1,
+            limit: MAX
+        })
+    );
+    let many = Frame::Data {
+        seq: 1,
+        binary: true,
+        chunk: Some(Chunk {
+            index: 0,
+            count: u32::MAX,
+            total_len: 10,
+        }),
+        payload: b"",
+    };
+    assert!(matches!(
+        decode(&many.to_vec(), MAX),
+        Err(DecodeError::Invalid(_))
+    ));
+    // Varints: the largest value round-trips, anything above is refused.
+    assert_eq!(
+        read_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+        Ok((u64::MAX, 10))
+    );
+    assert_eq!(
+        read_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]),
+        Err(DecodeError::BadVarint)
+    );
+}

@@ -1,0 +1,735 @@
+//! Engine behaviour, driven by hand with virtual time.
+
+use steadfast_core::codec::{self, Frame, SessionId};
+use steadfast_core::record::{StoredMessage, StoredSession};
+use steadfast_core::*;
+// The same tests run in Node under wasm-bindgen-test (wasm-tests/tests/core.rs).
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+const WALL: u64 = 1_700_000_000_000;
+
+fn drain(engine: &mut Engine) -> Vec<Output> {
+    let mut out = Vec::new();
+    while let Some(o) = engine.poll_output() {
+        if matches!(o, Output::Timeout(_)) {
+            break;
+        }
+        out.push(o);
+    }
+    out
+}
+
+fn frames(outputs: &[Output]) -> Vec<Frame<'_>> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Transmit(t) if t.binary => {
+                Some(codec::decode(&t.data, u64::MAX).expect("engine writes valid frames"))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn events(outputs: &[Output]) -> Vec<Event> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn connects(outputs: &[Output]) -> usize {
+    outputs
+        .iter()
+        .filter(|o| matches!(o, Output::Connect { .. }))
+        .count()
+}
+
+fn config() -> Config {
+    Config {
+        chunk_size: 1024,
+        ..Config::default()
+    }
+}
+
+/// Connect, open with steadfast.v1, answer HELLO with a WELCOME for the same session.
+fn open_reliable(engine: &mut Engine, now: u64, server_delivered: u64) -> Vec<Output> {
+    engine.connect(now);
+    let _ = drain(engine);
+    engine.handle_open(now, Some(SUBPROTOCOL));
+    let out = drain(engine);
+    let session = match frames(&out).first() {
+        Some(Frame::Hello { session, .. }) => *session,
+        other => panic!("expected HELLO first, got {other:?}"),
+    };
+    welcome(engine, now, session, server_delivered)
+}
+
+fn welcome(engine: &mut Engine, now: u64, session: SessionId, delivered: u64) -> Vec<Output> {
+    let w = Frame::Welcome {
+        resumed: true,
+        session,
+        delivered,
+        max_message_size: 1 << 24,
+    };
+    engine.handle_frame(now, true, &w.to_vec());
+    drain(engine)
+}
+
+/// Run timers from `from` to `to` in steps, collecting outputs.
+fn run_timers(engine: &mut Engine, from: u64, to: u64) -> Vec<Output> {
+    let mut out = Vec::new();
+    let mut now = from;
+    while now <= to {
+        engine.handle_timeout(now);
+        out.extend(drain(engine));
+        match engine.poll_timeout() {
+            Some(at) if at > now => now = at,
+            _ => now += 1,
+        }
+    }
+    out
+}
+
+#[test]
+fn an_auth_rejection_stops_without_a_refresher() {
+    let mut engine = Engine::client(config(), 1).expect("config");
+    engine.connect(0);
+    let _ = drain(&mut engine);
+    engine.handle_open(10, Some(SUBPROTOCOL));
+    let _ = drain(&mut engine);
+    engine.handle_close(20, 4001, "token expired");
+    let out = drain(&mut engine);
+    assert!(matches!(
+        engine.state(),
+        State::Closed {
+            reason: StopReason::Rejected { code: 4001, .. }
+        }
+    ));
+    assert!(events(&out)
+        .iter()
+        .any(|e| matches!(e, Event::Error(err) if err.code() == "ERR_AUTH_FAILED")));
+    // An hour later nothing has tried again.
+    assert_eq!(connects(&run_timers(&mut engine, 20, 3_600_000)), 0);
+    assert_eq!(engine.poll_timeout(), None);
+}
+
+#[test]
+fn an_auth_rejection_refreshes_once_then_stops() {
+    let mut engine = Engine::client(
+        Config {
+            can_refresh_auth: true,
+            ..config()
+        },
+        1,
+    )
+    .expect("config");
+    engine.connect(0);
+    let _ = drain(&mut engine);
+    engine.handle_close(5, 4001, "unauthorized");
+    let out = drain(&mut engine);
+    assert!(events(&out).contains(&Event::RefreshAuth));
+    assert_eq!(
+        *engine.state(),
+        State::Suspended {
+            reason: SuspendReason::AwaitingAuth
+        }
+    );
+    assert_eq!(
+        connects(&run_timers(&mut engine, 5, 600_000)),
+        0,
+        "waits for the driver"
+    );
+    engine.handle_auth_refreshed(600_000, true);
+    assert_eq!(connects(&drain(&mut engine)), 1);
+    // Rejected again before the connection proved healthy: stop, no loop.
+    engine.handle_close(600_010, 4001, "unauthorized");
+    let out = drain(&mut engine);
+    assert!(!events(&out).contains(&Event::RefreshAuth));
+    assert!(matches!(engine.state(), State::Closed { .. }));
+}
+
+#[test]
+fn a_healthy_connection_earns_another_refresh() {
+    let mut engine = Engine::client(
+        Config {
+            can_refresh_auth: true,
+            ..config()
+        },
+        1,
+    )
+    .expect("config");
+    engine.connect(0);
+    let _ = drain(&mut engine);
+    engine.handle_close(5, 4001, "");
+    let _ = drain(&mut engine);
+    engine.handle_auth_refreshed(6, true);
+    let _ = drain(&mut engine);
+    engine.handle_open(7, Some(SUBPROTOCOL));
+    let out = drain(&mut engine);
+    let Some(Frame::Hello { session, .. }) = frames(&out).first().cloned() else {
+        panic!("HELLO")
+    };
+    welcome(&mut engine, 8, session, 0);
+    assert!(matches!(engine.state(), State::Open { .. }));
+    engine.handle_close(100_000, 4001, "expired later");
+    assert!(events(&drain(&mut engine)).contains(&Event::RefreshAuth));
+}
+
+#[test]
+fn policy_rejections_and_user_predicates_are_data() {
+    let mut engine = Engine::client(config(), 1).expect("config");
+    engine.connect(0);
+    let _ = drain(&mut engine);
+    engine.handle_close(1, 1008, "policy");
+    let _ = drain(&mut engine);
+    assert!(matches!(
+        engine.state(),
+        State::Closed {
+            reason: StopReason::Rejected { code: 1008, .. }
+        }
+    ));
+
+    let policy = ClosePolicy {
+        predicate: Some(std::sync::Arc::new(|code, reason: &str| {
+            (code == 4500 && reason == "banned").then_some(CloseAction::Stop)
+        })),
+        ..ClosePolicy::default()
+    };
+    assert_eq!(policy.decide(4500, "banned"), CloseAction::Stop);
+    assert_eq!(policy.decide(4500, "other"), CloseAction::Reconnect);
+    assert_eq!(policy.decide(1006, ""), CloseAction::Reconnect);
+    assert_eq!(
+        policy.decide(1001, "restart"),
+        CloseAction::ReconnectSlow,
+        "a server restart spreads the herd"
+    );
+    assert_eq!(policy.decide(4050, ""), CloseAction::Stop);
+    assert_eq!(policy.decide(1013, ""), CloseAction::ReconnectSlow);
+}
+
+#[test]
+fn backoff_grows_to_the_cap_with_jitter_and_resets_only_when_healthy() {
+    let backoff = BackoffConfig {
+        initial_ms: 100,
+        max_ms: 1_600,
+        ..BackoffConfig::default()
+    };
+    let mut engine = Engine::client(
+        Config {
+            backoff: backoff.clone(),
+            ..config()
+        },
+        9,
+    )
+    .expect("config");
+    engine.connect(0);
+    let _ = drain(&mut engine);
+    let mut now = 0;
+    let mut delays = Vec::new();
+    for attempt in 0..12u32 {
+        engine.handle_close(now, 1006, "");
+        let _ = drain(&mut engine);
+        let State::BackingOff { next_retry_at, .. } = engine.state().clone() else {
+            panic!("backing off")
+        };
+        let delay = next_retry_at - now;
+        let bound = (backoff.initial_ms << attempt.min(20)).min(backoff.max_ms);
+        assert!(delay <= bound, "attempt {attempt}: {delay} > {bound}");
+        delays.push(delay);
+        now = next_retry_at;
+        engine.handle_timeout(now);
+        assert_eq!(connects(&drain(&mut engine)), 1);
+    }
+    // At the cap the delays stay spread (full jitter after the cap), not pinned to it.
+    let at_cap = &delays[6..];
+    assert!(
+        at_cap.iter().any(|&d| d < backoff.max_ms * 3 / 4),
+        "{at_cap:?}"
+    );
+    assert!(at_cap.iter().any(|&d| d > backoff.max_ms / 4), "{at_cap:?}");
+    // A plain-mode open does not reset the attempts until it has stayed up.
+    engine.handle_open(now, None);
+    let _ = drain(&mut engine);
+    engine.handle_close(now + 10, 1006, "");
+    let _ = drain(&mut engine);
+    let State::BackingOff { attempt, .. } = engine.state().clone() else {
+        panic!()
+    };
+    assert_eq!(attempt, 13, "a flapping connection keeps backing off");
+}
+
+#[test]
+fn a_dead_peer_gets_a_fast_first_retry() {
+    let hb = HeartbeatConfig {
+        interval_ms: 1_000,
+        idle_ms: 2_000,
+        probe_timeout_ms: 500,
+        plain_ping: None,
+    };
+    let cfg = Config {
+        heartbeat: Some(hb),
+        ..config()
+    };
+    let mut engine = Engine::client(cfg.clone(), 3).expect("config");
+    let _ = open_reliable(&mut engine, 0, 0);
+    // Nothing ever comes back.
+    let out = run_timers(&mut engine, 0, 5_000);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Disconnect { code: 4903, .. })),
+        "{out:?}"
+    );
+    let (at, state) = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Event(Event::State(s @ State::BackingOff { next_retry_at, .. })) => {
+                Some((*next_retry_at, s.clone()))
+            }
+            _ => None,
+        })
+        .expect("backing off");
+    let disconnected_at = 1_500; // ping at 1000 + probe timeout 500
+    assert!(
+        at - disconnected_at <= cfg.backoff.fast_retry_ms,
+        "{state:?}"
+    );
+}
+
+#[test]
+fn a_late_timer_probes_instead_of_declaring_the_peer_dead() {
+    let hb = HeartbeatConfig {
+        interval_ms: 25_000,
+        idle_ms: 30_000,
+        probe_timeout_ms: 10_000,
+        plain_ping: None,
+    };
+    let mut engine = Engine::client(
+        Config {
+            heartbeat: Some(hb),
+            ..config()
+        },
+        3,
+    )
+    .expect("config");
+    let _ = open_reliable(&mut engine, 0, 0);
+    // A background tab: the next wake-up is ten minutes late.
+    engine.handle_timeout(600_000);
+    let out = drain(&mut engine);
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Disconnect { .. })),
+        "{out:?}"
+    );
+    let ping = frames(&out).into_iter().find_map(|f| match f {
+        Frame::Ping { id } => Some(id),
+        _ => None,
+    });
+    let id = ping.expect("a probe goes out at once");
+    // The peer answers: still open, RTT reported from the probe.
+    engine.handle_frame(600_040, true, &Frame::Pong { id }.to_vec());
+    let out = drain(&mut engine);
+    assert!(events(&out).contains(&Event::Rtt(40)));
+    // Throttled again, and this time nothing answers: dead only after the probe timed out.
+    engine.handle_timeout(1_800_000);
+    let out = drain(&mut engine);
+    assert!(!out.iter().any(|o| matches!(o, Output::Disconnect { .. })));
+    engine.handle_timeout(1_800_000 + 10_000);
+    let out = drain(&mut engine);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Disconnect { code: 4903, .. })),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn offline_closes_now_and_online_reconnects_now() {
+    let mut engine = Engine::client(config(), 1).expect("config");
+    let _ = open_reliable(&mut engine, 0, 0);
+    engine.handle_hint(100, Hint::Offline);
+    let out = drain(&mut engine);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Disconnect { code: 4907, .. })));
+    assert_eq!(
+        *engine.state(),
+        State::Suspended {
+            reason: SuspendReason::Offline
+        }
+    );
+    assert_eq!(
+        connects(&run_timers(&mut engine, 100, 120_000)),
+        0,
+        "no retries while offline"
+    );
+    engine.handle_hint(120_000, Hint::Online);
+    assert_eq!(connects(&drain(&mut engine)), 1);
+    assert!(matches!(engine.state(), State::Connecting { .. }));
+}
+
+#[test]
+fn visible_skips_the_backoff_wait() {
+    let mut engine = Engine::client(config(), 1).expect("config");
+    engine.connect(0);
+    let _ = drain(&mut engine);
+    engine.handle_close(10, 1006, "");
+    let _ = drain(&mut engine);
+    assert!(matches!(engine.state(), State::BackingOff { .. }));
+    engine.handle_hint(11, Hint::Visible);
+    assert_eq!(connects(&drain(&mut engine)), 1);
+}
+
+#[test]
+fn a_full_outbox_rejects_or_drops_the_oldest_with_events() {
+    let outbox = OutboxConfig {
+        max_messages: 2,
+        ..OutboxConfig::default()
+    };
+    let mut engine = Engine::client(
+        Config {
+            outbox: outbox.clone(),
+            ..config()
+        },
+        1,
+    )
+    .expect("config");
+    engine.send(0, WALL, "a".into()).expect("room");
+    engine.send(0, WALL, "b".into()).expect("room");
+    let err = engine.send(0, WALL, "c".into()).expect_err("full");
+    assert_eq!(err.code(), "ERR_QUEUE_FULL");
+
+    let outbox = OutboxConfig {
+        overflow: Overflow::DropOldest,
+        ..outbox
+    };
+    let mut engine = Engine::client(Config { outbox, ..config() }, 1).expect("config");
+    let a = engine.send(0, WALL, "a".into()).expect("room");
+    engine.send(0, WALL, "b".into()).expect("room");
+    let _ = drain(&mut engine);
+    engine.send(0, WALL, "c".into()).expect("drops a");
+    let out = drain(&mut engine);
+    assert!(events(&out).contains(&Event::Failed {
+        receipt: a,
+        reason: FailReason::Dropped,
+        possibly_delivered: false
+    }));
+    assert!(out.contains(&Output::Persist(PersistOp::Delete { seq: 1 })));
+    // The peer is told seq 1 will never come, then gets 2 and 3.
+    let out = open_reliable(&mut engine, 10, 0);
+    let f = frames(&out);
+    assert_eq!(f[0], Frame::Skip { first: 1, last: 1 });
+    assert!(matches!(f[1], Frame::Data { seq: 2, .. }));
+    assert!(matches!(f[2], Frame::Data { seq: 3, .. }));
+    let err = engine
+        .send(0, WALL, Payload::Binary(vec![0; 17 << 20]))
+        .expect_err("too big");
+    assert_eq!(err.code(), "ERR_MESSAGE_TOO_LARGE");
+}
+
+#[test]
+fn a_message_that_waits_past_its_ttl_fails_and_is_skipped() {
+    let outbox = OutboxConfig {
+        ttl_ms: Some(60_000),
+        ..OutboxConfig::default()
+    };
+    let mut engine = Engine::client(Config { outbox, ..config() }, 1).expect("config");
+    let old = engine.send(0, WALL, "stale".into()).expect("room");
+    let fresh = engine
+        .send(50_000, WALL + 50_000, "fresh".into())
+        .expect("room");
+    let out = run_timers(&mut engine, 0, 61_000);
+    assert!(events(&out).contains(&Event::Failed {
+        receipt: old,
+        reason: FailReason::Expired,
+        possibly_delivered: false
+    }));
+    assert!(!events(&out)
+        .iter()
+        .any(|e| matches!(e, Event::Failed { receipt, .. } if *receipt == fresh)));
+    let out = open_reliable(&mut engine, 61_000, 0);
+    let f = frames(&out);
+    assert_eq!(f[0], Frame::Skip { first: 1, last: 1 });
+    assert!(matches!(
+        f[1],
+        Frame::Data {
+            seq: 2,
+            payload: b"fresh",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn the_outbox_survives_a_restart_through_the_store() {
+    let mut engine = Engine::client(config(), 5).expect("config");
+    let mut session: Option<StoredSession> = None;
+    let mut store: std::collections::BTreeMap<u64, StoredMessage> = Default::default();
+    let mut apply = |outputs: &[Output], session: &mut Option<StoredSession>| {
+        for o in outputs {
+            match o {
+                Output::Persist(PersistOp::Session(s)) => *session = Some(*s),
+                Output::Persist(PersistOp::Put(m)) => {
+                    store.insert(m.seq, m.clone());
+                }
+                Output::Persist(PersistOp::Delete { seq }) => {
+                    store.remove(seq);
+                }
+                Output::Persist(PersistOp::Clear) => store.clear(),
+                _ => {}
+            }
+        }
+    };
+    let out = open_reliable(&mut engine, 0, 0);
+    apply(&out, &mut session);
+    for text in ["one", "two", "three"] {
+        engine.send(1, WALL, text.into()).expect("room");
+    }
+    let out = drain(&mut engine);
+    apply(&out, &mut session);
+    // The server acknowledges "one" only; then the process dies.
+    engine.handle_frame(2, true, &Frame::Ack { delivered: 1 }.to_vec());
+    let out = drain(&mut engine);
+    apply(&out, &mut session);
+    let original = engine.session();
+    drop(engine);
+
+    let messages: Vec<StoredMessage> = store.values().cloned().collect();
+    assert_eq!(
+        messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    let (mut engine, receipts) =
+        Engine::restore(config(), 6, 0, WALL + 5, session, messages).expect("restore");
+    assert_eq!(receipts.iter().map(|r| r.0).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(
+        engine.session(),
+        original,
+        "same session: (session, seq) stays the idempotency key"
+    );
+    engine.connect(0);
+    let _ = drain(&mut engine);
+    engine.handle_open(0, Some(SUBPROTOCOL));
+    let out = drain(&mut engine);
+    assert!(
+        matches!(frames(&out)[0], Frame::Hello { new: false, .. }),
+        "welcomed before the restart"
+    );
+    let out = welcome(&mut engine, 1, original, 1);
+    let f = frames(&out);
+    assert!(
+        matches!(
+            f[0],
+            Frame::Data {
+                seq: 2,
+                payload: b"two",
+                ..
+            }
+        ),
+        "{f:?}"
+    );
+    assert!(
+        matches!(
+            f[1],
+            Frame::Data {
+                seq: 3,
+                payload: b"three",
+                ..
+            }
+        ),
+        "{f:?}"
+    );
+    engine.send(2, WALL, "four".into()).expect("room");
+    let out = drain(&mut engine);
+    assert!(
+        matches!(frames(&out)[0], Frame::Data { seq: 4, .. }),
+        "numbering continues"
+    );
+}
+
+#[test]
+fn a_server_that_lost_the_session_triggers_a_resync() {
+    let mut engine = Engine::client(config(), 5).expect("config");
+    let _ = open_reliable(&mut engine, 0, 0);
+    engine.send(1, WALL, "a".into()).expect("room");
+    engine.send(1, WALL, "b".into()).expect("room");
+    engine.handle_frame(2, true, &Frame::Ack { delivered: 1 }.to_vec());
+    let _ = drain(&mut engine);
+    engine.handle_close(3, 1001, "restart");
+    let _ = drain(&mut engine);
+    engine.reconnect(4);
+    let _ = drain(&mut engine);
+    engine.handle_open(5, Some(SUBPROTOCOL));
+    let _ = drain(&mut engine);
+    let fresh = SessionId([9; 16]);
+    let out = welcome(&mut engine, 6, fresh, 0);
+    assert!(events(&out).contains(&Event::ResyncRequired));
+    assert!(out.contains(&Output::Persist(PersistOp::Clear)));
+    assert_eq!(engine.session(), fresh);
+    let f = frames(&out);
+    assert!(
+        matches!(
+            f[0],
+            Frame::Data {
+                seq: 1,
+                payload: b"b",
+                ..
+            }
+        ),
+        "renumbered from 1: {f:?}"
+    );
+}
+
+#[test]
+fn plain_mode_sends_messages_as_they_are() {
+    let mut engine = Engine::client(config(), 1).expect("config");
+    let r = engine.send(0, WALL, "hello".into()).expect("room");
+    engine.connect(0);
+    let _ = drain(&mut engine);
+    engine.handle_open(1, None);
+    let out = drain(&mut engine);
+    assert_eq!(*engine.state(), State::Open { mode: Mode::Plain });
+    assert!(out.contains(&Output::Transmit(Transmit {
+        binary: false,
+        data: b"hello".to_vec()
+    })));
+    assert!(events(&out).contains(&Event::Sent(r)));
+    engine.handle_frame(2, false, b"from server");
+    assert!(
+        events(&drain(&mut engine)).contains(&Event::Message(Payload::Text("from server".into())))
+    );
+}
+
+#[test]
+fn required_reliability_refuses_a_plain_server() {
+    let mut engine = Engine::client(
+        Config {
+            reliability: Reliability::Required,
+            ..config()
+        },
+        1,
+    )
+    .expect("config");
+    engine.connect(0);
+    let _ = drain(&mut engine);
+    engine.handle_open(1, None);
+    let out = drain(&mut engine);
+    assert!(out.iter().any(|o| matches!(o, Output::Disconnect { .. })));
+    assert!(events(&out)
+        .iter()
+        .any(|e| matches!(e, Event::Error(err) if err.code() == "ERR_SUBPROTOCOL_REFUSED")));
+    assert_eq!(
+        *engine.state(),
+        State::Closed {
+            reason: StopReason::SubprotocolRefused
+        }
+    );
+}
+
+#[test]
+fn a_1009_close_halves_the_chunk_size() {
+    let mut engine = Engine::client(
+        Config {
+            chunk_size: 32 * 1024,
+            ..config()
+        },
+        1,
+    )
+    .expect("config");
+    engine.connect(0);
+    let _ = drain(&mut engine);
+    engine.handle_close(1, 1009, "too big");
+    assert_eq!(engine.chunk_size(), 16 * 1024);
+}
+
+#[test]
+fn acks_are_coalesced_and_follow_the_persisted_mark() {
+    let mut engine = Engine::client(
+        Config {
+            ack: AckConfig {
+                delay_ms: 50,
+                every: 100,
+            },
+            ..config()
+        },
+        1,
+    )
+    .expect("config");
+    let _ = open_reliable(&mut engine, 0, 0);
+    for seq in 1..=5u64 {
+        let data = Frame::Data {
+            seq,
+            binary: true,
+            chunk: None,
+            payload: &[seq as u8],
+        };
+        engine.handle_frame(10 + seq, true, &data.to_vec());
+    }
+    let out = drain(&mut engine);
+    assert_eq!(
+        events(&out)
+            .iter()
+            .filter(|e| matches!(e, Event::Message(_)))
+            .count(),
+        5
+    );
+    assert!(
+        frames(&out).iter().all(|f| !matches!(f, Frame::Ack { .. })),
+        "no ACK yet"
+    );
+    engine.handle_timeout(11 + 50);
+    let out = drain(&mut engine);
+    let persisted = out.iter().position(
+        |o| matches!(o, Output::Persist(PersistOp::Session(s)) if s.inbound_delivered == 5),
+    );
+    let acked = out.iter().position(|o| matches!(o, Output::Transmit(_)));
+    assert!(
+        persisted.expect("mark persisted") < acked.expect("one ACK"),
+        "{out:?}"
+    );
+    assert_eq!(frames(&out), vec![Frame::Ack { delivered: 5 }]);
+    // A duplicate is re-acknowledged so the peer can let go.
+    let dup = Frame::Data {
+        seq: 3,
+        binary: true,
+        chunk: None,
+        payload: &[3],
+    };
+    engine.handle_frame(100, true, &dup.to_vec());
+    assert!(events(&drain(&mut engine))
+        .iter()
+        .all(|e| !matches!(e, Event::Message(_))));
+    engine.handle_timeout(150);
+    assert_eq!(
+        frames(&drain(&mut engine)),
+        vec![Frame::Ack { delivered: 5 }]
+    );
+}
+
+#[test]
+fn garbage_from_the_peer_closes_with_a_protocol_code_and_never_panics() {
+    let mut engine = Engine::client(config(), 1).expect("config");
+    let _ = open_reliable(&mut engine, 0, 0);
+    engine.handle_frame(1, true, &[0x03, 0x00, 0x00]);
+    let out = drain(&mut engine);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Disconnect { code: 4900, .. })),
+        "{out:?}"
+    );
+    let mut engine = Engine::client(config(), 2).expect("config");
+    let _ = open_reliable(&mut engine, 2, 0);
+    let far = Frame::Data {
+        seq: 5_000,
+        binary: true,
+        chunk: None,
+        payload: b"x",
+    };
+    engine.handle_frame(3, true, &far.to_vec());
+    assert!(drain(&mut engine)
+        .iter()
+        .any(|o| matches!(o, Output::Disconnect { code: 4902, .. })));
+}
