@@ -280,10 +280,8 @@ impl Frame<'_> {
                 delivered,
                 max_message_size,
             } => {
-                out.extend_from_slice(&[HELLO, VERSION, if *new { HELLO_NEW } else { 0 }]);
-                out.extend_from_slice(&session.0);
-                put_varint(out, *delivered);
-                put_varint(out, *max_message_size);
+                let flags = if *new { HELLO_NEW } else { 0 };
+                put_handshake(out, HELLO, flags, session, *delivered, *max_message_size);
             }
             Frame::Welcome {
                 resumed,
@@ -291,14 +289,8 @@ impl Frame<'_> {
                 delivered,
                 max_message_size,
             } => {
-                out.extend_from_slice(&[
-                    WELCOME,
-                    VERSION,
-                    if *resumed { WELCOME_RESUMED } else { 0 },
-                ]);
-                out.extend_from_slice(&session.0);
-                put_varint(out, *delivered);
-                put_varint(out, *max_message_size);
+                let flags = if *resumed { WELCOME_RESUMED } else { 0 };
+                put_handshake(out, WELCOME, flags, session, *delivered, *max_message_size);
             }
             Frame::Data {
                 seq,
@@ -348,6 +340,21 @@ impl Frame<'_> {
         self.encode(&mut out);
         out
     }
+}
+
+/// HELLO and WELCOME share one layout.
+fn put_handshake(
+    out: &mut Vec<u8>,
+    kind: u8,
+    flags: u8,
+    session: &SessionId,
+    delivered: u64,
+    max: u64,
+) {
+    out.extend_from_slice(&[kind, VERSION, flags]);
+    out.extend_from_slice(&session.0);
+    put_varint(out, delivered);
+    put_varint(out, max);
 }
 
 /// Unsigned LEB128, minimal.
