@@ -468,20 +468,20 @@ impl Engine {
                 }
             }
             Frame::Welcome {
-                resumed,
                 session,
                 delivered,
                 max_message_size,
+                ..
             } if self.role == Role::Client && !handshaken => {
-                self.on_welcome(now, resumed, session, delivered, max_message_size)
+                self.on_welcome(now, session, delivered, max_message_size)
             }
             Frame::Hello {
-                new,
                 session,
                 delivered,
                 max_message_size,
+                ..
             } if self.role == Role::Server && !handshaken => {
-                self.on_hello(now, new, session, delivered, max_message_size)
+                self.on_hello(now, session, delivered, max_message_size)
             }
             Frame::Data {
                 seq,
@@ -795,36 +795,46 @@ impl Engine {
         }
     }
 
-    fn protocol_error(&mut self, now: u64, error: EngineError) {
+    /// Close the connection over `error`: Disconnect with its close code, an
+    /// Error event, the connection's timers gone. Returns the code, or `None`
+    /// for the server side (which just waits for the client to come back).
+    fn abort(&mut self, error: EngineError) -> Option<u16> {
         let code = error.close_code();
         let mut reason = error.to_string();
         reason.truncate(floor_char_boundary(&reason, 123));
         self.conn = None;
         self.emit(Output::Disconnect { code, reason });
-        self.emit(Output::Event(Event::Error(error.clone())));
+        self.emit(Output::Event(Event::Error(error)));
         self.end_connection();
         if self.role == Role::Server {
             self.set_state(State::Idle);
-            return;
+            return None;
         }
-        if error == EngineError::DeadPeer {
-            // Our own judgement, not the server's word: reconnect fast.
-            let reason = DisconnectReason::DeadPeer;
-            return self.after_disconnect(now, reason, CloseAction::Reconnect, true);
-        }
-        let action = self.config.close_policy.decide(code, "");
-        self.after_disconnect(now, DisconnectReason::ProtocolError { code }, action, false);
+        Some(code)
     }
 
-    fn on_welcome(
-        &mut self,
-        now: u64,
-        resumed: bool,
-        session: SessionId,
-        delivered: u64,
-        max: u64,
-    ) {
-        let _ = resumed;
+    /// The peer broke the protocol or a limit: the close policy decides.
+    fn protocol_error(&mut self, now: u64, error: EngineError) {
+        if let Some(code) = self.abort(error) {
+            let action = self.config.close_policy.decide(code, "");
+            self.after_disconnect(now, DisconnectReason::ProtocolError { code }, action, false);
+        }
+    }
+
+    /// The heartbeat found the peer dead: our own judgement, not the
+    /// server's word, so reconnect with the fast first retry.
+    fn peer_dead(&mut self, now: u64) {
+        if self.abort(EngineError::DeadPeer).is_some() {
+            self.after_disconnect(
+                now,
+                DisconnectReason::DeadPeer,
+                CloseAction::Reconnect,
+                true,
+            );
+        }
+    }
+
+    fn on_welcome(&mut self, now: u64, session: SessionId, delivered: u64, max: u64) {
         if session != self.session {
             // The server lost our session: start a new one, renumber, re-send.
             let messages = self.outbox.drain_messages();
@@ -866,8 +876,7 @@ impl Engine {
         self.become_open(now, Mode::Reliable);
     }
 
-    fn on_hello(&mut self, now: u64, new: bool, session: SessionId, delivered: u64, max: u64) {
-        let _ = new;
+    fn on_hello(&mut self, now: u64, session: SessionId, delivered: u64, max: u64) {
         let known = session == self.session;
         let welcome = Frame::Welcome {
             resumed: known && self.welcomed,
@@ -968,9 +977,7 @@ impl Engine {
             return;
         }
         match self.probe_sent_at {
-            Some(sent) if now >= sent + hb.probe_timeout_ms => {
-                self.protocol_error(now, EngineError::DeadPeer)
-            }
+            Some(sent) if now >= sent + hb.probe_timeout_ms => self.peer_dead(now),
             Some(sent) => self.timers.set(Timer::Liveness, sent + hb.probe_timeout_ms),
             None if now >= self.last_rx + hb.idle_ms => self.probe(now),
             None => self.timers.set(Timer::Liveness, self.last_rx + hb.idle_ms),

@@ -56,6 +56,14 @@ fn config() -> Config {
     }
 }
 
+/// A client that has asked to connect (its Connect output drained).
+fn started(config: Config, seed: u64) -> Engine {
+    let mut engine = Engine::client(config, seed).expect("config");
+    engine.connect(0);
+    let _ = drain(&mut engine);
+    engine
+}
+
 /// Connect, open with steadfast.v1, answer HELLO with a WELCOME for the same session.
 fn open_reliable(engine: &mut Engine, now: u64, server_delivered: u64) -> Vec<Output> {
     engine.connect(now);
@@ -97,9 +105,7 @@ fn run_timers(engine: &mut Engine, from: u64, to: u64) -> Vec<Output> {
 
 #[test]
 fn an_auth_rejection_stops_without_a_refresher() {
-    let mut engine = Engine::client(config(), 1).expect("config");
-    engine.connect(0);
-    let _ = drain(&mut engine);
+    let mut engine = started(config(), 1);
     engine.handle_open(10, Some(SUBPROTOCOL));
     let _ = drain(&mut engine);
     engine.handle_close(20, 4001, "token expired");
@@ -182,9 +188,7 @@ fn a_healthy_connection_earns_another_refresh() {
 
 #[test]
 fn policy_rejections_and_user_predicates_are_data() {
-    let mut engine = Engine::client(config(), 1).expect("config");
-    engine.connect(0);
-    let _ = drain(&mut engine);
+    let mut engine = started(config(), 1);
     engine.handle_close(1, 1008, "policy");
     let _ = drain(&mut engine);
     assert!(matches!(
@@ -373,9 +377,7 @@ fn offline_closes_now_and_online_reconnects_now() {
 
 #[test]
 fn visible_skips_the_backoff_wait() {
-    let mut engine = Engine::client(config(), 1).expect("config");
-    engine.connect(0);
-    let _ = drain(&mut engine);
+    let mut engine = started(config(), 1);
     engine.handle_close(10, 1006, "");
     let _ = drain(&mut engine);
     assert!(matches!(engine.state(), State::BackingOff { .. }));

@@ -158,7 +158,7 @@ impl Sim {
         self.server = Engine::server(config, self.rng.next_u64(), session).expect("valid config");
         self.seen_by_client.clear();
         self.seen_by_server.clear();
-        self.cut(None);
+        self.cut();
     }
 
     /// Client app sends.
@@ -282,7 +282,7 @@ impl Sim {
         }
         if self.chance(self.netem.cut_ppm) {
             // This frame is lost mid-flight and the connection with it.
-            self.cut(Some(from));
+            self.cut();
             return;
         }
         let latency = self.latency();
@@ -300,7 +300,7 @@ impl Sim {
 
     /// Cut the connection: each direction keeps a random prefix of what is
     /// in flight; both sides then see 1006.
-    fn cut(&mut self, _by: Option<Side>) {
+    fn cut(&mut self) {
         let Some(mut link) = self.link.take() else {
             return;
         };
@@ -395,8 +395,7 @@ impl Sim {
                 let (_, frame) = link.to_client.pop_front().expect("front checked");
                 self.deliver(Side::Client, frame);
                 did = true;
-            } else if let Some((t, code)) = link.close_client.filter(|c| c.0 <= now) {
-                let _ = t;
+            } else if let Some((_, code)) = link.close_client.filter(|c| c.0 <= now) {
                 link.close_client = None;
                 link.to_client.clear();
                 self.client.handle_close(now, code, "");
@@ -433,30 +432,26 @@ impl Sim {
     }
 
     fn deliver(&mut self, to: Side, mut frame: Vec<u8>) {
-        let kind = codec::decode(&frame, u64::MAX).ok();
-        let is_data = matches!(kind, Some(codec::Frame::Data { .. }));
+        let is_data = |bytes: &[u8]| {
+            matches!(
+                codec::decode(bytes, u64::MAX),
+                Ok(codec::Frame::Data { .. })
+            )
+        };
         // Reorder: swap with the next DATA frame queued in the same direction.
-        if is_data && self.chance(self.netem.reorder_ppm) {
+        if is_data(&frame) && self.chance(self.netem.reorder_ppm) {
             if let Some(link) = self.link.as_mut() {
                 let queue = match to {
                     Side::Client => &mut link.to_client,
                     Side::Server => &mut link.to_server,
                 };
-                if let Some(next) = queue.front_mut() {
-                    if matches!(
-                        codec::decode(&next.1, u64::MAX),
-                        Ok(codec::Frame::Data { .. })
-                    ) {
-                        std::mem::swap(&mut next.1, &mut frame);
-                        self.observed.reorders += 1;
-                    }
+                if let Some(next) = queue.front_mut().filter(|next| is_data(&next.1)) {
+                    std::mem::swap(&mut next.1, &mut frame);
+                    self.observed.reorders += 1;
                 }
             }
         }
-        let is_data = matches!(
-            codec::decode(&frame, u64::MAX),
-            Ok(codec::Frame::Data { .. })
-        );
+        let is_data = is_data(&frame);
         let now = self.now;
         match to {
             Side::Client => {
