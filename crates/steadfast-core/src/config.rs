@@ -197,6 +197,10 @@ pub struct AckConfig {
     pub delay_ms: u64,
     /// ... or at once when this many deliveries wait.
     pub every: u64,
+    /// ... or at once when this many payload bytes were delivered since the
+    /// last ACK, so a sender bounded by `max_in_flight_bytes` never stalls
+    /// for `delay_ms` on large messages.
+    pub every_bytes: u64,
 }
 
 impl Default for AckConfig {
@@ -204,6 +208,7 @@ impl Default for AckConfig {
         AckConfig {
             delay_ms: 50,
             every: 32,
+            every_bytes: 256 * 1024,
         }
     }
 }
@@ -306,8 +311,10 @@ impl Config {
         if self.outbox.max_messages == 0 || self.outbox.max_in_flight_bytes == 0 {
             return Err(ConfigError("outbox bounds must be at least 1"));
         }
-        if self.ack.every == 0 {
-            return Err(ConfigError("ack.every must be at least 1"));
+        if self.ack.every == 0 || self.ack.every_bytes == 0 {
+            return Err(ConfigError(
+                "ack.every and ack.every_bytes must be at least 1",
+            ));
         }
         if let Some(hb) = &self.heartbeat {
             if hb.interval_ms == 0 || hb.probe_timeout_ms == 0 {

@@ -79,6 +79,8 @@ pub struct Engine {
     peer_max_message: u64,
     /// Deliveries (or duplicates) since the last ACK.
     pending_ack: u64,
+    /// Payload bytes delivered since the last ACK.
+    pending_ack_bytes: u64,
     last_rx: u64,
     probe_sent_at: Option<u64>,
     ping_id: u64,
@@ -186,6 +188,7 @@ impl Engine {
             chunk_size,
             peer_max_message,
             pending_ack: 0,
+            pending_ack_bytes: 0,
             last_rx: 0,
             probe_sent_at: None,
             ping_id: 0,
@@ -727,6 +730,7 @@ impl Engine {
             self.timers.stop(timer);
         }
         self.pending_ack = 0;
+        self.pending_ack_bytes = 0;
         self.probe_sent_at = None;
         self.ping_sent_at = None;
         self.outbox.rewind();
@@ -995,15 +999,19 @@ impl Engine {
             }));
         }
         let delivered = received.messages.len() as u64 + u64::from(received.skipped > 0);
+        let bytes: u64 = received.messages.iter().map(|p| p.len() as u64).sum();
         for payload in received.messages {
             self.emit(Output::Event(Event::Message(payload)));
         }
         if delivered > 0 || received.duplicate {
             self.pending_ack += delivered.max(1);
+            self.pending_ack_bytes = self.pending_ack_bytes.saturating_add(bytes);
             // Never ACK in the drain that delivered: the driver dispatches
             // the messages first, then the due timer persists the mark and
             // ACKs. A crash in between means a re-delivery, never a loss.
-            let delay = if self.pending_ack >= self.config.ack.every {
+            let delay = if self.pending_ack >= self.config.ack.every
+                || self.pending_ack_bytes >= self.config.ack.every_bytes
+            {
                 0
             } else {
                 self.config.ack.delay_ms
@@ -1031,6 +1039,7 @@ impl Engine {
             return;
         }
         self.pending_ack = 0;
+        self.pending_ack_bytes = 0;
         // The high-water mark is durable before the peer may forget the messages.
         self.persist_session();
         self.transmit(&Frame::Ack {

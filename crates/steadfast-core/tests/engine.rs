@@ -654,6 +654,7 @@ fn acks_are_coalesced_and_follow_the_persisted_mark() {
             ack: AckConfig {
                 delay_ms: 50,
                 every: 100,
+                every_bytes: 1 << 20,
             },
             ..config()
         },
@@ -708,6 +709,52 @@ fn acks_are_coalesced_and_follow_the_persisted_mark() {
     assert_eq!(
         frames(&drain(&mut engine)),
         vec![Frame::Ack { delivered: 5 }]
+    );
+}
+
+#[test]
+fn a_large_delivery_is_acknowledged_without_waiting_out_the_delay() {
+    let mut engine = Engine::client(
+        Config {
+            ack: AckConfig {
+                delay_ms: 50,
+                every: 100,
+                every_bytes: 4096,
+            },
+            ..config()
+        },
+        1,
+    )
+    .expect("config");
+    let _ = open_reliable(&mut engine, 0, 0);
+    let small = Frame::Data {
+        seq: 1,
+        binary: true,
+        chunk: None,
+        payload: &[1; 100],
+    };
+    engine.handle_frame(10, true, &small.to_vec());
+    let _ = drain(&mut engine);
+    assert_eq!(engine.poll_timeout(), Some(60), "a small one waits");
+    let big = vec![2u8; 4000];
+    let data = Frame::Data {
+        seq: 2,
+        binary: true,
+        chunk: None,
+        payload: &big,
+    };
+    engine.handle_frame(20, true, &data.to_vec());
+    let out = drain(&mut engine);
+    assert!(
+        frames(&out).iter().all(|f| !matches!(f, Frame::Ack { .. })),
+        "never in the drain that delivered"
+    );
+    // 4,100 bytes wait: the ACK is due now, not at 60.
+    assert_eq!(engine.poll_timeout(), Some(20));
+    engine.handle_timeout(20);
+    assert_eq!(
+        frames(&drain(&mut engine)),
+        vec![Frame::Ack { delivered: 2 }]
     );
 }
 

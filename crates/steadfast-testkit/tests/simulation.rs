@@ -25,6 +25,7 @@ fn config() -> Config {
         ack: AckConfig {
             delay_ms: 20,
             every: 8,
+            every_bytes: 64 * 1024,
         },
         heartbeat: Some(HeartbeatConfig {
             interval_ms: 400,
