@@ -8,9 +8,15 @@
 //!   the wasm tests in Node.js, a headless Chromium page and a worker,
 //!   against an echo server started here and stopped afterwards.
 //! - `demo`: start the reference server and a native client; show what happens.
+//! - `bench`: run the benchmarks and regenerate docs/BENCHMARKS.md
+//!   (`--quick`: run each once, as `test` does, to prove they still work).
+//! - `fuzz [SECONDS]`: run every fuzz target (default 60 s each; `test` runs
+//!   each for 10 s).
 
 #![allow(clippy::print_stdout)]
 
+mod bench;
+mod fuzz;
 mod process;
 mod setup;
 
@@ -27,8 +33,17 @@ fn main() -> ExitCode {
         Some("setup") => setup::setup(&root),
         Some("test") => test(&root),
         Some("demo") => demo(&root),
+        Some("bench") => bench::bench(&root, args.iter().any(|a| a == "--quick")),
+        Some("fuzz") => match args.get(1).map(|s| s.parse::<u64>()) {
+            None => fuzz::fuzz(&root, 60),
+            Some(Ok(seconds)) => fuzz::fuzz(&root, seconds),
+            Some(Err(_)) => {
+                eprintln!("usage: cargo xtask fuzz [SECONDS]");
+                return ExitCode::from(2);
+            }
+        },
         _ => {
-            eprintln!("usage: cargo xtask <setup|test|demo>");
+            eprintln!("usage: cargo xtask <setup|test|demo|bench [--quick]|fuzz [SECONDS]>");
             return ExitCode::from(2);
         }
     };
@@ -95,6 +110,13 @@ fn test(root: &Path) -> Result<(), String> {
     // Static checks: keep going after a failure so one run shows everything.
     step("fmt", cargo(root, &["fmt", "--all", "--check"]));
     step(
+        "fmt fuzz",
+        cargo(
+            root,
+            &["fmt", "--manifest-path", "fuzz/Cargo.toml", "--check"],
+        ),
+    );
+    step(
         "clippy native",
         cargo(
             root,
@@ -151,6 +173,29 @@ fn test(root: &Path) -> Result<(), String> {
         ),
     );
     step("native tests", cargo(root, &["test", "--workspace"]));
+    // Benchmarks run once each (their own assertions hold); figures come
+    // from `cargo xtask bench`.
+    step(
+        "bench smoke",
+        cargo(
+            root,
+            &[
+                "bench",
+                "-p",
+                "steadfast-core",
+                "--bench",
+                "engine",
+                "--",
+                "--test",
+            ],
+        ),
+    );
+    for target in fuzz::TARGETS {
+        step(
+            &format!("fuzz {target} 10s"),
+            fuzz::command(root, target, 10),
+        );
+    }
 
     // The wasm suites need the echo server; build it, start it, and make
     // sure it stops however this run ends.

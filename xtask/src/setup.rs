@@ -18,6 +18,7 @@ const NPM_DIRS: &[&str] = &[
 pub(crate) fn setup(root: &Path) -> Result<(), String> {
     wasm_target()?;
     wasm_bindgen_cli(root)?;
+    cargo_fuzz()?;
     chromium()?;
     npm(root)?;
     Ok(())
@@ -116,6 +117,29 @@ fn wasm_bindgen_cli(root: &Path) -> Result<(), String> {
             "--force",
         ]),
     )
+}
+
+/// cargo-fuzz, for `cargo xtask fuzz` and the short fuzz runs in `test`.
+const CARGO_FUZZ: &str = "0.13.2";
+
+pub(crate) fn cargo_fuzz() -> Result<(), String> {
+    let have = output("cargo", &["fuzz", "--version"]).unwrap_or_default();
+    if have.split_whitespace().nth(1) == Some(CARGO_FUZZ) {
+        println!("xtask setup: cargo-fuzz {CARGO_FUZZ} present");
+        return Ok(());
+    }
+    let install = |locked: bool| {
+        let mut command = Command::new("cargo");
+        command.args(["install", "cargo-fuzz", "--version", CARGO_FUZZ, "--force"]);
+        if locked {
+            command.arg("--locked");
+        }
+        run(
+            &format!("cargo install cargo-fuzz --version {CARGO_FUZZ} (locked: {locked})"),
+            &mut command,
+        )
+    };
+    install(true).or_else(|_| install(false))
 }
 
 fn chromium() -> Result<(), String> {

@@ -32,6 +32,8 @@
 //! # let _ = receipt;
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod codec;
 mod config;
 mod engine;
