@@ -85,6 +85,7 @@ pub struct Engine {
     probe_sent_at: Option<u64>,
     ping_id: u64,
     ping_sent_at: Option<(u64, u64)>,
+    stats: Stats,
 }
 
 impl Engine {
@@ -193,6 +194,7 @@ impl Engine {
             probe_sent_at: None,
             ping_id: 0,
             ping_sent_at: None,
+            stats: Stats::default(),
         }
     }
 
@@ -231,6 +233,12 @@ impl Engine {
     /// The current chunk size (halved after a 1009 close).
     pub fn chunk_size(&self) -> usize {
         self.chunk_size
+    }
+
+    /// Counters: frames, bytes, messages, resends, duplicates, ACKs, chunks,
+    /// connections, resumes, the latest RTT.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// The earliest timer deadline.
@@ -385,6 +393,7 @@ impl Engine {
             if self.conn.is_some() {
                 self.end_connection();
             }
+            self.stats.connects += 1;
             self.conn = Some(Conn {
                 open: true,
                 mode: None,
@@ -435,6 +444,8 @@ impl Engine {
             return;
         };
         let mode = conn.mode;
+        self.stats.frames_in += 1;
+        self.stats.bytes_in += data.len() as u64;
         self.last_rx = now;
         self.probe_sent_at = None;
         self.arm_liveness(now);
@@ -449,6 +460,7 @@ impl Engine {
                     }
                 }
             };
+            self.stats.messages_in += 1;
             return self.emit(Output::Event(Event::Message(payload)));
         }
         if !binary {
@@ -466,7 +478,9 @@ impl Engine {
                 if let Some((sent_id, at)) = self.ping_sent_at {
                     if sent_id == id {
                         self.ping_sent_at = None;
-                        self.emit(Output::Event(Event::Rtt(now.saturating_sub(at))));
+                        let rtt = now.saturating_sub(at);
+                        self.stats.rtt_ms = Some(rtt);
+                        self.emit(Output::Event(Event::Rtt(rtt)));
                     }
                 }
             }
@@ -492,6 +506,9 @@ impl Engine {
                 chunk,
                 payload,
             } if handshaken => {
+                if chunk.is_some() {
+                    self.stats.chunks_in += 1;
+                }
                 let limits = &self.config.limits;
                 let result = self
                     .inbound
@@ -502,15 +519,20 @@ impl Engine {
                 let result = self.inbound.on_skip(first, last, &self.config.limits);
                 self.on_received(now, result);
             }
-            Frame::Ack { delivered } if handshaken => match self.outbox.ack_through(delivered) {
-                Some(acked) => {
-                    for m in acked {
-                        self.resolve(m);
+            Frame::Ack { delivered } if handshaken => {
+                self.stats.acks_in += 1;
+                match self.outbox.ack_through(delivered) {
+                    Some(acked) => {
+                        for m in acked {
+                            self.resolve(m);
+                        }
+                        self.transmit_more();
                     }
-                    self.transmit_more();
+                    None => {
+                        self.protocol_error(now, EngineError::Protocol("ACK for a seq never sent"))
+                    }
                 }
-                None => self.protocol_error(now, EngineError::Protocol("ACK for a seq never sent")),
-            },
+            }
             _ => self.protocol_error(
                 now,
                 EngineError::Protocol("frame not allowed in this state"),
@@ -653,10 +675,15 @@ impl Engine {
     }
 
     fn transmit(&mut self, frame: &Frame<'_>) {
-        self.out.push_back(Output::Transmit(Transmit {
-            binary: true,
-            data: frame.to_vec(),
-        }));
+        let data = frame.to_vec();
+        self.count_out(&data);
+        self.out
+            .push_back(Output::Transmit(Transmit { binary: true, data }));
+    }
+
+    fn count_out(&mut self, data: &[u8]) {
+        self.stats.frames_out += 1;
+        self.stats.bytes_out += data.len() as u64;
     }
 
     fn set_state(&mut self, state: State) {
@@ -703,6 +730,7 @@ impl Engine {
     }
 
     fn start_attempt(&mut self, now: u64) {
+        self.stats.connects += 1;
         self.conn = Some(Conn {
             open: false,
             mode: None,
@@ -852,10 +880,13 @@ impl Engine {
                 self.emit(Output::Persist(PersistOp::Put(record)));
             }
             self.persist_session();
+            self.stats.resyncs += 1;
             self.emit(Output::Event(Event::ResyncRequired));
         } else if !self.welcomed {
             self.welcomed = true;
             self.persist_session();
+        } else {
+            self.stats.resumes += 1;
         }
         self.peer_max_message = max;
         let Some(acked) = self.outbox.ack_through(delivered) else {
@@ -882,6 +913,11 @@ impl Engine {
 
     fn on_hello(&mut self, now: u64, session: SessionId, delivered: u64, max: u64) {
         let known = session == self.session;
+        if !known {
+            self.stats.resyncs += 1;
+        } else if self.welcomed {
+            self.stats.resumes += 1;
+        }
         let welcome = Frame::Welcome {
             resumed: known && self.welcomed,
             session: self.session,
@@ -1000,6 +1036,10 @@ impl Engine {
         }
         let delivered = received.messages.len() as u64 + u64::from(received.skipped > 0);
         let bytes: u64 = received.messages.iter().map(|p| p.len() as u64).sum();
+        self.stats.messages_in += received.messages.len() as u64;
+        if received.duplicate {
+            self.stats.duplicates += 1;
+        }
         for payload in received.messages {
             self.emit(Output::Event(Event::Message(payload)));
         }
@@ -1042,6 +1082,7 @@ impl Engine {
         self.pending_ack_bytes = 0;
         // The high-water mark is durable before the peer may forget the messages.
         self.persist_session();
+        self.stats.acks_out += 1;
         self.transmit(&Frame::Ack {
             delivered: self.inbound.delivered,
         });
@@ -1070,19 +1111,26 @@ impl Engine {
             };
             let (last, bytes) = match entry {
                 Entry::Message(m) => {
-                    m.maybe_sent = true;
+                    if std::mem::replace(&mut m.maybe_sent, true) {
+                        self.stats.resends += 1;
+                    } else {
+                        self.stats.messages_out += 1;
+                    }
                     (m.seq, m.payload.len())
                 }
                 Entry::Skip { last, .. } => (*last, 0),
             };
             match mode {
                 Mode::Reliable => {
-                    let out = &mut self.out;
+                    let (out, stats) = (&mut self.out, &mut self.stats);
                     frames_of(entry, chunk_size, |frame| {
-                        out.push_back(Output::Transmit(Transmit {
-                            binary: true,
-                            data: frame.to_vec(),
-                        }))
+                        let data = frame.to_vec();
+                        stats.frames_out += 1;
+                        stats.bytes_out += data.len() as u64;
+                        if matches!(frame, Frame::Data { chunk: Some(_), .. }) {
+                            stats.chunks_out += 1;
+                        }
+                        out.push_back(Output::Transmit(Transmit { binary: true, data }))
                     });
                     self.outbox.mark_sent(last, bytes);
                 }
@@ -1090,6 +1138,8 @@ impl Engine {
                     if let Entry::Message(m) = entry {
                         let data = m.payload.clone();
                         let binary = m.binary;
+                        self.stats.frames_out += 1;
+                        self.stats.bytes_out += data.len() as u64;
                         self.out
                             .push_back(Output::Transmit(Transmit { binary, data }));
                     }

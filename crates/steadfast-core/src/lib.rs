@@ -55,5 +55,5 @@ pub use error::{EngineError, SendError};
 pub use rng::Rng;
 pub use types::{
     DisconnectReason, Event, FailReason, Hint, Mode, Output, Payload, PersistOp, Receipt, State,
-    StopReason, SuspendReason, Transmit,
+    Stats, StopReason, SuspendReason, Transmit,
 };

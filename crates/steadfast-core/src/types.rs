@@ -263,3 +263,42 @@ pub enum Output {
     /// Nothing more until this time (driver ms) or the next input.
     Timeout(u64),
 }
+
+/// Counters since the engine was created (see [`crate::Engine::stats`]).
+/// They only grow; a reader computes rates from two readings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// WebSocket messages received on open connections.
+    pub frames_in: u64,
+    /// WebSocket messages the engine asked to send.
+    pub frames_out: u64,
+    /// Bytes of those received messages.
+    pub bytes_in: u64,
+    /// Bytes of those sent messages.
+    pub bytes_out: u64,
+    /// Application messages delivered (each exactly once).
+    pub messages_in: u64,
+    /// Application messages put on the wire for the first time.
+    pub messages_out: u64,
+    /// Messages put on the wire again (after a reconnect or resume).
+    pub resends: u64,
+    /// DATA or SKIP frames dropped as already delivered.
+    pub duplicates: u64,
+    /// ACK frames received.
+    pub acks_in: u64,
+    /// ACK frames sent.
+    pub acks_out: u64,
+    /// Chunk frames received.
+    pub chunks_in: u64,
+    /// Chunk frames sent.
+    pub chunks_out: u64,
+    /// Connection attempts (client) or connections attached (server).
+    pub connects: u64,
+    /// Handshakes that resumed a known session.
+    pub resumes: u64,
+    /// Sessions that had to start over (`ResyncRequired`).
+    pub resyncs: u64,
+    /// The latest heartbeat round trip, ms.
+    pub rtt_ms: Option<u64>,
+}

@@ -269,6 +269,31 @@ fn the_emulator_really_cuts_reorders_duplicates_and_the_engines_resume() {
         .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         assert_eq!(sim.observed.server_inbox.len(), 40, "seed {seed}");
         assert_eq!(sim.observed.client_inbox.len(), 40, "seed {seed}");
+        // The engines' own counters agree with what the harness saw.
+        let (client, server) = (*sim.client.stats(), *sim.server.stats());
+        assert_eq!(server.messages_in, 40, "seed {seed}");
+        assert_eq!(client.messages_in, 40, "seed {seed}");
+        assert_eq!(client.messages_out, 40, "seed {seed}: first sends");
+        assert_eq!(
+            client.connects,
+            sim.observed.connect_times.len() as u64,
+            "seed {seed}"
+        );
+        assert_eq!(server.connects, sim.observed.connections, "seed {seed}");
+        assert!(client.resumes < sim.observed.connections, "seed {seed}");
+        if sim.observed.cuts > 1 {
+            assert!(client.resumes >= 1, "seed {seed}: {client:?}");
+            // A WELCOME lost to a cut is a resume the server counted alone.
+            assert!(client.resumes <= server.resumes, "seed {seed}");
+        }
+        assert!(
+            client.duplicates + server.duplicates >= sim.observed.duplicates,
+            "seed {seed}: injected duplicates are counted: {client:?} {server:?}"
+        );
+        // 1,500-byte messages at a 1 KiB chunk size: two chunks each.
+        assert!(server.chunks_out >= 80, "seed {seed}: {server:?}");
+        assert!(client.chunks_in >= 80, "seed {seed}: {client:?}");
+        assert!(client.acks_in >= 1 && server.acks_out >= 1, "seed {seed}");
         cuts += sim.observed.cuts;
         connections += sim.observed.connections;
         reorders += sim.observed.reorders;
