@@ -1,78 +1,182 @@
-//! The steadfast reference server.
+//! The steadfast reference server: the peer that speaks protocol v1
+//! (docs/PROTOCOL.md), as a library a Rust backend embeds and as the
+//! `steadfast-server` binary (also `steadfast serve`).
 //!
-//! Today it is an echo server on loopback: every text and binary message comes
-//! back unchanged. It grows into the protocol peer (sessions, resume, rooms).
+//! - Clients offering `steadfast.v1` get a **reliable session**: the server
+//!   runs the same [`steadfast_core::Engine`] as the client (sequence
+//!   numbers, ACKs, dedup, reordering, chunking, resume), keyed by session id
+//!   in a registry that keeps a session for [`ServerConfig::session_ttl`]
+//!   after its connection ends. A client naming a session the server does not
+//!   know gets a new one (the client reports `ResyncRequired`).
+//! - Other clients get **plain mode**: messages pass unchanged.
+//! - The application sees exactly-once, in-order messages through a
+//!   [`Handler`], and reaches peers, rooms or everyone through a
+//!   [`ServerHandle`]. Built in: [`Echo`] (the default) and [`Rooms`].
+//! - The same port answers `GET /healthz` and `GET /metrics` (Prometheus text).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! let server = steadfast_server::Server::bind("127.0.0.1:0".parse().unwrap()).await?;
+//! use steadfast_server::{Rooms, Server};
+//! let server = Server::builder()
+//!     .handler(Rooms)
+//!     .bind("127.0.0.1:0".parse().unwrap())
+//!     .await?;
 //! println!("listening on ws://{}", server.local_addr());
 //! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await;
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! # Echo commands
+//! # Close codes the server sends
 //!
-//! A text message of the form `steadfast-echo:close:<code>:<reason>` is not
-//! echoed: the server closes the connection with that code and reason. Tests
-//! use it to check how clients report a server-initiated close.
-//!
-//! A text message `steadfast-echo:header:<name>` is answered with the value of
-//! that handshake request header (empty if absent), so clients can check what
-//! they sent.
-//!
-//! # Subprotocols
-//!
-//! The server accepts the first offered subprotocol it knows
-//! ([`ECHO_PROTOCOL`]) and none otherwise.
+//! | code | when |
+//! |---|---|
+//! | 1001 | shutting down (clients reconnect, slowly) |
+//! | 1009 | a plain-mode message above the size limit |
+//! | 1013 | overloaded: too many connections or sessions (clients back off harder) |
+//! | 4001 | the JWT is missing or invalid (clients refresh it once, then stop) |
+//! | 4900–4906 | protocol errors and limits, as in docs/PROTOCOL.md |
+//! | 4909 | another connection took this session over |
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
 
-/// The subprotocol the echo server accepts when a client offers it.
-pub const ECHO_PROTOCOL: &str = "steadfast.echo";
+mod auth;
+mod config;
+mod conn;
+mod faults;
+mod handler;
+mod http;
+mod metrics;
+mod registry;
 
-/// Prefix of the text command that makes the server close the connection.
-pub const CLOSE_COMMAND: &str = "steadfast-echo:close:";
+pub use auth::{AuthError, Claims, JwtAuth, CLOSE_UNAUTHORIZED};
+pub use config::ServerConfig;
+pub use faults::{FaultRecord, Faults};
+pub use handler::{
+    Echo, Handler, Peer, PeerId, Rooms, CLOSE_COMMAND, ECHO_PROTOCOL, HEADER_COMMAND,
+};
+pub use metrics::Metrics;
+pub use registry::{ServerError, ServerHandle};
+pub use steadfast_core::{Payload, SessionId};
 
-/// Prefix of the text command that asks for a handshake header's value.
-pub const HEADER_COMMAND: &str = "steadfast-echo:header:";
+use registry::Shared;
 
 /// Close code sent to every client when the server shuts down.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 
-/// How long shutdown waits for clients to finish the closing handshake.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Close code for "overloaded, try again later".
+pub const CLOSE_OVERLOADED: u16 = 1013;
 
-/// A bound, not yet running, server.
-#[derive(Debug)]
-pub struct Server {
-    listener: TcpListener,
-    local_addr: SocketAddr,
+/// Close code for a connection whose session another connection took over.
+pub const CLOSE_SUPERSEDED: u16 = 4909;
+
+/// Builds a [`Server`].
+#[derive(Default)]
+pub struct ServerBuilder {
+    config: ServerConfig,
+    handler: Option<Arc<dyn Handler>>,
 }
 
-impl Server {
-    /// Bind to `addr` (port 0 picks a free port; see [`Server::local_addr`]).
-    pub async fn bind(addr: SocketAddr) -> std::io::Result<Server> {
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The session engine configuration is contradictory.
+    #[error("invalid engine configuration: {0}")]
+    Config(&'static str),
+    /// Binding the address failed.
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl StartError {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StartError::Config(_) => "ERR_INVALID_CONFIG",
+            StartError::Io(_) => "ERR_LISTEN",
+        }
+    }
+}
+
+impl From<StartError> for std::io::Error {
+    fn from(error: StartError) -> Self {
+        match error {
+            StartError::Io(e) => e,
+            other => std::io::Error::new(std::io::ErrorKind::InvalidInput, other),
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// All settings at once.
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The application ([`Echo`] unless set).
+    pub fn handler(mut self, handler: impl Handler) -> Self {
+        self.handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// Validate the settings and bind `addr` (port 0 picks a free port).
+    pub async fn bind(self, addr: SocketAddr) -> Result<Server, StartError> {
+        self.config
+            .engine
+            .validate()
+            .map_err(|e| StartError::Config(e.0))?;
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
+        let handler = self.handler.unwrap_or_else(|| Arc::new(Echo));
         Ok(Server {
             listener,
             local_addr,
+            shared: Arc::new(Shared::new(self.config, handler)),
         })
+    }
+}
+
+/// A bound, not yet running, server.
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Settings, handler and then [`ServerBuilder::bind`].
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// An echo server with default settings on `addr`.
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<Server> {
+        Ok(Server::builder().bind(addr).await?)
     }
 
     /// The address the server is bound to.
@@ -80,18 +184,37 @@ impl Server {
         self.local_addr
     }
 
-    /// Serve until `shutdown` completes, then close every connection with
-    /// 1001 (going away) and wait briefly for the closing handshakes.
+    /// A handle to reach peers and read metrics (works before and after `run`).
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Serve until `shutdown` completes; then stop accepting, close every
+    /// connection with 1001 (going away) and wait up to
+    /// [`ServerConfig::shutdown_grace`] for the closing handshakes.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let shared = self.shared;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
+        let sweep_every = (shared.config.session_ttl / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let mut sweep = tokio::time::interval(sweep_every);
+        let forget_every = shared.config.faults.forget_sessions_every;
+        let mut forget = tokio::time::interval(forget_every.unwrap_or(Duration::from_secs(3600)));
+        forget.tick().await; // the first tick is immediate
+        let handle = ServerHandle {
+            shared: shared.clone(),
+        };
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        connections.spawn(serve_connection(stream, peer, stop_rx.clone()));
+                    Ok((stream, remote)) => {
+                        let _ = stream.set_nodelay(true);
+                        connections.spawn(conn::serve(shared.clone(), stream, remote, stop_rx.clone()));
                     }
                     // Out of file descriptors and the like: wait, then try again.
                     Err(error) => {
@@ -99,6 +222,15 @@ impl Server {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
+                _ = sweep.tick() => {
+                    for peer in shared.expire_sessions() {
+                        shared.handler.on_session_expired(&handle, peer);
+                    }
+                }
+                _ = forget.tick(), if forget_every.is_some() => {
+                    let sessions = shared.forget_all_sessions();
+                    shared.log_fault(faults::FaultRecord::ForgetSessions { sessions });
+                }
                 // Reap finished connections so the set does not grow forever.
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
@@ -106,129 +238,11 @@ impl Server {
         drop(self.listener);
         let _ = stop_tx.send(true);
         let drain = async { while connections.join_next().await.is_some() {} };
-        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        if tokio::time::timeout(shared.config.shutdown_grace, drain)
+            .await
+            .is_err()
+        {
             connections.abort_all();
         }
-    }
-}
-
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, mut stop: watch::Receiver<bool>) {
-    let config = WebSocketConfig::default().read_buffer_size(4 * 1024);
-    let mut headers = Vec::new();
-    // tungstenite's callback type fixes the large error type.
-    #[allow(clippy::result_large_err)]
-    let callback = |request: &Request, response: Response| {
-        headers = request
-            .headers()
-            .iter()
-            .map(|(name, value)| {
-                (
-                    name.as_str().to_owned(),
-                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        select_protocol(request, response)
-    };
-    let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await;
-    let mut ws = match ws {
-        Ok(ws) => ws,
-        Err(error) => {
-            tracing::debug!(%peer, %error, "handshake failed");
-            return;
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = stop.changed() => {
-                let _ = ws.close(Some(CloseFrame {
-                    code: CloseCode::from(CLOSE_GOING_AWAY),
-                    reason: "server shutting down".into(),
-                })).await;
-                // Let the client answer the close; the loop ends when it does.
-                while let Some(Ok(_)) = ws.next().await {}
-                return;
-            }
-            message = ws.next() => {
-                let reply = match message {
-                    Some(Ok(Message::Text(text))) => {
-                        if let Some(frame) = close_command(text.as_str()) {
-                            let _ = ws.close(Some(frame)).await;
-                            continue;
-                        }
-                        match text.as_str().strip_prefix(HEADER_COMMAND) {
-                            Some(name) => Message::Text(header_value(&headers, name).into()),
-                            None => Message::Text(text),
-                        }
-                    }
-                    Some(Ok(Message::Binary(bytes))) => Message::Binary(bytes),
-                    Some(Ok(_)) => continue,
-                    Some(Err(error)) => {
-                        tracing::debug!(%peer, %error, "connection error");
-                        return;
-                    }
-                    None => return,
-                };
-                if ws.send(reply).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-#[allow(clippy::result_large_err)] // the signature is tungstenite's callback type
-fn select_protocol(request: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
-    let offered = request
-        .headers()
-        .get_all(SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim);
-    if offered.into_iter().any(|p| p == ECHO_PROTOCOL) {
-        response.headers_mut().insert(
-            SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(ECHO_PROTOCOL),
-        );
-    }
-    Ok(response)
-}
-
-/// The value of a request header (case-insensitive name), or "".
-fn header_value(headers: &[(String, String)], name: &str) -> String {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default()
-}
-
-/// Parse `steadfast-echo:close:<code>:<reason>`; `None` for anything else.
-fn close_command(text: &str) -> Option<CloseFrame> {
-    let rest = text.strip_prefix(CLOSE_COMMAND)?;
-    let (code, reason) = rest.split_once(':').unwrap_or((rest, ""));
-    let code: u16 = code.parse().ok()?;
-    Some(CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.to_owned().into(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn close_command_parses_code_and_reason() {
-        let frame =
-            close_command("steadfast-echo:close:4001:auth: expired").expect("valid command");
-        assert_eq!(u16::from(frame.code), 4001);
-        assert_eq!(frame.reason.as_str(), "auth: expired");
-        let frame = close_command("steadfast-echo:close:1000").expect("valid command");
-        assert_eq!(u16::from(frame.code), 1000);
-        assert_eq!(frame.reason.as_str(), "");
-        assert!(close_command("steadfast-echo:close:abc:x").is_none());
-        assert!(close_command("hello").is_none());
     }
 }

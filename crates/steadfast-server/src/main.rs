@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
+use std::time::Duration;
+use steadfast_server::{Echo, Faults, JwtAuth, Rooms, Server, ServerConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,6 +25,90 @@ struct Args {
     /// dies (even by SIGKILL) then takes the server with it.
     #[arg(long)]
     exit_on_stdin_eof: bool,
+    /// The application: `echo` sends every message back; `rooms` is a chat
+    /// hub (join/leave/room/direct/broadcast as JSON text).
+    #[arg(long, value_enum, default_value_t = HandlerKind::Echo)]
+    handler: HandlerKind,
+    /// Seconds a session stays resumable after its connection ends.
+    #[arg(long, default_value_t = 300)]
+    session_ttl: u64,
+    /// Sessions held at once; more are refused with close 1013.
+    #[arg(long, default_value_t = 100_000)]
+    max_sessions: usize,
+    /// Open connections at once; more are refused with close 1013.
+    #[arg(long, default_value_t = 100_000)]
+    max_connections: usize,
+    /// Largest message accepted, in bytes.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    max_message_size: u64,
+    /// Require a JWT (HS256) signed with the secret in this file (token in
+    /// `?token=` or a `bearer.<token>` subprotocol; refused with close 4001).
+    /// The environment variable STEADFAST_JWT_SECRET works too.
+    #[arg(long, value_name = "FILE")]
+    jwt_secret_file: Option<std::path::PathBuf>,
+    /// Fault injection: seed of every decision (same seed, same faults).
+    #[arg(
+        long,
+        default_value_t = 0,
+        help_heading = "Fault injection (testing clients; all off by default)"
+    )]
+    fault_seed: u64,
+    /// Drop the connection with this probability per received DATA frame
+    /// (reliable) or message (plain), e.g. 0.01.
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        help_heading = "Fault injection (testing clients; all off by default)"
+    )]
+    fault_drop: f64,
+    /// Drop every connection at each Nth received frame.
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Fault injection (testing clients; all off by default)"
+    )]
+    fault_drop_every: Option<u64>,
+    /// Delay each received frame by a random time in LO-HI milliseconds, e.g. 5-50.
+    #[arg(long, value_name = "LO-HI", value_parser = parse_range, help_heading = "Fault injection (testing clients; all off by default)")]
+    fault_delay_ms: Option<(u64, u64)>,
+    /// Refuse this fraction of WebSocket connections, e.g. 0.2.
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        help_heading = "Fault injection (testing clients; all off by default)"
+    )]
+    fault_refuse: f64,
+    /// Forget every session this often (seconds), as a server that lost
+    /// its state: clients resynchronise.
+    #[arg(
+        long,
+        value_name = "SECS",
+        help_heading = "Fault injection (testing clients; all off by default)"
+    )]
+    fault_forget_sessions_every: Option<u64>,
+}
+
+fn parse_range(text: &str) -> Result<(u64, u64), String> {
+    let (lo, hi) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?} is not LO-HI"))?;
+    let lo: u64 = lo.trim().parse().map_err(|e| format!("{lo:?}: {e}"))?;
+    let hi: u64 = hi.trim().parse().map_err(|e| format!("{hi:?}: {e}"))?;
+    if lo > hi {
+        return Err(format!("{lo} is above {hi}"));
+    }
+    Ok((lo, hi))
+}
+
+/// A probability as parts per million; `None` outside 0..=1.
+fn ppm(p: f64) -> Option<u32> {
+    (0.0..=1.0).contains(&p).then(|| (p * 1e6).round() as u32)
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum HandlerKind {
+    Echo,
+    Rooms,
 }
 
 fn main() -> ExitCode {
@@ -39,7 +125,58 @@ fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(async move {
-        let server = match steadfast_server::Server::bind(args.listen).await {
+        let mut config = ServerConfig::default();
+        config.session_ttl = Duration::from_secs(args.session_ttl);
+        config.max_sessions = args.max_sessions;
+        config.max_connections = args.max_connections;
+        config.engine.limits.max_message_size = args.max_message_size;
+        config.engine.limits.max_buffered_bytes = config
+            .engine
+            .limits
+            .max_buffered_bytes
+            .max(usize::try_from(args.max_message_size).unwrap_or(usize::MAX));
+        let secret = match (&args.jwt_secret_file, std::env::var("STEADFAST_JWT_SECRET")) {
+            (Some(path), _) => match std::fs::read(path) {
+                Ok(bytes) => Some(bytes.trim_ascii().to_vec()),
+                Err(error) => {
+                    eprintln!("steadfast-server: cannot read {}: {error}", path.display());
+                    return ExitCode::from(2);
+                }
+            },
+            (None, Ok(secret)) if !secret.is_empty() => Some(secret.into_bytes()),
+            _ => None,
+        };
+        config.auth = secret.map(|s| JwtAuth::hs256(&s));
+        let (Some(drop_ppm), Some(refuse_ppm)) = (ppm(args.fault_drop), ppm(args.fault_refuse))
+        else {
+            eprintln!(
+                "steadfast-server: --fault-drop and --fault-refuse are probabilities from 0 to 1"
+            );
+            return ExitCode::from(2);
+        };
+        let mut faults = Faults::default();
+        faults.seed = args.fault_seed;
+        faults.drop_ppm = drop_ppm;
+        faults.drop_every = args.fault_drop_every.filter(|n| *n > 0);
+        faults.delay_ms = args.fault_delay_ms;
+        faults.refuse_ppm = refuse_ppm;
+        faults.forget_sessions_every = args
+            .fault_forget_sessions_every
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs);
+        if faults.enabled() {
+            eprintln!(
+                "steadfast-server: fault injection on (seed {})",
+                faults.seed
+            );
+        }
+        config.faults = faults;
+        let builder = Server::builder().config(config);
+        let builder = match args.handler {
+            HandlerKind::Echo => builder.handler(Echo),
+            HandlerKind::Rooms => builder.handler(Rooms),
+        };
+        let server = match builder.bind(args.listen).await {
             Ok(server) => server,
             Err(error) => {
                 eprintln!(

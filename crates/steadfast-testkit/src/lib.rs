@@ -2,11 +2,17 @@
 //!
 //! - [`sim`]: a deterministic simulation of a client and a server engine on
 //!   a seeded emulated network, with a virtual clock.
+//! - `EngineClient` (native): a client engine driven over tokio-tungstenite,
+//!   with an abrupt `cut()`, for testing the server.
 //! - `TestServer` (native): the reference server running in-process on a free
 //!   loopback port, stopped when dropped.
 
 pub mod sim;
 
+#[cfg(not(target_arch = "wasm32"))]
+mod driver;
+#[cfg(not(target_arch = "wasm32"))]
+pub use driver::EngineClient;
 #[cfg(not(target_arch = "wasm32"))]
 mod server;
 #[cfg(not(target_arch = "wasm32"))]

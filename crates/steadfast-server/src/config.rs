@@ -1,0 +1,58 @@
+//! Server settings.
+
+use std::time::Duration;
+
+use steadfast_core::Config;
+
+use crate::auth::JwtAuth;
+use crate::faults::Faults;
+
+/// Everything the server can be told. `ServerConfig::default()` suits a
+/// development server on loopback.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// The session engine's settings: limits (message size, reorder window,
+    /// buffered bytes, partial chunks), ACK coalescing, heartbeat, chunk
+    /// size, and the per-session outbox bound for messages to a client.
+    pub engine: Config,
+    /// How long a session outlives its last connection (resume window).
+    pub session_ttl: Duration,
+    /// Sessions kept at once; a new session beyond this is refused with
+    /// close 1013 (try again later), which clients back off from.
+    pub max_sessions: usize,
+    /// Open WebSocket connections at once; more are closed with 1013.
+    pub max_connections: usize,
+    /// Time allowed for the HTTP request head, the upgrade and the HELLO.
+    pub handshake_timeout: Duration,
+    /// How long shutdown waits for clients to finish closing.
+    pub shutdown_grace: Duration,
+    /// The largest HTTP request head accepted (bytes).
+    pub max_head_bytes: usize,
+    /// WebSocket read buffer per connection (bytes).
+    pub read_buffer_size: usize,
+    /// Messages a plain connection may have waiting to be written.
+    pub plain_queue: usize,
+    /// Require a JWT (HS256) on every WebSocket connection.
+    pub auth: Option<JwtAuth>,
+    /// Seeded fault injection (off by default).
+    pub faults: Faults,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            engine: Config::default(),
+            session_ttl: Duration::from_secs(300),
+            max_sessions: 100_000,
+            max_connections: 100_000,
+            handshake_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(2),
+            max_head_bytes: 16 * 1024,
+            read_buffer_size: 4 * 1024,
+            plain_queue: 1024,
+            auth: None,
+            faults: Faults::default(),
+        }
+    }
+}

@@ -1,0 +1,497 @@
+//! One TCP (or TLS) connection: HTTP routes, the upgrade, then a reliable
+//! session or a plain WebSocket.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use steadfast_core::codec::{self, Frame, SUBPROTOCOL};
+use steadfast_core::{Event, Output, Payload};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::auth::{self, AuthError, Claims, CLOSE_UNAUTHORIZED};
+use crate::faults::{ConnFaults, FaultRecord};
+use crate::handler::{Peer, ECHO_PROTOCOL};
+use crate::http::{self, Head, HeadError, Rewind};
+use crate::registry::{lock, AttachError, Attached, PlainCmd, Shared};
+use crate::{ServerHandle, CLOSE_GOING_AWAY, CLOSE_OVERLOADED, CLOSE_SUPERSEDED};
+
+type Ws<S> = WebSocketStream<Rewind<S>>;
+
+/// The first byte of a DATA frame (docs/PROTOCOL.md §2).
+const DATA_FRAME: u8 = 0x03;
+
+/// Serve one accepted stream until it closes or the server stops.
+pub(crate) async fn serve<S>(
+    shared: Arc<Shared>,
+    mut stream: S,
+    remote: SocketAddr,
+    stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = &shared.config;
+    let head = match tokio::time::timeout(
+        config.handshake_timeout,
+        http::read_head(&mut stream, config.max_head_bytes),
+    )
+    .await
+    {
+        Ok(Ok(head)) => head,
+        Ok(Err(HeadError::TooLarge)) => {
+            return http::respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "",
+            )
+            .await
+        }
+        Ok(Err(HeadError::Malformed)) => {
+            return http::respond(&mut stream, "400 Bad Request", "text/plain", "").await
+        }
+        Ok(Err(HeadError::Io(_) | HeadError::Eof)) | Err(_) => return,
+    };
+    if !head.is_websocket() {
+        shared.metrics.inc(&shared.metrics.http_requests);
+        let (status, kind, body) = match (head.method.as_str(), head.path.as_str()) {
+            ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_owned()),
+            ("GET", "/metrics") => (
+                "200 OK",
+                "text/plain; version=0.0.4",
+                shared.metrics.render(),
+            ),
+            _ => (
+                "426 Upgrade Required",
+                "text/plain",
+                "a steadfast server: connect with a WebSocket client\n".to_owned(),
+            ),
+        };
+        return http::respond(&mut stream, status, kind, &body).await;
+    }
+    upgrade(shared, head, stream, remote, stop).await;
+}
+
+/// Which kind of connection the client asked for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Reliable,
+    Plain,
+}
+
+async fn upgrade<S>(
+    shared: Arc<Shared>,
+    head: Head,
+    stream: S,
+    remote: SocketAddr,
+    stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let offered: Vec<String> = head
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(SEC_WEBSOCKET_PROTOCOL.as_str()))
+        .flat_map(|(_, v)| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .collect();
+    let kind = if offered.iter().any(|p| p == SUBPROTOCOL) {
+        Kind::Reliable
+    } else {
+        Kind::Plain
+    };
+    let selected = match kind {
+        Kind::Reliable => Some(SUBPROTOCOL),
+        Kind::Plain => offered
+            .iter()
+            .any(|p| p == ECHO_PROTOCOL)
+            .then_some(ECHO_PROTOCOL),
+    };
+    let limits = &shared.config.engine.limits;
+    // Reliable frames are at most a chunk plus a small header; plain
+    // messages at most the message size limit.
+    let max_message = usize::try_from(limits.max_message_size)
+        .unwrap_or(usize::MAX)
+        .saturating_add(64);
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(shared.config.read_buffer_size)
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
+    #[allow(clippy::result_large_err)] // tungstenite's callback type
+    let callback = |_: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
+        if let Some(protocol) = selected {
+            response
+                .headers_mut()
+                .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
+        }
+        Ok(response)
+    };
+    let mut faults = shared.config.faults.connection(shared.next_upgrade());
+    if faults.refuse() {
+        shared.log_fault(FaultRecord::Refuse {
+            connection: faults.index,
+        });
+        shared.metrics.inc(&shared.metrics.connections_refused);
+        return;
+    }
+    let token = auth::offered_token(head.query_param("token"), &offered);
+    let headers: Arc<[(String, String)]> = head.headers.clone().into();
+    let stream = Rewind::new(head.bytes, stream);
+    let accepted = tokio::time::timeout(
+        shared.config.handshake_timeout,
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config)),
+    )
+    .await;
+    let mut ws = match accepted {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(error)) => {
+            tracing::debug!(%remote, %error, "websocket handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let metrics = &shared.metrics;
+    metrics.inc(&metrics.connections_total);
+    let open = metrics
+        .connections_open
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let claims = match &shared.config.auth {
+        None => Ok(Claims { subject: None }),
+        Some(auth) => {
+            let now_s = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            token
+                .ok_or(AuthError::Missing)
+                .and_then(|t| auth.verify(&t, now_s))
+        }
+    };
+    if open as usize >= shared.config.max_connections {
+        metrics.inc(&metrics.connections_refused);
+        close(&mut ws, CLOSE_OVERLOADED, "server overloaded").await;
+    } else if let Err(error) = claims {
+        metrics.inc(&metrics.connections_refused);
+        tracing::debug!(%remote, code = error.code(), "token refused");
+        close(&mut ws, CLOSE_UNAUTHORIZED, &error.to_string()).await;
+    } else {
+        let subject = claims.ok().and_then(|c| c.subject);
+        let peer = Peer {
+            id: shared.new_peer_id(),
+            session: None,
+            remote,
+            headers,
+            subject,
+            resumed: false,
+        };
+        match kind {
+            Kind::Reliable => reliable(&shared, &mut ws, peer, faults, stop).await,
+            Kind::Plain => plain(&shared, &mut ws, peer, faults, stop).await,
+        }
+    }
+    metrics.dec(&metrics.connections_open);
+}
+
+async fn close<S>(ws: &mut Ws<S>, code: u16, reason: &str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.to_owned().into(),
+    };
+    let _ = ws.close(Some(frame)).await;
+    // Let the client answer the close, briefly.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
+
+fn close_of(
+    message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+) -> (u16, String) {
+    match message {
+        Some(Ok(Message::Close(Some(frame)))) => (u16::from(frame.code), frame.reason.to_string()),
+        Some(Ok(Message::Close(None))) => (1005, String::new()),
+        Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => (1009, String::new()),
+        _ => (1006, String::new()),
+    }
+}
+
+/// Reliable mode: wait for HELLO, attach to the session, then drive its engine.
+async fn reliable<S>(
+    shared: &Arc<Shared>,
+    ws: &mut Ws<S>,
+    mut peer: Peer,
+    mut faults: ConnFaults,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let handle = ServerHandle {
+        shared: shared.clone(),
+    };
+    let metrics = &shared.metrics;
+    let hello = tokio::time::timeout(shared.config.handshake_timeout, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(bytes))) => return Some(bytes),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await;
+    let Ok(Some(hello)) = hello else {
+        return close(ws, 4906, "no HELLO").await;
+    };
+    let (session, new) = match codec::decode(&hello, u64::MAX) {
+        Ok(Frame::Hello { session, new, .. }) => (session, new),
+        Ok(_) => {
+            metrics.inc(&metrics.protocol_errors);
+            return close(ws, 4900, "expected HELLO").await;
+        }
+        Err(codec::DecodeError::UnsupportedVersion(_)) => {
+            metrics.inc(&metrics.protocol_errors);
+            return close(ws, 4905, "protocol version not supported").await;
+        }
+        Err(_) => {
+            metrics.inc(&metrics.protocol_errors);
+            return close(ws, 4900, "malformed HELLO").await;
+        }
+    };
+    let Attached {
+        slot,
+        peer: id,
+        generation,
+        waker,
+        resumed,
+    } = match shared.attach(session, new, peer.subject.as_deref(), &hello) {
+        Ok(attached) => attached,
+        Err(AttachError::Overloaded) => {
+            metrics.inc(&metrics.connections_refused);
+            return close(ws, CLOSE_OVERLOADED, "too many sessions").await;
+        }
+    };
+    peer.id = id;
+    peer.resumed = resumed;
+    peer.session = Some(lock(&slot).engine.session());
+    shared.handler.on_connect(&handle, &peer);
+
+    // The loop: act on pending outputs, then wait for the socket, a timer,
+    // a wake-up (the application sent something) or shutdown.
+    let ended = loop {
+        let (outputs, deadline) = {
+            let mut guard = lock(&slot);
+            if guard.generation != generation {
+                break End::Superseded;
+            }
+            (
+                std::mem::take(&mut guard.pending),
+                guard.engine.poll_timeout(),
+            )
+        };
+        let mut disconnect = None;
+        for output in outputs {
+            match output {
+                Output::Transmit(t) => {
+                    let message = if t.binary {
+                        Message::Binary(t.data.into())
+                    } else {
+                        // The engine only transmits text it built from a String.
+                        Message::Text(String::from_utf8_lossy(&t.data).into_owned().into())
+                    };
+                    if ws.feed(message).await.is_err() {
+                        disconnect = Some(End::Lost(1006, String::new()));
+                        break;
+                    }
+                }
+                Output::Event(Event::Message(payload)) => {
+                    shared.handler.on_message(&handle, &peer, payload);
+                }
+                Output::Disconnect { code, reason } => {
+                    if (4900..=4908).contains(&code) {
+                        metrics.inc(&metrics.protocol_errors);
+                    }
+                    disconnect = Some(End::Engine(code, reason));
+                    break;
+                }
+                _ => {}
+            }
+        }
+        if let Some(end) = disconnect {
+            break end;
+        }
+        if ws.flush().await.is_err() {
+            break End::Lost(1006, String::new());
+        }
+        let sleep = async {
+            match deadline {
+                Some(at) => {
+                    let wait = at.saturating_sub(shared.now_ms());
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            message = ws.next() => {
+                let (binary, data) = match message {
+                    Some(Ok(Message::Binary(bytes))) => (true, bytes.to_vec()),
+                    Some(Ok(Message::Text(text))) => (false, text.as_bytes().to_vec()),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                    other => {
+                        let (code, reason) = close_of(other);
+                        break End::Lost(code, reason);
+                    }
+                };
+                if binary && data.first() == Some(&DATA_FRAME) {
+                    if let Some(delay) = faults.delay() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    if let Some(frame) = faults.on_frame() {
+                        shared.log_fault(FaultRecord::Drop { connection: faults.index, frame });
+                        break End::Lost(1006, "fault injected".into());
+                    }
+                }
+                let mut guard = lock(&slot);
+                if guard.generation != generation {
+                    break End::Superseded;
+                }
+                guard.engine.handle_frame(shared.now_ms(), binary, &data);
+                guard.drain(metrics);
+            }
+            () = sleep => {
+                let mut guard = lock(&slot);
+                if guard.generation == generation {
+                    guard.engine.handle_timeout(shared.now_ms());
+                    guard.drain(metrics);
+                }
+            }
+            () = waker.notified() => {}
+            _ = stop.changed() => break End::Shutdown,
+        }
+    };
+
+    // Detach (unless another connection took the session over).
+    {
+        let mut guard = lock(&slot);
+        if guard.generation == generation {
+            match &ended {
+                End::Lost(code, reason) => {
+                    guard.engine.handle_close(shared.now_ms(), *code, reason);
+                }
+                End::Shutdown => {
+                    guard
+                        .engine
+                        .handle_close(shared.now_ms(), CLOSE_GOING_AWAY, "");
+                }
+                // The engine asked for this close (or was told of it).
+                End::Engine(..) | End::Superseded => {}
+            }
+            guard.waker = None;
+            guard.detached_at = Some(std::time::Instant::now());
+            guard.drain(metrics);
+        }
+    }
+    match ended {
+        End::Superseded => close(ws, CLOSE_SUPERSEDED, "session taken over").await,
+        End::Engine(code, reason) => close(ws, code, &reason).await,
+        End::Shutdown => close(ws, CLOSE_GOING_AWAY, "server shutting down").await,
+        End::Lost(..) => {}
+    }
+    shared.handler.on_disconnect(&handle, &peer);
+}
+
+enum End {
+    /// Another connection attached to the session.
+    Superseded,
+    /// The engine closed it (protocol error, limit, or `ServerHandle::close`).
+    Engine(u16, String),
+    /// The socket closed or failed.
+    Lost(u16, String),
+    /// The server is stopping.
+    Shutdown,
+}
+
+/// Plain mode: no framing; messages go to the handler as they come.
+async fn plain<S>(
+    shared: &Arc<Shared>,
+    ws: &mut Ws<S>,
+    peer: Peer,
+    mut faults: ConnFaults,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let handle = ServerHandle {
+        shared: shared.clone(),
+    };
+    let metrics = &shared.metrics;
+    let (tx, mut rx) = mpsc::channel(shared.config.plain_queue.max(1));
+    shared.register_plain(peer.id, tx);
+    shared.handler.on_connect(&handle, &peer);
+    loop {
+        tokio::select! {
+            message = ws.next() => {
+                let payload = match message {
+                    Some(Ok(Message::Text(text))) => Payload::Text(text.as_str().to_owned()),
+                    Some(Ok(Message::Binary(bytes))) => Payload::Binary(bytes.to_vec()),
+                    Some(Ok(_)) => continue,
+                    other => {
+                        if let (1009, _) = close_of(other) {
+                            close(ws, 1009, "message too big").await;
+                        }
+                        break;
+                    }
+                };
+                if let Some(delay) = faults.delay() {
+                    tokio::time::sleep(delay).await;
+                }
+                if let Some(frame) = faults.on_frame() {
+                    shared.log_fault(FaultRecord::Drop { connection: faults.index, frame });
+                    break;
+                }
+                metrics.inc(&metrics.frames_in);
+                metrics.add(&metrics.bytes_in, payload.len() as u64);
+                metrics.inc(&metrics.messages_in);
+                shared.handler.on_message(&handle, &peer, payload);
+            }
+            command = rx.recv() => match command {
+                Some(PlainCmd::Send(payload)) => {
+                    metrics.inc(&metrics.frames_out);
+                    metrics.add(&metrics.bytes_out, payload.len() as u64);
+                    metrics.inc(&metrics.messages_out);
+                    let message = match payload {
+                        Payload::Text(text) => Message::Text(text.into()),
+                        Payload::Binary(bytes) => Message::Binary(bytes.into()),
+                    };
+                    if ws.send(message).await.is_err() {
+                        break;
+                    }
+                }
+                Some(PlainCmd::Close(code, reason)) => {
+                    close(ws, code, &reason).await;
+                    break;
+                }
+                // The registry dropped us (cannot happen while registered).
+                None => break,
+            },
+            _ = stop.changed() => {
+                close(ws, CLOSE_GOING_AWAY, "server shutting down").await;
+                break;
+            }
+        }
+    }
+    shared.unregister_plain(peer.id);
+    shared.handler.on_disconnect(&handle, &peer);
+}

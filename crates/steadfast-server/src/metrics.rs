@@ -1,0 +1,130 @@
+//! Counters, served as Prometheus text on `/metrics`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use steadfast_core::Stats;
+
+macro_rules! counters {
+    ($($name:ident : $kind:literal, $help:literal;)*) => {
+        /// The server's counters. All are monotonic except the gauges
+        /// (`connections_open`, `sessions`), which are set by the server.
+        #[derive(Debug, Default)]
+        #[non_exhaustive]
+        pub struct Metrics {
+            $(#[doc = $help] pub $name: AtomicU64,)*
+        }
+
+        impl Metrics {
+            /// Prometheus text exposition format (version 0.0.4).
+            pub fn render(&self) -> String {
+                let mut out = String::new();
+                $(
+                    // Writing to a String cannot fail.
+                    let _ = writeln!(
+                        out,
+                        "# HELP steadfast_{name} {help}\n# TYPE steadfast_{name} {kind}\nsteadfast_{name} {value}",
+                        name = stringify!($name),
+                        help = $help,
+                        kind = $kind,
+                        value = self.$name.load(Ordering::Relaxed),
+                    );
+                )*
+                out
+            }
+
+            /// A counter's current value, by its name without the prefix.
+            pub fn get(&self, name: &str) -> Option<u64> {
+                match name {
+                    $(stringify!($name) => Some(self.$name.load(Ordering::Relaxed)),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    connections_total: "counter", "WebSocket connections accepted.";
+    connections_open: "gauge", "WebSocket connections open now.";
+    connections_refused: "counter", "Connections refused: overload (1013), bad or missing token, fault injection.";
+    http_requests: "counter", "Plain HTTP requests (/healthz, /metrics, others).";
+    sessions: "gauge", "Sessions held now (attached or within their TTL).";
+    sessions_created: "counter", "Sessions created.";
+    sessions_expired: "counter", "Sessions dropped after their TTL.";
+    frames_in: "counter", "WebSocket messages received.";
+    frames_out: "counter", "WebSocket messages sent.";
+    bytes_in: "counter", "Bytes of WebSocket messages received.";
+    bytes_out: "counter", "Bytes of WebSocket messages sent.";
+    messages_in: "counter", "Application messages delivered to the handler (exactly once each).";
+    messages_out: "counter", "Application messages sent for the first time.";
+    resends: "counter", "Messages sent again after a reconnect.";
+    acks_in: "counter", "ACK frames received.";
+    acks_out: "counter", "ACK frames sent.";
+    resumes: "counter", "Handshakes that resumed a known session.";
+    resyncs: "counter", "Handshakes naming an unknown session (answered with a new one).";
+    dedups: "counter", "DATA/SKIP frames dropped as duplicates.";
+    chunks_in: "counter", "Chunk frames received.";
+    chunks_out: "counter", "Chunk frames sent.";
+    protocol_errors: "counter", "Connections closed for a protocol or limit violation.";
+    faults_injected: "counter", "Faults injected (dropped connections, delays, refusals, forgotten sessions).";
+}
+
+impl Metrics {
+    pub(crate) fn add(&self, counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn inc(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dec(&self, counter: &AtomicU64) {
+        // Saturating: a gauge never wraps below zero.
+        let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_sub(1))
+        });
+    }
+
+    /// Add what an engine counted since `seen`, and remember it.
+    pub(crate) fn absorb(&self, now: &Stats, seen: &mut Stats) {
+        self.add(
+            &self.frames_in,
+            now.frames_in.saturating_sub(seen.frames_in),
+        );
+        self.add(
+            &self.frames_out,
+            now.frames_out.saturating_sub(seen.frames_out),
+        );
+        self.add(&self.bytes_in, now.bytes_in.saturating_sub(seen.bytes_in));
+        self.add(
+            &self.bytes_out,
+            now.bytes_out.saturating_sub(seen.bytes_out),
+        );
+        self.add(
+            &self.messages_in,
+            now.messages_in.saturating_sub(seen.messages_in),
+        );
+        self.add(
+            &self.messages_out,
+            now.messages_out.saturating_sub(seen.messages_out),
+        );
+        self.add(&self.resends, now.resends.saturating_sub(seen.resends));
+        self.add(&self.acks_in, now.acks_in.saturating_sub(seen.acks_in));
+        self.add(&self.acks_out, now.acks_out.saturating_sub(seen.acks_out));
+        self.add(&self.resumes, now.resumes.saturating_sub(seen.resumes));
+        self.add(&self.resyncs, now.resyncs.saturating_sub(seen.resyncs));
+        self.add(&self.dedups, now.duplicates.saturating_sub(seen.duplicates));
+        self.add(
+            &self.chunks_in,
+            now.chunks_in.saturating_sub(seen.chunks_in),
+        );
+        self.add(
+            &self.chunks_out,
+            now.chunks_out.saturating_sub(seen.chunks_out),
+        );
+        *seen = *now;
+    }
+}

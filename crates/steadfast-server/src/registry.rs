@@ -1,0 +1,516 @@
+//! Sessions, plain connections and rooms, and the handle the application
+//! uses to reach them.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use steadfast_core::codec::SUBPROTOCOL;
+use steadfast_core::{Engine, Output, Payload, SendError, SessionId, Stats};
+use tokio::sync::{mpsc, Notify};
+
+use crate::faults::FaultRecord;
+use crate::handler::{Handler, PeerId};
+use crate::metrics::Metrics;
+use crate::ServerConfig;
+
+/// Why the application's request to the server failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// No such peer (never existed, disconnected, or its session expired).
+    #[error("no peer {0}")]
+    UnknownPeer(PeerId),
+    /// The session's outbox refused the message (full, or too large).
+    #[error("the session refused the message: {0}")]
+    Send(#[from] SendError),
+    /// The plain connection's write queue is full (a client that does not read).
+    #[error("peer {0} is not reading; its queue is full")]
+    Busy(PeerId),
+}
+
+impl ServerError {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ServerError::UnknownPeer(_) => "ERR_UNKNOWN_PEER",
+            ServerError::Send(e) => e.code(),
+            ServerError::Busy(_) => "ERR_PEER_BUSY",
+        }
+    }
+}
+
+/// One reliable session: its engine and what its connection must do next.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) engine: Engine,
+    /// Outputs for the attached connection, in order.
+    pub(crate) pending: VecDeque<Output>,
+    /// Bumped by every attach; a connection holding an older one is stale.
+    pub(crate) generation: u64,
+    /// Wakes the attached connection; `None` while detached.
+    pub(crate) waker: Option<Arc<Notify>>,
+    pub(crate) detached_at: Option<Instant>,
+    /// The `sub` that created the session (authentication on).
+    pub(crate) subject: Option<String>,
+    seen: Stats,
+}
+
+impl Slot {
+    /// Move the engine's outputs to `pending` (up to its timer) and wake the
+    /// connection. Persist ops are dropped: the reference server keeps
+    /// sessions in memory.
+    pub(crate) fn drain(&mut self, metrics: &Metrics) {
+        while let Some(output) = self.engine.poll_output() {
+            match output {
+                Output::Timeout(_) => break,
+                Output::Persist(_) => {}
+                output => self.pending.push_back(output),
+            }
+        }
+        metrics.absorb(self.engine.stats(), &mut self.seen);
+        match &self.waker {
+            Some(waker) if !self.pending.is_empty() => waker.notify_one(),
+            Some(_) => {}
+            // Nobody to hand them to: events of a detached session (a
+            // receipt the server does not track) are not needed.
+            None => self.pending.clear(),
+        }
+    }
+}
+
+pub(crate) enum PlainCmd {
+    Send(Payload),
+    Close(u16, String),
+}
+
+enum Entry {
+    Session(Arc<Mutex<Slot>>),
+    Plain(mpsc::Sender<PlainCmd>),
+}
+
+#[derive(Default)]
+struct Registry {
+    sessions: HashMap<SessionId, PeerId>,
+    peers: HashMap<PeerId, Entry>,
+    rooms: HashMap<String, BTreeSet<PeerId>>,
+    member_of: HashMap<PeerId, BTreeSet<String>>,
+}
+
+impl Registry {
+    fn forget_rooms(&mut self, peer: PeerId) {
+        for room in self.member_of.remove(&peer).unwrap_or_default() {
+            if let Some(members) = self.rooms.get_mut(&room) {
+                members.remove(&peer);
+                if members.is_empty() {
+                    self.rooms.remove(&room);
+                }
+            }
+        }
+    }
+}
+
+/// State shared by the accept loop, the connections and the handle.
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) metrics: Metrics,
+    epoch: Instant,
+    registry: Mutex<Registry>,
+    next_peer: AtomicU64,
+    /// WebSocket upgrades so far (fault injection numbers connections by it).
+    upgrades: AtomicU64,
+    fault_log: Mutex<Vec<FaultRecord>>,
+}
+
+/// The fault log keeps at most this many records.
+const FAULT_LOG_MAX: usize = 100_000;
+
+/// Lock a mutex; a panic elsewhere while holding it leaves data that is
+/// still consistent for our purposes (every update is a single step).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What attaching a connection to a session gave.
+pub(crate) struct Attached {
+    pub(crate) slot: Arc<Mutex<Slot>>,
+    pub(crate) peer: PeerId,
+    pub(crate) generation: u64,
+    pub(crate) waker: Arc<Notify>,
+    pub(crate) resumed: bool,
+}
+
+/// Why a connection could not attach.
+pub(crate) enum AttachError {
+    /// `max_sessions` reached.
+    Overloaded,
+}
+
+impl Shared {
+    pub(crate) fn new(config: ServerConfig, handler: Arc<dyn Handler>) -> Shared {
+        Shared {
+            config,
+            handler,
+            metrics: Metrics::default(),
+            epoch: Instant::now(),
+            registry: Mutex::new(Registry::default()),
+            next_peer: AtomicU64::new(1),
+            upgrades: AtomicU64::new(0),
+            fault_log: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Number the next WebSocket upgrade.
+    pub(crate) fn next_upgrade(&self) -> u64 {
+        self.upgrades.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn log_fault(&self, record: FaultRecord) {
+        self.metrics.inc(&self.metrics.faults_injected);
+        let mut log = lock(&self.fault_log);
+        if log.len() < FAULT_LOG_MAX {
+            log.push(record);
+        }
+    }
+
+    /// Milliseconds since the server started: the engines' clock.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    pub(crate) fn new_peer_id(&self) -> PeerId {
+        PeerId(self.next_peer.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Attach a connection whose first frame was `hello` (naming `session`).
+    pub(crate) fn attach(
+        &self,
+        session: SessionId,
+        new: bool,
+        subject: Option<&str>,
+        hello: &[u8],
+    ) -> Result<Attached, AttachError> {
+        let now = self.now_ms();
+        let (slot, peer) = {
+            let mut registry = lock(&self.registry);
+            let known = registry
+                .sessions
+                .get(&session)
+                .and_then(|peer| match registry.peers.get(peer) {
+                    Some(Entry::Session(slot)) => Some((slot.clone(), *peer)),
+                    _ => None,
+                })
+                // A session resumes only under the identity that made it.
+                .filter(|(slot, _)| lock(slot).subject.as_deref() == subject);
+            match known {
+                Some(found) => found,
+                None => {
+                    if registry.sessions.len() >= self.config.max_sessions {
+                        return Err(AttachError::Overloaded);
+                    }
+                    // A NEW session keeps the client's id; an unknown old
+                    // one gets a fresh id, and the client resynchronises.
+                    let id = if new && !registry.sessions.contains_key(&session) {
+                        session
+                    } else {
+                        SessionId(random_bytes())
+                    };
+                    let seed = u64::from_le_bytes(random_bytes::<8>());
+                    let engine = match Engine::server(self.config.engine.clone(), seed, id) {
+                        Ok(engine) => engine,
+                        // The config was validated when the server was built.
+                        Err(_) => return Err(AttachError::Overloaded),
+                    };
+                    let peer = self.new_peer_id();
+                    let slot = Arc::new(Mutex::new(Slot {
+                        engine,
+                        pending: VecDeque::new(),
+                        generation: 0,
+                        waker: None,
+                        detached_at: None,
+                        subject: subject.map(str::to_owned),
+                        seen: Stats::default(),
+                    }));
+                    registry.sessions.insert(id, peer);
+                    registry.peers.insert(peer, Entry::Session(slot.clone()));
+                    self.metrics.inc(&self.metrics.sessions_created);
+                    self.metrics
+                        .sessions
+                        .store(registry.sessions.len() as u64, Ordering::Relaxed);
+                    (slot, peer)
+                }
+            }
+        };
+        let waker = Arc::new(Notify::new());
+        let mut guard = lock(&slot);
+        let resumed_before = guard.engine.stats().resumes;
+        guard.generation += 1;
+        if let Some(old) = guard.waker.replace(waker.clone()) {
+            // The superseded connection wakes, sees it is stale, and closes.
+            old.notify_one();
+        }
+        guard.detached_at = None;
+        guard.pending.clear();
+        guard.engine.handle_open(now, Some(SUBPROTOCOL));
+        guard.engine.handle_frame(now, true, hello);
+        guard.drain(&self.metrics);
+        let resumed = guard.engine.stats().resumes > resumed_before;
+        let generation = guard.generation;
+        drop(guard);
+        Ok(Attached {
+            slot,
+            peer,
+            generation,
+            waker,
+            resumed,
+        })
+    }
+
+    pub(crate) fn register_plain(&self, peer: PeerId, tx: mpsc::Sender<PlainCmd>) {
+        lock(&self.registry).peers.insert(peer, Entry::Plain(tx));
+    }
+
+    pub(crate) fn unregister_plain(&self, peer: PeerId) {
+        let mut registry = lock(&self.registry);
+        registry.peers.remove(&peer);
+        registry.forget_rooms(peer);
+    }
+
+    /// Drop sessions detached for longer than the TTL; returns their peers.
+    pub(crate) fn expire_sessions(&self) -> Vec<PeerId> {
+        let ttl = self.config.session_ttl;
+        let mut registry = lock(&self.registry);
+        let expired: Vec<(SessionId, PeerId)> = registry
+            .sessions
+            .iter()
+            .filter(|(_, peer)| match registry.peers.get(peer) {
+                Some(Entry::Session(slot)) => {
+                    lock(slot).detached_at.is_some_and(|at| at.elapsed() >= ttl)
+                }
+                _ => true,
+            })
+            .map(|(s, p)| (*s, *p))
+            .collect();
+        for (session, peer) in &expired {
+            registry.sessions.remove(session);
+            registry.peers.remove(peer);
+            registry.forget_rooms(*peer);
+        }
+        self.metrics
+            .add(&self.metrics.sessions_expired, expired.len() as u64);
+        self.metrics
+            .sessions
+            .store(registry.sessions.len() as u64, Ordering::Relaxed);
+        expired.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// Forget every session at once (fault injection: a server that lost its
+    /// state). Attached connections are closed.
+    pub(crate) fn forget_all_sessions(&self) -> usize {
+        let mut registry = lock(&self.registry);
+        let sessions: Vec<(SessionId, PeerId)> = registry.sessions.drain().collect();
+        for (_, peer) in &sessions {
+            if let Some(Entry::Session(slot)) = registry.peers.remove(peer) {
+                let mut slot = lock(&slot);
+                // Any generation mismatch closes the attached connection.
+                slot.generation += 1;
+                if let Some(waker) = slot.waker.take() {
+                    waker.notify_one();
+                }
+            }
+            registry.forget_rooms(*peer);
+        }
+        self.metrics.sessions.store(0, Ordering::Relaxed);
+        sessions.len()
+    }
+
+    fn entry(&self, peer: PeerId) -> Option<EntryRef> {
+        match lock(&self.registry).peers.get(&peer)? {
+            Entry::Session(slot) => Some(EntryRef::Session(slot.clone())),
+            Entry::Plain(tx) => Some(EntryRef::Plain(tx.clone())),
+        }
+    }
+}
+
+enum EntryRef {
+    Session(Arc<Mutex<Slot>>),
+    Plain(mpsc::Sender<PlainCmd>),
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// OS randomness for session ids (they are resume credentials).
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness (not seen on any supported host): fall back to
+        // time and a counter, which keeps ids unique if not unguessable.
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let mut rng =
+            steadfast_core::Rng::new(nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed) << 48);
+        for b in &mut bytes {
+            *b = rng.next_u64() as u8;
+        }
+    }
+    bytes
+}
+
+/// The application's way to reach peers: cheap to clone, usable from any
+/// task or from inside a [`Handler`] callback.
+#[derive(Clone)]
+pub struct ServerHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle").finish_non_exhaustive()
+    }
+}
+
+impl ServerHandle {
+    /// Send to one peer. For a session this queues in its outbox (delivered
+    /// exactly once, in order, also after a reconnect within the TTL).
+    pub fn send(&self, to: PeerId, message: Payload) -> Result<(), ServerError> {
+        let shared = &self.shared;
+        match shared.entry(to).ok_or(ServerError::UnknownPeer(to))? {
+            EntryRef::Session(slot) => {
+                let mut slot = lock(&slot);
+                slot.engine.send(shared.now_ms(), wall_ms(), message)?;
+                slot.drain(&shared.metrics);
+                Ok(())
+            }
+            EntryRef::Plain(tx) => tx.try_send(PlainCmd::Send(message)).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => ServerError::Busy(to),
+                mpsc::error::TrySendError::Closed(_) => ServerError::UnknownPeer(to),
+            }),
+        }
+    }
+
+    /// Send to every peer but `except`; returns how many took it.
+    pub fn broadcast(&self, message: Payload, except: Option<PeerId>) -> usize {
+        let peers: Vec<PeerId> = lock(&self.shared.registry).peers.keys().copied().collect();
+        self.send_each(peers, message, except)
+    }
+
+    /// Join `room`; returns its member count.
+    pub fn join(&self, peer: PeerId, room: &str) -> usize {
+        let mut registry = lock(&self.shared.registry);
+        if !registry.peers.contains_key(&peer) {
+            return 0;
+        }
+        registry
+            .member_of
+            .entry(peer)
+            .or_default()
+            .insert(room.to_owned());
+        let members = registry.rooms.entry(room.to_owned()).or_default();
+        members.insert(peer);
+        members.len()
+    }
+
+    /// Leave `room`.
+    pub fn leave(&self, peer: PeerId, room: &str) {
+        let mut registry = lock(&self.shared.registry);
+        if let Some(rooms) = registry.member_of.get_mut(&peer) {
+            rooms.remove(room);
+        }
+        if let Some(members) = registry.rooms.get_mut(room) {
+            members.remove(&peer);
+            if members.is_empty() {
+                registry.rooms.remove(room);
+            }
+        }
+    }
+
+    /// Whether `peer` is in `room`.
+    pub fn is_member(&self, peer: PeerId, room: &str) -> bool {
+        lock(&self.shared.registry)
+            .rooms
+            .get(room)
+            .is_some_and(|m| m.contains(&peer))
+    }
+
+    /// The members of `room`.
+    pub fn members(&self, room: &str) -> Vec<PeerId> {
+        lock(&self.shared.registry)
+            .rooms
+            .get(room)
+            .map(|m| m.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Send to every member of `room` but `except`; returns how many took it.
+    pub fn send_room(&self, room: &str, message: Payload, except: Option<PeerId>) -> usize {
+        let members = self.members(room);
+        self.send_each(members, message, except)
+    }
+
+    fn send_each(&self, peers: Vec<PeerId>, message: Payload, except: Option<PeerId>) -> usize {
+        peers
+            .into_iter()
+            .filter(|p| Some(*p) != except)
+            .filter(|p| self.send(*p, message.clone()).is_ok())
+            .count()
+    }
+
+    /// Close the peer's current connection with `code` and `reason`. A
+    /// session stays resumable (the client decides, by its close policy,
+    /// whether to come back).
+    pub fn close(&self, peer: PeerId, code: u16, reason: &str) {
+        match self.shared.entry(peer) {
+            Some(EntryRef::Session(slot)) => {
+                let mut slot = lock(&slot);
+                let now = self.shared.now_ms();
+                slot.engine.handle_close(now, code, reason);
+                slot.pending.push_back(Output::Disconnect {
+                    code,
+                    reason: reason.to_owned(),
+                });
+                slot.drain(&self.shared.metrics);
+            }
+            Some(EntryRef::Plain(tx)) => {
+                let _ = tx.try_send(PlainCmd::Close(code, reason.to_owned()));
+            }
+            None => {}
+        }
+    }
+
+    /// Forget every session, as a server that lost its state would: attached
+    /// connections close (4909), and clients that come back are given new
+    /// sessions and report `ResyncRequired`. Returns how many were dropped.
+    pub fn forget_all_sessions(&self) -> usize {
+        self.shared.forget_all_sessions()
+    }
+
+    /// The faults injected so far, in order (at most 100,000 are kept).
+    pub fn fault_log(&self) -> Vec<FaultRecord> {
+        lock(&self.shared.fault_log).clone()
+    }
+
+    /// Every peer: sessions (attached or not) and plain connections.
+    pub fn peers(&self) -> Vec<PeerId> {
+        lock(&self.shared.registry).peers.keys().copied().collect()
+    }
+
+    /// Sessions held now.
+    pub fn session_count(&self) -> usize {
+        lock(&self.shared.registry).sessions.len()
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+}
