@@ -273,16 +273,7 @@ async fn too_many_sessions_is_answered_with_1013() {
     first.send(text(0)).await.expect("queued");
     collect(&mut first, 1).await;
     let mut second = EngineClient::start(&server.url, client_config(), 2);
-    let seen = second
-        .events_until(WAIT, |e| {
-            matches!(e, Event::State(State::BackingOff { .. }))
-        })
-        .await
-        .expect("the second client backs off");
-    assert!(
-        seen.iter().any(|e| format!("{e:?}").contains("1013")),
-        "{seen:?}"
-    );
+    backs_off_after_close(&mut second, 1013).await;
     assert!(
         server
             .handle
@@ -296,6 +287,21 @@ async fn too_many_sessions_is_answered_with_1013() {
 
 type PlainWs =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The client backs off, and the close that made it carried `code`.
+async fn backs_off_after_close(client: &mut EngineClient, code: u16) {
+    let seen = client
+        .events_until(WAIT, |e| {
+            matches!(e, Event::State(State::BackingOff { .. }))
+        })
+        .await
+        .unwrap_or_else(|seen| panic!("the client never backed off: {seen:?}"));
+    assert!(
+        seen.iter()
+            .any(|e| format!("{e:?}").contains(&code.to_string())),
+        "close {code} expected: {seen:?}"
+    );
+}
 
 async fn plain_ws(url: &str) -> PlainWs {
     tokio_tungstenite::connect_async(url)
@@ -423,16 +429,7 @@ async fn shutdown_sends_going_away_and_the_session_resumes_elsewhere_as_resync()
     client.send(text(0)).await.expect("queued");
     collect(&mut client, 1).await;
     server.stop().await;
-    let seen = client
-        .events_until(WAIT, |e| {
-            matches!(e, Event::State(State::BackingOff { .. }))
-        })
-        .await
-        .expect("the client backs off after the server left");
-    assert!(
-        seen.iter().any(|e| format!("{e:?}").contains("1001")),
-        "{seen:?}"
-    );
+    backs_off_after_close(&mut client, 1001).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

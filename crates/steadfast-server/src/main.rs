@@ -50,7 +50,7 @@ struct Args {
     #[arg(
         long,
         default_value_t = 0,
-        help_heading = "Fault injection (testing clients; all off by default)"
+        help_heading = FAULTS
     )]
     fault_seed: u64,
     /// Drop the connection with this probability per received DATA frame
@@ -58,24 +58,24 @@ struct Args {
     #[arg(
         long,
         default_value_t = 0.0,
-        help_heading = "Fault injection (testing clients; all off by default)"
+        help_heading = FAULTS
     )]
     fault_drop: f64,
     /// Drop every connection at each Nth received frame.
     #[arg(
         long,
         value_name = "N",
-        help_heading = "Fault injection (testing clients; all off by default)"
+        help_heading = FAULTS
     )]
     fault_drop_every: Option<u64>,
     /// Delay each received frame by a random time in LO-HI milliseconds, e.g. 5-50.
-    #[arg(long, value_name = "LO-HI", value_parser = parse_range, help_heading = "Fault injection (testing clients; all off by default)")]
+    #[arg(long, value_name = "LO-HI", value_parser = parse_range, help_heading = FAULTS)]
     fault_delay_ms: Option<(u64, u64)>,
     /// Refuse this fraction of WebSocket connections, e.g. 0.2.
     #[arg(
         long,
         default_value_t = 0.0,
-        help_heading = "Fault injection (testing clients; all off by default)"
+        help_heading = FAULTS
     )]
     fault_refuse: f64,
     /// Forget every session this often (seconds), as a server that lost
@@ -83,10 +83,13 @@ struct Args {
     #[arg(
         long,
         value_name = "SECS",
-        help_heading = "Fault injection (testing clients; all off by default)"
+        help_heading = FAULTS
     )]
     fault_forget_sessions_every: Option<u64>,
 }
+
+/// The help section of the fault-injection flags.
+const FAULTS: &str = "Fault injection (testing clients; all off by default)";
 
 fn parse_range(text: &str) -> Result<(u64, u64), String> {
     let (lo, hi) = text
