@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use steadfast_core::{BackoffConfig, Config, Event, Payload, State};
-use steadfast_server::{Handler, Peer, PeerId, Rooms, Server, ServerConfig, ServerHandle};
-use steadfast_testkit::EngineClient;
+use steadfast_server::{Handler, Peer, PeerId, Rooms, ServerConfig, ServerHandle};
+use steadfast_testkit::{EngineClient, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -53,41 +53,10 @@ impl Handler for Recorder {
     }
 }
 
-struct Running {
-    url: String,
-    handle: ServerHandle,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = (&mut self.task).await;
-    }
-}
-
-async fn start(config: ServerConfig, handler: impl Handler) -> Running {
-    let server = Server::builder()
-        .config(config)
-        .handler(handler)
-        .bind("127.0.0.1:0".parse().expect("literal address"))
+async fn start(config: ServerConfig, handler: impl Handler) -> TestServer {
+    TestServer::start_with(config, handler)
         .await
-        .expect("bind loopback");
-    let url = format!("ws://{}", server.local_addr());
-    let handle = server.handle();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
-    Running {
-        url,
-        handle,
-        stop: Some(stop),
-        task,
-    }
+        .expect("bind loopback")
 }
 
 fn text(i: usize) -> Payload {
@@ -121,7 +90,7 @@ async fn collect(client: &mut EngineClient, n: usize) -> (Vec<Payload>, usize, V
 async fn reliable_messages_are_echoed_and_acknowledged_in_order() {
     let recorder = Recorder::default();
     let server = start(ServerConfig::default(), recorder.clone()).await;
-    let mut client = EngineClient::start(&server.url, client_config(), 1);
+    let mut client = EngineClient::start(&server.url(), client_config(), 1);
     for i in 0..50 {
         client.send(text(i)).await.expect("queued");
     }
@@ -130,7 +99,7 @@ async fn reliable_messages_are_echoed_and_acknowledged_in_order() {
     assert_eq!(echoes, want);
     assert_eq!(acked, 50);
     assert_eq!(recorder.payloads(), want);
-    let m = server.handle.metrics();
+    let m = server.handle().metrics();
     assert_eq!(m.get("messages_in"), Some(50));
     assert_eq!(m.get("sessions"), Some(1));
     // The client saw 50 ACKs, so the server sent at least one ACK frame.
@@ -148,7 +117,7 @@ async fn cut_connections_resume_with_nothing_lost_or_duplicated() {
     let mut rng = steadfast_core::Rng::new(seed);
     let recorder = Recorder::default();
     let server = start(ServerConfig::default(), recorder.clone()).await;
-    let mut client = EngineClient::start(&server.url, client_config(), seed);
+    let mut client = EngineClient::start(&server.url(), client_config(), seed);
     let total = 300;
     let mut cuts = 0;
     for i in 0..total {
@@ -174,7 +143,7 @@ async fn cut_connections_resume_with_nothing_lost_or_duplicated() {
         "seed {seed}: the echoes came back once, in order"
     );
     assert_eq!(acked, total, "seed {seed}");
-    let m = server.handle.metrics();
+    let m = server.handle().metrics();
     let resumes = m.get("resumes").unwrap_or(0);
     eprintln!(
         "seed {seed}: {cuts} cuts, {resumes} resumes, {} resends, {} dedups",
@@ -199,12 +168,12 @@ async fn cut_connections_resume_with_nothing_lost_or_duplicated() {
 async fn a_server_that_lost_the_session_makes_the_client_resync() {
     let recorder = Recorder::default();
     let server = start(ServerConfig::default(), recorder.clone()).await;
-    let mut client = EngineClient::start(&server.url, client_config(), 7);
+    let mut client = EngineClient::start(&server.url(), client_config(), 7);
     client.send(text(0)).await.expect("queued");
     collect(&mut client, 1).await;
     let first_peer = recorder.seen.lock().expect("not poisoned")[0].0;
 
-    assert_eq!(server.handle.forget_all_sessions(), 1);
+    assert_eq!(server.handle().forget_all_sessions(), 1);
     let seen = client
         .events_until(WAIT, |e| matches!(e, Event::ResyncRequired))
         .await
@@ -216,7 +185,7 @@ async fn a_server_that_lost_the_session_makes_the_client_resync() {
     let seen = recorder.seen.lock().expect("not poisoned").clone();
     assert_eq!(seen.len(), 2);
     assert_ne!(seen[1].0, first_peer, "a new session is a new peer");
-    let m = server.handle.metrics();
+    let m = server.handle().metrics();
     assert_eq!(m.get("resyncs"), Some(1));
     assert_eq!(m.get("sessions_created"), Some(2));
     server.stop().await;
@@ -227,20 +196,20 @@ async fn sessions_expire_after_their_ttl() {
     let mut config = ServerConfig::default();
     config.session_ttl = Duration::from_millis(100);
     let server = start(config, Recorder::default()).await;
-    let mut client = EngineClient::start(&server.url, client_config(), 3);
+    let mut client = EngineClient::start(&server.url(), client_config(), 3);
     client.send(text(0)).await.expect("queued");
     collect(&mut client, 1).await;
-    assert_eq!(server.handle.session_count(), 1);
+    assert_eq!(server.handle().session_count(), 1);
     client.close();
     let deadline = tokio::time::Instant::now() + WAIT;
-    while server.handle.session_count() > 0 {
+    while server.handle().session_count() > 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the session never expired"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(server.handle.metrics().get("sessions_expired"), Some(1));
+    assert_eq!(server.handle().metrics().get("sessions_expired"), Some(1));
     server.stop().await;
 }
 
@@ -248,7 +217,7 @@ async fn sessions_expire_after_their_ttl() {
 async fn large_messages_are_chunked_and_reassembled_both_ways() {
     let recorder = Recorder::default();
     let server = start(ServerConfig::default(), recorder.clone()).await;
-    let mut client = EngineClient::start(&server.url, client_config(), 11);
+    let mut client = EngineClient::start(&server.url(), client_config(), 11);
     let big: Vec<u8> = (0..3 * 1024 * 1024 + 17)
         .map(|i| (i * 7 % 251) as u8)
         .collect();
@@ -258,7 +227,7 @@ async fn large_messages_are_chunked_and_reassembled_both_ways() {
         .expect("queued");
     let (echoes, _, _) = collect(&mut client, 1).await;
     assert_eq!(echoes, vec![Payload::Binary(big)]);
-    let m = server.handle.metrics();
+    let m = server.handle().metrics();
     assert!(m.get("chunks_in").unwrap_or(0) >= 96, "{}", m.render());
     assert!(m.get("chunks_out").unwrap_or(0) >= 96);
     server.stop().await;
@@ -269,14 +238,14 @@ async fn too_many_sessions_is_answered_with_1013() {
     let mut config = ServerConfig::default();
     config.max_sessions = 1;
     let server = start(config, Recorder::default()).await;
-    let mut first = EngineClient::start(&server.url, client_config(), 1);
+    let mut first = EngineClient::start(&server.url(), client_config(), 1);
     first.send(text(0)).await.expect("queued");
     collect(&mut first, 1).await;
-    let mut second = EngineClient::start(&server.url, client_config(), 2);
+    let mut second = EngineClient::start(&server.url(), client_config(), 2);
     backs_off_after_close(&mut second, 1013).await;
     assert!(
         server
-            .handle
+            .handle()
             .metrics()
             .get("connections_refused")
             .unwrap_or(0)
@@ -323,7 +292,7 @@ async fn next_text(ws: &mut PlainWs) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_mode_passes_messages_unchanged() {
     let server = start(ServerConfig::default(), Recorder::default()).await;
-    let mut ws = plain_ws(&server.url).await;
+    let mut ws = plain_ws(&server.url()).await;
     ws.send(Message::Text("hello".into())).await.expect("send");
     assert_eq!(next_text(&mut ws).await, "hello");
     ws.send(Message::Binary(vec![0, 1, 2].into()))
@@ -340,9 +309,9 @@ async fn plain_mode_passes_messages_unchanged() {
 async fn rooms_route_to_members_one_peer_and_everyone() {
     let server = start(ServerConfig::default(), Rooms).await;
     let (mut a, mut b, mut c) = (
-        plain_ws(&server.url).await,
-        plain_ws(&server.url).await,
-        plain_ws(&server.url).await,
+        plain_ws(&server.url()).await,
+        plain_ws(&server.url()).await,
+        plain_ws(&server.url()).await,
     );
     let b_id = ask(&mut b, r#"{"type":"whoami"}"#).await["peer"]
         .as_str()
@@ -399,11 +368,11 @@ async fn http_get(addr: &str, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_and_metrics_share_the_port() {
     let server = start(ServerConfig::default(), Recorder::default()).await;
-    let addr = server.url.trim_start_matches("ws://").to_owned();
+    let addr = server.url().trim_start_matches("ws://").to_owned();
     let health = http_get(&addr, "/healthz").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.ends_with("ok\n"));
-    let mut client = EngineClient::start(&server.url, client_config(), 5);
+    let mut client = EngineClient::start(&server.url(), client_config(), 5);
     for i in 0..3 {
         client.send(text(i)).await.expect("queued");
     }
@@ -425,7 +394,7 @@ async fn healthz_and_metrics_share_the_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_sends_going_away_and_the_session_resumes_elsewhere_as_resync() {
     let server = start(ServerConfig::default(), Recorder::default()).await;
-    let mut client = EngineClient::start(&server.url, client_config(), 9);
+    let mut client = EngineClient::start(&server.url(), client_config(), 9);
     client.send(text(0)).await.expect("queued");
     collect(&mut client, 1).await;
     server.stop().await;
@@ -441,8 +410,8 @@ async fn a_missing_or_bad_token_is_refused_with_4001_and_the_client_stops() {
     let server = start(config, recorder.clone()).await;
     let forged = steadfast_server::JwtAuth::hs256(b"wrong").sign(&serde_json::json!({"sub": "x"}));
     for url in [
-        server.url.clone(),
-        format!("{}/?token={forged}", server.url),
+        server.url().clone(),
+        format!("{}/?token={forged}", server.url()),
     ] {
         let mut client = EngineClient::start(&url, client_config(), 1);
         client.send(text(0)).await.expect("queued");
@@ -464,7 +433,7 @@ async fn a_missing_or_bad_token_is_refused_with_4001_and_the_client_stops() {
     // A good token in the query string: the session is bound to its subject.
     let token = auth.sign(&serde_json::json!({"sub": "alice"}));
     let mut client = EngineClient::start(
-        &format!("{}/?token={token}", server.url),
+        &format!("{}/?token={token}", server.url()),
         client_config(),
         2,
     );
@@ -474,7 +443,7 @@ async fn a_missing_or_bad_token_is_refused_with_4001_and_the_client_stops() {
     // ... or as a `bearer.` subprotocol entry, which is never selected back.
     let mut request =
         tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-            server.url.as_str(),
+            server.url().as_str(),
         )
         .expect("request");
     request.headers_mut().insert(
@@ -499,7 +468,7 @@ async fn a_missing_or_bad_token_is_refused_with_4001_and_the_client_stops() {
     assert_eq!(next_text(&mut ws).await, "with bearer");
     assert!(
         server
-            .handle
+            .handle()
             .metrics()
             .get("connections_refused")
             .unwrap_or(0)
@@ -520,7 +489,7 @@ async fn lock_step_with_faults(
     config.engine.ack.delay_ms = 2;
     let recorder = Recorder::default();
     let server = start(config, recorder.clone()).await;
-    let mut client = EngineClient::start(&server.url, client_config(), 1);
+    let mut client = EngineClient::start(&server.url(), client_config(), 1);
     for i in 0..n {
         client.send(text(i)).await.expect("queued");
         client
@@ -534,7 +503,7 @@ async fn lock_step_with_faults(
         want,
         "exactly once, in order, despite the faults"
     );
-    let log = server.handle.fault_log();
+    let log = server.handle().fault_log();
     server.stop().await;
     log
 }
@@ -555,4 +524,58 @@ async fn fault_injection_with_a_seed_reproduces_the_same_drops() {
     assert!(first.len() >= 2, "10% of ~60 frames drop: {first:?}");
     assert_eq!(first, again, "same seed, same drops");
     assert_ne!(first, other, "another seed, other drops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_errors_close_with_the_core_s_code_and_are_counted() {
+    use steadfast_core::codec::{Frame, SessionId, SUBPROTOCOL};
+    let server = start(ServerConfig::default(), Recorder::default()).await;
+    let reliable = || async {
+        let mut request =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                server.url().as_str(),
+            )
+            .expect("request");
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            SUBPROTOCOL.parse().expect("header value"),
+        );
+        tokio_tungstenite::connect_async(request)
+            .await
+            .expect("connect")
+            .0
+    };
+    let close_code = |ws: PlainWs| async move {
+        let mut ws = ws;
+        loop {
+            match tokio::time::timeout(WAIT, ws.next()).await {
+                Ok(Some(Ok(Message::Close(Some(frame))))) => return u16::from(frame.code),
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    };
+    // The first frame is not HELLO.
+    let mut ws = reliable().await;
+    ws.send(Message::Binary(Frame::Ack { delivered: 0 }.to_vec().into()))
+        .await
+        .expect("send");
+    assert_eq!(close_code(ws).await, 4900);
+    // A broken DATA frame inside a session: the session's engine closes.
+    let mut ws = reliable().await;
+    let hello = Frame::Hello {
+        new: true,
+        session: SessionId([7; 16]),
+        delivered: 0,
+        max_message_size: 1 << 20,
+    };
+    ws.send(Message::Binary(hello.to_vec().into()))
+        .await
+        .expect("send");
+    ws.send(Message::Binary(vec![0x03].into()))
+        .await
+        .expect("send");
+    assert_eq!(close_code(ws).await, 4900);
+    assert_eq!(server.handle().metrics().get("protocol_errors"), Some(2));
+    server.stop().await;
 }

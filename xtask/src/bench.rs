@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 /// One criterion result.
-struct Result_ {
+struct Estimate {
     id: String,
     median_ns: f64,
     low_ns: f64,
@@ -39,7 +39,7 @@ pub(crate) fn bench(root: &Path, quick: bool) -> Result<(), String> {
     write_report(root, &results)
 }
 
-fn read_group(dir: &Path) -> Result<Vec<Result_>, String> {
+fn read_group(dir: &Path) -> Result<Vec<Estimate>, String> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("read {}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -65,7 +65,7 @@ fn read_group(dir: &Path) -> Result<Vec<Result_>, String> {
             }),
             _ => None,
         };
-        results.push(Result_ {
+        results.push(Estimate {
             id: meta["full_id"].as_str().unwrap_or("?").to_owned(),
             median_ns: num(&median["point_estimate"]),
             low_ns: num(&median["confidence_interval"]["lower_bound"]),
@@ -81,7 +81,7 @@ fn read_group(dir: &Path) -> Result<Vec<Result_>, String> {
     Ok(results)
 }
 
-fn rate(r: &Result_) -> String {
+fn rate(r: &Estimate) -> String {
     match r.throughput {
         Some(("bytes", n)) => format!("{:.2} GB/s", n / r.median_ns),
         // One DATA frame per message below the chunk size.
@@ -112,7 +112,7 @@ fn machine() -> String {
     )
 }
 
-fn write_report(root: &Path, results: &[Result_]) -> Result<(), String> {
+fn write_report(root: &Path, results: &[Estimate]) -> Result<(), String> {
     let machine = machine();
     let mut md = String::new();
     // Writing to a String cannot fail.

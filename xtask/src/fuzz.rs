@@ -13,21 +13,19 @@ pub(crate) const TARGETS: &[&str] = &["frame", "stored_session", "stored_message
 
 /// The command that fuzzes `target` for `seconds`.
 pub(crate) fn command(root: &Path, target: &str, seconds: u64) -> Command {
-    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    let target_dir = crate::target_dir(root).join("fuzz");
-    command.current_dir(root.join("fuzz")).args([
-        "fuzz",
-        "run",
-        "--sanitizer",
-        "none",
-        "--target-dir",
-    ]);
-    command.arg(target_dir).args([
-        target,
-        "--",
-        &format!("-max_total_time={seconds}"),
-        "-print_final_stats=1",
-    ]);
+    let mut command = crate::cargo(
+        root,
+        &["fuzz", "run", "--sanitizer", "none", "--target-dir"],
+    );
+    command
+        .current_dir(root.join("fuzz"))
+        .arg(crate::target_dir(root).join("fuzz"))
+        .args([
+            target,
+            "--",
+            &format!("-max_total_time={seconds}"),
+            "-print_final_stats=1",
+        ]);
     command
 }
 

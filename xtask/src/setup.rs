@@ -88,58 +88,44 @@ fn wasm_bindgen_cli(root: &Path) -> Result<(), String> {
             ));
         }
     }
-    let have = output("wasm-bindgen-test-runner", &["--version"]).unwrap_or_default();
-    if have.split_whitespace().nth(1) == Some(version.as_str()) {
-        println!("xtask setup: wasm-bindgen-cli {version} present");
-        return Ok(());
-    }
-    let locked_install = run(
-        &format!("cargo install wasm-bindgen-cli --version {version} --locked"),
-        Command::new("cargo").args([
-            "install",
-            "wasm-bindgen-cli",
-            "--version",
-            &version,
-            "--locked",
-            "--force",
-        ]),
-    );
-    if locked_install.is_ok() {
-        return Ok(());
-    }
-    run(
-        &format!("cargo install wasm-bindgen-cli --version {version} (without --locked)"),
-        Command::new("cargo").args([
-            "install",
-            "wasm-bindgen-cli",
-            "--version",
-            &version,
-            "--force",
-        ]),
+    cargo_install(
+        "wasm-bindgen-cli",
+        &version,
+        &["wasm-bindgen-test-runner", "--version"],
     )
+}
+
+/// Unless `probe` (a command printing `NAME VERSION`) shows `version`:
+/// `cargo install KRATE --version V --locked`, and without `--locked` if
+/// that fails (a locked dependency version the registry no longer has).
+fn cargo_install(krate: &str, version: &str, probe: &[&str]) -> Result<(), String> {
+    let have = probe
+        .split_first()
+        .and_then(|(program, args)| output(program, args))
+        .unwrap_or_default();
+    if have.split_whitespace().nth(1) == Some(version) {
+        println!("xtask setup: {krate} {version} present");
+        return Ok(());
+    }
+    let install = |locked: bool| {
+        let mut command = Command::new("cargo");
+        command.args(["install", krate, "--version", version, "--force"]);
+        if locked {
+            command.arg("--locked");
+        }
+        run(
+            &format!("cargo install {krate} --version {version} (locked: {locked})"),
+            &mut command,
+        )
+    };
+    install(true).or_else(|_| install(false))
 }
 
 /// cargo-fuzz, for `cargo xtask fuzz` and the short fuzz runs in `test`.
 const CARGO_FUZZ: &str = "0.13.2";
 
 pub(crate) fn cargo_fuzz() -> Result<(), String> {
-    let have = output("cargo", &["fuzz", "--version"]).unwrap_or_default();
-    if have.split_whitespace().nth(1) == Some(CARGO_FUZZ) {
-        println!("xtask setup: cargo-fuzz {CARGO_FUZZ} present");
-        return Ok(());
-    }
-    let install = |locked: bool| {
-        let mut command = Command::new("cargo");
-        command.args(["install", "cargo-fuzz", "--version", CARGO_FUZZ, "--force"]);
-        if locked {
-            command.arg("--locked");
-        }
-        run(
-            &format!("cargo install cargo-fuzz --version {CARGO_FUZZ} (locked: {locked})"),
-            &mut command,
-        )
-    };
-    install(true).or_else(|_| install(false))
+    cargo_install("cargo-fuzz", CARGO_FUZZ, &["cargo", "fuzz", "--version"])
 }
 
 fn chromium() -> Result<(), String> {

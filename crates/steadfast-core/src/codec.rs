@@ -154,6 +154,25 @@ pub enum DecodeError {
 /// Smallest chunk a sender may use; bounds the chunk count a receiver accepts.
 pub const MIN_CHUNK_SIZE: usize = 1024;
 
+/// Whether `bytes` is (the start of) a DATA frame, without decoding it.
+pub fn is_data(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&DATA)
+}
+
+/// Read a connection's first frame, which must be HELLO: the session it
+/// names and whether it is `NEW`. A server uses it to find the session
+/// before handing the frame to that session's engine; the error's
+/// [`close_code`](crate::EngineError::close_code) is the close to send.
+pub fn read_hello(bytes: &[u8]) -> Result<(SessionId, bool), crate::EngineError> {
+    match decode(bytes, u64::MAX) {
+        Ok(Frame::Hello { session, new, .. }) => Ok((session, new)),
+        Ok(_) => Err(crate::EngineError::Protocol(
+            "the first frame must be HELLO",
+        )),
+        Err(e) => Err(crate::EngineError::Decode(e)),
+    }
+}
+
 /// Decode one frame. `max_message_size` bounds declared message sizes.
 pub fn decode(bytes: &[u8], max_message_size: u64) -> Result<Frame<'_>, DecodeError> {
     let (&kind, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;

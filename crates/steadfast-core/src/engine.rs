@@ -607,23 +607,13 @@ impl Engine {
         for (timer, _deadline) in self.timers.take_due(now) {
             match timer {
                 Timer::Connect => {
-                    if self.conn.take().is_some() {
-                        self.emit(Output::Disconnect {
-                            code: 4906,
-                            reason: "connect timeout".into(),
-                        });
-                        self.end_connection();
-                        self.emit(Output::Event(Event::Error(EngineError::ConnectTimeout)));
-                        if self.role == Role::Server {
-                            self.set_state(State::Idle);
-                        } else {
-                            self.after_disconnect(
-                                now,
-                                DisconnectReason::ConnectTimeout,
-                                CloseAction::Reconnect,
-                                false,
-                            );
-                        }
+                    if self.conn.is_some() && self.abort(EngineError::ConnectTimeout).is_some() {
+                        self.after_disconnect(
+                            now,
+                            DisconnectReason::ConnectTimeout,
+                            CloseAction::Reconnect,
+                            false,
+                        );
                     }
                 }
                 Timer::Retry => {
@@ -676,14 +666,9 @@ impl Engine {
 
     fn transmit(&mut self, frame: &Frame<'_>) {
         let data = frame.to_vec();
-        self.count_out(&data);
+        self.stats.record_out(frame, data.len());
         self.out
             .push_back(Output::Transmit(Transmit { binary: true, data }));
-    }
-
-    fn count_out(&mut self, data: &[u8]) {
-        self.stats.frames_out += 1;
-        self.stats.bytes_out += data.len() as u64;
     }
 
     fn set_state(&mut self, state: State) {
@@ -835,6 +820,7 @@ impl Engine {
         let mut reason = error.to_string();
         reason.truncate(floor_char_boundary(&reason, 123));
         self.conn = None;
+        self.stats.errors += 1;
         self.emit(Output::Disconnect { code, reason });
         self.emit(Output::Event(Event::Error(error)));
         self.end_connection();
@@ -1125,11 +1111,7 @@ impl Engine {
                     let (out, stats) = (&mut self.out, &mut self.stats);
                     frames_of(entry, chunk_size, |frame| {
                         let data = frame.to_vec();
-                        stats.frames_out += 1;
-                        stats.bytes_out += data.len() as u64;
-                        if matches!(frame, Frame::Data { chunk: Some(_), .. }) {
-                            stats.chunks_out += 1;
-                        }
+                        stats.record_out(&frame, data.len());
                         out.push_back(Output::Transmit(Transmit { binary: true, data }))
                     });
                     self.outbox.mark_sent(last, bytes);
@@ -1138,8 +1120,7 @@ impl Engine {
                     if let Entry::Message(m) = entry {
                         let data = m.payload.clone();
                         let binary = m.binary;
-                        self.stats.frames_out += 1;
-                        self.stats.bytes_out += data.len() as u64;
+                        self.stats.record_out_plain(data.len());
                         self.out
                             .push_back(Output::Transmit(Transmit { binary, data }));
                     }

@@ -299,6 +299,25 @@ pub struct Stats {
     pub resumes: u64,
     /// Sessions that had to start over (`ResyncRequired`).
     pub resyncs: u64,
+    /// Connections the engine closed for a protocol error, a limit or a
+    /// timeout of its own (each also reported as [`Event::Error`]).
+    pub errors: u64,
     /// The latest heartbeat round trip, ms.
     pub rtt_ms: Option<u64>,
+}
+
+impl Stats {
+    /// A protocol frame of `len` bytes went out.
+    pub(crate) fn record_out(&mut self, frame: &crate::codec::Frame<'_>, len: usize) {
+        self.record_out_plain(len);
+        if matches!(frame, crate::codec::Frame::Data { chunk: Some(_), .. }) {
+            self.chunks_out += 1;
+        }
+    }
+
+    /// A WebSocket message of `len` bytes went out.
+    pub(crate) fn record_out_plain(&mut self, len: usize) {
+        self.frames_out += 1;
+        self.bytes_out += len as u64;
+    }
 }

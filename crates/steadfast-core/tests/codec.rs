@@ -1,7 +1,9 @@
 //! The wire, pinned: every frame type's bytes (the same hex as
 //! docs/PROTOCOL.md §2), round trips, and a decoder that never panics.
 
-use steadfast_core::codec::{decode, read_varint, Chunk, DecodeError, Frame, SessionId};
+use steadfast_core::codec::{
+    decode, is_data, read_hello, read_varint, Chunk, DecodeError, Frame, SessionId,
+};
 use steadfast_core::record::{StoredMessage, StoredSession};
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -202,4 +204,30 @@ fn malformed_frames_are_specific_errors() {
         read_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]),
         Err(DecodeError::BadVarint)
     );
+}
+
+#[test]
+fn a_first_frame_must_be_hello_and_its_close_code_says_why() {
+    let hello = Frame::Hello {
+        new: true,
+        session: session(),
+        delivered: 0,
+        max_message_size: 1024,
+    };
+    assert_eq!(read_hello(&hello.to_vec()), Ok((session(), true)));
+    let ack = Frame::Ack { delivered: 1 }.to_vec();
+    assert_eq!(read_hello(&ack).map_err(|e| e.close_code()), Err(4900));
+    let mut future = hello.to_vec();
+    future[1] = 2; // version 2
+    assert_eq!(read_hello(&future).map_err(|e| e.close_code()), Err(4905));
+    assert_eq!(read_hello(&[]).map_err(|e| e.close_code()), Err(4900));
+    let data = Frame::Data {
+        seq: 1,
+        binary: true,
+        chunk: None,
+        payload: b"x",
+    };
+    assert!(is_data(&data.to_vec()));
+    assert!(!is_data(&ack));
+    assert!(!is_data(&[]));
 }

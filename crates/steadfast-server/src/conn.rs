@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use steadfast_core::codec::{self, Frame, SUBPROTOCOL};
-use steadfast_core::{Event, Output, Payload};
+use steadfast_core::codec::{self, SUBPROTOCOL};
+use steadfast_core::{EngineError, Event, Output, Payload};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -20,15 +20,13 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::{self, AuthError, Claims, CLOSE_UNAUTHORIZED};
 use crate::faults::{ConnFaults, FaultRecord};
-use crate::handler::{Peer, ECHO_PROTOCOL};
+use crate::handler::{Peer, PeerId, ECHO_PROTOCOL};
 use crate::http::{self, Head, HeadError, Rewind};
 use crate::registry::{lock, AttachError, Attached, PlainCmd, Shared};
-use crate::{ServerHandle, CLOSE_GOING_AWAY, CLOSE_OVERLOADED, CLOSE_SUPERSEDED};
+use crate::{CLOSE_GOING_AWAY, CLOSE_OVERLOADED, CLOSE_SUPERSEDED};
+use steadfast_core::SessionId;
 
 type Ws<S> = WebSocketStream<Rewind<S>>;
-
-/// The first byte of a DATA frame (docs/PROTOCOL.md §2).
-const DATA_FRAME: u8 = 0x03;
 
 /// Serve one accepted stream until it closes or the server stops.
 pub(crate) async fn serve<S>(
@@ -68,7 +66,7 @@ pub(crate) async fn serve<S>(
             ("GET", "/metrics") => (
                 "200 OK",
                 "text/plain; version=0.0.4",
-                shared.metrics.render(),
+                shared.fresh_metrics().render(),
             ),
             _ => (
                 "426 Upgrade Required",
@@ -79,6 +77,27 @@ pub(crate) async fn serve<S>(
         return http::respond(&mut stream, status, kind, &body).await;
     }
     upgrade(shared, head, stream, remote, stop).await;
+}
+
+/// What is known of a connection before it is a peer (a session's peer id
+/// is the session's own, known only once it attaches).
+struct Caller {
+    remote: SocketAddr,
+    headers: Arc<[(String, String)]>,
+    subject: Option<String>,
+}
+
+impl Caller {
+    fn into_peer(self, id: PeerId, session: Option<SessionId>, resumed: bool) -> Peer {
+        Peer {
+            id,
+            session,
+            remote: self.remote,
+            headers: self.headers,
+            subject: self.subject,
+            resumed,
+        }
+    }
 }
 
 /// Which kind of connection the client asked for.
@@ -183,18 +202,17 @@ async fn upgrade<S>(
         tracing::debug!(%remote, code = error.code(), "token refused");
         close(&mut ws, CLOSE_UNAUTHORIZED, &error.to_string()).await;
     } else {
-        let subject = claims.ok().and_then(|c| c.subject);
-        let peer = Peer {
-            id: shared.new_peer_id(),
-            session: None,
+        let caller = Caller {
             remote,
             headers,
-            subject,
-            resumed: false,
+            subject: claims.ok().and_then(|c| c.subject),
         };
         match kind {
-            Kind::Reliable => reliable(&shared, &mut ws, peer, faults, stop).await,
-            Kind::Plain => plain(&shared, &mut ws, peer, faults, stop).await,
+            Kind::Reliable => reliable(&shared, &mut ws, caller, faults, stop).await,
+            Kind::Plain => {
+                let peer = caller.into_peer(shared.new_peer_id(), None, false);
+                plain(&shared, &mut ws, peer, faults, stop).await;
+            }
         }
     }
     metrics.dec(&metrics.connections_open);
@@ -231,15 +249,13 @@ fn close_of(
 async fn reliable<S>(
     shared: &Arc<Shared>,
     ws: &mut Ws<S>,
-    mut peer: Peer,
+    caller: Caller,
     mut faults: ConnFaults,
     mut stop: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let handle = ServerHandle {
-        shared: shared.clone(),
-    };
+    let handle = Shared::handle(shared);
     let metrics = &shared.metrics;
     let hello = tokio::time::timeout(shared.config.handshake_timeout, async {
         loop {
@@ -251,22 +267,15 @@ async fn reliable<S>(
         }
     })
     .await;
-    let Ok(Some(hello)) = hello else {
-        return close(ws, 4906, "no HELLO").await;
+    let first = match hello {
+        Ok(Some(hello)) => codec::read_hello(&hello).map(|found| (hello, found)),
+        _ => Err(EngineError::ConnectTimeout),
     };
-    let (session, new) = match codec::decode(&hello, u64::MAX) {
-        Ok(Frame::Hello { session, new, .. }) => (session, new),
-        Ok(_) => {
+    let (hello, (session, new)) = match first {
+        Ok(first) => first,
+        Err(error) => {
             metrics.inc(&metrics.protocol_errors);
-            return close(ws, 4900, "expected HELLO").await;
-        }
-        Err(codec::DecodeError::UnsupportedVersion(_)) => {
-            metrics.inc(&metrics.protocol_errors);
-            return close(ws, 4905, "protocol version not supported").await;
-        }
-        Err(_) => {
-            metrics.inc(&metrics.protocol_errors);
-            return close(ws, 4900, "malformed HELLO").await;
+            return close(ws, error.close_code(), &error.to_string()).await;
         }
     };
     let Attached {
@@ -275,16 +284,15 @@ async fn reliable<S>(
         generation,
         waker,
         resumed,
-    } = match shared.attach(session, new, peer.subject.as_deref(), &hello) {
+    } = match shared.attach(session, new, caller.subject.as_deref(), &hello) {
         Ok(attached) => attached,
         Err(AttachError::Overloaded) => {
             metrics.inc(&metrics.connections_refused);
             return close(ws, CLOSE_OVERLOADED, "too many sessions").await;
         }
     };
-    peer.id = id;
-    peer.resumed = resumed;
-    peer.session = Some(lock(&slot).engine.session());
+    let session = lock(&slot).engine.session();
+    let peer = caller.into_peer(id, Some(session), resumed);
     shared.handler.on_connect(&handle, &peer);
 
     // The loop: act on pending outputs, then wait for the socket, a timer,
@@ -319,9 +327,6 @@ async fn reliable<S>(
                     shared.handler.on_message(&handle, &peer, payload);
                 }
                 Output::Disconnect { code, reason } => {
-                    if (4900..=4908).contains(&code) {
-                        metrics.inc(&metrics.protocol_errors);
-                    }
                     disconnect = Some(End::Engine(code, reason));
                     break;
                 }
@@ -354,14 +359,8 @@ async fn reliable<S>(
                         break End::Lost(code, reason);
                     }
                 };
-                if binary && data.first() == Some(&DATA_FRAME) {
-                    if let Some(delay) = faults.delay() {
-                        tokio::time::sleep(delay).await;
-                    }
-                    if let Some(frame) = faults.on_frame() {
-                        shared.log_fault(FaultRecord::Drop { connection: faults.index, frame });
-                        break End::Lost(1006, "fault injected".into());
-                    }
+                if binary && codec::is_data(&data) && inject(shared, &mut faults).await {
+                    break End::Lost(1006, "fault injected".into());
                 }
                 let mut guard = lock(&slot);
                 if guard.generation != generation {
@@ -412,6 +411,24 @@ async fn reliable<S>(
     shared.handler.on_disconnect(&handle, &peer);
 }
 
+/// A counted frame arrived: apply the fault plan's delay, and say whether
+/// the connection is to be dropped now (logged).
+async fn inject(shared: &Shared, faults: &mut ConnFaults) -> bool {
+    if let Some(delay) = faults.delay() {
+        tokio::time::sleep(delay).await;
+    }
+    match faults.on_frame() {
+        Some(frame) => {
+            shared.log_fault(FaultRecord::Drop {
+                connection: faults.index,
+                frame,
+            });
+            true
+        }
+        None => false,
+    }
+}
+
 enum End {
     /// Another connection attached to the session.
     Superseded,
@@ -433,9 +450,7 @@ async fn plain<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let handle = ServerHandle {
-        shared: shared.clone(),
-    };
+    let handle = Shared::handle(shared);
     let metrics = &shared.metrics;
     let (tx, mut rx) = mpsc::channel(shared.config.plain_queue.max(1));
     shared.register_plain(peer.id, tx);
@@ -454,11 +469,7 @@ async fn plain<S>(
                         break;
                     }
                 };
-                if let Some(delay) = faults.delay() {
-                    tokio::time::sleep(delay).await;
-                }
-                if let Some(frame) = faults.on_frame() {
-                    shared.log_fault(FaultRecord::Drop { connection: faults.index, frame });
+                if inject(shared, &mut faults).await {
                     break;
                 }
                 metrics.inc(&metrics.frames_in);

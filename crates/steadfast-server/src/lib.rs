@@ -186,9 +186,7 @@ impl Server {
 
     /// A handle to reach peers and read metrics (works before and after `run`).
     pub fn handle(&self) -> ServerHandle {
-        ServerHandle {
-            shared: self.shared.clone(),
-        }
+        Shared::handle(&self.shared)
     }
 
     /// Serve until `shutdown` completes; then stop accepting, close every
@@ -204,9 +202,7 @@ impl Server {
         let forget_every = shared.config.faults.forget_sessions_every;
         let mut forget = tokio::time::interval(forget_every.unwrap_or(Duration::from_secs(3600)));
         forget.tick().await; // the first tick is immediate
-        let handle = ServerHandle {
-            shared: shared.clone(),
-        };
+        let handle = Shared::handle(&shared);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {

@@ -46,50 +46,48 @@ struct Args {
     /// The environment variable STEADFAST_JWT_SECRET works too.
     #[arg(long, value_name = "FILE")]
     jwt_secret_file: Option<std::path::PathBuf>,
-    /// Fault injection: seed of every decision (same seed, same faults).
-    #[arg(
-        long,
-        default_value_t = 0,
-        help_heading = FAULTS
-    )]
+    #[command(flatten)]
+    faults: FaultArgs,
+}
+
+/// Seeded fault injection, for testing clients.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Fault injection (testing clients; all off by default)")]
+struct FaultArgs {
+    /// Seed of every fault decision (same seed, same faults).
+    #[arg(long, default_value_t = 0)]
     fault_seed: u64,
     /// Drop the connection with this probability per received DATA frame
     /// (reliable) or message (plain), e.g. 0.01.
-    #[arg(
-        long,
-        default_value_t = 0.0,
-        help_heading = FAULTS
-    )]
-    fault_drop: f64,
+    #[arg(long, value_name = "P", default_value = "0", value_parser = parse_probability)]
+    fault_drop: u32,
     /// Drop every connection at each Nth received frame.
-    #[arg(
-        long,
-        value_name = "N",
-        help_heading = FAULTS
-    )]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     fault_drop_every: Option<u64>,
     /// Delay each received frame by a random time in LO-HI milliseconds, e.g. 5-50.
-    #[arg(long, value_name = "LO-HI", value_parser = parse_range, help_heading = FAULTS)]
+    #[arg(long, value_name = "LO-HI", value_parser = parse_range)]
     fault_delay_ms: Option<(u64, u64)>,
     /// Refuse this fraction of WebSocket connections, e.g. 0.2.
-    #[arg(
-        long,
-        default_value_t = 0.0,
-        help_heading = FAULTS
-    )]
-    fault_refuse: f64,
+    #[arg(long, value_name = "P", default_value = "0", value_parser = parse_probability)]
+    fault_refuse: u32,
     /// Forget every session this often (seconds), as a server that lost
     /// its state: clients resynchronise.
-    #[arg(
-        long,
-        value_name = "SECS",
-        help_heading = FAULTS
-    )]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     fault_forget_sessions_every: Option<u64>,
 }
 
-/// The help section of the fault-injection flags.
-const FAULTS: &str = "Fault injection (testing clients; all off by default)";
+impl FaultArgs {
+    fn faults(&self) -> Faults {
+        let mut faults = Faults::default();
+        faults.seed = self.fault_seed;
+        faults.drop_ppm = self.fault_drop;
+        faults.drop_every = self.fault_drop_every;
+        faults.delay_ms = self.fault_delay_ms;
+        faults.refuse_ppm = self.fault_refuse;
+        faults.forget_sessions_every = self.fault_forget_sessions_every.map(Duration::from_secs);
+        faults
+    }
+}
 
 fn parse_range(text: &str) -> Result<(u64, u64), String> {
     let (lo, hi) = text
@@ -103,9 +101,13 @@ fn parse_range(text: &str) -> Result<(u64, u64), String> {
     Ok((lo, hi))
 }
 
-/// A probability as parts per million; `None` outside 0..=1.
-fn ppm(p: f64) -> Option<u32> {
-    (0.0..=1.0).contains(&p).then(|| (p * 1e6).round() as u32)
+/// A probability from 0 to 1, as parts per million.
+fn parse_probability(text: &str) -> Result<u32, String> {
+    let p: f64 = text.trim().parse().map_err(|e| format!("{text:?}: {e}"))?;
+    if !(0.0..=1.0).contains(&p) {
+        return Err(format!("{p} is not a probability from 0 to 1"));
+    }
+    Ok((p * 1e6).round() as u32)
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -150,23 +152,7 @@ fn main() -> ExitCode {
             _ => None,
         };
         config.auth = secret.map(|s| JwtAuth::hs256(&s));
-        let (Some(drop_ppm), Some(refuse_ppm)) = (ppm(args.fault_drop), ppm(args.fault_refuse))
-        else {
-            eprintln!(
-                "steadfast-server: --fault-drop and --fault-refuse are probabilities from 0 to 1"
-            );
-            return ExitCode::from(2);
-        };
-        let mut faults = Faults::default();
-        faults.seed = args.fault_seed;
-        faults.drop_ppm = drop_ppm;
-        faults.drop_every = args.fault_drop_every.filter(|n| *n > 0);
-        faults.delay_ms = args.fault_delay_ms;
-        faults.refuse_ppm = refuse_ppm;
-        faults.forget_sessions_every = args
-            .fault_forget_sessions_every
-            .filter(|s| *s > 0)
-            .map(Duration::from_secs);
+        let faults = args.faults.faults();
         if faults.enabled() {
             eprintln!(
                 "steadfast-server: fault injection on (seed {})",

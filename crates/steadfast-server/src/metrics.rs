@@ -8,7 +8,7 @@ use steadfast_core::Stats;
 macro_rules! counters {
     ($($name:ident : $kind:literal, $help:literal;)*) => {
         /// The server's counters. All are monotonic except the gauges
-        /// (`connections_open`, `sessions`), which are set by the server.
+        /// `connections_open` and `sessions`.
         #[derive(Debug, Default)]
         #[non_exhaustive]
         pub struct Metrics {
@@ -90,41 +90,27 @@ impl Metrics {
 
     /// Add what an engine counted since `seen`, and remember it.
     pub(crate) fn absorb(&self, now: &Stats, seen: &mut Stats) {
-        self.add(
-            &self.frames_in,
-            now.frames_in.saturating_sub(seen.frames_in),
-        );
-        self.add(
-            &self.frames_out,
-            now.frames_out.saturating_sub(seen.frames_out),
-        );
-        self.add(&self.bytes_in, now.bytes_in.saturating_sub(seen.bytes_in));
-        self.add(
-            &self.bytes_out,
-            now.bytes_out.saturating_sub(seen.bytes_out),
-        );
-        self.add(
-            &self.messages_in,
-            now.messages_in.saturating_sub(seen.messages_in),
-        );
-        self.add(
-            &self.messages_out,
-            now.messages_out.saturating_sub(seen.messages_out),
-        );
-        self.add(&self.resends, now.resends.saturating_sub(seen.resends));
-        self.add(&self.acks_in, now.acks_in.saturating_sub(seen.acks_in));
-        self.add(&self.acks_out, now.acks_out.saturating_sub(seen.acks_out));
-        self.add(&self.resumes, now.resumes.saturating_sub(seen.resumes));
-        self.add(&self.resyncs, now.resyncs.saturating_sub(seen.resyncs));
-        self.add(&self.dedups, now.duplicates.saturating_sub(seen.duplicates));
-        self.add(
-            &self.chunks_in,
-            now.chunks_in.saturating_sub(seen.chunks_in),
-        );
-        self.add(
-            &self.chunks_out,
-            now.chunks_out.saturating_sub(seen.chunks_out),
-        );
+        #[rustfmt::skip]
+        let deltas = [
+            (&self.frames_in, now.frames_in, seen.frames_in),
+            (&self.frames_out, now.frames_out, seen.frames_out),
+            (&self.bytes_in, now.bytes_in, seen.bytes_in),
+            (&self.bytes_out, now.bytes_out, seen.bytes_out),
+            (&self.messages_in, now.messages_in, seen.messages_in),
+            (&self.messages_out, now.messages_out, seen.messages_out),
+            (&self.resends, now.resends, seen.resends),
+            (&self.acks_in, now.acks_in, seen.acks_in),
+            (&self.acks_out, now.acks_out, seen.acks_out),
+            (&self.resumes, now.resumes, seen.resumes),
+            (&self.resyncs, now.resyncs, seen.resyncs),
+            (&self.dedups, now.duplicates, seen.duplicates),
+            (&self.chunks_in, now.chunks_in, seen.chunks_in),
+            (&self.chunks_out, now.chunks_out, seen.chunks_out),
+            (&self.protocol_errors, now.errors, seen.errors),
+        ];
+        for (counter, now, seen) in deltas {
+            self.add(counter, now.saturating_sub(seen));
+        }
         *seen = *now;
     }
 }

@@ -99,6 +99,20 @@ struct Registry {
 }
 
 impl Registry {
+    /// Drop a session and its rooms; an attached connection closes (4909).
+    fn remove_session(&mut self, session: &SessionId, peer: PeerId) {
+        self.sessions.remove(session);
+        if let Some(Entry::Session(slot)) = self.peers.remove(&peer) {
+            let mut slot = lock(&slot);
+            // A generation its connection does not hold closes it.
+            slot.generation += 1;
+            if let Some(waker) = slot.waker.take() {
+                waker.notify_one();
+            }
+        }
+        self.forget_rooms(peer);
+    }
+
     fn forget_rooms(&mut self, peer: PeerId) {
         for room in self.member_of.remove(&peer).unwrap_or_default() {
             if let Some(members) = self.rooms.get_mut(&room) {
@@ -182,6 +196,20 @@ impl Shared {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    /// The application's handle on this state.
+    pub(crate) fn handle(shared: &Arc<Shared>) -> ServerHandle {
+        ServerHandle {
+            shared: shared.clone(),
+        }
+    }
+
+    /// The counters, with the `sessions` gauge read from the registry now.
+    pub(crate) fn fresh_metrics(&self) -> &Metrics {
+        let sessions = lock(&self.registry).sessions.len() as u64;
+        self.metrics.sessions.store(sessions, Ordering::Relaxed);
+        &self.metrics
+    }
+
     pub(crate) fn new_peer_id(&self) -> PeerId {
         PeerId(self.next_peer.fetch_add(1, Ordering::Relaxed))
     }
@@ -238,9 +266,6 @@ impl Shared {
                     registry.sessions.insert(id, peer);
                     registry.peers.insert(peer, Entry::Session(slot.clone()));
                     self.metrics.inc(&self.metrics.sessions_created);
-                    self.metrics
-                        .sessions
-                        .store(registry.sessions.len() as u64, Ordering::Relaxed);
                     (slot, peer)
                 }
             }
@@ -296,15 +321,10 @@ impl Shared {
             .map(|(s, p)| (*s, *p))
             .collect();
         for (session, peer) in &expired {
-            registry.sessions.remove(session);
-            registry.peers.remove(peer);
-            registry.forget_rooms(*peer);
+            registry.remove_session(session, *peer);
         }
         self.metrics
             .add(&self.metrics.sessions_expired, expired.len() as u64);
-        self.metrics
-            .sessions
-            .store(registry.sessions.len() as u64, Ordering::Relaxed);
         expired.into_iter().map(|(_, p)| p).collect()
     }
 
@@ -312,19 +332,11 @@ impl Shared {
     /// state). Attached connections are closed.
     pub(crate) fn forget_all_sessions(&self) -> usize {
         let mut registry = lock(&self.registry);
-        let sessions: Vec<(SessionId, PeerId)> = registry.sessions.drain().collect();
-        for (_, peer) in &sessions {
-            if let Some(Entry::Session(slot)) = registry.peers.remove(peer) {
-                let mut slot = lock(&slot);
-                // Any generation mismatch closes the attached connection.
-                slot.generation += 1;
-                if let Some(waker) = slot.waker.take() {
-                    waker.notify_one();
-                }
-            }
-            registry.forget_rooms(*peer);
+        let sessions: Vec<(SessionId, PeerId)> =
+            registry.sessions.iter().map(|(s, p)| (*s, *p)).collect();
+        for (session, peer) in &sessions {
+            registry.remove_session(session, *peer);
         }
-        self.metrics.sessions.store(0, Ordering::Relaxed);
         sessions.len()
     }
 
@@ -511,6 +523,6 @@ impl ServerHandle {
 
     /// The server's counters.
     pub fn metrics(&self) -> &Metrics {
-        &self.shared.metrics
+        self.shared.fresh_metrics()
     }
 }

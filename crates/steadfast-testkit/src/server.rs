@@ -1,5 +1,6 @@
 use std::net::SocketAddr;
 
+use steadfast_server::{Echo, Handler, Server, ServerConfig, ServerHandle};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -8,16 +9,31 @@ use tokio::task::JoinHandle;
 #[derive(Debug)]
 pub struct TestServer {
     addr: SocketAddr,
+    handle: ServerHandle,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
 impl TestServer {
-    /// Bind a free loopback port and start serving.
+    /// The echo server with default settings on a free loopback port.
     pub async fn start() -> std::io::Result<TestServer> {
+        TestServer::start_with(ServerConfig::default(), Echo).await
+    }
+
+    /// A server with these settings and this application on a free
+    /// loopback port.
+    pub async fn start_with(
+        config: ServerConfig,
+        handler: impl Handler,
+    ) -> std::io::Result<TestServer> {
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        let server = steadfast_server::Server::bind(loopback).await?;
+        let server = Server::builder()
+            .config(config)
+            .handler(handler)
+            .bind(loopback)
+            .await?;
         let addr = server.local_addr();
+        let handle = server.handle();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
             // A dropped sender stops the server too.
@@ -25,6 +41,7 @@ impl TestServer {
         }));
         Ok(TestServer {
             addr,
+            handle,
             stop: Some(stop),
             task: Some(task),
         })
@@ -33,6 +50,11 @@ impl TestServer {
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The server's handle: peers, metrics, the fault log.
+    pub fn handle(&self) -> &ServerHandle {
+        &self.handle
     }
 
     /// `ws://127.0.0.1:PORT`.

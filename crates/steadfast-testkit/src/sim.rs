@@ -432,12 +432,7 @@ impl Sim {
     }
 
     fn deliver(&mut self, to: Side, mut frame: Vec<u8>) {
-        let is_data = |bytes: &[u8]| {
-            matches!(
-                codec::decode(bytes, u64::MAX),
-                Ok(codec::Frame::Data { .. })
-            )
-        };
+        let is_data = codec::is_data;
         // Reorder: swap with the next DATA frame queued in the same direction.
         if is_data(&frame) && self.chance(self.netem.reorder_ppm) {
             if let Some(link) = self.link.as_mut() {
