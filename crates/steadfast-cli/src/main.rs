@@ -3,15 +3,16 @@
 //! - `steadfast connect URL [-p PROTO] [-H 'Name: value']`: wscat-like; each
 //!   line of standard input is sent as a text message, every message
 //!   received is printed (`< ` text, `<b ` binary as hex).
-//! - `steadfast serve [--listen ADDR]`: run the reference server.
+//! - `steadfast serve [OPTIONS]`: run the reference server, with every
+//!   option of `steadfast-server` (TLS, JWT, limits, fault injection).
 
 #![allow(clippy::print_stdout)]
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use steadfast::transport::{ConnectOptions, Message, Socket, SocketEvent};
+use steadfast_server::cli::{self, ServeArgs};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[derive(Debug, Parser)]
@@ -38,12 +39,9 @@ enum Command {
         #[arg(short = 'H', long = "header")]
         headers: Vec<String>,
     },
-    /// Run the reference server.
-    Serve {
-        /// Address to listen on (port 0 picks a free port).
-        #[arg(long, default_value = "127.0.0.1:9000")]
-        listen: SocketAddr,
-    },
+    /// Run the reference server (reliable sessions and plain WebSocket,
+    /// /healthz and /metrics on the same port).
+    Serve(Box<ServeArgs>),
 }
 
 #[tokio::main]
@@ -54,7 +52,7 @@ async fn main() -> ExitCode {
             protocols,
             headers,
         } => connect(&url, protocols, &headers).await,
-        Command::Serve { listen } => serve(listen).await,
+        Command::Serve(args) => return cli::serve("steadfast serve", *args).await,
     };
     match result {
         Ok(code) => code,
@@ -115,20 +113,6 @@ async fn connect(
             },
         }
     }
-}
-
-async fn serve(listen: SocketAddr) -> Result<ExitCode, String> {
-    let server = steadfast_server::Server::bind(listen)
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    println!("listening on ws://{}", server.local_addr());
-    server
-        .run(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await;
-    println!("shut down");
-    Ok(ExitCode::SUCCESS)
 }
 
 fn hex(bytes: &[u8]) -> String {

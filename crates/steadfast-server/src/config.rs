@@ -6,6 +6,7 @@ use steadfast_core::Config;
 
 use crate::auth::JwtAuth;
 use crate::faults::Faults;
+use crate::tls::TlsConfig;
 
 /// Everything the server can be told. `ServerConfig::default()` suits a
 /// development server on loopback.
@@ -37,6 +38,9 @@ pub struct ServerConfig {
     pub auth: Option<JwtAuth>,
     /// Seeded fault injection (off by default).
     pub faults: Faults,
+    /// Serve `wss://` (and `https://` for `/healthz`, `/metrics`) instead
+    /// of plain TCP; optionally verify client certificates (mTLS).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +57,7 @@ impl Default for ServerConfig {
             plain_queue: 1024,
             auth: None,
             faults: Faults::default(),
+            tls: None,
         }
     }
 }

@@ -9,6 +9,7 @@ use futures::{SinkExt, StreamExt};
 use steadfast_core::codec::{self, SUBPROTOCOL};
 use steadfast_core::{EngineError, Event, Output, Payload};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
@@ -23,16 +24,51 @@ use crate::faults::{ConnFaults, FaultRecord};
 use crate::handler::{Peer, PeerId, ECHO_PROTOCOL};
 use crate::http::{self, Head, HeadError, Rewind};
 use crate::registry::{lock, AttachError, Attached, PlainCmd, Shared};
-use crate::{CLOSE_GOING_AWAY, CLOSE_OVERLOADED, CLOSE_SUPERSEDED};
+use crate::{CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_OVERLOADED, CLOSE_SUPERSEDED};
 use steadfast_core::SessionId;
 
 type Ws<S> = WebSocketStream<Rewind<S>>;
 
-/// Serve one accepted stream until it closes or the server stops.
-pub(crate) async fn serve<S>(
+/// Serve one accepted TCP connection: the TLS handshake first if TLS is
+/// on, then [`serve`].
+pub(crate) async fn accept(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    stop: watch::Receiver<bool>,
+) {
+    let Some(tls) = shared.config.tls.clone() else {
+        return serve(shared, stream, remote, None, stop).await;
+    };
+    let handshake =
+        tokio::time::timeout(shared.config.handshake_timeout, tls.acceptor.accept(stream)).await;
+    match handshake {
+        Ok(Ok(stream)) => {
+            let client_certificate = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| Arc::from(leaf.as_ref()));
+            serve(shared, stream, remote, client_certificate, stop).await;
+        }
+        Ok(Err(error)) => {
+            shared.metrics.inc(&shared.metrics.tls_handshake_failures);
+            tracing::debug!(%remote, %error, "TLS handshake failed");
+        }
+        Err(_) => {
+            shared.metrics.inc(&shared.metrics.tls_handshake_failures);
+            tracing::debug!(%remote, "TLS handshake timed out");
+        }
+    }
+}
+
+/// Serve one stream (TCP or TLS) until it closes or the server stops.
+async fn serve<S>(
     shared: Arc<Shared>,
     mut stream: S,
     remote: SocketAddr,
+    client_certificate: Option<Arc<[u8]>>,
     stop: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -76,7 +112,13 @@ pub(crate) async fn serve<S>(
         };
         return http::respond(&mut stream, status, kind, &body).await;
     }
-    upgrade(shared, head, stream, remote, stop).await;
+    let caller = Caller {
+        remote,
+        headers: head.headers.clone().into(),
+        subject: None,
+        client_certificate,
+    };
+    upgrade(shared, head, stream, caller, stop).await;
 }
 
 /// What is known of a connection before it is a peer (a session's peer id
@@ -85,6 +127,7 @@ struct Caller {
     remote: SocketAddr,
     headers: Arc<[(String, String)]>,
     subject: Option<String>,
+    client_certificate: Option<Arc<[u8]>>,
 }
 
 impl Caller {
@@ -96,6 +139,7 @@ impl Caller {
             headers: self.headers,
             subject: self.subject,
             resumed,
+            client_certificate: self.client_certificate,
         }
     }
 }
@@ -111,11 +155,12 @@ async fn upgrade<S>(
     shared: Arc<Shared>,
     head: Head,
     stream: S,
-    remote: SocketAddr,
+    mut caller: Caller,
     stop: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let remote = caller.remote;
     let offered: Vec<String> = head
         .headers
         .iter()
@@ -163,7 +208,6 @@ async fn upgrade<S>(
         return;
     }
     let token = auth::offered_token(head.query_param("token"), &offered);
-    let headers: Arc<[(String, String)]> = head.headers.clone().into();
     let stream = Rewind::new(head.bytes, stream);
     let accepted = tokio::time::timeout(
         shared.config.handshake_timeout,
@@ -202,11 +246,7 @@ async fn upgrade<S>(
         tracing::debug!(%remote, code = error.code(), "token refused");
         close(&mut ws, CLOSE_UNAUTHORIZED, &error.to_string()).await;
     } else {
-        let caller = Caller {
-            remote,
-            headers,
-            subject: claims.ok().and_then(|c| c.subject),
-        };
+        caller.subject = claims.ok().and_then(|c| c.subject);
         match kind {
             Kind::Reliable => reliable(&shared, &mut ws, caller, faults, stop).await,
             Kind::Plain => {
@@ -289,6 +329,10 @@ async fn reliable<S>(
         Err(AttachError::Overloaded) => {
             metrics.inc(&metrics.connections_refused);
             return close(ws, CLOSE_OVERLOADED, "too many sessions").await;
+        }
+        Err(AttachError::Engine(error)) => {
+            tracing::error!(%error, "the session engine refused the server's configuration");
+            return close(ws, CLOSE_INTERNAL_ERROR, "server configuration error").await;
         }
     };
     let session = lock(&slot).engine.session();

@@ -48,6 +48,9 @@ pub struct Peer {
     pub subject: Option<String>,
     /// This connection resumed a session the server already knew.
     pub resumed: bool,
+    /// The verified client certificate (DER, leaf), when TLS asked for one
+    /// and the client presented it.
+    pub client_certificate: Option<Arc<[u8]>>,
 }
 
 impl Peer {

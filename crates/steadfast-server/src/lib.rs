@@ -13,6 +13,8 @@
 //!   [`Handler`], and reaches peers, rooms or everyone through a
 //!   [`ServerHandle`]. Built in: [`Echo`] (the default) and [`Rooms`].
 //! - The same port answers `GET /healthz` and `GET /metrics` (Prometheus text).
+//! - With [`ServerConfig::tls`] it serves `wss://` (rustls, ring), and can
+//!   require client certificates from a given CA (mTLS).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -33,6 +35,7 @@
 //! |---|---|
 //! | 1001 | shutting down (clients reconnect, slowly) |
 //! | 1009 | a plain-mode message above the size limit |
+//! | 1011 | an unexpected server error (a bug; clients back off) |
 //! | 1013 | overloaded: too many connections or sessions (clients back off harder) |
 //! | 4001 | the JWT is missing or invalid (clients refresh it once, then stop) |
 //! | 4900–4906 | protocol errors and limits, as in docs/PROTOCOL.md |
@@ -48,6 +51,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 mod auth;
+pub mod cli;
 mod config;
 mod conn;
 mod faults;
@@ -55,6 +59,7 @@ mod handler;
 mod http;
 mod metrics;
 mod registry;
+mod tls;
 
 pub use auth::{AuthError, Claims, JwtAuth, CLOSE_UNAUTHORIZED};
 pub use config::ServerConfig;
@@ -65,6 +70,10 @@ pub use handler::{
 pub use metrics::Metrics;
 pub use registry::{ServerError, ServerHandle};
 pub use steadfast_core::{Payload, SessionId};
+pub use tls::{ClientAuth, TlsConfig, TlsError};
+/// The rustls version the server is built with, for
+/// [`TlsConfig::from_rustls`].
+pub use tokio_rustls::rustls;
 
 use registry::Shared;
 
@@ -73,6 +82,9 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 
 /// Close code for "overloaded, try again later".
 pub const CLOSE_OVERLOADED: u16 = 1013;
+
+/// Close code for "the server hit an unexpected condition" (a bug).
+pub const CLOSE_INTERNAL_ERROR: u16 = 1011;
 
 /// Close code for a connection whose session another connection took over.
 pub const CLOSE_SUPERSEDED: u16 = 4909;
@@ -184,6 +196,16 @@ impl Server {
         self.local_addr
     }
 
+    /// `ws://ADDR`, or `wss://ADDR` when TLS is on.
+    pub fn url(&self) -> String {
+        let scheme = if self.shared.config.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
+        format!("{scheme}://{}", self.local_addr)
+    }
+
     /// A handle to reach peers and read metrics (works before and after `run`).
     pub fn handle(&self) -> ServerHandle {
         Shared::handle(&self.shared)
@@ -210,7 +232,7 @@ impl Server {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, remote)) => {
                         let _ = stream.set_nodelay(true);
-                        connections.spawn(conn::serve(shared.clone(), stream, remote, stop_rx.clone()));
+                        connections.spawn(conn::accept(shared.clone(), stream, remote, stop_rx.clone()));
                     }
                     // Out of file descriptors and the like: wait, then try again.
                     Err(error) => {

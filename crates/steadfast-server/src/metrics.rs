@@ -48,6 +48,7 @@ counters! {
     connections_total: "counter", "WebSocket connections accepted.";
     connections_open: "gauge", "WebSocket connections open now.";
     connections_refused: "counter", "Connections refused: overload (1013), bad or missing token, fault injection.";
+    tls_handshake_failures: "counter", "TLS handshakes that failed (bad or missing client certificate, protocol mismatch, timeout).";
     http_requests: "counter", "Plain HTTP requests (/healthz, /metrics, others).";
     sessions: "gauge", "Sessions held now (attached or within their TTL).";
     sessions_created: "counter", "Sessions created.";

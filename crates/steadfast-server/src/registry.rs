@@ -162,6 +162,10 @@ pub(crate) struct Attached {
 pub(crate) enum AttachError {
     /// `max_sessions` reached.
     Overloaded,
+    /// The engine refused the configuration. `ServerBuilder::bind`
+    /// validates it, so only a bug gets here; the connection is closed
+    /// with 1011 rather than the server panicking.
+    Engine(steadfast_core::ConfigError),
 }
 
 impl Shared {
@@ -250,8 +254,7 @@ impl Shared {
                     let seed = u64::from_le_bytes(random_bytes::<8>());
                     let engine = match Engine::server(self.config.engine.clone(), seed, id) {
                         Ok(engine) => engine,
-                        // The config was validated when the server was built.
-                        Err(_) => return Err(AttachError::Overloaded),
+                        Err(error) => return Err(AttachError::Engine(error)),
                     };
                     let peer = self.new_peer_id();
                     let slot = Arc::new(Mutex::new(Slot {

@@ -4,6 +4,8 @@
 //!   a seeded emulated network, with a virtual clock.
 //! - `EngineClient` (native): a client engine driven over tokio-tungstenite,
 //!   with an abrupt `cut()`, for testing the server.
+//! - `pki` (native): a CA made in the test, issuing server and client
+//!   certificates for TLS and mTLS tests.
 //! - `TestServer` (native): the reference server running in-process on a free
 //!   loopback port, stopped when dropped.
 
@@ -17,3 +19,5 @@ pub use driver::EngineClient;
 mod server;
 #[cfg(not(target_arch = "wasm32"))]
 pub use server::TestServer;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod pki;

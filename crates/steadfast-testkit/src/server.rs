@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 #[derive(Debug)]
 pub struct TestServer {
     addr: SocketAddr,
+    url: String,
     handle: ServerHandle,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -33,6 +34,7 @@ impl TestServer {
             .bind(loopback)
             .await?;
         let addr = server.local_addr();
+        let url = server.url();
         let handle = server.handle();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
@@ -41,6 +43,7 @@ impl TestServer {
         }));
         Ok(TestServer {
             addr,
+            url,
             handle,
             stop: Some(stop),
             task: Some(task),
@@ -57,9 +60,9 @@ impl TestServer {
         &self.handle
     }
 
-    /// `ws://127.0.0.1:PORT`.
+    /// `ws://127.0.0.1:PORT`, or `wss://` when TLS is on.
     pub fn url(&self) -> String {
-        format!("ws://{}", self.addr)
+        self.url.clone()
     }
 
     /// Shut the server down gracefully and wait until it has stopped.

@@ -21,6 +21,11 @@ pub enum Error {
     /// The connection could not be opened (refused, handshake rejected, closed before open).
     #[error("could not connect: {0}")]
     Connect(String),
+    /// TLS failed: the options are unusable (a malformed certificate or
+    /// key), or the handshake failed (an untrusted or mismatched server
+    /// certificate, a client certificate the server refused).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The socket is closed or closing; the message was not handed to it.
     #[error("the socket is closed")]
     Closed,
@@ -40,6 +45,7 @@ impl Error {
             Error::InvalidOption(_) => "ERR_INVALID_OPTION",
             Error::NoWebSocket => "ERR_NO_WEBSOCKET",
             Error::Connect(_) => "ERR_CONNECT",
+            Error::Tls(_) => "ERR_TLS",
             Error::Closed => "ERR_CLOSED",
             Error::InvalidCloseCode(_) => "ERR_INVALID_CLOSE_CODE",
             Error::CloseReasonTooLong(_) => "ERR_CLOSE_REASON_TOO_LONG",

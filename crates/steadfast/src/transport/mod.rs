@@ -21,7 +21,11 @@ use crate::Error;
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
 #[cfg(not(target_arch = "wasm32"))]
+mod tls;
+#[cfg(not(target_arch = "wasm32"))]
 use native as imp;
+#[cfg(not(target_arch = "wasm32"))]
+pub use tls::TlsOptions;
 
 #[cfg(target_arch = "wasm32")]
 mod web;
@@ -88,6 +92,10 @@ pub struct ConnectOptions {
     /// allow them).
     #[cfg(not(target_arch = "wasm32"))]
     pub headers: Vec<(String, String)>,
+    /// How `wss://` verifies the server and identifies the client (native
+    /// only: browsers decide this themselves).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub tls: TlsOptions,
     /// A `WebSocket` constructor to use instead of the global one (for
     /// Node.js before 22, e.g. the `ws` package's `WebSocket`).
     #[cfg(target_arch = "wasm32")]
@@ -109,6 +117,13 @@ impl ConnectOptions {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// TLS settings for `wss://` URLs.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -135,7 +150,8 @@ impl Socket {
     /// Open a connection to `url` and wait until it is open.
     ///
     /// Fails with [`Error::InvalidUrl`], [`Error::InvalidOption`],
-    /// [`Error::NoWebSocket`] (wasm32) or [`Error::Connect`] when the
+    /// [`Error::NoWebSocket`] (wasm32), [`Error::Tls`] (native: unusable TLS
+    /// options, or the TLS handshake failed) or [`Error::Connect`] when the
     /// connection is refused, the handshake is rejected or the connection
     /// closes before it opened.
     pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Socket, Error> {

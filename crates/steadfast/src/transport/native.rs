@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self as ts, Message as WsMessage};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use super::{CloseInfo, ConnectOptions, Message, Opened, SocketEvent, CLOSE_NO_STATUS};
 use crate::Error;
@@ -61,14 +61,22 @@ impl Inner {
 }
 
 pub(super) async fn connect(url: &str, options: &ConnectOptions) -> Result<Opened, Error> {
+    let connector = if url
+        .get(..6)
+        .is_some_and(|s| s.eq_ignore_ascii_case("wss://"))
+    {
+        Connector::Rustls(options.tls.client_config()?)
+    } else {
+        Connector::Plain
+    };
     let offered = request(url, options, true)?;
-    let (stream, protocol) = match handshake(offered).await {
+    let (stream, protocol) = match handshake(offered, connector.clone()).await {
         // tungstenite fails a handshake in which the server picked none of
         // the offered subprotocols; browsers accept it and report "". Match
         // the browsers: connect again without offering any.
         Err(ts::Error::Protocol(ts::error::ProtocolError::SecWebSocketSubProtocolError(
             ts::error::SubProtocolError::NoSubProtocol,
-        ))) => handshake(request(url, options, false)?).await,
+        ))) => handshake(request(url, options, false)?, connector).await,
         other => other,
     }
     .map_err(connect_error)?;
@@ -104,10 +112,20 @@ fn request(url: &str, options: &ConnectOptions, offer_protocols: bool) -> Result
     Ok(request)
 }
 
-async fn handshake(request: Request) -> Result<(Stream, Option<String>), ts::Error> {
+async fn handshake(
+    request: Request,
+    connector: Connector,
+) -> Result<(Stream, Option<String>), ts::Error> {
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
-    let (stream, response) =
-        tokio_tungstenite::connect_async_with_config(request, Some(config), false).await?;
+    // Small frames (ACKs, pings) must not wait for Nagle's algorithm.
+    let no_delay = true;
+    let (stream, response) = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        Some(config),
+        no_delay,
+        Some(connector),
+    )
+    .await?;
     Ok((stream, accepted_protocol(&response)))
 }
 
@@ -122,6 +140,14 @@ fn accepted_protocol(response: &Response) -> Option<String> {
 fn connect_error(error: ts::Error) -> Error {
     match error {
         ts::Error::Url(e) => Error::InvalidUrl(e.to_string()),
+        ts::Error::Tls(e) => Error::Tls(e.to_string()),
+        // rustls reports handshake failures as I/O errors wrapping its own.
+        ts::Error::Io(e)
+            if e.get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()) =>
+        {
+            Error::Tls(e.to_string())
+        }
         ts::Error::Http(response) => Error::Connect(format!(
             "the server rejected the handshake with HTTP {}",
             response.status()

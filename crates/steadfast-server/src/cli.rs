@@ -1,0 +1,540 @@
+//! The server's command line, shared by the `steadfast-server` binary and
+//! `steadfast serve`: every [`ServerConfig`] setting as a flag.
+
+#![allow(clippy::print_stdout)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::{ClientAuth, Echo, Faults, JwtAuth, Rooms, Server, ServerConfig, TlsConfig};
+
+const EXAMPLES: &str = "\
+Examples:
+  # echo server on the default port
+  steadfast serve
+  # a chat hub on all interfaces, sessions kept 10 minutes
+  steadfast serve --listen 0.0.0.0:9000 --handler rooms --session-ttl 10m
+  # wss:// with client certificates from a CA (mTLS)
+  steadfast serve --tls-cert cert.pem --tls-key key.pem --tls-client-ca ca.pem
+  # JWT (HS256) required; a bad token is closed with 4001
+  STEADFAST_JWT_SECRET=s3cret steadfast serve
+  # test a client against a flaky server: same seed, same faults
+  steadfast serve --fault-seed 7 --fault-drop 0.01 --fault-delay-ms 5-50
+
+The first line on standard output is `listening on ws://ADDR` (or wss://);
+SIGTERM or Ctrl-C shuts down: new connections stop, clients are closed
+with 1001 and given --shutdown-grace to finish.";
+
+const LIMITS: &str = "Limits";
+const SESSIONS: &str = "Reliable sessions";
+const SECURITY: &str = "TLS and authentication";
+const FAULTS: &str = "Fault injection (testing clients; all off by default)";
+
+/// `steadfast serve` / `steadfast-server` options.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct ServeArgs {
+    /// Address to listen on. Port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub listen: SocketAddr,
+    /// The application: `echo` sends every message back; `rooms` is a chat
+    /// hub (join/leave/room/direct/broadcast as JSON text).
+    #[arg(long, value_enum, default_value_t = HandlerKind::Echo)]
+    pub handler: HandlerKind,
+    /// Shut down when standard input reaches end-of-file: a supervisor that
+    /// dies (even by SIGKILL) then takes the server with it.
+    #[arg(long)]
+    pub exit_on_stdin_eof: bool,
+
+    /// How long a session stays resumable after its connection ends
+    /// (e.g. 300, 90s, 10m).
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration, help_heading = SESSIONS)]
+    pub session_ttl: Duration,
+    /// Messages queued per session for its client; beyond this the
+    /// application's send to it fails.
+    #[arg(long, value_name = "N", default_value_t = 10_000, help_heading = SESSIONS)]
+    pub session_outbox_messages: usize,
+    /// Bytes queued per session for its client.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024, help_heading = SESSIONS)]
+    pub session_outbox_bytes: usize,
+    /// Messages above this are sent in chunks of this size.
+    #[arg(long, value_name = "BYTES", default_value_t = 32 * 1024, help_heading = SESSIONS)]
+    pub chunk_size: usize,
+    /// Longest wait before acknowledging a delivery.
+    #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = parse_duration, help_heading = SESSIONS)]
+    pub ack_delay: Duration,
+    /// Heartbeat PING interval; 0 turns the server's heartbeat off.
+    #[arg(long, value_name = "DURATION", default_value = "25s", value_parser = parse_duration, help_heading = SESSIONS)]
+    pub heartbeat_interval: Duration,
+
+    /// Sessions held at once; more are refused with close 1013.
+    #[arg(long, value_name = "N", default_value_t = 100_000, help_heading = LIMITS)]
+    pub max_sessions: usize,
+    /// Open connections at once; more are refused with close 1013.
+    #[arg(long, value_name = "N", default_value_t = 100_000, help_heading = LIMITS)]
+    pub max_connections: usize,
+    /// Largest message accepted, in bytes (chunked total in reliable mode;
+    /// plain messages above it are closed with 1009).
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024, help_heading = LIMITS)]
+    pub max_message_size: u64,
+    /// Bytes a session may hold for reordering and reassembly (at least
+    /// the largest message).
+    #[arg(long, value_name = "BYTES", default_value_t = 32 * 1024 * 1024, help_heading = LIMITS)]
+    pub max_buffered_bytes: usize,
+    /// How far ahead of the next expected sequence number a frame may be.
+    #[arg(long, value_name = "N", default_value_t = 1024, help_heading = LIMITS)]
+    pub reorder_window: u64,
+    /// Chunked messages a session may have half-received at once.
+    #[arg(long, value_name = "N", default_value_t = 16, help_heading = LIMITS)]
+    pub max_partial_messages: usize,
+    /// Time allowed for the TLS handshake, the HTTP upgrade and the HELLO.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, help_heading = LIMITS)]
+    pub handshake_timeout: Duration,
+    /// Time shutdown waits for clients to finish closing.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration, help_heading = LIMITS)]
+    pub shutdown_grace: Duration,
+    /// Largest HTTP request head, in bytes (431 above it).
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024, help_heading = LIMITS)]
+    pub max_head_bytes: usize,
+    /// WebSocket read buffer per connection, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024, help_heading = LIMITS)]
+    pub read_buffer_size: usize,
+    /// Messages a plain connection may have waiting to be written.
+    #[arg(long, value_name = "N", default_value_t = 1024, help_heading = LIMITS)]
+    pub plain_queue: usize,
+
+    /// Serve wss:// with this certificate chain (PEM, leaf first).
+    #[arg(long, value_name = "FILE", requires = "tls_key", help_heading = SECURITY)]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert", help_heading = SECURITY)]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates issued by this CA (PEM): mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_cert", help_heading = SECURITY)]
+    pub tls_client_ca: Option<PathBuf>,
+    /// With --tls-client-ca: accept clients without a certificate too (a
+    /// certificate that is presented must still verify).
+    #[arg(long, requires = "tls_client_ca", help_heading = SECURITY)]
+    pub tls_client_optional: bool,
+    /// Require a JWT (HS256) signed with the secret in this file (token in
+    /// `?token=` or a `bearer.<token>` subprotocol; refused with close 4001).
+    /// The environment variable STEADFAST_JWT_SECRET works too.
+    #[arg(long, value_name = "FILE", help_heading = SECURITY)]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// Seed of every fault decision (same seed, same faults).
+    #[arg(long, value_name = "SEED", default_value_t = 0, help_heading = FAULTS)]
+    pub fault_seed: u64,
+    /// Drop the connection with this probability per received DATA frame
+    /// (reliable) or message (plain), e.g. 0.01.
+    #[arg(long, value_name = "P", default_value = "0", value_parser = parse_probability, help_heading = FAULTS)]
+    pub fault_drop: u32,
+    /// Drop every connection at each Nth received frame.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), help_heading = FAULTS)]
+    pub fault_drop_every: Option<u64>,
+    /// Delay each received frame by a random time in LO-HI milliseconds, e.g. 5-50.
+    #[arg(long, value_name = "LO-HI", value_parser = parse_range, help_heading = FAULTS)]
+    pub fault_delay_ms: Option<(u64, u64)>,
+    /// Refuse this fraction of WebSocket connections, e.g. 0.2.
+    #[arg(long, value_name = "P", default_value = "0", value_parser = parse_probability, help_heading = FAULTS)]
+    pub fault_refuse: u32,
+    /// Forget every session this often, as a server that lost its state
+    /// (clients resynchronise), e.g. 30s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_nonzero_duration, help_heading = FAULTS)]
+    pub fault_forget_sessions_every: Option<Duration>,
+}
+
+/// The built-in applications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HandlerKind {
+    /// Send every message back to its sender.
+    Echo,
+    /// A chat hub: rooms, direct messages, broadcast.
+    Rooms,
+}
+
+/// Why the options do not make a server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The JWT secret file could not be read, or is empty.
+    #[error("cannot use the JWT secret in {path}: {reason}")]
+    JwtSecret {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The certificate, key or CA could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::TlsError),
+    /// The engine settings contradict each other.
+    #[error("invalid settings: {0}")]
+    Config(String),
+}
+
+impl ServeError {
+    /// Stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ServeError::JwtSecret { .. } => "ERR_JWT_SECRET",
+            ServeError::Tls(e) => e.code(),
+            ServeError::Config(_) => "ERR_INVALID_CONFIG",
+        }
+    }
+}
+
+impl ServeArgs {
+    /// The settings these options describe. `jwt_env` is the value of
+    /// STEADFAST_JWT_SECRET, used when no secret file is given.
+    pub fn config(&self, jwt_env: Option<String>) -> Result<ServerConfig, ServeError> {
+        let mut config = ServerConfig {
+            session_ttl: self.session_ttl,
+            max_sessions: self.max_sessions,
+            max_connections: self.max_connections,
+            handshake_timeout: self.handshake_timeout,
+            shutdown_grace: self.shutdown_grace,
+            max_head_bytes: self.max_head_bytes,
+            read_buffer_size: self.read_buffer_size,
+            plain_queue: self.plain_queue,
+            faults: Faults {
+                seed: self.fault_seed,
+                drop_ppm: self.fault_drop,
+                drop_every: self.fault_drop_every,
+                delay_ms: self.fault_delay_ms,
+                refuse_ppm: self.fault_refuse,
+                forget_sessions_every: self.fault_forget_sessions_every,
+            },
+            ..ServerConfig::default()
+        };
+        let engine = &mut config.engine;
+        engine.outbox.max_messages = self.session_outbox_messages;
+        engine.outbox.max_bytes = self.session_outbox_bytes;
+        engine.chunk_size = self.chunk_size;
+        engine.ack.delay_ms = millis(self.ack_delay);
+        engine.heartbeat = match millis(self.heartbeat_interval) {
+            0 => None,
+            interval_ms => engine.heartbeat.take().map(|mut heartbeat| {
+                heartbeat.interval_ms = interval_ms;
+                heartbeat.idle_ms = heartbeat.idle_ms.max(interval_ms);
+                heartbeat
+            }),
+        };
+        engine.limits.max_message_size = self.max_message_size;
+        engine.limits.max_buffered_bytes = self.max_buffered_bytes;
+        engine.limits.reorder_window = self.reorder_window;
+        engine.limits.max_partial_messages = self.max_partial_messages;
+        engine
+            .validate()
+            .map_err(|e| ServeError::Config(e.0.to_owned()))?;
+
+        let secret = match (&self.jwt_secret_file, jwt_env) {
+            (Some(path), _) => {
+                let failed = |reason: String| ServeError::JwtSecret {
+                    path: path.display().to_string(),
+                    reason,
+                };
+                let bytes = std::fs::read(path).map_err(|e| failed(e.to_string()))?;
+                let secret = bytes.trim_ascii().to_vec();
+                if secret.is_empty() {
+                    return Err(failed("the file is empty".to_owned()));
+                }
+                Some(secret)
+            }
+            (None, Some(secret)) if !secret.is_empty() => Some(secret.into_bytes()),
+            _ => None,
+        };
+        config.auth = secret.map(|s| JwtAuth::hs256(&s));
+
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            let client_auth = match &self.tls_client_ca {
+                None => ClientAuth::None,
+                Some(ca) => {
+                    let pem = std::fs::read(ca).map_err(|source| crate::TlsError::Read {
+                        path: ca.display().to_string(),
+                        source,
+                    })?;
+                    if self.tls_client_optional {
+                        ClientAuth::Optional(pem)
+                    } else {
+                        ClientAuth::Required(pem)
+                    }
+                }
+            };
+            let read = |path: &PathBuf| {
+                std::fs::read(path).map_err(|source| crate::TlsError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })
+            };
+            config.tls = Some(TlsConfig::from_pem(&read(cert)?, &read(key)?, client_auth)?);
+        }
+
+        Ok(config)
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Run the server these options describe until SIGTERM, Ctrl-C or (with
+/// `--exit-on-stdin-eof`) the end of standard input. `name` prefixes
+/// error messages. Exit status: 0 after a clean shutdown, 1 when the
+/// address cannot be bound, 2 for unusable options.
+pub async fn serve(name: &str, args: ServeArgs) -> ExitCode {
+    let config = match args.config(std::env::var("STEADFAST_JWT_SECRET").ok()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{name}: [{}] {error}", error.code());
+            return ExitCode::from(2);
+        }
+    };
+    if config.faults.enabled() {
+        eprintln!("{name}: fault injection on (seed {})", config.faults.seed);
+    }
+    let builder = Server::builder().config(config);
+    let builder = match args.handler {
+        HandlerKind::Echo => builder.handler(Echo),
+        HandlerKind::Rooms => builder.handler(Rooms),
+    };
+    let server = match builder.bind(args.listen).await {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!(
+                "{name}: [{}] cannot listen on {}: {error}",
+                error.code(),
+                args.listen
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stdout = std::io::stdout();
+    // Supervisors read this line to learn the port; flush it at once.
+    let _ = writeln!(stdout, "listening on {}", server.url());
+    let _ = stdout.flush();
+    server.run(shutdown_signal(args.exit_on_stdin_eof)).await;
+    let _ = writeln!(stdout, "shut down");
+    ExitCode::SUCCESS
+}
+
+/// Completes on SIGTERM, Ctrl-C (SIGINT) or, if asked, end of standard input.
+async fn shutdown_signal(watch_stdin: bool) {
+    let stdin_eof = async {
+        if !watch_stdin {
+            return std::future::pending().await;
+        }
+        use tokio::io::AsyncReadExt;
+        let mut stdin = tokio::io::stdin();
+        let mut buf = [0u8; 64];
+        // Anything read is ignored; EOF or an error means the parent is gone.
+        while let Ok(n) = stdin.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let terminate = async {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::terminate()) {
+                Ok(mut sigterm) => {
+                    sigterm.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        }
+        #[cfg(not(unix))]
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+        () = stdin_eof => {}
+    }
+}
+
+/// `LO-HI`, e.g. `5-50`.
+fn parse_range(text: &str) -> Result<(u64, u64), String> {
+    let (lo, hi) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?} is not LO-HI"))?;
+    let lo: u64 = lo.trim().parse().map_err(|e| format!("{lo:?}: {e}"))?;
+    let hi: u64 = hi.trim().parse().map_err(|e| format!("{hi:?}: {e}"))?;
+    if lo > hi {
+        return Err(format!("{lo} is above {hi}"));
+    }
+    Ok((lo, hi))
+}
+
+/// A probability from 0 to 1, as parts per million.
+fn parse_probability(text: &str) -> Result<u32, String> {
+    let p: f64 = text.trim().parse().map_err(|e| format!("{text:?}: {e}"))?;
+    if !(0.0..=1.0).contains(&p) {
+        return Err(format!("{p} is not a probability from 0 to 1"));
+    }
+    Ok((p * 1e6).round() as u32)
+}
+
+/// `250ms`, `30s`, `10m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 250ms, 30s, 10m or 1h"))?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m or h)")),
+    };
+    ms.map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+fn parse_nonzero_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err("must be above zero".to_owned());
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied())).map(|c| c.serve)
+    }
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        for bad in ["", "s", "1d", "-5s", "1.5s", "99999999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_option_reaches_the_config() {
+        let args = parse(&[
+            "--session-ttl=90s",
+            "--max-sessions=7",
+            "--max-connections=8",
+            "--max-message-size=1000000",
+            "--max-buffered-bytes=2000000",
+            "--reorder-window=64",
+            "--max-partial-messages=3",
+            "--chunk-size=4096",
+            "--ack-delay=10ms",
+            "--heartbeat-interval=5s",
+            "--session-outbox-messages=99",
+            "--session-outbox-bytes=123456",
+            "--handshake-timeout=3s",
+            "--shutdown-grace=500ms",
+            "--max-head-bytes=8192",
+            "--read-buffer-size=2048",
+            "--plain-queue=16",
+            "--fault-seed=5",
+            "--fault-drop=0.5",
+            "--fault-drop-every=9",
+            "--fault-delay-ms=1-2",
+            "--fault-refuse=0.25",
+            "--fault-forget-sessions-every=1m",
+        ])
+        .expect("valid options");
+        let config = args.config(None).expect("valid settings");
+        assert_eq!(config.session_ttl, Duration::from_secs(90));
+        assert_eq!((config.max_sessions, config.max_connections), (7, 8));
+        let engine = &config.engine;
+        assert_eq!(engine.limits.max_message_size, 1_000_000);
+        assert_eq!(engine.limits.max_buffered_bytes, 2_000_000);
+        assert_eq!(engine.limits.reorder_window, 64);
+        assert_eq!(engine.limits.max_partial_messages, 3);
+        assert_eq!(engine.chunk_size, 4096);
+        assert_eq!(engine.ack.delay_ms, 10);
+        assert_eq!(engine.heartbeat.as_ref().map(|h| h.interval_ms), Some(5000));
+        assert_eq!(
+            (engine.outbox.max_messages, engine.outbox.max_bytes),
+            (99, 123_456)
+        );
+        assert_eq!(config.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(config.shutdown_grace, Duration::from_millis(500));
+        assert_eq!(config.max_head_bytes, 8192);
+        assert_eq!(config.read_buffer_size, 2048);
+        assert_eq!(config.plain_queue, 16);
+        let faults = &config.faults;
+        assert_eq!(faults.seed, 5);
+        assert_eq!(faults.drop_ppm, 500_000);
+        assert_eq!(faults.drop_every, Some(9));
+        assert_eq!(faults.delay_ms, Some((1, 2)));
+        assert_eq!(faults.refuse_ppm, 250_000);
+        assert_eq!(faults.forget_sessions_every, Some(Duration::from_secs(60)));
+        assert!(config.auth.is_none() && config.tls.is_none());
+    }
+
+    #[test]
+    fn heartbeat_zero_turns_it_off_and_env_secret_turns_auth_on() {
+        let args = parse(&["--heartbeat-interval=0"]).expect("valid options");
+        let config = args
+            .config(Some("secret".to_owned()))
+            .expect("valid settings");
+        assert!(config.engine.heartbeat.is_none());
+        assert!(config.auth.is_some());
+    }
+
+    #[test]
+    fn bad_options_are_refused_with_a_code() {
+        for bad in [
+            &["--fault-drop=1.5"][..],
+            &["--fault-drop-every=0"],
+            &["--fault-delay-ms=50-5"],
+            &["--fault-forget-sessions-every=0s"],
+            &["--tls-cert=cert.pem"],
+            &["--tls-client-optional"],
+            &["--session-ttl=soon"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        let args = parse(&["--max-buffered-bytes=10", "--max-message-size=100"]).expect("parses");
+        let error = args
+            .config(None)
+            .expect_err("buffer below the message size");
+        assert_eq!(error.code(), "ERR_INVALID_CONFIG");
+        let args = parse(&[
+            "--tls-cert=/nonexistent/c.pem",
+            "--tls-key=/nonexistent/k.pem",
+        ])
+        .expect("parses");
+        assert_eq!(
+            args.config(None).expect_err("no such file").code(),
+            "ERR_TLS_READ"
+        );
+        let args = parse(&["--jwt-secret-file=/nonexistent/secret"]).expect("parses");
+        assert_eq!(
+            args.config(None).expect_err("no such file").code(),
+            "ERR_JWT_SECRET"
+        );
+    }
+}
