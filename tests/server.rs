@@ -1,13 +1,12 @@
 //! The reference server speaking protocol v1, driven by a client engine
 //! over real sockets on loopback.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use steadfast_core::{BackoffConfig, Config, Event, Payload, State};
-use steadfast_server::{Handler, Peer, PeerId, Rooms, ServerConfig, ServerHandle};
-use steadfast_testkit::{EngineClient, TestServer};
+use steadfast_server::{Handler, Rooms, ServerConfig};
+use steadfast_testkit::{EngineClient, Recorder, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -23,33 +22,6 @@ fn client_config() -> Config {
             connect_timeout_ms: 2_000,
         },
         ..Config::default()
-    }
-}
-
-/// Echoes, and remembers what each peer sent, in order.
-#[derive(Default, Clone)]
-struct Recorder {
-    seen: Arc<Mutex<Vec<(PeerId, Payload)>>>,
-}
-
-impl Recorder {
-    fn payloads(&self) -> Vec<Payload> {
-        self.seen
-            .lock()
-            .expect("not poisoned")
-            .iter()
-            .map(|(_, p)| p.clone())
-            .collect()
-    }
-}
-
-impl Handler for Recorder {
-    fn on_message(&self, server: &ServerHandle, peer: &Peer, message: Payload) {
-        self.seen
-            .lock()
-            .expect("not poisoned")
-            .push((peer.id, message.clone()));
-        let _ = server.send(peer.id, message);
     }
 }
 
@@ -171,7 +143,7 @@ async fn a_server_that_lost_the_session_makes_the_client_resync() {
     let mut client = EngineClient::start(&server.url(), client_config(), 7);
     client.send(text(0)).await.expect("queued");
     collect(&mut client, 1).await;
-    let first_peer = recorder.seen.lock().expect("not poisoned")[0].0;
+    let first_peer = recorder.seen()[0].0;
 
     assert_eq!(server.handle().forget_all_sessions(), 1);
     let seen = client
@@ -182,7 +154,7 @@ async fn a_server_that_lost_the_session_makes_the_client_resync() {
     client.send(text(1)).await.expect("queued");
     let (echoes, _, _) = collect(&mut client, 1).await;
     assert_eq!(echoes, vec![text(1)]);
-    let seen = recorder.seen.lock().expect("not poisoned").clone();
+    let seen = recorder.seen();
     assert_eq!(seen.len(), 2);
     assert_ne!(seen[1].0, first_peer, "a new session is a new peer");
     let m = server.handle().metrics();

@@ -100,7 +100,7 @@ impl ConnFaults {
         let every = self
             .faults
             .drop_every
-            .is_some_and(|n| n > 0 && self.frames % n == 0);
+            .is_some_and(|n| n > 0 && self.frames.is_multiple_of(n));
         let chance =
             self.faults.drop_ppm > 0 && self.drops.up_to(999_999) < u64::from(self.faults.drop_ppm);
         (every || chance).then_some(self.frames)

@@ -6,6 +6,9 @@
 //!   with an abrupt `cut()`, for testing the server.
 //! - `pki` (native): a CA made in the test, issuing server and client
 //!   certificates for TLS and mTLS tests.
+//! - `ChaosProxy` (native): a seeded TCP proxy cutting connections at
+//!   random byte offsets.
+//! - `Recorder` (native): a server application that echoes and records.
 //! - `TestServer` (native): the reference server running in-process on a free
 //!   loopback port, stopped when dropped.
 
@@ -21,3 +24,11 @@ mod server;
 pub use server::TestServer;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod pki;
+#[cfg(not(target_arch = "wasm32"))]
+mod proxy;
+#[cfg(not(target_arch = "wasm32"))]
+pub use proxy::ChaosProxy;
+#[cfg(not(target_arch = "wasm32"))]
+mod recorder;
+#[cfg(not(target_arch = "wasm32"))]
+pub use recorder::Recorder;

@@ -27,7 +27,16 @@ impl TestServer {
         config: ServerConfig,
         handler: impl Handler,
     ) -> std::io::Result<TestServer> {
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        TestServer::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), config, handler).await
+    }
+
+    /// A server on `addr` (e.g. the port of a server that was stopped, to
+    /// restart it).
+    pub async fn start_on(
+        loopback: SocketAddr,
+        config: ServerConfig,
+        handler: impl Handler,
+    ) -> std::io::Result<TestServer> {
         let server = Server::builder()
             .config(config)
             .handler(handler)

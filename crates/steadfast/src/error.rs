@@ -35,6 +35,53 @@ pub enum Error {
     /// A close reason longer than the 123 bytes a close frame can carry.
     #[error("close reason is {0} bytes; a close frame carries at most 123")]
     CloseReasonTooLong(usize),
+    /// The client's settings contradict each other.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// The outbox is full and the overflow policy is `Reject`.
+    #[error("the outbox is full ({messages} messages, {bytes} bytes)")]
+    QueueFull {
+        /// Messages queued.
+        messages: usize,
+        /// Bytes queued.
+        bytes: usize,
+    },
+    /// The message is larger than the message size limit or the outbox.
+    #[error("a message of {size} bytes is above the limit of {limit}")]
+    MessageTooLarge {
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The message's TTL passed before the server acknowledged it.
+    #[error("the message expired before it was acknowledged")]
+    Expired {
+        /// It went on the wire at least once, so the server may have it.
+        possibly_delivered: bool,
+    },
+    /// The message was dropped to make room (overflow `DropOldest`).
+    #[error("the message was dropped to make room in the outbox")]
+    Dropped {
+        /// It went on the wire at least once, so the server may have it.
+        possibly_delivered: bool,
+    },
+    /// The store failed; the client keeps messages in memory from now on.
+    #[error("{0}")]
+    Store(String),
+    /// The auth hook failed.
+    #[error("the auth hook failed: {0}")]
+    AuthHook(String),
+    /// The peer broke the protocol, a limit was hit, or a timeout passed;
+    /// the connection was closed (and is retried). `code` is the engine's
+    /// (e.g. `ERR_GAP_TIMEOUT`).
+    #[error("{message}")]
+    Protocol {
+        /// The engine's error code.
+        code: &'static str,
+        /// What happened.
+        message: String,
+    },
 }
 
 impl Error {
@@ -49,6 +96,14 @@ impl Error {
             Error::Closed => "ERR_CLOSED",
             Error::InvalidCloseCode(_) => "ERR_INVALID_CLOSE_CODE",
             Error::CloseReasonTooLong(_) => "ERR_CLOSE_REASON_TOO_LONG",
+            Error::InvalidConfig(_) => "ERR_INVALID_CONFIG",
+            Error::QueueFull { .. } => "ERR_QUEUE_FULL",
+            Error::MessageTooLarge { .. } => "ERR_MESSAGE_TOO_LARGE",
+            Error::Expired { .. } => "ERR_EXPIRED",
+            Error::Dropped { .. } => "ERR_DROPPED",
+            Error::Store(_) => "ERR_STORE",
+            Error::AuthHook(_) => "ERR_AUTH_HOOK",
+            Error::Protocol { code, .. } => code,
         }
     }
 }

@@ -6,30 +6,60 @@
 //! in and out of it. The target-specific pieces are confined to
 //! [`transport`] (tokio-tungstenite natively, `web_sys::WebSocket` on wasm32).
 //!
-//! Today the crate offers the raw transport layer; the reliable client built
-//! on the engine grows on top of it.
+//! [`Client`] (native today; wasm32 follows) is the reliable client: it
+//! reconnects with backoff and jitter, keeps an outbox in a [`store`]
+//! (memory, or a crash-safe [`store::DurableStore`]), and in reliable mode
+//! (`steadfast.v1`, spoken by the reference server) delivers every message
+//! exactly once and in order in both directions, across disconnects and
+//! restarts. Against any other server it falls back to plain WebSocket
+//! with reconnects and the offline queue.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), steadfast::Error> {
-//! use steadfast::transport::{ConnectOptions, Message, Socket, SocketEvent};
+//! use steadfast::store::DurableStore;
+//! use steadfast::{Client, ClientEvent};
 //!
-//! let mut socket = Socket::connect("ws://127.0.0.1:9000", &ConnectOptions::default()).await?;
-//! socket.send(Message::Text("hello".into()))?;
-//! while let Some(event) = socket.next_event().await {
+//! let client = Client::builder("ws://127.0.0.1:9000")
+//!     .store(DurableStore::open("outbox.redb")?)
+//!     .connect()
+//!     .await?;
+//! let receipt = client.send("hello").await?; // on disk: survives kill -9
+//! receipt.await?;                              // the server's application has it
+//! while let Some(event) = client.next_event().await {
 //!     match event {
-//!         SocketEvent::Message(msg) => println!("got {msg:?}"),
-//!         SocketEvent::Error(err) => eprintln!("transport error: {err}"),
-//!         SocketEvent::Closed(close) => {
-//!             println!("closed with {} {:?}", close.code, close.reason);
-//!             break;
-//!         }
+//!         ClientEvent::Message(message) => println!("got {message:?}"),
+//!         ClientEvent::State(state) => eprintln!("{state:?}"),
+//!         _ => {}
 //!     }
 //! }
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! [`transport::Socket`] is the raw layer underneath: one WebSocket
+//! connection, nothing more, with the same API on every target.
 
+#[cfg(not(target_arch = "wasm32"))]
+mod client;
+#[cfg(not(target_arch = "wasm32"))]
+mod driver;
 mod error;
+#[cfg(not(target_arch = "wasm32"))]
+mod rt;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod store;
 pub mod transport;
+#[cfg(not(target_arch = "wasm32"))]
+mod watch;
 
+#[cfg(not(target_arch = "wasm32"))]
+pub use client::{
+    AuthPlacement, AuthResult, Client, ClientBuilder, ClientEvent, ClientStats, ConnectionState,
+    Delivery, Receipt, SendOverflow,
+};
 pub use error::Error;
+/// The engine's settings and vocabulary, re-exported.
+pub use steadfast_core::{
+    AckConfig, BackoffConfig, CloseAction, ClosePolicy, Config, DisconnectReason, HeartbeatConfig,
+    Hint, Limits, Mode, OutboxConfig, Payload, Reliability, Stats, StopReason, SuspendReason,
+};

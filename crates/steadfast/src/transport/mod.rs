@@ -96,6 +96,13 @@ pub struct ConnectOptions {
     /// only: browsers decide this themselves).
     #[cfg(not(target_arch = "wasm32"))]
     pub tls: TlsOptions,
+    /// WebSocket read buffer (native; default 4 KiB — tungstenite's own
+    /// default of 128 KiB makes an idle connection cost ~130 KiB).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub read_buffer_size: Option<usize>,
+    /// WebSocket write buffer (native; default 4 KiB).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub write_buffer_size: Option<usize>,
     /// A `WebSocket` constructor to use instead of the global one (for
     /// Node.js before 22, e.g. the `ws` package's `WebSocket`).
     #[cfg(target_arch = "wasm32")]
@@ -196,17 +203,25 @@ impl Socket {
 
     /// The next event, or `None` after [`SocketEvent::Closed`] was returned.
     pub async fn next_event(&mut self) -> Option<SocketEvent> {
-        let event = self.events.next().await?;
-        if matches!(event, SocketEvent::Closed(_)) {
+        futures::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    /// [`Socket::next_event`] as a poll.
+    pub(crate) fn poll_event(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<SocketEvent>> {
+        let polled = self.events.poll_next_unpin(cx);
+        if let std::task::Poll::Ready(Some(SocketEvent::Closed(_))) = &polled {
             self.closed = true;
             self.events.close();
         }
-        Some(event)
+        polled
     }
 }
 
 /// Only `ws://` and `wss://` URLs with a host are accepted, on every target.
-fn validate_url(url: &str) -> Result<(), Error> {
+pub(crate) fn validate_url(url: &str) -> Result<(), Error> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| Error::InvalidUrl(format!("{url:?} is not an absolute URL")))?;

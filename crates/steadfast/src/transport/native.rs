@@ -23,6 +23,9 @@ use crate::Error;
 /// buffer just grows for them.
 const READ_BUFFER: usize = 4 * 1024;
 
+/// Write buffer per connection: frames are written through it.
+const WRITE_BUFFER: usize = 4 * 1024;
+
 type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 enum Command {
@@ -70,13 +73,16 @@ pub(super) async fn connect(url: &str, options: &ConnectOptions) -> Result<Opene
         Connector::Plain
     };
     let offered = request(url, options, true)?;
-    let (stream, protocol) = match handshake(offered, connector.clone()).await {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(options.read_buffer_size.unwrap_or(READ_BUFFER))
+        .write_buffer_size(options.write_buffer_size.unwrap_or(WRITE_BUFFER));
+    let (stream, protocol) = match handshake(offered, config, connector.clone()).await {
         // tungstenite fails a handshake in which the server picked none of
         // the offered subprotocols; browsers accept it and report "". Match
         // the browsers: connect again without offering any.
         Err(ts::Error::Protocol(ts::error::ProtocolError::SecWebSocketSubProtocolError(
             ts::error::SubProtocolError::NoSubProtocol,
-        ))) => handshake(request(url, options, false)?, connector).await,
+        ))) => handshake(request(url, options, false)?, config, connector).await,
         other => other,
     }
     .map_err(connect_error)?;
@@ -114,9 +120,9 @@ fn request(url: &str, options: &ConnectOptions, offer_protocols: bool) -> Result
 
 async fn handshake(
     request: Request,
+    config: WebSocketConfig,
     connector: Connector,
 ) -> Result<(Stream, Option<String>), ts::Error> {
-    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
     // Small frames (ACKs, pings) must not wait for Nagle's algorithm.
     let no_delay = true;
     let (stream, response) = tokio_tungstenite::connect_async_tls_with_config(

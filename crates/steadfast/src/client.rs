@@ -1,0 +1,598 @@
+//! The reliable client: [`Client`], built with [`ClientBuilder`].
+
+use std::future::{Future, IntoFuture};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::channel::{mpsc, oneshot};
+use futures::lock::Mutex as AsyncMutex;
+use futures::StreamExt;
+use steadfast_core::{
+    AckConfig, BackoffConfig, ClosePolicy, Config, DisconnectReason, FailReason, HeartbeatConfig,
+    Hint, Limits, Mode, OutboxConfig, Overflow, Payload, Reliability, State, Stats, StopReason,
+    SuspendReason,
+};
+
+use crate::driver::{self, Command};
+use crate::rt::{self, BoxFuture};
+use crate::store::{MemoryStore, Store};
+use crate::transport::{validate_close, ConnectOptions, TlsOptions};
+use crate::watch::Watch;
+use crate::Error;
+
+/// What `send` does when the outbox is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SendOverflow {
+    /// Wait until acknowledgements make room (backpressure). The default.
+    #[default]
+    Wait,
+    /// Fail at once with `ERR_QUEUE_FULL`.
+    Reject,
+    /// Drop the oldest message not yet sent (its receipt fails with
+    /// `ERR_DROPPED`) to make room.
+    DropOldest,
+}
+
+/// Where the token from the [auth hook](ClientBuilder::auth) goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthPlacement {
+    /// An HTTP header, e.g. `Authorization` (with the hook returning
+    /// `Bearer …`).
+    Header(String),
+    /// A query parameter, e.g. `token` (the reference server reads `?token=`).
+    Query(String),
+    /// A subprotocol entry made of this prefix and the token, e.g.
+    /// `bearer.` (what browsers can send; the reference server reads it).
+    Subprotocol(String),
+}
+
+/// The auth hook's result: a token, or why there is none.
+pub type AuthResult = Result<String, String>;
+
+pub(crate) type AuthHook = Arc<dyn Fn() -> BoxFuture<'static, AuthResult> + Send + Sync>;
+
+#[derive(Clone)]
+pub(crate) struct Auth {
+    pub(crate) placement: AuthPlacement,
+    pub(crate) hook: AuthHook,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("placement", &self.placement)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Client`]: every option of the engine, the transport and the
+/// store. Start with [`Client::builder`].
+pub struct ClientBuilder {
+    pub(crate) url: String,
+    pub(crate) config: Config,
+    pub(crate) connect: ConnectOptions,
+    pub(crate) store: Option<Box<dyn Store>>,
+    pub(crate) auth: Option<Auth>,
+    pub(crate) overflow: SendOverflow,
+    pub(crate) seed: Option<u64>,
+    pub(crate) max_unread: usize,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("url", &self.url)
+            .field("config", &self.config)
+            .field("connect", &self.connect)
+            .field("durable", &self.store.as_ref().map(|s| s.is_durable()))
+            .field("auth", &self.auth)
+            .field("overflow", &self.overflow)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    fn new(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            url: url.into(),
+            config: Config::default(),
+            connect: ConnectOptions::default(),
+            store: None,
+            auth: None,
+            overflow: SendOverflow::Wait,
+            seed: None,
+            max_unread: 1024,
+        }
+    }
+
+    /// The whole engine configuration at once (the methods below set parts).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// `Auto` (the default: reliable when the server accepts
+    /// `steadfast.v1`, plain otherwise), `Required` or `Off`.
+    pub fn reliability(mut self, reliability: Reliability) -> Self {
+        self.config.reliability = reliability;
+        self
+    }
+
+    /// Reconnect timing: first delay, cap, fast retry, when a connection
+    /// counts as healthy, connect timeout.
+    pub fn backoff(mut self, backoff: BackoffConfig) -> Self {
+        self.config.backoff = backoff;
+        self
+    }
+
+    /// Give up on a connect (TCP, TLS, upgrade and handshake) after this.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.backoff.connect_timeout_ms = millis(timeout);
+        self
+    }
+
+    /// What server close codes mean (reconnect, refresh auth, stop).
+    pub fn close_policy(mut self, policy: ClosePolicy) -> Self {
+        self.config.close_policy = policy;
+        self
+    }
+
+    /// Outbox bounds: messages, bytes, TTL, bytes in flight.
+    pub fn outbox(mut self, outbox: OutboxConfig) -> Self {
+        self.config.outbox = outbox;
+        self
+    }
+
+    /// What `send` does when the outbox is full (default: wait).
+    pub fn overflow(mut self, overflow: SendOverflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// Receive limits: message size, reorder window, buffered bytes,
+    /// partial chunked messages, timeouts.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
+    /// Messages above this many bytes are sent in chunks (reliable mode).
+    pub fn chunk_size(mut self, bytes: usize) -> Self {
+        self.config.chunk_size = bytes;
+        self
+    }
+
+    /// ACK coalescing.
+    pub fn ack(mut self, ack: AckConfig) -> Self {
+        self.config.ack = ack;
+        self
+    }
+
+    /// Application-level heartbeat (`None` turns it off).
+    pub fn heartbeat(mut self, heartbeat: Option<HeartbeatConfig>) -> Self {
+        self.config.heartbeat = heartbeat;
+        self
+    }
+
+    /// Where queued messages are kept ([`MemoryStore`] unless set). Use a
+    /// [`DurableStore`](crate::store::DurableStore) for messages that must
+    /// survive a crash.
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Box::new(store));
+        self
+    }
+
+    /// Add a header to every handshake.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.connect.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Also offer this subprotocol (after `steadfast.v1` in reliable mode).
+    pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.connect.protocols.push(protocol.into());
+        self
+    }
+
+    /// TLS for `wss://`: extra CA, client certificate, insecure mode.
+    pub fn tls(mut self, tls: TlsOptions) -> Self {
+        self.connect.tls = tls;
+        self
+    }
+
+    /// WebSocket read buffer per connection (default 4 KiB; larger
+    /// messages still arrive, the buffer grows for them).
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.connect.read_buffer_size = Some(bytes);
+        self
+    }
+
+    /// WebSocket write buffer per connection (default 4 KiB).
+    pub fn write_buffer_size(mut self, bytes: usize) -> Self {
+        self.connect.write_buffer_size = Some(bytes);
+        self
+    }
+
+    /// Call `hook` before every connect and reconnect, and put the token it
+    /// returns where `placement` says. After the server closes with an
+    /// auth code (4001, 1008 by default) the hook is called once more; if
+    /// that token is refused too, or the hook fails, the client stops with
+    /// `ERR_AUTH_FAILED` instead of retrying in a loop.
+    pub fn auth<F, Fut>(mut self, placement: AuthPlacement, hook: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = AuthResult> + Send + 'static,
+    {
+        let hook: AuthHook = Arc::new(move || Box::pin(hook()));
+        self.auth = Some(Auth { placement, hook });
+        self
+    }
+
+    /// Seed of the reconnect jitter (and the session id of a new store).
+    /// Drawn from the OS unless set; tests set it.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Messages received but not yet read with [`Client::next_event`]
+    /// before the client stops reading the socket (the server then holds
+    /// the rest). Default 1024.
+    pub fn max_unread(mut self, messages: usize) -> Self {
+        self.max_unread = messages.max(1);
+        self
+    }
+
+    /// Load the store, start the client and begin connecting. Fails with
+    /// `ERR_INVALID_URL`, `ERR_INVALID_OPTION`, `ERR_INVALID_CONFIG` or
+    /// `ERR_STORE`; never because of the network (that is retried).
+    ///
+    /// Needs a tokio runtime (native).
+    pub async fn connect(mut self) -> Result<Client, Error> {
+        crate::transport::validate_url(&self.url)?;
+        self.config.can_refresh_auth = self.auth.is_some();
+        if self.overflow == SendOverflow::DropOldest {
+            self.config.outbox.overflow = Overflow::DropOldest;
+        } else {
+            self.config.outbox.overflow = Overflow::Reject;
+        }
+        self.config
+            .validate()
+            .map_err(|e| Error::InvalidConfig(e.0.to_owned()))?;
+        let store = self
+            .store
+            .take()
+            .unwrap_or_else(|| Box::new(MemoryStore::new()));
+        let (commands, command_rx) = mpsc::unbounded();
+        let (events_tx, events) = mpsc::unbounded();
+        let shared = Arc::new(Shared {
+            state: Watch::new(ConnectionState::Idle),
+            stats: Mutex::new(ClientStats::default()),
+            unread: AtomicUsize::new(0),
+        });
+        let run = driver::start(self, store, command_rx, events_tx, shared.clone()).await?;
+        rt::spawn(run);
+        Ok(Client {
+            commands,
+            events: Arc::new(AsyncMutex::new(events)),
+            shared,
+        })
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Where the client is in its connection lifecycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// Not started.
+    Idle,
+    /// Connecting (TCP, TLS, upgrade, handshake).
+    Connecting {
+        /// Attempts since the last healthy connection (0 first).
+        attempt: u32,
+    },
+    /// Open: messages flow.
+    Open {
+        /// Reliable (`steadfast.v1`) or plain.
+        mode: Mode,
+    },
+    /// Waiting to reconnect.
+    Reconnecting {
+        /// The attempt the retry will be.
+        attempt: u32,
+        /// How long until the retry, when this state began.
+        retry_in: Duration,
+        /// When the retry is due, in milliseconds since the Unix epoch.
+        retry_at_unix_ms: u64,
+        /// What ended the last connection.
+        reason: DisconnectReason,
+    },
+    /// Waiting without retrying (offline, or for fresh credentials).
+    Suspended {
+        /// Why.
+        reason: SuspendReason,
+    },
+    /// Stopped: closed by the application, or rejected by the server.
+    /// [`Client::reconnect`] starts again.
+    Closed {
+        /// Why.
+        reason: StopReason,
+    },
+}
+
+impl ConnectionState {
+    pub(crate) fn from_core(state: &State, now_ms: u64, wall_ms: u64) -> ConnectionState {
+        match state {
+            State::Idle => ConnectionState::Idle,
+            State::Connecting { attempt } => ConnectionState::Connecting { attempt: *attempt },
+            State::Open { mode } => ConnectionState::Open { mode: *mode },
+            State::BackingOff {
+                attempt,
+                next_retry_at,
+                reason,
+            } => {
+                let wait = next_retry_at.saturating_sub(now_ms);
+                ConnectionState::Reconnecting {
+                    attempt: *attempt,
+                    retry_in: Duration::from_millis(wait),
+                    retry_at_unix_ms: wall_ms.saturating_add(wait),
+                    reason: reason.clone(),
+                }
+            }
+            State::Suspended { reason } => ConnectionState::Suspended { reason: *reason },
+            State::Closed { reason } => ConnectionState::Closed {
+                reason: reason.clone(),
+            },
+        }
+    }
+
+    /// Open, in either mode.
+    pub fn is_open(&self) -> bool {
+        matches!(self, ConnectionState::Open { .. })
+    }
+}
+
+/// What the client tells the application, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// A message from the server: exactly once and in order in reliable mode.
+    Message(Payload),
+    /// The connection state changed.
+    State(ConnectionState),
+    /// The server no longer knew the session: a new one began and the
+    /// outbox was sent again in it. Messages the server had sent but not
+    /// yet delivered are gone; re-fetch what you need.
+    ResyncRequired,
+    /// The server skipped this many messages it will never send (they
+    /// expired in its outbox).
+    Skipped(u64),
+    /// Something went wrong; the client already acted on it (the
+    /// connection was closed and will be retried, or the store fell back
+    /// to memory).
+    Error(Error),
+}
+
+/// How a sent message ended well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// The server's application has it (reliable mode).
+    Acked,
+    /// It was handed to the socket (plain mode, where no ACK exists).
+    Sent,
+}
+
+/// A queued message. Await it (or [`Receipt::acked`]) for the outcome.
+#[derive(Debug)]
+#[must_use = "a receipt does nothing unless awaited; drop it if the outcome does not matter"]
+pub struct Receipt {
+    pub(crate) id: u64,
+    pub(crate) durable: bool,
+    pub(crate) done: oneshot::Receiver<Result<Delivery, Error>>,
+}
+
+impl Receipt {
+    /// The message's number, unique within this client.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether the message was on disk when `send` returned (false with
+    /// the memory store, or after the durable store failed).
+    pub fn is_durable(&self) -> bool {
+        self.durable
+    }
+
+    /// Wait for the outcome: `Acked` (reliable) or `Sent` (plain); an
+    /// error if the message expired, was dropped for room, or the client
+    /// went away with it unsent (`ERR_CLOSED`; a durable store still has it).
+    pub async fn acked(self) -> Result<Delivery, Error> {
+        self.done.await.unwrap_or(Err(Error::Closed))
+    }
+}
+
+impl IntoFuture for Receipt {
+    type Output = Result<Delivery, Error>;
+    type IntoFuture = BoxFuture<'static, Result<Delivery, Error>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.acked())
+    }
+}
+
+/// Counters, read with [`Client::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientStats {
+    /// Messages in the outbox (waiting to be sent or acknowledged).
+    pub queued: usize,
+    /// Their payload bytes.
+    pub queued_bytes: usize,
+    /// `send` calls waiting for room in the outbox.
+    pub waiting_sends: usize,
+    /// Messages received and not yet read.
+    pub unread: usize,
+    /// Whether the store is durable (false after it failed and the client
+    /// fell back to memory).
+    pub durable: bool,
+    /// The engine's counters: frames, bytes, messages, resends,
+    /// duplicates, ACKs, chunks, connects, resumes, resyncs, errors, RTT.
+    pub engine: Stats,
+}
+
+impl ClientStats {
+    /// Reconnects: connection attempts after the first.
+    pub fn reconnects(&self) -> u64 {
+        self.engine.connects.saturating_sub(1)
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) state: Watch<ConnectionState>,
+    pub(crate) stats: Mutex<ClientStats>,
+    pub(crate) unread: AtomicUsize,
+}
+
+impl Shared {
+    pub(crate) fn set_stats(&self, stats: ClientStats) {
+        *self.stats.lock().unwrap_or_else(PoisonError::into_inner) = stats;
+    }
+}
+
+/// A steadfast client: a WebSocket connection that reconnects by itself
+/// and, in reliable mode, delivers every message exactly once and in
+/// order in both directions.
+///
+/// Cheap to clone; every clone drives the same connection, from any task.
+/// When the last clone is dropped the client closes (queued messages stay
+/// in the store).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), steadfast::Error> {
+/// use steadfast::{Client, ClientEvent};
+/// let client = Client::builder("ws://127.0.0.1:9000").connect().await?;
+/// let receipt = client.send("hello").await?; // queued (on disk with a durable store)
+/// receipt.await?;                              // the server's application has it
+/// while let Some(event) = client.next_event().await {
+///     if let ClientEvent::Message(message) = event {
+///         println!("{message:?}");
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::UnboundedSender<Command>,
+    events: Arc<AsyncMutex<mpsc::UnboundedReceiver<ClientEvent>>>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Options for a client of `url` (`ws://` or `wss://`).
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(url)
+    }
+
+    /// Queue a message. Returns once it is in the outbox — on disk, with a
+    /// durable store — with a [`Receipt`] that resolves when the server
+    /// acknowledges it. When the outbox is full it waits, fails or drops
+    /// the oldest, as [`ClientBuilder::overflow`] says.
+    ///
+    /// Errors: `ERR_MESSAGE_TOO_LARGE`, `ERR_QUEUE_FULL` (overflow
+    /// `Reject`), `ERR_CLOSED` (the client task is gone).
+    pub async fn send(&self, message: impl Into<Payload>) -> Result<Receipt, Error> {
+        let (reply, queued) = oneshot::channel();
+        self.commands
+            .unbounded_send(Command::Send(message.into(), reply))
+            .map_err(|_| Error::Closed)?;
+        queued.await.unwrap_or(Err(Error::Closed))
+    }
+
+    /// The next event, or `None` once the client task has ended.
+    pub async fn next_event(&self) -> Option<ClientEvent> {
+        let event = self.events.lock().await.next().await;
+        if matches!(event, Some(ClientEvent::Message(_))) {
+            self.shared.unread.fetch_sub(1, Ordering::Relaxed);
+            // Reading may let the driver read the socket again.
+            let _ = self.commands.unbounded_send(Command::Read);
+        }
+        event
+    }
+
+    /// The current connection state.
+    pub fn state(&self) -> ConnectionState {
+        self.shared.state.get().1
+    }
+
+    /// Wait until the state satisfies `done`, and return it.
+    pub async fn wait_for_state(
+        &self,
+        mut done: impl FnMut(&ConnectionState) -> bool,
+    ) -> ConnectionState {
+        let (mut version, mut state) = self.shared.state.get();
+        while !done(&state) {
+            (version, state) = self.shared.state.changed(version).await;
+        }
+        state
+    }
+
+    /// Counters: queue depth and bytes, resends, duplicates, RTT, reconnects.
+    pub fn stats(&self) -> ClientStats {
+        *self
+            .shared
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Close the connection with `code` (1000 or 3000–4999) and `reason`,
+    /// and stop reconnecting. Queued messages stay queued (and stored);
+    /// [`Client::reconnect`] starts again. Returns once the store has
+    /// everything and the close frame is on its way.
+    pub async fn close(&self, code: u16, reason: &str) -> Result<(), Error> {
+        validate_close(code, reason)?;
+        let (done, closed) = oneshot::channel();
+        self.commands
+            .unbounded_send(Command::Close(code, reason.to_owned(), done))
+            .map_err(|_| Error::Closed)?;
+        closed.await.map_err(|_| Error::Closed)
+    }
+
+    /// Connect again now: drops the current connection (if any) and skips
+    /// any backoff wait. Works in every state, also after `close` or after
+    /// the server rejected the client, and after the machine slept.
+    pub fn reconnect(&self) {
+        let _ = self.commands.unbounded_send(Command::Reconnect);
+    }
+
+    /// Tell the client about its environment: `Offline` closes and waits,
+    /// `Online` reconnects at once, `Visible` checks the connection.
+    pub fn hint(&self, hint: Hint) {
+        let _ = self.commands.unbounded_send(Command::Hint(hint));
+    }
+}
+
+/// Why a failed receipt failed, as an [`Error`].
+pub(crate) fn failed(reason: FailReason, possibly_delivered: bool) -> Error {
+    match reason {
+        FailReason::Expired => Error::Expired { possibly_delivered },
+        FailReason::Dropped => Error::Dropped { possibly_delivered },
+        FailReason::Closed => Error::Closed,
+    }
+}

@@ -1,0 +1,586 @@
+//! The driver: one task that owns the engine, the store and the socket,
+//! feeds the engine its inputs and carries out its outputs.
+//!
+//! Order is everything here:
+//! - store operations are applied (one batch, one commit) before any frame
+//!   that follows them goes out, and before `send` reports "queued";
+//! - the engine is never borrowed while application code runs: events are
+//!   collected during a drain and handed over after it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::Poll;
+
+use futures::channel::{mpsc, oneshot};
+use futures::{FutureExt, StreamExt};
+use steadfast_core::codec::SUBPROTOCOL;
+use steadfast_core::{Engine, Event, Hint, Output, Payload, PersistOp, SendError, State};
+use tracing::Instrument;
+
+use crate::client::{
+    failed, Auth, AuthPlacement, ClientBuilder, ClientEvent, ClientStats, ConnectionState,
+    Delivery, SendOverflow, Shared,
+};
+use crate::rt::{self, BoxFuture};
+use crate::store::{Store, StoreError};
+use crate::transport::{ConnectOptions, Message, Socket, SocketEvent};
+use crate::Error;
+
+type Queued = oneshot::Sender<Result<crate::Receipt, Error>>;
+
+/// What the application asks of the driver.
+pub(crate) enum Command {
+    Send(Payload, Queued),
+    Close(u16, String, oneshot::Sender<()>),
+    Reconnect,
+    Hint(Hint),
+    /// The application read a message (the driver may read again).
+    Read,
+}
+
+/// The close code a failed auth hook is reported to the engine as (the
+/// reference server's "unauthorized"), so the close policy's auth rule
+/// applies: one refresh, then stop.
+const AUTH_REFUSED: u16 = 4001;
+
+/// Commands taken per wake-up before the engine is drained (the group
+/// commit's batch).
+const MAX_BATCH: usize = 4096;
+
+struct Driver {
+    engine: Engine,
+    store: Option<Box<dyn Store>>,
+    durable: bool,
+    url: String,
+    connect: ConnectOptions,
+    auth: Option<Auth>,
+    overflow: SendOverflow,
+    max_unread: usize,
+    commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<ClientEvent>,
+    shared: Arc<Shared>,
+    socket: Option<Socket>,
+    connecting: Option<BoxFuture<'static, Result<Socket, Error>>>,
+    refreshing: Option<BoxFuture<'static, Result<String, String>>>,
+    fresh_token: Option<String>,
+    timer: Option<(u64, BoxFuture<'static, ()>)>,
+    /// Receipts waiting for their outcome.
+    receipts: HashMap<u64, oneshot::Sender<Result<Delivery, Error>>>,
+    /// Sends the engine took whose store write is not yet committed.
+    unflushed: Vec<(steadfast_core::Receipt, Queued)>,
+    /// Sends waiting for room in the outbox (`SendOverflow::Wait`).
+    waiting: VecDeque<(Payload, Queued)>,
+    /// Store operations not yet applied.
+    batch: Vec<PersistOp>,
+    /// Events to hand over after the drain.
+    deferred: Vec<Event>,
+    /// The close the application asked for, used for the engine's Disconnect.
+    close_as: Option<(u16, String)>,
+    closed_waiters: Vec<oneshot::Sender<()>>,
+}
+
+enum Wake {
+    Commands(Vec<Command>, bool),
+    Connected(Result<Socket, Error>),
+    Refreshed(Result<String, String>),
+    Socket(Option<SocketEvent>),
+    Timer,
+}
+
+/// Load the store, build the engine, and return the driver's task.
+pub(crate) async fn start(
+    builder: ClientBuilder,
+    store: Box<dyn Store>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<ClientEvent>,
+    shared: Arc<Shared>,
+) -> Result<impl std::future::Future<Output = ()>, Error> {
+    let mut store = store;
+    let snapshot = store.load().await.map_err(|e| Error::Store(e.0))?;
+    let seed = builder.seed.unwrap_or_else(random_seed);
+    let now = rt::now_ms();
+    let restored = snapshot.messages.len();
+    let (mut engine, receipts) = Engine::restore(
+        builder.config,
+        seed,
+        now,
+        rt::wall_ms(),
+        snapshot.session,
+        snapshot.messages,
+    )
+    .map_err(|e| Error::InvalidConfig(e.0.to_owned()))?;
+    // Messages restored from the store have no `send` waiting on them;
+    // their outcome is only counted.
+    drop(receipts);
+    engine.connect(now);
+    let span = tracing::info_span!("steadfast", url = %builder.url);
+    span.in_scope(|| tracing::debug!(restored, "client started"));
+    let durable = store.is_durable();
+    let driver = Driver {
+        engine,
+        store: Some(store),
+        durable,
+        url: builder.url,
+        connect: builder.connect,
+        auth: builder.auth,
+        overflow: builder.overflow,
+        max_unread: builder.max_unread,
+        commands,
+        events,
+        shared,
+        socket: None,
+        connecting: None,
+        refreshing: None,
+        fresh_token: None,
+        timer: None,
+        receipts: HashMap::new(),
+        unflushed: Vec::new(),
+        waiting: VecDeque::new(),
+        batch: Vec::new(),
+        deferred: Vec::new(),
+        close_as: None,
+        closed_waiters: Vec::new(),
+    };
+    // The restored outbox counts from the first moment.
+    driver.publish_stats();
+    Ok(driver.run().instrument(span))
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS once per process and then
+    // incremented: mix in the time so two clients differ.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(rt::wall_ms());
+    hasher.write_u64(rt::now_ms());
+    hasher.finish()
+}
+
+impl Driver {
+    async fn run(mut self) {
+        loop {
+            self.drain().await;
+            match self.wait().await {
+                Wake::Commands(commands, open) => {
+                    for command in commands {
+                        self.command(command);
+                    }
+                    if !open {
+                        // Every Client is gone: close, keep what is stored, end.
+                        self.engine.close(rt::now_ms());
+                        self.drain().await;
+                        return;
+                    }
+                }
+                Wake::Connected(result) => {
+                    self.connecting = None;
+                    let now = rt::now_ms();
+                    match result {
+                        Ok(socket) => {
+                            let protocol = socket.protocol().map(str::to_owned);
+                            self.socket = Some(socket);
+                            self.engine.handle_open(now, protocol.as_deref());
+                        }
+                        Err(error) => {
+                            tracing::debug!(%error, "connect failed");
+                            let reason = error.to_string();
+                            // A failed auth hook counts as refused
+                            // credentials: one refresh, then stop.
+                            let code = match error {
+                                Error::AuthHook(_) => AUTH_REFUSED,
+                                _ => 1006,
+                            };
+                            self.deferred_error(error);
+                            self.engine.handle_close(now, code, &reason);
+                        }
+                    }
+                }
+                Wake::Refreshed(result) => {
+                    self.refreshing = None;
+                    let ok = match result {
+                        Ok(token) => {
+                            self.fresh_token = Some(token);
+                            true
+                        }
+                        Err(reason) => {
+                            self.deferred_error(Error::AuthHook(reason));
+                            false
+                        }
+                    };
+                    self.engine.handle_auth_refreshed(rt::now_ms(), ok);
+                }
+                Wake::Socket(event) => self.socket_event(event),
+                Wake::Timer => {
+                    self.timer = None;
+                    self.engine.handle_timeout(rt::now_ms());
+                }
+            }
+        }
+    }
+
+    /// Wait for the next input.
+    async fn wait(&mut self) -> Wake {
+        let deadline = self.engine.poll_timeout();
+        if self.timer.as_ref().map(|(at, _)| *at) != deadline {
+            self.timer = deadline.map(|at| {
+                let sleep: BoxFuture<'static, ()> = Box::pin(rt::sleep_until(at));
+                (at, sleep)
+            });
+        }
+        let may_read = self.shared.unread.load(Ordering::Relaxed) < self.max_unread;
+        let Driver {
+            commands,
+            connecting,
+            refreshing,
+            socket,
+            timer,
+            ..
+        } = self;
+        futures::future::poll_fn(|cx| {
+            if let Poll::Ready(first) = commands.poll_next_unpin(cx) {
+                let Some(first) = first else {
+                    return Poll::Ready(Wake::Commands(Vec::new(), false));
+                };
+                let mut batch = vec![first];
+                let mut open = true;
+                while batch.len() < MAX_BATCH {
+                    match commands.poll_next_unpin(cx) {
+                        Poll::Ready(Some(command)) => batch.push(command),
+                        Poll::Ready(None) => {
+                            open = false;
+                            break;
+                        }
+                        Poll::Pending => break,
+                    }
+                }
+                return Poll::Ready(Wake::Commands(batch, open));
+            }
+            if let Some(future) = connecting {
+                if let Poll::Ready(result) = future.poll_unpin(cx) {
+                    return Poll::Ready(Wake::Connected(result));
+                }
+            }
+            if let Some(future) = refreshing {
+                if let Poll::Ready(result) = future.poll_unpin(cx) {
+                    return Poll::Ready(Wake::Refreshed(result));
+                }
+            }
+            if let (Some(socket), true) = (socket.as_mut(), may_read) {
+                if let Poll::Ready(event) = socket.poll_event(cx) {
+                    return Poll::Ready(Wake::Socket(event));
+                }
+            }
+            if let Some((_, sleep)) = timer {
+                if sleep.poll_unpin(cx).is_ready() {
+                    return Poll::Ready(Wake::Timer);
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn command(&mut self, command: Command) {
+        let now = rt::now_ms();
+        match command {
+            Command::Send(payload, reply) => {
+                if self.waiting.is_empty() {
+                    self.enqueue(payload, reply);
+                } else {
+                    // Keep the order: behind those already waiting.
+                    self.waiting.push_back((payload, reply));
+                }
+            }
+            Command::Close(code, reason, done) => {
+                self.close_as = Some((code, reason));
+                self.closed_waiters.push(done);
+                self.engine.close(now);
+            }
+            Command::Reconnect => {
+                if matches!(self.engine.state(), State::Idle | State::Closed { .. }) {
+                    self.engine.connect(now);
+                } else {
+                    self.engine.reconnect(now);
+                }
+            }
+            Command::Hint(hint) => self.engine.handle_hint(now, hint),
+            Command::Read => {}
+        }
+    }
+
+    /// Offer a message to the engine; on a full outbox, wait or fail.
+    /// Returns false if it had to wait.
+    fn enqueue(&mut self, payload: Payload, reply: Queued) -> bool {
+        if reply.is_canceled() {
+            // The caller gave up before it was queued: nothing to do.
+            return true;
+        }
+        let now = rt::now_ms();
+        match self.engine.send(now, rt::wall_ms(), payload.clone()) {
+            Ok(receipt) => {
+                self.unflushed.push((receipt, reply));
+                true
+            }
+            Err(SendError::QueueFull { .. }) if self.overflow == SendOverflow::Wait => {
+                self.waiting.push_front((payload, reply));
+                false
+            }
+            Err(SendError::QueueFull { messages, bytes }) => {
+                let _ = reply.send(Err(Error::QueueFull { messages, bytes }));
+                true
+            }
+            Err(SendError::TooLarge { size, limit }) => {
+                let _ = reply.send(Err(Error::MessageTooLarge { size, limit }));
+                true
+            }
+            Err(other) => {
+                let _ = reply.send(Err(Error::InvalidOption(other.to_string())));
+                true
+            }
+        }
+    }
+
+    fn socket_event(&mut self, event: Option<SocketEvent>) {
+        let now = rt::now_ms();
+        match event {
+            Some(SocketEvent::Message(Message::Text(text))) => {
+                self.engine.handle_frame(now, false, text.as_bytes());
+            }
+            Some(SocketEvent::Message(Message::Binary(bytes))) => {
+                self.engine.handle_frame(now, true, &bytes);
+            }
+            Some(SocketEvent::Error(error)) => tracing::debug!(%error, "transport error"),
+            Some(SocketEvent::Closed(close)) => {
+                self.socket = None;
+                tracing::debug!(code = close.code, reason = %close.reason, "connection closed");
+                self.engine.handle_close(now, close.code, &close.reason);
+            }
+            None => {
+                self.socket = None;
+                self.engine.handle_close(now, 1006, "connection lost");
+            }
+        }
+    }
+
+    /// Carry out everything the engine wants, then hand over the events.
+    async fn drain(&mut self) {
+        loop {
+            while let Some(output) = self.engine.poll_output() {
+                match output {
+                    Output::Persist(op) => self.batch.push(op),
+                    Output::Transmit(transmit) => {
+                        self.flush().await;
+                        let message = if transmit.binary {
+                            Message::Binary(transmit.data)
+                        } else {
+                            // The engine builds text frames from Strings.
+                            match String::from_utf8(transmit.data) {
+                                Ok(text) => Message::Text(text),
+                                Err(e) => Message::Binary(e.into_bytes()),
+                            }
+                        };
+                        if let Some(socket) = &self.socket {
+                            // A closed socket reports its close as an event.
+                            let _ = socket.send(message);
+                        }
+                    }
+                    Output::Connect { offer_reliable } => {
+                        self.flush().await;
+                        self.start_connect(offer_reliable);
+                    }
+                    Output::Disconnect { code, reason } => {
+                        self.connecting = None;
+                        let (code, reason) = self.close_as.take().unwrap_or((code, reason));
+                        if let Some(mut socket) = self.socket.take() {
+                            // The engine's codes are valid; if not, dropping closes.
+                            let _ = socket.close(code, &reason);
+                        }
+                    }
+                    Output::Event(event) => self.deferred.push(event),
+                    Output::Timeout(_) => break,
+                }
+            }
+            self.flush().await;
+            self.dispatch();
+            // Room may have been made: let waiting sends in.
+            let mut progressed = false;
+            while let Some((payload, reply)) = self.waiting.pop_front() {
+                if !self.enqueue(payload, reply) {
+                    break;
+                }
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        self.close_as = None;
+        for done in self.closed_waiters.drain(..) {
+            let _ = done.send(());
+        }
+        self.publish_stats();
+    }
+
+    /// Apply the pending store operations; then the sends they carried are
+    /// queued for real.
+    async fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            let ops = std::mem::take(&mut self.batch);
+            let result = match self.store.as_mut() {
+                Some(store) => store.apply(ops).await,
+                None => Ok(()),
+            };
+            if let Err(StoreError(reason)) = result {
+                tracing::error!(%reason, "the store failed; keeping messages in memory only");
+                self.store = None;
+                self.durable = false;
+                self.deferred_error(Error::Store(reason));
+            }
+        }
+        for (receipt, reply) in self.unflushed.drain(..) {
+            let (done, outcome) = oneshot::channel();
+            let queued = crate::Receipt {
+                id: receipt.0,
+                durable: self.durable,
+                done: outcome,
+            };
+            if reply.send(Ok(queued)).is_ok() {
+                self.receipts.insert(receipt.0, done);
+            }
+        }
+    }
+
+    fn deferred_error(&mut self, error: Error) {
+        let _ = self.events.unbounded_send(ClientEvent::Error(error));
+    }
+
+    /// Hand the drained events to the application.
+    fn dispatch(&mut self) {
+        for event in std::mem::take(&mut self.deferred) {
+            match event {
+                Event::Message(payload) => {
+                    self.shared.unread.fetch_add(1, Ordering::Relaxed);
+                    self.emit(ClientEvent::Message(payload));
+                }
+                Event::Acked(receipt) => self.resolve(receipt.0, Ok(Delivery::Acked)),
+                Event::Sent(receipt) => self.resolve(receipt.0, Ok(Delivery::Sent)),
+                Event::Failed {
+                    receipt,
+                    reason,
+                    possibly_delivered,
+                } => self.resolve(receipt.0, Err(failed(reason, possibly_delivered))),
+                Event::State(state) => {
+                    let state = ConnectionState::from_core(&state, rt::now_ms(), rt::wall_ms());
+                    tracing::debug!(?state, "state");
+                    self.shared.state.set(state.clone());
+                    self.emit(ClientEvent::State(state));
+                }
+                Event::ResyncRequired => {
+                    tracing::info!("the server lost the session; resending the outbox");
+                    self.emit(ClientEvent::ResyncRequired);
+                }
+                Event::Skipped { count } => self.emit(ClientEvent::Skipped(count)),
+                Event::RefreshAuth => self.start_refresh(),
+                Event::Rtt(_) => {}
+                Event::Error(error) => {
+                    tracing::debug!(%error, "engine error");
+                    self.emit(ClientEvent::Error(Error::Protocol {
+                        code: error.code(),
+                        message: error.to_string(),
+                    }));
+                }
+            }
+        }
+    }
+
+    fn emit(&self, event: ClientEvent) {
+        // No reader left means no Client left; the driver ends soon.
+        let _ = self.events.unbounded_send(event);
+    }
+
+    fn resolve(&mut self, receipt: u64, outcome: Result<Delivery, Error>) {
+        if let Some(done) = self.receipts.remove(&receipt) {
+            let _ = done.send(outcome);
+        }
+    }
+
+    fn start_refresh(&mut self) {
+        let Some(auth) = &self.auth else {
+            // Without a hook the engine never asks; answer anyway.
+            self.engine.handle_auth_refreshed(rt::now_ms(), false);
+            return;
+        };
+        self.refreshing = Some((auth.hook)());
+    }
+
+    fn start_connect(&mut self, offer_reliable: bool) {
+        let mut options = self.connect.clone();
+        if offer_reliable {
+            options.protocols.insert(0, SUBPROTOCOL.to_owned());
+        }
+        let mut url = self.url.clone();
+        let auth = self.auth.clone();
+        let fresh = self.fresh_token.take();
+        self.connecting = Some(Box::pin(async move {
+            if let Some(auth) = auth {
+                let token = match fresh {
+                    Some(token) => token,
+                    None => (auth.hook)().await.map_err(Error::AuthHook)?,
+                };
+                match &auth.placement {
+                    AuthPlacement::Header(name) => options.headers.push((name.clone(), token)),
+                    AuthPlacement::Query(name) => {
+                        let authority_only = url
+                            .split_once("://")
+                            .is_some_and(|(_, rest)| !rest.contains(['/', '?', '#']));
+                        if authority_only {
+                            url.push('/');
+                        }
+                        let separator = if url.contains('?') { '&' } else { '?' };
+                        url = format!("{url}{separator}{}={}", encode(name), encode(&token));
+                    }
+                    AuthPlacement::Subprotocol(prefix) => {
+                        options.protocols.push(format!("{prefix}{token}"));
+                    }
+                }
+            }
+            Socket::connect(&url, &options).await
+        }));
+    }
+
+    fn publish_stats(&self) {
+        self.shared.set_stats(ClientStats {
+            queued: self.engine.queued(),
+            queued_bytes: self.engine.queued_bytes(),
+            waiting_sends: self.waiting.len(),
+            unread: self.shared.unread.load(Ordering::Relaxed),
+            durable: self.durable,
+            engine: *self.engine.stats(),
+        });
+    }
+}
+
+/// Percent-encode everything but RFC 3986's unreserved characters.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode;
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(encode("abc-._~XYZ09"), "abc-._~XYZ09");
+        assert_eq!(encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+    }
+}

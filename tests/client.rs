@@ -1,0 +1,566 @@
+//! The native client (`steadfast::Client`) against the reference server on
+//! loopback: delivery, receipts, backpressure, auth, restarts, chaos.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use steadfast::store::{DurableStore, MemoryStore};
+use steadfast::{
+    AuthPlacement, BackoffConfig, Client, ClientEvent, ConnectionState, Delivery, Mode,
+    OutboxConfig, Payload, Reliability, SendOverflow, StopReason,
+};
+use steadfast_server::{JwtAuth, ServerConfig};
+use steadfast_testkit::{ChaosProxy, Recorder, TestServer};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn fast_backoff() -> BackoffConfig {
+    BackoffConfig {
+        initial_ms: 5,
+        max_ms: 50,
+        fast_retry_ms: 5,
+        healthy_after_ms: 200,
+        connect_timeout_ms: 5_000,
+    }
+}
+
+async fn client(url: &str) -> Client {
+    Client::builder(url)
+        .backoff(fast_backoff())
+        .seed(1)
+        .connect()
+        .await
+        .expect("valid options")
+}
+
+async fn within<F: std::future::IntoFuture>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(WAIT, future.into_future())
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// The next `n` messages the client receives.
+async fn receive(client: &Client, n: usize) -> Vec<Payload> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        match within("a message", client.next_event()).await {
+            Some(ClientEvent::Message(message)) => got.push(message),
+            Some(_) => {}
+            None => panic!("the client ended after {} messages", got.len()),
+        }
+    }
+    got
+}
+
+fn texts(range: std::ops::Range<usize>, prefix: &str) -> Vec<Payload> {
+    range
+        .map(|i| Payload::Text(format!("{prefix}{i}")))
+        .collect()
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    within(what, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn messages_flow_both_ways_and_receipts_resolve_on_the_ack() {
+    let recorder = Recorder::default();
+    let server = TestServer::start_with(ServerConfig::default(), recorder.clone())
+        .await
+        .expect("bind loopback");
+    let client = client(&server.url()).await;
+    let state = within("open", client.wait_for_state(ConnectionState::is_open)).await;
+    assert_eq!(
+        state,
+        ConnectionState::Open {
+            mode: Mode::Reliable
+        }
+    );
+    let mut receipts = Vec::new();
+    for message in texts(0..100, "m") {
+        let receipt = client.send(message).await.expect("queued");
+        assert!(!receipt.is_durable(), "the memory store is not durable");
+        receipts.push(receipt);
+    }
+    client
+        .send(vec![0u8, 1, 2, 255])
+        .await
+        .expect("queued")
+        .await
+        .expect("acked");
+    for receipt in receipts {
+        assert_eq!(within("ack", receipt).await, Ok(Delivery::Acked));
+    }
+    let mut expected = texts(0..100, "m");
+    expected.push(Payload::Binary(vec![0, 1, 2, 255]));
+    assert_eq!(
+        recorder.payloads(),
+        expected,
+        "the server got each once, in order"
+    );
+    assert_eq!(
+        receive(&client, 101).await,
+        expected,
+        "and echoed each once, in order"
+    );
+    let stats = client.stats();
+    assert_eq!(stats.queued, 0);
+    assert_eq!(stats.engine.messages_out, 101);
+    assert_eq!(stats.engine.messages_in, 101);
+    assert_eq!(stats.reconnects(), 0);
+    client.close(1000, "done").await.expect("valid close");
+    let closed = within(
+        "closed",
+        client.wait_for_state(|s| matches!(s, ConnectionState::Closed { .. })),
+    )
+    .await;
+    assert_eq!(
+        closed,
+        ConnectionState::Closed {
+            reason: StopReason::Closed
+        }
+    );
+}
+
+#[tokio::test]
+async fn plain_mode_reports_sent_and_large_messages_are_chunked() {
+    let recorder = Recorder::default();
+    let server = TestServer::start_with(ServerConfig::default(), recorder.clone())
+        .await
+        .expect("bind loopback");
+    let plain = Client::builder(server.url())
+        .reliability(Reliability::Off)
+        .connect()
+        .await
+        .expect("valid options");
+    within("open", plain.wait_for_state(ConnectionState::is_open)).await;
+    assert_eq!(plain.state(), ConnectionState::Open { mode: Mode::Plain });
+    let receipt = plain.send("plain").await.expect("queued");
+    assert_eq!(within("sent", receipt).await, Ok(Delivery::Sent));
+    assert_eq!(receive(&plain, 1).await, vec![Payload::from("plain")]);
+
+    let reliable = client(&server.url()).await;
+    let big: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let receipt = reliable.send(big.clone()).await.expect("queued");
+    assert_eq!(within("ack", receipt).await, Ok(Delivery::Acked));
+    assert_eq!(receive(&reliable, 1).await, vec![Payload::Binary(big)]);
+    assert!(
+        reliable.stats().engine.chunks_out >= 96,
+        "3 MiB in 32 KiB chunks"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_code() {
+    let error = Client::builder("http://127.0.0.1:1/")
+        .connect()
+        .await
+        .expect_err("not a ws URL");
+    assert_eq!(error.code(), "ERR_INVALID_URL");
+    let error = Client::builder("ws://127.0.0.1:1/")
+        .chunk_size(10)
+        .connect()
+        .await
+        .expect_err("chunk size below the minimum");
+    assert_eq!(error.code(), "ERR_INVALID_CONFIG");
+    let client = Client::builder("ws://127.0.0.1:1/")
+        .outbox(OutboxConfig {
+            max_bytes: 1000,
+            ..OutboxConfig::default()
+        })
+        .connect()
+        .await
+        .expect("valid options");
+    let error = client
+        .send(vec![0u8; 1001])
+        .await
+        .expect_err("above the outbox");
+    assert_eq!(error.code(), "ERR_MESSAGE_TOO_LARGE");
+    let error = client.close(1001, "").await.expect_err("reserved code");
+    assert_eq!(error.code(), "ERR_INVALID_CLOSE_CODE");
+}
+
+#[tokio::test]
+async fn a_full_outbox_waits_or_refuses_as_configured() {
+    // Nothing listens on this port: messages stay queued.
+    let nowhere = "ws://127.0.0.1:9/";
+    let small = OutboxConfig {
+        max_messages: 4,
+        ..OutboxConfig::default()
+    };
+    let rejecting = Client::builder(nowhere)
+        .outbox(small.clone())
+        .overflow(SendOverflow::Reject)
+        .connect()
+        .await
+        .expect("valid options");
+    for i in 0..4 {
+        drop(rejecting.send(format!("r{i}")).await.expect("room"));
+    }
+    let error = rejecting.send("r4").await.expect_err("full");
+    assert_eq!(error.code(), "ERR_QUEUE_FULL");
+
+    let dropping = Client::builder(nowhere)
+        .outbox(small.clone())
+        .overflow(SendOverflow::DropOldest)
+        .connect()
+        .await
+        .expect("valid options");
+    let first = dropping.send("d0").await.expect("room");
+    for i in 1..5 {
+        drop(dropping.send(format!("d{i}")).await.expect("room made"));
+    }
+    let error = within("the dropped receipt", first)
+        .await
+        .expect_err("dropped");
+    assert_eq!(error.code(), "ERR_DROPPED");
+
+    // The default waits: the fifth send is pending until there is room.
+    let recorder = Recorder::quiet();
+    let server = TestServer::start_with(ServerConfig::default(), recorder.clone())
+        .await
+        .expect("bind loopback");
+    let addr = server.addr();
+    server.stop().await;
+    let waiting = Client::builder(format!("ws://{addr}"))
+        .outbox(small)
+        .backoff(fast_backoff())
+        .connect()
+        .await
+        .expect("valid options");
+    for i in 0..4 {
+        drop(waiting.send(format!("w{i}")).await.expect("room"));
+    }
+    let mut fifth = Box::pin(waiting.send("w4"));
+    assert!(
+        (&mut fifth).now_or_never().is_none(),
+        "the fifth send waits"
+    );
+    wait_until("the send to wait for room", || {
+        waiting.stats().waiting_sends == 1
+    })
+    .await;
+    assert!(
+        (&mut fifth).now_or_never().is_none(),
+        "the fifth send still waits"
+    );
+    let server = TestServer::start_on(addr, ServerConfig::default(), recorder.clone())
+        .await
+        .expect("the port is free again");
+    let receipt = within("room in the outbox", fifth).await.expect("queued");
+    assert_eq!(within("ack", receipt).await, Ok(Delivery::Acked));
+    assert_eq!(recorder.payloads(), texts(0..5, "w"));
+    drop(server);
+}
+
+#[tokio::test]
+async fn the_auth_hook_runs_before_every_connect_and_a_refused_token_stops_the_client() {
+    let secret = b"test secret";
+    let auth = JwtAuth::hs256(secret);
+    let mut config = ServerConfig::default();
+    config.auth = Some(auth.clone());
+    let recorder = Recorder::quiet();
+    let server = TestServer::start_with(config, recorder.clone())
+        .await
+        .expect("bind loopback");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    for placement in [
+        AuthPlacement::Query("token".into()),
+        AuthPlacement::Subprotocol("bearer.".into()),
+    ] {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let token = auth.sign(&serde_json::json!({"sub": "alice", "exp": now + 600}));
+        let client = Client::builder(server.url())
+            .backoff(fast_backoff())
+            .auth(placement.clone(), move || {
+                counted.fetch_add(1, Ordering::Relaxed);
+                let token = token.clone();
+                async move { Ok(token) }
+            })
+            .connect()
+            .await
+            .expect("valid options");
+        let receipt = client.send("authorised").await.expect("queued");
+        assert_eq!(
+            within("ack", receipt).await,
+            Ok(Delivery::Acked),
+            "{placement:?}"
+        );
+        client.reconnect();
+        let receipt = client.send("again").await.expect("queued");
+        assert_eq!(within("ack", receipt).await, Ok(Delivery::Acked));
+        assert!(
+            calls.load(Ordering::Relaxed) >= 2,
+            "called before each connect"
+        );
+    }
+
+    // A token the server refuses: one refresh, then the client stops.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let client = Client::builder(server.url())
+        .backoff(fast_backoff())
+        .auth(AuthPlacement::Query("token".into()), move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+            async { Ok("not-a-jwt".to_owned()) }
+        })
+        .connect()
+        .await
+        .expect("valid options");
+    let stopped = within(
+        "the client to stop",
+        client.wait_for_state(|s| matches!(s, ConnectionState::Closed { .. })),
+    )
+    .await;
+    assert!(
+        matches!(
+            &stopped,
+            ConnectionState::Closed {
+                reason: StopReason::Rejected { code: 4001, .. }
+            }
+        ),
+        "{stopped:?}"
+    );
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        2,
+        "first token, one refresh, no loop"
+    );
+
+    // A hook that fails: the client stops with AuthFailed after the refresh.
+    let failing = Client::builder(server.url())
+        .backoff(fast_backoff())
+        .auth(AuthPlacement::Header("Authorization".into()), || async {
+            Err("the identity provider is down".to_owned())
+        })
+        .connect()
+        .await
+        .expect("valid options");
+    let mut codes = Vec::new();
+    let stopped = loop {
+        match within("events", failing.next_event()).await {
+            Some(ClientEvent::Error(error)) => codes.push(error.code()),
+            Some(ClientEvent::State(state @ ConnectionState::Closed { .. })) => break state,
+            Some(_) => {}
+            None => panic!("client ended"),
+        }
+    };
+    assert!(codes.contains(&"ERR_AUTH_HOOK"), "{codes:?}");
+    assert_eq!(
+        stopped,
+        ConnectionState::Closed {
+            reason: StopReason::AuthFailed
+        }
+    );
+    assert_eq!(
+        recorder.payloads(),
+        ["authorised", "again", "authorised", "again"].map(Payload::from),
+        "nothing got through without a valid token"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_lost_its_sessions_gets_the_outbox_again() {
+    let first = Recorder::quiet();
+    let server = TestServer::start_with(ServerConfig::default(), first.clone())
+        .await
+        .expect("bind loopback");
+    let addr: SocketAddr = server.addr();
+    let client = client(&server.url()).await;
+    let receipt = client.send("before").await.expect("queued");
+    assert_eq!(within("ack", receipt).await, Ok(Delivery::Acked));
+    server.stop().await;
+    // Queue while the server is down.
+    let mut receipts = Vec::new();
+    for message in texts(0..50, "down") {
+        receipts.push(client.send(message).await.expect("queued"));
+    }
+    let second = Recorder::quiet();
+    let _server = TestServer::start_on(addr, ServerConfig::default(), second.clone())
+        .await
+        .expect("the port is free again");
+    let mut resynced = false;
+    while !resynced {
+        match within("resync", client.next_event()).await {
+            Some(ClientEvent::ResyncRequired) => resynced = true,
+            Some(_) => {}
+            None => panic!("client ended"),
+        }
+    }
+    for receipt in receipts {
+        assert_eq!(within("ack", receipt).await, Ok(Delivery::Acked));
+    }
+    assert_eq!(
+        second.payloads(),
+        texts(0..50, "down"),
+        "nothing held was lost"
+    );
+    assert_eq!(client.stats().engine.resyncs, 1);
+}
+
+#[tokio::test]
+async fn a_durable_outbox_survives_the_client_and_is_delivered_once() {
+    let dir = std::env::temp_dir().join(format!("steadfast-durable-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("outbox.redb");
+    let recorder = Recorder::quiet();
+    let server = TestServer::start_with(ServerConfig::default(), recorder.clone())
+        .await
+        .expect("bind loopback");
+    let addr = server.addr();
+    let url = server.url();
+    let first = Client::builder(&url)
+        .store(DurableStore::open(&path).expect("open the store"))
+        .backoff(fast_backoff())
+        .connect()
+        .await
+        .expect("valid options");
+    let receipt = first.send("online").await.expect("queued");
+    assert!(receipt.is_durable());
+    assert_eq!(within("ack", receipt).await, Ok(Delivery::Acked));
+    server.stop().await;
+    for message in texts(0..20, "offline") {
+        drop(first.send(message).await.expect("queued on disk"));
+    }
+    first.close(1000, "").await.expect("closes");
+    drop(first);
+    // The store is closed when the driver ends; wait for the file to be free.
+    let store = within("the store to be free", async {
+        loop {
+            match DurableStore::open(&path) {
+                Ok(store) => return store,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    })
+    .await;
+    let _server = TestServer::start_on(addr, ServerConfig::default(), recorder.clone())
+        .await
+        .expect("the port is free again");
+    let second = Client::builder(&url)
+        .store(store)
+        .backoff(fast_backoff())
+        .connect()
+        .await
+        .expect("valid options");
+    wait_until("the outbox to drain", || {
+        recorder.len() >= 21 && second.stats().queued == 0
+    })
+    .await;
+    let mut expected = vec![Payload::from("online")];
+    expected.extend(texts(0..20, "offline"));
+    assert_eq!(
+        recorder.payloads(),
+        expected,
+        "each once, in order, across the restart"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn the_store_conformance_suite_passes_for_memory_and_durable() {
+    let memories = std::sync::Mutex::new(std::collections::HashMap::<String, MemoryStore>::new());
+    steadfast::store::conformance::check(
+        |name| {
+            memories
+                .lock()
+                .expect("not poisoned")
+                .entry(name.to_owned())
+                .or_default()
+                .clone()
+        },
+        false,
+    )
+    .await;
+    let dir = std::env::temp_dir().join(format!("steadfast-conformance-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    steadfast::store::conformance::check(
+        |name| DurableStore::open(dir.join(name)).expect("open the store"),
+        true,
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// 10,000 messages each way through a proxy that cuts the connection at
+/// random byte offsets, at least 200 times: every message arrives exactly
+/// once and in order on both sides, and every receipt resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_ten_thousand_each_way_through_hundreds_of_cuts() {
+    let seed: u64 = std::env::var("STEADFAST_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_261_121);
+    eprintln!("chaos seed {seed} (set STEADFAST_CHAOS_SEED to replay)");
+    const N: usize = 10_000;
+    let recorder = Recorder::default();
+    let server = TestServer::start_with(ServerConfig::default(), recorder.clone())
+        .await
+        .expect("bind loopback");
+    let proxy = ChaosProxy::start(server.addr(), seed, 1_500).await;
+    let client = Client::builder(proxy.url())
+        .backoff(fast_backoff())
+        .seed(seed)
+        .connect()
+        .await
+        .expect("valid options");
+    let reader = {
+        let client = client.clone();
+        tokio::spawn(async move { receive(&client, N).await })
+    };
+    let mut receipts = Vec::with_capacity(N);
+    for message in texts(0..N, "c") {
+        receipts.push(client.send(message).await.expect("queued"));
+    }
+    for (i, receipt) in receipts.into_iter().enumerate() {
+        assert_eq!(
+            within("every receipt", receipt).await,
+            Ok(Delivery::Acked),
+            "receipt {i}, seed {seed}"
+        );
+    }
+    let echoed = within("the echoes", reader).await.expect("reader ran");
+    let expected = texts(0..N, "c");
+    let received = recorder.payloads();
+    assert!(
+        received == expected,
+        "server side: {} messages, first difference at {:?} (seed {seed})",
+        received.len(),
+        received.iter().zip(&expected).position(|(a, b)| a != b)
+    );
+    assert!(
+        echoed == expected,
+        "client side: first difference at {:?} (seed {seed})",
+        echoed.iter().zip(&expected).position(|(a, b)| a != b)
+    );
+    let peers: std::collections::BTreeSet<_> = recorder.seen().iter().map(|(p, _)| *p).collect();
+    assert_eq!(peers.len(), 1, "one session throughout (seed {seed})");
+    let stats = client.stats();
+    eprintln!(
+        "chaos: {} cuts over {} connections, {} resumes, {} resends, {} duplicates dropped",
+        proxy.cuts(),
+        proxy.connections(),
+        stats.engine.resumes,
+        stats.engine.resends,
+        stats.engine.duplicates
+    );
+    assert!(
+        proxy.cuts() >= 200,
+        "only {} cuts (seed {seed})",
+        proxy.cuts()
+    );
+}
