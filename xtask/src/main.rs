@@ -196,6 +196,15 @@ fn test(root: &Path) -> Result<(), String> {
             fuzz::command(root, target, 10),
         );
     }
+    // The README's other command must keep working: run it.
+    match std::env::current_exe() {
+        Ok(xtask) => {
+            let mut demo = Command::new(xtask);
+            demo.arg("demo").current_dir(root);
+            step("demo", demo);
+        }
+        Err(error) => println!("xtask: cannot find itself to run the demo: {error}"),
+    }
 
     // The wasm suites need the echo server; build it, start it, and make
     // sure it stops however this run ends.
@@ -299,6 +308,10 @@ fn demo(root: &Path) -> Result<(), String> {
             "steadfast-server",
             "--example",
             "echo_demo",
+            "-p",
+            "steadfast",
+            "--example",
+            "exactly_once",
         ],
     )
     .status()
@@ -316,9 +329,29 @@ fn demo(root: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot run {}: {e}", demo.display()))?;
     let stop = server.stop();
     println!("demo: server {stop}");
+    if !status.success() {
+        return Err("the demo client failed".into());
+    }
+
+    // Part two: the reliable client through a server that drops
+    // connections (seeded: the same drops every run).
+    let faults = ["--fault-seed", "7", "--fault-drop", "0.003"];
+    let server = ServerGuard::start_with(root, 0, &faults)?;
+    println!(
+        "\ndemo: reference server at {} dropping connections ({})",
+        server.url(),
+        faults.join(" ")
+    );
+    let demo = target_dir(root).join("debug/examples/exactly_once");
+    let status = Command::new(&demo)
+        .args([server.url(), "3000"])
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", demo.display()))?;
+    let stop = server.stop();
+    println!("demo: server {stop}");
     if status.success() {
         Ok(())
     } else {
-        Err("the demo client failed".into())
+        Err("the exactly-once demo failed".into())
     }
 }

@@ -87,6 +87,15 @@ pub(crate) struct ServerGuard {
 
 impl ServerGuard {
     pub(crate) fn start(root: &Path, port: u16) -> Result<ServerGuard, String> {
+        ServerGuard::start_with(root, port, &[])
+    }
+
+    /// [`ServerGuard::start`] with extra server flags.
+    pub(crate) fn start_with(
+        root: &Path,
+        port: u16,
+        flags: &[&str],
+    ) -> Result<ServerGuard, String> {
         let target = crate::target_dir(root);
         let pid_file = target.join("xtask-echo-server.pid");
         clear_stale(&pid_file);
@@ -97,6 +106,7 @@ impl ServerGuard {
                 &format!("127.0.0.1:{port}"),
                 "--exit-on-stdin-eof",
             ])
+            .args(flags)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
