@@ -564,3 +564,34 @@ async fn chaos_ten_thousand_each_way_through_hundreds_of_cuts() {
         proxy.cuts()
     );
 }
+
+#[tokio::test]
+async fn headers_and_extra_subprotocols_reach_the_server() {
+    let server = TestServer::start().await.expect("bind loopback");
+    let client = Client::builder(server.url())
+        .header("X-Steadfast-Test", "forty-two")
+        .protocol("chat.v2")
+        .connect()
+        .await
+        .expect("valid options");
+    drop(client.send("steadfast-echo:header:x-steadfast-test").await);
+    drop(
+        client
+            .send("steadfast-echo:header:sec-websocket-protocol")
+            .await,
+    );
+    assert_eq!(
+        receive(&client, 2).await,
+        vec![
+            Payload::from("forty-two"),
+            Payload::from("steadfast.v1, chat.v2")
+        ],
+        "the header arrived, and steadfast.v1 is offered first"
+    );
+    assert_eq!(
+        client.state(),
+        ConnectionState::Open {
+            mode: Mode::Reliable
+        }
+    );
+}

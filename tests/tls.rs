@@ -269,3 +269,48 @@ async fn serve_flags_make_an_mtls_server_from_pem_files() {
     assert!(round_trip(&mut socket, "c").await.starts_with("cert:"));
     assert!(connect(&server.url(), trusting(&ca)).await.is_err());
 }
+
+/// The reliable client over wss with a client certificate: messages are
+/// delivered and acknowledged as over ws.
+#[tokio::test]
+async fn the_reliable_client_works_over_mtls() {
+    let ca = TestCa::new("server CA");
+    let clients = TestCa::new("client CA");
+    let config = server_config(&ca, ClientAuth::Required(clients.cert_pem().into_bytes()));
+    let server = TestServer::start_with(config, WhoAmI)
+        .await
+        .expect("bind loopback");
+    let dave = clients.client("dave");
+    let client = steadfast::Client::builder(server.url())
+        .tls(trusting(&ca).client_identity_pem(dave.cert_pem, dave.key_pem))
+        .connect()
+        .await
+        .expect("valid options");
+    let receipt = client.send("over tls").await.expect("queued");
+    assert_eq!(
+        tokio::time::timeout(WAIT, receipt).await.expect("in time"),
+        Ok(steadfast::Delivery::Acked)
+    );
+    loop {
+        match tokio::time::timeout(WAIT, client.next_event())
+            .await
+            .expect("in time")
+        {
+            Some(steadfast::ClientEvent::Message(Payload::Text(reply))) => {
+                assert!(
+                    reply.starts_with("cert:") && reply.ends_with(" over tls"),
+                    "{reply}"
+                );
+                break;
+            }
+            Some(_) => {}
+            None => panic!("client ended"),
+        }
+    }
+    assert_eq!(
+        client.state(),
+        steadfast::ConnectionState::Open {
+            mode: steadfast::Mode::Reliable
+        }
+    );
+}
