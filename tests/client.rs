@@ -595,3 +595,111 @@ async fn headers_and_extra_subprotocols_reach_the_server() {
         }
     );
 }
+
+#[tokio::test]
+async fn reconnect_works_from_every_state() {
+    let recorder = Recorder::quiet();
+    let server = TestServer::start_with(ServerConfig::default(), recorder.clone())
+        .await
+        .expect("bind loopback");
+    let client = client(&server.url()).await;
+    within("open", client.wait_for_state(ConnectionState::is_open)).await;
+
+    // Offline: closed and waiting; reconnect goes at once.
+    client.hint(steadfast::Hint::Offline);
+    within(
+        "suspended",
+        client.wait_for_state(|s| matches!(s, ConnectionState::Suspended { .. })),
+    )
+    .await;
+    client.reconnect();
+    within(
+        "open again",
+        client.wait_for_state(ConnectionState::is_open),
+    )
+    .await;
+
+    // Closed by the application: reconnect starts again.
+    client.close(4000, "pause").await.expect("valid close");
+    within(
+        "closed",
+        client.wait_for_state(|s| matches!(s, ConnectionState::Closed { .. })),
+    )
+    .await;
+    let receipt = client.send("while closed").await.expect("queued");
+    client.reconnect();
+    assert_eq!(within("ack", receipt).await, Ok(Delivery::Acked));
+    assert_eq!(recorder.payloads(), vec![Payload::from("while closed")]);
+    assert!(client.stats().engine.resumes >= 2, "the session carried on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clones_send_from_many_tasks_and_each_keeps_its_order() {
+    let recorder = Recorder::quiet();
+    let server = TestServer::start_with(ServerConfig::default(), recorder.clone())
+        .await
+        .expect("bind loopback");
+    let client = client(&server.url()).await;
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut receipts = Vec::new();
+                for i in 0..200 {
+                    receipts.push(client.send(format!("{task}:{i}")).await.expect("queued"));
+                }
+                for receipt in receipts {
+                    assert_eq!(receipt.await, Ok(Delivery::Acked));
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        within("a sender", task).await.expect("sender ran");
+    }
+    let received = recorder.payloads();
+    assert_eq!(received.len(), 1600, "each message exactly once");
+    for task in 0..8 {
+        let own: Vec<Payload> = received
+            .iter()
+            .filter(|p| matches!(p, Payload::Text(t) if t.starts_with(&format!("{task}:"))))
+            .cloned()
+            .collect();
+        assert_eq!(
+            own,
+            texts(0..200, &format!("{task}:")),
+            "task {task} in order"
+        );
+    }
+}
+
+/// Hundreds of clients in one process, each with its own connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_clients_in_one_process() {
+    let recorder = Recorder::quiet();
+    let server = TestServer::start_with(ServerConfig::default(), recorder.clone())
+        .await
+        .expect("bind loopback");
+    let mut clients = Vec::new();
+    for i in 0..300u64 {
+        let client = Client::builder(server.url())
+            .backoff(fast_backoff())
+            .heartbeat(None)
+            .seed(i)
+            .connect()
+            .await
+            .expect("valid options");
+        clients.push(client);
+    }
+    let mut receipts = Vec::new();
+    for (i, client) in clients.iter().enumerate() {
+        receipts.push(client.send(format!("client {i}")).await.expect("queued"));
+    }
+    for receipt in receipts {
+        assert_eq!(within("ack", receipt).await, Ok(Delivery::Acked));
+    }
+    assert_eq!(recorder.len(), 300);
+    let peers: std::collections::BTreeSet<_> = recorder.seen().iter().map(|(p, _)| *p).collect();
+    assert_eq!(peers.len(), 300, "one session each");
+    assert_eq!(server.handle().metrics().get("connections_open"), Some(300));
+}
