@@ -27,6 +27,22 @@ fn fast_backoff() -> BackoffConfig {
     }
 }
 
+/// The reference server on loopback with `recorder` as its application.
+async fn serve(recorder: &Recorder) -> TestServer {
+    TestServer::start_with(ServerConfig::default(), recorder.clone())
+        .await
+        .expect("bind loopback")
+}
+
+/// Wait until the client has stopped; its final state.
+async fn stopped(client: &Client) -> ConnectionState {
+    within(
+        "the client to stop",
+        client.wait_for_state(|s| matches!(s, ConnectionState::Closed { .. })),
+    )
+    .await
+}
+
 async fn client(url: &str) -> Client {
     Client::builder(url)
         .backoff(fast_backoff())
@@ -73,9 +89,7 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 #[tokio::test]
 async fn messages_flow_both_ways_and_receipts_resolve_on_the_ack() {
     let recorder = Recorder::default();
-    let server = TestServer::start_with(ServerConfig::default(), recorder.clone())
-        .await
-        .expect("bind loopback");
+    let server = serve(&recorder).await;
     let client = client(&server.url()).await;
     let state = within("open", client.wait_for_state(ConnectionState::is_open)).await;
     assert_eq!(
@@ -117,11 +131,7 @@ async fn messages_flow_both_ways_and_receipts_resolve_on_the_ack() {
     assert_eq!(stats.engine.messages_in, 101);
     assert_eq!(stats.reconnects(), 0);
     client.close(1000, "done").await.expect("valid close");
-    let closed = within(
-        "closed",
-        client.wait_for_state(|s| matches!(s, ConnectionState::Closed { .. })),
-    )
-    .await;
+    let closed = stopped(&client).await;
     assert_eq!(
         closed,
         ConnectionState::Closed {
@@ -133,9 +143,7 @@ async fn messages_flow_both_ways_and_receipts_resolve_on_the_ack() {
 #[tokio::test]
 async fn plain_mode_reports_sent_and_large_messages_are_chunked() {
     let recorder = Recorder::default();
-    let server = TestServer::start_with(ServerConfig::default(), recorder.clone())
-        .await
-        .expect("bind loopback");
+    let server = serve(&recorder).await;
     let plain = Client::builder(server.url())
         .reliability(Reliability::Off)
         .connect()
@@ -225,9 +233,7 @@ async fn a_full_outbox_waits_or_refuses_as_configured() {
 
     // The default waits: the fifth send is pending until there is room.
     let recorder = Recorder::quiet();
-    let server = TestServer::start_with(ServerConfig::default(), recorder.clone())
-        .await
-        .expect("bind loopback");
+    let server = serve(&recorder).await;
     let addr = server.addr();
     server.stop().await;
     let waiting = Client::builder(format!("ws://{addr}"))
@@ -319,11 +325,7 @@ async fn the_auth_hook_runs_before_every_connect_and_a_refused_token_stops_the_c
         .connect()
         .await
         .expect("valid options");
-    let stopped = within(
-        "the client to stop",
-        client.wait_for_state(|s| matches!(s, ConnectionState::Closed { .. })),
-    )
-    .await;
+    let stopped = stopped(&client).await;
     assert!(
         matches!(
             &stopped,
@@ -417,9 +419,7 @@ async fn a_durable_outbox_survives_the_client_and_is_delivered_once() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("outbox.redb");
     let recorder = Recorder::quiet();
-    let server = TestServer::start_with(ServerConfig::default(), recorder.clone())
-        .await
-        .expect("bind loopback");
+    let server = serve(&recorder).await;
     let addr = server.addr();
     let url = server.url();
     let first = Client::builder(&url)
@@ -508,9 +508,7 @@ async fn chaos_ten_thousand_each_way_through_hundreds_of_cuts() {
     eprintln!("chaos seed {seed} (set STEADFAST_CHAOS_SEED to replay)");
     const N: usize = 10_000;
     let recorder = Recorder::default();
-    let server = TestServer::start_with(ServerConfig::default(), recorder.clone())
-        .await
-        .expect("bind loopback");
+    let server = serve(&recorder).await;
     let proxy = ChaosProxy::start(server.addr(), seed, 1_500).await;
     let client = Client::builder(proxy.url())
         .backoff(fast_backoff())
@@ -599,9 +597,7 @@ async fn headers_and_extra_subprotocols_reach_the_server() {
 #[tokio::test]
 async fn reconnect_works_from_every_state() {
     let recorder = Recorder::quiet();
-    let server = TestServer::start_with(ServerConfig::default(), recorder.clone())
-        .await
-        .expect("bind loopback");
+    let server = serve(&recorder).await;
     let client = client(&server.url()).await;
     within("open", client.wait_for_state(ConnectionState::is_open)).await;
 
@@ -621,11 +617,7 @@ async fn reconnect_works_from_every_state() {
 
     // Closed by the application: reconnect starts again.
     client.close(4000, "pause").await.expect("valid close");
-    within(
-        "closed",
-        client.wait_for_state(|s| matches!(s, ConnectionState::Closed { .. })),
-    )
-    .await;
+    stopped(&client).await;
     let receipt = client.send("while closed").await.expect("queued");
     client.reconnect();
     assert_eq!(within("ack", receipt).await, Ok(Delivery::Acked));
@@ -636,9 +628,7 @@ async fn reconnect_works_from_every_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clones_send_from_many_tasks_and_each_keeps_its_order() {
     let recorder = Recorder::quiet();
-    let server = TestServer::start_with(ServerConfig::default(), recorder.clone())
-        .await
-        .expect("bind loopback");
+    let server = serve(&recorder).await;
     let client = client(&server.url()).await;
     let tasks: Vec<_> = (0..8)
         .map(|task| {
@@ -677,9 +667,7 @@ async fn clones_send_from_many_tasks_and_each_keeps_its_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_clients_in_one_process() {
     let recorder = Recorder::quiet();
-    let server = TestServer::start_with(ServerConfig::default(), recorder.clone())
-        .await
-        .expect("bind loopback");
+    let server = serve(&recorder).await;
     let mut clients = Vec::new();
     for i in 0..300u64 {
         let client = Client::builder(server.url())
