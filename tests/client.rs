@@ -13,7 +13,7 @@ use steadfast::{
     OutboxConfig, Payload, Reliability, SendOverflow, StopReason,
 };
 use steadfast_server::{JwtAuth, ServerConfig};
-use steadfast_testkit::{ChaosProxy, Recorder, TestServer};
+use steadfast_testkit::{eventually, ChaosProxy, Recorder, TestServer};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -75,15 +75,6 @@ fn texts(range: std::ops::Range<usize>, prefix: &str) -> Vec<Payload> {
     range
         .map(|i| Payload::Text(format!("{prefix}{i}")))
         .collect()
-}
-
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    within(what, async {
-        while !done() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
 }
 
 #[tokio::test]
@@ -250,7 +241,7 @@ async fn a_full_outbox_waits_or_refuses_as_configured() {
         (&mut fifth).now_or_never().is_none(),
         "the fifth send waits"
     );
-    wait_until("the send to wait for room", || {
+    eventually("the send to wait for room", WAIT, || {
         waiting.stats().waiting_sends == 1
     })
     .await;
@@ -456,7 +447,7 @@ async fn a_durable_outbox_survives_the_client_and_is_delivered_once() {
         .connect()
         .await
         .expect("valid options");
-    wait_until("the outbox to drain", || {
+    eventually("the outbox to drain", WAIT, || {
         recorder.len() >= 21 && second.stats().queued == 0
     })
     .await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use steadfast_core::{BackoffConfig, Config, Event, Payload, State};
 use steadfast_server::{Handler, Rooms, ServerConfig};
-use steadfast_testkit::{EngineClient, Recorder, TestServer};
+use steadfast_testkit::{eventually, EngineClient, Recorder, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -173,14 +173,10 @@ async fn sessions_expire_after_their_ttl() {
     collect(&mut client, 1).await;
     assert_eq!(server.handle().session_count(), 1);
     client.close();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while server.handle().session_count() > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the session never expired"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the session to expire", WAIT, || {
+        server.handle().session_count() == 0
+    })
+    .await;
     assert_eq!(server.handle().metrics().get("sessions_expired"), Some(1));
     server.stop().await;
 }

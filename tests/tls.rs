@@ -9,7 +9,7 @@ use steadfast::transport::{ConnectOptions, Message, Socket, SocketEvent, TlsOpti
 use steadfast_server::cli::ServeArgs;
 use steadfast_server::{ClientAuth, Handler, Payload, Peer, ServerConfig, ServerHandle, TlsConfig};
 use steadfast_testkit::pki::{Identity, TestCa};
-use steadfast_testkit::TestServer;
+use steadfast_testkit::{eventually, TestServer};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -184,10 +184,7 @@ async fn mtls_admits_the_ca_s_clients_and_refuses_others() {
         "{refused}"
     );
     // The server counts the failure after it sent its alert: wait for it.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while failures(&server) < 2 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("two failed handshakes", WAIT, || failures(&server) >= 2).await;
     assert_eq!(failures(&server), 2);
     assert_eq!(
         server.handle().metrics().get("connections_total"),

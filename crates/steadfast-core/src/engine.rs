@@ -385,6 +385,25 @@ impl Engine {
 
     // ----- inputs -----
 
+    /// The driver could not get credentials for the connection it was
+    /// asked to open (its auth hook failed), so no socket was opened. Like
+    /// a rejected token: one refresh ([`Event::RefreshAuth`]) if allowed
+    /// and not just done, otherwise stop with [`StopReason::AuthFailed`].
+    /// Never a retry loop.
+    pub fn handle_auth_unavailable(&mut self, now: u64) {
+        let _ = now;
+        if self.role != Role::Client || self.conn.as_ref().is_none_or(|c| c.open) {
+            return;
+        }
+        self.conn = None;
+        self.end_connection();
+        if self.config.can_refresh_auth && !self.auth_refreshed {
+            self.request_auth_refresh();
+        } else {
+            self.stop(StopReason::AuthFailed, EngineError::AuthFailed);
+        }
+    }
+
     /// The socket opened; `protocol` is the subprotocol the server selected.
     pub fn handle_open(&mut self, now: u64, protocol: Option<&str>) {
         if self.role == Role::Server {
@@ -707,6 +726,15 @@ impl Engine {
         }));
     }
 
+    /// Wait for the driver to refresh credentials (once per healthy connection).
+    fn request_auth_refresh(&mut self) {
+        self.auth_refreshed = true;
+        self.set_state(State::Suspended {
+            reason: SuspendReason::AwaitingAuth,
+        });
+        self.emit(Output::Event(Event::RefreshAuth));
+    }
+
     fn stop(&mut self, reason: StopReason, error: EngineError) {
         self.timers.clear();
         self.arm_expiry();
@@ -776,13 +804,7 @@ impl Engine {
                     EngineError::AuthFailed,
                 )
             }
-            CloseAction::RefreshAuth => {
-                self.auth_refreshed = true;
-                self.set_state(State::Suspended {
-                    reason: SuspendReason::AwaitingAuth,
-                });
-                self.emit(Output::Event(Event::RefreshAuth));
-            }
+            CloseAction::RefreshAuth => self.request_auth_refresh(),
             CloseAction::Reconnect | CloseAction::ReconnectSlow => {
                 if action == CloseAction::ReconnectSlow {
                     // Two extra doublings that later retries keep.

@@ -124,8 +124,8 @@ fn an_auth_rejection_stops_without_a_refresher() {
     assert_eq!(engine.poll_timeout(), None);
 }
 
-#[test]
-fn an_auth_rejection_refreshes_once_then_stops() {
+/// A client that may refresh credentials, asked to open its first connection.
+fn connecting_with_auth_refresh() -> Engine {
     let mut engine = Engine::client(
         Config {
             can_refresh_auth: true,
@@ -136,6 +136,41 @@ fn an_auth_rejection_refreshes_once_then_stops() {
     .expect("config");
     engine.connect(0);
     let _ = drain(&mut engine);
+    engine
+}
+
+#[test]
+fn credentials_the_driver_cannot_get_are_refreshed_once_then_stop() {
+    let mut engine = connecting_with_auth_refresh();
+    engine.handle_auth_unavailable(5);
+    let out = drain(&mut engine);
+    assert!(events(&out).contains(&Event::RefreshAuth));
+    assert_eq!(connects(&out), 0, "no retry of its own");
+    engine.handle_auth_refreshed(6, true);
+    assert_eq!(connects(&drain(&mut engine)), 1);
+    // Unavailable again before a healthy connection: stop, no loop.
+    engine.handle_auth_unavailable(7);
+    let out = drain(&mut engine);
+    assert!(!events(&out).contains(&Event::RefreshAuth));
+    assert_eq!(
+        *engine.state(),
+        State::Closed {
+            reason: StopReason::AuthFailed
+        }
+    );
+    assert_eq!(
+        connects(&run_timers(&mut engine, 7, 600_000)),
+        0,
+        "stopped for good"
+    );
+    // Only while a connect is pending does it mean anything.
+    engine.handle_auth_unavailable(600_001);
+    assert!(drain(&mut engine).is_empty());
+}
+
+#[test]
+fn an_auth_rejection_refreshes_once_then_stops() {
+    let mut engine = connecting_with_auth_refresh();
     engine.handle_close(5, 4001, "unauthorized");
     let out = drain(&mut engine);
     assert!(events(&out).contains(&Event::RefreshAuth));
@@ -161,16 +196,7 @@ fn an_auth_rejection_refreshes_once_then_stops() {
 
 #[test]
 fn a_healthy_connection_earns_another_refresh() {
-    let mut engine = Engine::client(
-        Config {
-            can_refresh_auth: true,
-            ..config()
-        },
-        1,
-    )
-    .expect("config");
-    engine.connect(0);
-    let _ = drain(&mut engine);
+    let mut engine = connecting_with_auth_refresh();
     engine.handle_close(5, 4001, "");
     let _ = drain(&mut engine);
     engine.handle_auth_refreshed(6, true);

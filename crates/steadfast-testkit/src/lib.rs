@@ -32,3 +32,19 @@ pub use proxy::ChaosProxy;
 mod recorder;
 #[cfg(not(target_arch = "wasm32"))]
 pub use recorder::Recorder;
+
+/// Poll `done` every few milliseconds until it holds; panics naming `what`
+/// after `timeout` (a generous bound, never a measurement).
+#[cfg(not(target_arch = "wasm32"))]
+pub async fn eventually(what: &str, timeout: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let waited = tokio::time::timeout(timeout, async {
+        while !done() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "timed out after {timeout:?} waiting for {what}"
+    );
+}

@@ -39,11 +39,6 @@ pub(crate) enum Command {
     Read,
 }
 
-/// The close code a failed auth hook is reported to the engine as (the
-/// reference server's "unauthorized"), so the close policy's auth rule
-/// applies: one refresh, then stop.
-const AUTH_REFUSED: u16 = 4001;
-
 /// Commands taken per wake-up before the engine is drained (the group
 /// commit's batch).
 const MAX_BATCH: usize = 4096;
@@ -185,14 +180,13 @@ impl Driver {
                         Err(error) => {
                             tracing::debug!(%error, "connect failed");
                             let reason = error.to_string();
-                            // A failed auth hook counts as refused
-                            // credentials: one refresh, then stop.
-                            let code = match error {
-                                Error::AuthHook(_) => AUTH_REFUSED,
-                                _ => 1006,
-                            };
-                            self.deferred_error(error);
-                            self.engine.handle_close(now, code, &reason);
+                            let no_credentials = matches!(error, Error::AuthHook(_));
+                            self.emit(ClientEvent::Error(error));
+                            if no_credentials {
+                                self.engine.handle_auth_unavailable(now);
+                            } else {
+                                self.engine.handle_close(now, 1006, &reason);
+                            }
                         }
                     }
                 }
@@ -204,7 +198,7 @@ impl Driver {
                             true
                         }
                         Err(reason) => {
-                            self.deferred_error(Error::AuthHook(reason));
+                            self.emit(ClientEvent::Error(Error::AuthHook(reason)));
                             false
                         }
                     };
@@ -435,7 +429,7 @@ impl Driver {
                 tracing::error!(%reason, "the store failed; keeping messages in memory only");
                 self.store = None;
                 self.durable = false;
-                self.deferred_error(Error::Store(reason));
+                self.emit(ClientEvent::Error(Error::Store(reason)));
             }
         }
         for (receipt, reply) in self.unflushed.drain(..) {
@@ -449,10 +443,6 @@ impl Driver {
                 self.receipts.insert(receipt.0, done);
             }
         }
-    }
-
-    fn deferred_error(&mut self, error: Error) {
-        let _ = self.events.unbounded_send(ClientEvent::Error(error));
     }
 
     /// Hand the drained events to the application.
