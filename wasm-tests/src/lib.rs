@@ -133,3 +133,71 @@ pub async fn invalid_url() {
         .expect_err("malformed URL");
     assert_eq!(error.code(), "ERR_INVALID_URL", "{error}");
 }
+
+/// The reliable client on wasm32: 200 messages (text and binary) to the
+/// echo server, every receipt acknowledged, every echo back once and in
+/// order; then the server closes the connection (close command) and the
+/// client resumes the same session and goes on.
+pub async fn reliable_client_round_trip() {
+    use steadfast::{Client, ClientEvent, ConnectionState, Delivery, Mode, Payload};
+
+    let client = within("client start", Client::builder(ECHO_URL).connect())
+        .await
+        .expect("the client starts");
+    let open = within(
+        "open",
+        client.wait_for_state(|s| matches!(s, ConnectionState::Open { .. })),
+    )
+    .await;
+    assert_eq!(
+        open,
+        ConnectionState::Open {
+            mode: Mode::Reliable
+        }
+    );
+    let payload = |i: u32| -> Payload {
+        if i % 3 == 0 {
+            Payload::Binary(i.to_le_bytes().to_vec())
+        } else {
+            Payload::Text(format!("message {i}"))
+        }
+    };
+    let mut receipts = Vec::new();
+    for i in 0..200u32 {
+        if i == 100 {
+            // The echo server closes this connection; the client resumes.
+            let close = client
+                .send("steadfast-echo:close:4000:test restart")
+                .await
+                .expect("queued");
+            receipts.push(close);
+        }
+        receipts.push(client.send(payload(i)).await.expect("queued"));
+    }
+    for receipt in receipts {
+        assert_eq!(
+            within("an ack", receipt.acked()).await,
+            Ok(Delivery::Acked),
+            "every message is acknowledged"
+        );
+    }
+    let mut expected = 0u32;
+    let mut reconnected = false;
+    while expected < 200 {
+        match within("an echo", client.next_event()).await {
+            Some(ClientEvent::Message(message)) => {
+                assert_eq!(message, payload(expected), "in order, once");
+                expected += 1;
+            }
+            Some(ClientEvent::State(ConnectionState::Reconnecting { .. })) => reconnected = true,
+            Some(ClientEvent::ResyncRequired) => panic!("the session should resume"),
+            Some(_) => {}
+            None => panic!("the client ended"),
+        }
+    }
+    assert!(reconnected, "the server's close made the client reconnect");
+    let stats = client.stats();
+    assert_eq!(stats.queued, 0, "nothing left in the outbox: {stats:?}");
+    assert!(stats.engine.resumes >= 1, "the session resumed: {stats:?}");
+    client.close(1000, "done").await.expect("close");
+}

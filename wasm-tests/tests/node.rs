@@ -71,3 +71,8 @@ async fn node_without_websocket_is_a_clear_error_then_an_injected_constructor_wo
 async fn node_invalid_url() {
     steadfast_wasm_tests::invalid_url().await;
 }
+
+#[wasm_bindgen_test]
+async fn node_reliable_client_round_trip() {
+    steadfast_wasm_tests::reliable_client_round_trip().await;
+}

@@ -25,3 +25,8 @@ async fn worker_refused_connection() {
 async fn worker_invalid_url() {
     steadfast_wasm_tests::invalid_url().await;
 }
+
+#[wasm_bindgen_test]
+async fn worker_reliable_client_round_trip() {
+    steadfast_wasm_tests::reliable_client_round_trip().await;
+}

@@ -15,9 +15,11 @@ use steadfast_core::{
 };
 
 use crate::driver::{self, Command};
-use crate::rt::{self, BoxFuture};
+use crate::rt::{self, BoxFuture, MaybeSend, MaybeSync};
 use crate::store::{MemoryStore, Store};
-use crate::transport::{validate_close, ConnectOptions, TlsOptions};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::transport::TlsOptions;
+use crate::transport::{validate_close, ConnectOptions};
 use crate::watch::Watch;
 use crate::Error;
 
@@ -52,7 +54,10 @@ pub enum AuthPlacement {
 /// The auth hook's result: a token, or why there is none.
 pub type AuthResult = Result<String, String>;
 
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) type AuthHook = Arc<dyn Fn() -> BoxFuture<'static, AuthResult> + Send + Sync>;
+#[cfg(target_arch = "wasm32")]
+pub(crate) type AuthHook = Arc<dyn Fn() -> BoxFuture<'static, AuthResult>>;
 
 #[derive(Clone)]
 pub(crate) struct Auth {
@@ -185,6 +190,7 @@ impl ClientBuilder {
         self
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     /// Add a header to every handshake.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.connect.headers.push((name.into(), value.into()));
@@ -197,12 +203,22 @@ impl ClientBuilder {
         self
     }
 
+    /// The `WebSocket` constructor to use instead of the global one (wasm32:
+    /// Node.js before 22 has none; pass the `ws` package's `WebSocket`).
+    #[cfg(target_arch = "wasm32")]
+    pub fn websocket(mut self, constructor: js_sys::Function) -> Self {
+        self.connect.constructor = Some(constructor);
+        self
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
     /// TLS for `wss://`: extra CA, client certificate, insecure mode.
     pub fn tls(mut self, tls: TlsOptions) -> Self {
         self.connect.tls = tls;
         self
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     /// WebSocket read buffer per connection (default 4 KiB; larger
     /// messages still arrive, the buffer grows for them).
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
@@ -210,6 +226,7 @@ impl ClientBuilder {
         self
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     /// WebSocket write buffer per connection (default 4 KiB).
     pub fn write_buffer_size(mut self, bytes: usize) -> Self {
         self.connect.write_buffer_size = Some(bytes);
@@ -223,8 +240,8 @@ impl ClientBuilder {
     /// `ERR_AUTH_FAILED` instead of retrying in a loop.
     pub fn auth<F, Fut>(mut self, placement: AuthPlacement, hook: F) -> Self
     where
-        F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = AuthResult> + Send + 'static,
+        F: Fn() -> Fut + MaybeSend + MaybeSync + 'static,
+        Fut: Future<Output = AuthResult> + MaybeSend + 'static,
     {
         let hook: AuthHook = Arc::new(move || Box::pin(hook()));
         self.auth = Some(Auth { placement, hook });
@@ -253,6 +270,16 @@ impl ClientBuilder {
     /// Needs a tokio runtime (native).
     pub async fn connect(mut self) -> Result<Client, Error> {
         crate::transport::validate_url(&self.url)?;
+        #[cfg(target_arch = "wasm32")]
+        if let Some(Auth {
+            placement: AuthPlacement::Header(_),
+            ..
+        }) = &self.auth
+        {
+            return Err(Error::InvalidOption(
+                "browsers cannot set handshake headers: put the token in a query parameter or a subprotocol".into(),
+            ));
+        }
         self.config.can_refresh_auth = self.auth.is_some();
         if self.overflow == SendOverflow::DropOldest {
             self.config.outbox.overflow = Overflow::DropOldest;

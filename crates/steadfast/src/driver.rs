@@ -93,7 +93,7 @@ pub(crate) async fn start(
 ) -> Result<impl std::future::Future<Output = ()>, Error> {
     let mut store = store;
     let snapshot = store.load().await.map_err(|e| Error::Store(e.0))?;
-    let seed = builder.seed.unwrap_or_else(random_seed);
+    let seed = builder.seed.unwrap_or_else(rt::random_seed);
     let now = rt::now_ms();
     let restored = snapshot.messages.len();
     let (mut engine, receipts) = Engine::restore(
@@ -140,16 +140,6 @@ pub(crate) async fn start(
     // The restored outbox counts from the first moment.
     driver.publish_stats();
     Ok(driver.run().instrument(span))
-}
-
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    // RandomState is seeded from the OS once per process and then
-    // incremented: mix in the time so two clients differ.
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(rt::wall_ms());
-    hasher.write_u64(rt::now_ms());
-    hasher.finish()
 }
 
 impl Driver {
@@ -519,7 +509,11 @@ impl Driver {
                     None => (auth.hook)().await.map_err(Error::AuthHook)?,
                 };
                 match &auth.placement {
+                    #[cfg(not(target_arch = "wasm32"))]
                     AuthPlacement::Header(name) => options.headers.push((name.clone(), token)),
+                    // Refused by `connect` already: browsers cannot set headers.
+                    #[cfg(target_arch = "wasm32")]
+                    AuthPlacement::Header(_) => return Err(Error::InvalidOption("header".into())),
                     AuthPlacement::Query(name) => {
                         let authority_only = url
                             .split_once("://")

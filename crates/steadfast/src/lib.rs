@@ -6,7 +6,7 @@
 //! in and out of it. The target-specific pieces are confined to
 //! [`transport`] (tokio-tungstenite natively, `web_sys::WebSocket` on wasm32).
 //!
-//! [`Client`] (native today; wasm32 follows) is the reliable client: it
+//! [`Client`] (native and wasm32) is the reliable client: it
 //! reconnects with backoff and jitter, keeps an outbox in a [`store`]
 //! (memory, or a crash-safe [`store::DurableStore`]), and in reliable mode
 //! (`steadfast.v1`, spoken by the reference server) delivers every message
@@ -39,20 +39,14 @@
 //! [`transport::Socket`] is the raw layer underneath: one WebSocket
 //! connection, nothing more, with the same API on every target.
 
-#[cfg(not(target_arch = "wasm32"))]
 mod client;
-#[cfg(not(target_arch = "wasm32"))]
 mod driver;
 mod error;
-#[cfg(not(target_arch = "wasm32"))]
 mod rt;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod store;
 pub mod transport;
-#[cfg(not(target_arch = "wasm32"))]
 mod watch;
 
-#[cfg(not(target_arch = "wasm32"))]
 pub use client::{
     AuthPlacement, AuthResult, Client, ClientBuilder, ClientEvent, ClientStats, ConnectionState,
     Delivery, Receipt, SendOverflow,

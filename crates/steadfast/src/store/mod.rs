@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use steadfast_core::record::{StoredMessage, StoredSession};
 use steadfast_core::PersistOp;
 
-pub use crate::rt::BoxFuture;
+pub use crate::rt::{BoxFuture, MaybeSend};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod durable;
@@ -48,7 +48,7 @@ impl From<StoreError> for crate::Error {
 
 /// A place for the outbox. Implement it to keep messages somewhere else
 /// (run [`conformance::check`] against the implementation).
-pub trait Store: Send + 'static {
+pub trait Store: MaybeSend + 'static {
     /// Everything stored, for a client starting up. Records that do not
     /// decode are skipped (and reported through `tracing`), not fatal.
     fn load(&mut self) -> BoxFuture<'_, Result<Snapshot, StoreError>>;
