@@ -201,3 +201,73 @@ pub async fn reliable_client_round_trip() {
     assert!(stats.engine.resumes >= 1, "the session resumed: {stats:?}");
     client.close(1000, "done").await.expect("close");
 }
+
+#[wasm_bindgen::prelude::wasm_bindgen(inline_js = r#"
+const storages = new Map();
+export function mapStore(name) {
+  if (!storages.has(name)) storages.set(name, { session: null, messages: new Map() });
+  const data = storages.get(name);
+  return {
+    durable: true,
+    async load() {
+      return { session: data.session, messages: [...data.messages.entries()] };
+    },
+    async apply(ops) {
+      // All or nothing: work on copies, then swap them in.
+      let session = data.session;
+      const messages = new Map(data.messages);
+      for (const op of ops) {
+        if (op.op === "session") session = op.value.slice();
+        else if (op.op === "put") messages.set(op.seq, op.value.slice());
+        else if (op.op === "delete") messages.delete(op.seq);
+        else if (op.op === "clear") messages.clear();
+        else throw new Error("unknown op " + op.op);
+      }
+      data.session = session;
+      data.messages = messages;
+    },
+  };
+}
+"#)]
+extern "C" {
+    /// A store object written in JS, over a Map kept per name (so a second
+    /// handle on the same name is a "reopen").
+    #[wasm_bindgen(js_name = mapStore)]
+    fn map_store(name: &str) -> wasm_bindgen::JsValue;
+}
+
+/// A prefix that keeps this run's storages apart from earlier runs'.
+fn run_prefix() -> String {
+    format!("conformance-{}-", js_sys::Date::now())
+}
+
+/// The store conformance suite against a store object written in JS.
+pub async fn js_store_conformance() {
+    let prefix = run_prefix();
+    steadfast::store::conformance::check(
+        |name| {
+            steadfast::store::JsStore::new(map_store(&format!("{prefix}{name}")))
+                .expect("the map store has load and apply")
+        },
+        true,
+    )
+    .await;
+}
+
+/// The store conformance suite against IndexedDB (browsers only).
+pub async fn indexeddb_conformance() {
+    assert!(steadfast::store::IndexedDbStore::is_available());
+    let prefix = run_prefix();
+    steadfast::store::conformance::check(
+        |name| steadfast::store::IndexedDbStore::new(format!("{prefix}{name}")),
+        true,
+    )
+    .await;
+}
+
+/// A store object without the methods is refused with a clear error.
+pub fn js_store_needs_methods() {
+    let error = steadfast::store::JsStore::new(js_sys::Object::new().into())
+        .expect_err("an empty object is no store");
+    assert!(error.0.contains("load()"), "{error}");
+}

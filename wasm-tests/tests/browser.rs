@@ -30,3 +30,14 @@ async fn page_invalid_url() {
 async fn page_reliable_client_round_trip() {
     steadfast_wasm_tests::reliable_client_round_trip().await;
 }
+
+#[wasm_bindgen_test]
+async fn page_js_store_conformance() {
+    steadfast_wasm_tests::js_store_needs_methods();
+    steadfast_wasm_tests::js_store_conformance().await;
+}
+
+#[wasm_bindgen_test]
+async fn page_indexeddb_conformance() {
+    steadfast_wasm_tests::indexeddb_conformance().await;
+}

@@ -76,3 +76,14 @@ async fn node_invalid_url() {
 async fn node_reliable_client_round_trip() {
     steadfast_wasm_tests::reliable_client_round_trip().await;
 }
+
+#[wasm_bindgen_test]
+async fn node_js_store_conformance() {
+    steadfast_wasm_tests::js_store_needs_methods();
+    steadfast_wasm_tests::js_store_conformance().await;
+}
+
+#[wasm_bindgen_test]
+fn node_has_no_indexeddb() {
+    assert!(!steadfast::store::IndexedDbStore::is_available());
+}

@@ -30,3 +30,14 @@ async fn worker_invalid_url() {
 async fn worker_reliable_client_round_trip() {
     steadfast_wasm_tests::reliable_client_round_trip().await;
 }
+
+#[wasm_bindgen_test]
+async fn worker_js_store_conformance() {
+    steadfast_wasm_tests::js_store_needs_methods();
+    steadfast_wasm_tests::js_store_conformance().await;
+}
+
+#[wasm_bindgen_test]
+async fn worker_indexeddb_conformance() {
+    steadfast_wasm_tests::indexeddb_conformance().await;
+}

@@ -7,7 +7,11 @@
 //!   contents, so a test can "restart" a client within one process);
 //! - [`DurableStore`] (native): a [redb](https://docs.rs/redb) file; an
 //!   [`apply`](Store::apply) returns only after the commit is on disk, so a
-//!   message whose `send` returned survives `kill -9` and power loss.
+//!   message whose `send` returned survives `kill -9` and power loss;
+//! - [`IndexedDbStore`] (wasm32, browsers): one IndexedDB database, one
+//!   strict-durability transaction per apply;
+//! - [`JsStore`] (wasm32): a store object written in JavaScript (a file in
+//!   Node.js, React Native storage, a test double).
 //!
 //! Every backend passes the same [`conformance`] suite.
 
@@ -23,6 +27,10 @@ pub use crate::rt::{BoxFuture, MaybeSend};
 mod durable;
 #[cfg(not(target_arch = "wasm32"))]
 pub use durable::DurableStore;
+#[cfg(target_arch = "wasm32")]
+mod web;
+#[cfg(target_arch = "wasm32")]
+pub use web::{IndexedDbStore, JsStore};
 
 pub mod conformance;
 
