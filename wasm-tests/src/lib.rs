@@ -156,7 +156,7 @@ pub async fn reliable_client_round_trip() {
         }
     );
     let payload = |i: u32| -> Payload {
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             Payload::Binary(i.to_le_bytes().to_vec())
         } else {
             Payload::Text(format!("message {i}"))
