@@ -36,7 +36,8 @@ pub(crate) fn bench(root: &Path, quick: bool) -> Result<(), String> {
     }
     let criterion = crate::target_dir(root).join("criterion");
     let results = read_group(&criterion.join("engine_pair"))?;
-    write_report(root, &results)
+    let sizes = crate::pkg::measure(root)?;
+    write_report(root, &results, &sizes)
 }
 
 fn read_group(dir: &Path) -> Result<Vec<Estimate>, String> {
@@ -112,7 +113,11 @@ fn machine() -> String {
     )
 }
 
-fn write_report(root: &Path, results: &[Estimate]) -> Result<(), String> {
+fn write_report(
+    root: &Path,
+    results: &[Estimate],
+    sizes: &[crate::pkg::FileSize],
+) -> Result<(), String> {
     let machine = machine();
     let mut md = String::new();
     // Writing to a String cannot fail.
@@ -153,13 +158,39 @@ fn write_report(root: &Path, results: &[Estimate]) -> Result<(), String> {
         md,
         "\nBatches: 256 messages of 64 B or 4 KiB; 4 messages of 1 MiB (each \
          chunked into 32 KiB frames and reassembled).\n\n\
-         Not here yet: sockets, the browser, memory per connection, the \
-         durable outbox and the bundle size (issue 9)."
+         ## npm payload\n\n\
+         What a browser downloads for `import {{ Steadfast }} from \"steadfast\"` \
+         (the same figures as `cargo xtask size`; gzip -9). Target: 25 KiB, \
+         aiming for 15 KiB.\n\n\
+         | file | bytes | gzipped |\n|---|---|---|"
+    );
+    let mut size_raw = Vec::new();
+    for (file, bytes, gz) in sizes {
+        let _ = writeln!(md, "| `{file}` | {bytes} | {gz} |");
+        size_raw.push(json!({ "file": file, "bytes": bytes, "gzipped": gz }));
+    }
+    let total: usize = sizes.iter().map(|s| s.2).sum();
+    let _ = writeln!(
+        md,
+        "| total | {} | {total} ({:.1} KiB) |\n\n\
+         Over the target: the wasm carries the whole engine, the driver, \
+         futures' channels and std's formatting; wasm-opt is not yet run \
+         (Debian's binaryen 108 breaks wasm-bindgen's externref table). \
+         Shrinking it is issue 9's work.\n\n\
+         Not here yet: sockets, the browser, memory per connection and the \
+         durable outbox (issue 9).",
+        sizes.iter().map(|s| s.1).sum::<usize>(),
+        total as f64 / 1024.0
     );
     let docs = root.join("docs");
     std::fs::write(docs.join("BENCHMARKS.md"), md)
         .map_err(|e| format!("write BENCHMARKS.md: {e}"))?;
-    let report = json!({ "machine": machine, "command": "cargo xtask bench", "engine_pair": raw });
+    let report = json!({
+        "machine": machine,
+        "command": "cargo xtask bench",
+        "engine_pair": raw,
+        "npm_payload": size_raw,
+    });
     let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
     std::fs::write(docs.join("benchmarks.json"), text + "\n")
         .map_err(|e| format!("write benchmarks.json: {e}"))?;

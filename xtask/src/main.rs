@@ -4,10 +4,14 @@
 //! - `setup`: install what the tests need, skipping what is already there
 //!   (the wasm32 target, wasm-bindgen-cli at the pinned version, Debian's
 //!   chromium and chromium-driver, npm packages).
-//! - `test`: setup, then fmt, clippy (native and wasm32), native tests, and
-//!   the wasm tests in Node.js, a headless Chromium page and a worker,
-//!   against an echo server started here and stopped afterwards.
+//! - `test`: setup, then fmt, clippy (native and wasm32), native tests, the
+//!   wasm tests in Node.js, a headless Chromium page and a worker (against
+//!   an echo server started here and stopped afterwards), then the npm
+//!   package: built, type-checked, and its JS suite run in Node.js.
 //! - `demo`: start the reference server and a native client; show what happens.
+//! - `pkg`: build the npm package's wasm into `pkg/wasm/` (release-wasm
+//!   profile, the pinned wasm-bindgen).
+//! - `size`: `pkg`, then the gzipped bytes a browser downloads.
 //! - `bench`: run the benchmarks and regenerate docs/BENCHMARKS.md
 //!   (`--quick`: run each once, as `test` does, to prove they still work).
 //! - `fuzz [SECONDS]`: run every fuzz target (default 60 s each; `test` runs
@@ -17,6 +21,7 @@
 
 mod bench;
 mod fuzz;
+mod pkg;
 mod process;
 mod setup;
 
@@ -33,6 +38,8 @@ fn main() -> ExitCode {
         Some("setup") => setup::setup(&root),
         Some("test") => test(&root),
         Some("demo") => demo(&root),
+        Some("pkg") => pkg::build(&root),
+        Some("size") => pkg::size(&root),
         Some("bench") => bench::bench(&root, args.iter().any(|a| a == "--quick")),
         Some("fuzz") => match args.get(1).map(|s| s.parse::<u64>()) {
             None => fuzz::fuzz(&root, 60),
@@ -43,7 +50,9 @@ fn main() -> ExitCode {
             }
         },
         _ => {
-            eprintln!("usage: cargo xtask <setup|test|demo|bench [--quick]|fuzz [SECONDS]>");
+            eprintln!(
+                "usage: cargo xtask <setup|test|demo|pkg|size|bench [--quick]|fuzz [SECONDS]>"
+            );
             return ExitCode::from(2);
         }
     };
@@ -253,6 +262,7 @@ fn test(root: &Path) -> Result<(), String> {
                 step("wasm tests: chromium page", wasm_test("browser"));
                 step("wasm tests: chromium worker", wasm_test("worker"));
                 drop(server);
+                js_tests(root, &mut step);
             }
             Err(message) => {
                 eprintln!("xtask: {message}");
@@ -292,6 +302,48 @@ fn test(root: &Path) -> Result<(), String> {
     } else {
         Err(format!("{steps_failed} step(s) failed"))
     }
+}
+
+/// The npm package: build it, type-check the declarations against a file
+/// using every option, and run the JS suite (node:test) against the
+/// reference server (each test file starts its own on loopback).
+fn js_tests(root: &Path, step: &mut impl FnMut(&str, Command) -> bool) {
+    let xtask = match std::env::current_exe() {
+        Ok(xtask) => xtask,
+        Err(error) => {
+            println!("xtask: cannot find itself to build the package: {error}");
+            return;
+        }
+    };
+    let mut build = Command::new(xtask);
+    build.arg("pkg").current_dir(root);
+    if !step("build npm package", build) {
+        return;
+    }
+    let pkg = root.join("pkg");
+    let mut typecheck = Command::new("npx");
+    typecheck
+        .args(["--no-install", "tsc", "-p", "test/tsconfig.json"])
+        .current_dir(&pkg);
+    step("npm package: tsc --noEmit", typecheck);
+    // `timeout`: a leaked timer or socket keeps Node alive after the last
+    // test; fail the step instead of hanging CI.
+    let mut node = Command::new("timeout");
+    node.args([
+        "600",
+        "node",
+        "--experimental-websocket",
+        "--no-warnings=ExperimentalWarning",
+        "--test",
+        "--test-reporter=tap",
+        "test/",
+    ])
+    .env(
+        "STEADFAST_SERVER",
+        target_dir(root).join("debug/steadfast-server"),
+    )
+    .current_dir(&pkg);
+    step("npm package: node tests", node);
 }
 
 fn demo(root: &Path) -> Result<(), String> {

@@ -60,8 +60,15 @@ pub(crate) fn run_step(name: &str, mut command: Command) -> StepOutcome {
     }
 }
 
-/// `test result: ok. 5 passed; 0 failed; ...` → (5, 0).
+/// `test result: ok. 5 passed; 0 failed; ...` → (5, 0); node:test's TAP
+/// summary lines `# pass 5` → (5, 0) and `# fail 1` → (0, 1).
 fn parse_test_result(line: &str) -> Option<(u64, u64)> {
+    if let Some(n) = line.strip_prefix("# pass ") {
+        return Some((n.trim().parse().ok()?, 0));
+    }
+    if let Some(n) = line.strip_prefix("# fail ") {
+        return Some((0, n.trim().parse().ok()?));
+    }
     let rest = line.trim().strip_prefix("test result: ")?;
     let number_before = |word: &str| -> Option<u64> {
         let end = rest.find(word)?;

@@ -264,10 +264,12 @@ impl ClientBuilder {
     }
 
     /// Load the store, start the client and begin connecting. Fails with
-    /// `ERR_INVALID_URL`, `ERR_INVALID_OPTION`, `ERR_INVALID_CONFIG` or
-    /// `ERR_STORE`; never because of the network (that is retried).
+    /// `ERR_INVALID_URL`, `ERR_INVALID_OPTION`, `ERR_INVALID_CONFIG`,
+    /// `ERR_STORE` or (wasm32, with no `WebSocket` anywhere)
+    /// `ERR_NO_WEBSOCKET`; never because of the network (that is retried).
     ///
-    /// Needs a tokio runtime (native).
+    /// Needs a tokio runtime natively; on wasm32 it runs on the page's,
+    /// worker's or Node.js's event loop.
     pub async fn connect(mut self) -> Result<Client, Error> {
         crate::transport::validate_url(&self.url)?;
         #[cfg(target_arch = "wasm32")]
@@ -279,6 +281,11 @@ impl ClientBuilder {
             return Err(Error::InvalidOption(
                 "browsers cannot set handshake headers: put the token in a query parameter or a subprotocol".into(),
             ));
+        }
+        // Fail now, not on every retry.
+        #[cfg(target_arch = "wasm32")]
+        if self.connect.constructor.is_none() && !crate::transport::has_global_websocket() {
+            return Err(Error::NoWebSocket);
         }
         self.config.can_refresh_auth = self.auth.is_some();
         if self.overflow == SendOverflow::DropOldest {
@@ -590,7 +597,8 @@ impl Client {
 
     /// Close the connection with `code` (1000 or 3000–4999) and `reason`,
     /// and stop reconnecting. Queued messages stay queued (and stored);
-    /// [`Client::reconnect`] starts again. Returns once the store has
+    /// [`Client::reconnect`] starts again. A closed client sets no timers:
+    /// queued messages' TTLs are checked again on reconnect. Returns once the store has
     /// everything and the close frame is on its way.
     pub async fn close(&self, code: u16, reason: &str) -> Result<(), Error> {
         validate_close(code, reason)?;

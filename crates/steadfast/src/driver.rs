@@ -73,12 +73,15 @@ struct Driver {
     /// The close the application asked for, used for the engine's Disconnect.
     close_as: Option<(u16, String)>,
     closed_waiters: Vec<oneshot::Sender<()>>,
+    /// Hints from the page's lifecycle events (wasm32), and the listeners.
+    hints: Option<(rt::Lifecycle, rt::Hints)>,
 }
 
 enum Wake {
     Commands(Vec<Command>, bool),
     Connected(Result<Socket, Error>),
     Refreshed(Result<String, String>),
+    Hint(Option<Hint>),
     Socket(Option<SocketEvent>),
     Timer,
 }
@@ -136,6 +139,7 @@ pub(crate) async fn start(
         deferred: Vec::new(),
         close_as: None,
         closed_waiters: Vec::new(),
+        hints: rt::lifecycle(),
     };
     // The restored outbox counts from the first moment.
     driver.publish_stats();
@@ -195,6 +199,11 @@ impl Driver {
                     self.engine.handle_auth_refreshed(rt::now_ms(), ok);
                 }
                 Wake::Socket(event) => self.socket_event(event),
+                Wake::Hint(Some(hint)) => {
+                    tracing::debug!(?hint, "lifecycle hint");
+                    self.engine.handle_hint(rt::now_ms(), hint);
+                }
+                Wake::Hint(None) => self.hints = None,
                 Wake::Timer => {
                     self.timer = None;
                     self.engine.handle_timeout(rt::now_ms());
@@ -205,7 +214,13 @@ impl Driver {
 
     /// Wait for the next input.
     async fn wait(&mut self) -> Wake {
-        let deadline = self.engine.poll_timeout();
+        // A closed client is inert until `reconnect`: no timer (in Node.js a
+        // pending timer would keep the process alive for a queued
+        // message's TTL). Expiries missed meanwhile are applied on reconnect.
+        let deadline = match self.engine.state() {
+            State::Closed { .. } => None,
+            _ => self.engine.poll_timeout(),
+        };
         if self.timer.as_ref().map(|(at, _)| *at) != deadline {
             self.timer = deadline.map(|at| {
                 let sleep: BoxFuture<'static, ()> = Box::pin(rt::sleep_until(at));
@@ -219,6 +234,7 @@ impl Driver {
             refreshing,
             socket,
             timer,
+            hints,
             ..
         } = self;
         futures::future::poll_fn(|cx| {
@@ -253,6 +269,11 @@ impl Driver {
             if let (Some(socket), true) = (socket.as_mut(), may_read) {
                 if let Poll::Ready(event) = socket.poll_event(cx) {
                     return Poll::Ready(Wake::Socket(event));
+                }
+            }
+            if let Some((_, hints)) = hints {
+                if let Poll::Ready(hint) = hints.poll_next_unpin(cx) {
+                    return Poll::Ready(Wake::Hint(hint));
                 }
             }
             if let Some((_, sleep)) = timer {

@@ -66,6 +66,15 @@ mod imp {
         tokio::spawn(future);
     }
 
+    /// Natively nothing tells the client about the network or visibility
+    /// (the application calls `Client::hint`).
+    #[derive(Debug)]
+    pub(crate) struct Lifecycle;
+
+    pub(crate) fn lifecycle() -> Option<(Lifecycle, super::Hints)> {
+        None
+    }
+
     pub(crate) fn random_seed() -> u64 {
         use std::hash::{BuildHasher, Hasher};
         // RandomState is seeded from the OS once per process and then
@@ -88,7 +97,13 @@ mod imp {
 mod imp {
     use std::future::Future;
 
+    use futures::channel::mpsc;
+    use js_sys::Reflect;
+    use steadfast_core::Hint;
+    use wasm_bindgen::closure::Closure;
     use wasm_bindgen::prelude::wasm_bindgen;
+    use wasm_bindgen::JsCast;
+    use web_sys::{Event, EventTarget};
 
     #[wasm_bindgen]
     extern "C" {
@@ -126,11 +141,88 @@ mod imp {
     pub(crate) fn spawn(future: impl Future<Output = ()> + 'static) {
         wasm_bindgen_futures::spawn_local(future);
     }
+
+    type Listener = (EventTarget, &'static str, Closure<dyn FnMut(Event)>);
+
+    /// The page's (or worker's) lifecycle events, listened to for as long
+    /// as this lives.
+    pub(crate) struct Lifecycle {
+        listeners: Vec<Listener>,
+    }
+
+    impl std::fmt::Debug for Lifecycle {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Lifecycle")
+                .field("listeners", &self.listeners.len())
+                .finish()
+        }
+    }
+
+    impl Drop for Lifecycle {
+        fn drop(&mut self) {
+            for (target, name, listener) in &self.listeners {
+                let _ = target
+                    .remove_event_listener_with_callback(name, listener.as_ref().unchecked_ref());
+            }
+        }
+    }
+
+    /// `online`, `offline`, `pageshow`, `pagehide` on the global scope and
+    /// `visibilitychange` on the document, where they exist (a page has
+    /// all, a worker the first two, Node.js none), as hints.
+    pub(crate) fn lifecycle() -> Option<(Lifecycle, super::Hints)> {
+        let global = js_sys::global();
+        let scope = global.dyn_ref::<EventTarget>()?;
+        let (tx, hints) = mpsc::unbounded();
+        let mut listeners = Vec::new();
+        let mut listen = |target: &EventTarget, name: &'static str, hint: fn() -> Option<Hint>| {
+            let tx = tx.clone();
+            let listener = Closure::<dyn FnMut(Event)>::new(move |_: Event| {
+                if let Some(hint) = hint() {
+                    let _ = tx.unbounded_send(hint);
+                }
+            });
+            if target
+                .add_event_listener_with_callback(name, listener.as_ref().unchecked_ref())
+                .is_ok()
+            {
+                listeners.push((target.clone(), name, listener));
+            }
+        };
+        listen(scope, "online", || Some(Hint::Online));
+        listen(scope, "offline", || Some(Hint::Offline));
+        listen(scope, "pageshow", || Some(Hint::PageShow));
+        listen(scope, "pagehide", || Some(Hint::Hidden));
+        let document = Reflect::get(&global, &"document".into()).ok();
+        if let Some(document) = document.as_ref().and_then(|d| d.dyn_ref::<EventTarget>()) {
+            listen(document, "visibilitychange", || {
+                let document = Reflect::get(&js_sys::global(), &"document".into()).ok()?;
+                let state = Reflect::get(&document, &"visibilityState".into()).ok()?;
+                Some(if state.as_string().as_deref() == Some("hidden") {
+                    Hint::Hidden
+                } else {
+                    Hint::Visible
+                })
+            });
+        }
+        // Starting while offline: say so at once rather than failing connects.
+        let online = Reflect::get(&global, &"navigator".into())
+            .and_then(|n| Reflect::get(&n, &"onLine".into()))
+            .ok()
+            .and_then(|o| o.as_bool());
+        if online == Some(false) {
+            let _ = tx.unbounded_send(Hint::Offline);
+        }
+        Some((Lifecycle { listeners }, hints))
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use imp::blocking;
-pub(crate) use imp::{now_ms, random_seed, spawn, wall_ms};
+pub(crate) use imp::{lifecycle, now_ms, random_seed, spawn, wall_ms, Lifecycle};
+
+/// Hints from the environment (see [`lifecycle`]).
+pub(crate) type Hints = futures::channel::mpsc::UnboundedReceiver<steadfast_core::Hint>;
 
 /// Sleep until `now_ms() >= deadline` (timers may fire late, e.g. in a
 /// background tab; never early).

@@ -31,6 +31,8 @@ pub use tls::TlsOptions;
 mod web;
 #[cfg(target_arch = "wasm32")]
 use web as imp;
+#[cfg(target_arch = "wasm32")]
+pub(crate) use web::has_global_websocket;
 
 /// One WebSocket message.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -201,6 +201,11 @@ fn construct(url: &str, options: &ConnectOptions) -> Result<WebSocket, Error> {
     Ok(socket.unchecked_into())
 }
 
+/// Whether this JavaScript environment has a global `WebSocket`.
+pub(crate) fn has_global_websocket() -> bool {
+    global_constructor().is_some()
+}
+
 fn global_constructor() -> Option<Function> {
     Reflect::get(&js_sys::global(), &JsValue::from_str("WebSocket"))
         .ok()

@@ -1,0 +1,34 @@
+import type {
+  ConnectionState,
+  MessageData,
+  SendData,
+  SendOptions,
+  SendResult,
+  Steadfast,
+  SteadfastError,
+  SteadfastOptions,
+} from "steadfast";
+
+export interface UseSteadfastOptions extends SteadfastOptions {
+  /** How many received messages `messages` keeps (default 100). */
+  keep?: number;
+}
+
+export interface UseSteadfast {
+  /** The client (null before the first effect and after unmount). */
+  client: Steadfast | null;
+  state: ConnectionState;
+  /** Messages in the outbox. */
+  queued: number;
+  /** The last `keep` received messages, oldest first. */
+  messages: MessageData[];
+  lastMessage: MessageData | null;
+  /** The latest `error` or `warning`. */
+  error: SteadfastError | null;
+  send(data: SendData, options?: SendOptions): Promise<SendResult>;
+  close(code?: number, reason?: string): Promise<void>;
+  reconnect(): void;
+}
+
+/** A Steadfast client for the component's lifetime; `url` null or empty: none. */
+export declare function useSteadfast(url: string | null | undefined, options?: UseSteadfastOptions): UseSteadfast;

@@ -1,0 +1,279 @@
+// The Steadfast class: an EventTarget over the wasm client (../wasm).
+// Everything that decides runs in Rust; this file turns values into
+// events, promises and errors. Entry points: browser.js and node.js.
+
+import * as wasm from "../wasm/steadfast.js";
+
+let loader = null;
+let loaded = null;
+
+/** @internal Set by the entry point: how to instantiate the wasm. */
+export function _setLoader(load) {
+  loader = load;
+}
+
+function ready() {
+  loaded ??= Promise.resolve().then(() => loader());
+  return loaded;
+}
+
+const decoder = new TextDecoder();
+
+/** Every error steadfast reports: an `Error` with a stable `code`. */
+export class SteadfastError extends Error {
+  constructor(code, message, options) {
+    super(message, options);
+    this.name = "SteadfastError";
+    this.code = code;
+  }
+}
+
+function toError(error) {
+  if (error instanceof SteadfastError) return error;
+  if (error && typeof error.code === "string") {
+    return new SteadfastError(error.code, error.message);
+  }
+  return new SteadfastError("ERR_INTERNAL", String(error?.message ?? error), { cause: error });
+}
+
+/** A message from the server. `data` is a string or a Uint8Array. */
+export class SteadfastMessageEvent extends Event {
+  constructor(data) {
+    super("message");
+    this.data = data;
+  }
+  /** The payload parsed as JSON (text, or UTF-8 bytes). */
+  json() {
+    return JSON.parse(typeof this.data === "string" ? this.data : decoder.decode(this.data));
+  }
+}
+
+/** The connection state changed; the fields of `detail` are also on the event. */
+export class SteadfastStateEvent extends Event {
+  constructor(detail) {
+    super("state");
+    this.detail = detail;
+    Object.assign(this, detail);
+  }
+}
+
+/** A sent message was acknowledged (or, in plain mode, handed to the socket). */
+export class SteadfastAckEvent extends Event {
+  constructor(result) {
+    super("ack");
+    this.id = result.id;
+    this.acked = result.acked;
+    this.durable = result.durable;
+  }
+}
+
+/** Something went wrong and was handled (`error`), or a degraded set-up (`warning`). */
+export class SteadfastErrorEvent extends Event {
+  constructor(type, error) {
+    super(type);
+    this.error = error;
+    this.code = error.code;
+    this.message = error.message;
+  }
+}
+
+function payloadOf(data) {
+  if (typeof data === "string" || data instanceof Uint8Array) return data;
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  if (typeof Blob !== "undefined" && data instanceof Blob) {
+    throw new SteadfastError("ERR_INVALID_MESSAGE", "send a Blob as `new Uint8Array(await blob.arrayBuffer())`");
+  }
+  let text;
+  try {
+    text = JSON.stringify(data);
+  } catch (error) {
+    throw new SteadfastError("ERR_INVALID_MESSAGE", "the message is not JSON-serialisable: " + error.message, { cause: error });
+  }
+  if (text === undefined) {
+    throw new SteadfastError("ERR_INVALID_MESSAGE", "the message is not JSON-serialisable (" + typeof data + ")");
+  }
+  return text;
+}
+
+/**
+ * A WebSocket client that never loses, duplicates or reorders a message.
+ * See index.d.ts for the options and events.
+ */
+export class Steadfast extends EventTarget {
+  #core = null;
+  #started;
+  #state = { state: "connecting", attempt: 0 };
+  #stopped = false;
+
+  constructor(url, options = {}) {
+    super();
+    if (typeof url !== "string" && !(url instanceof URL)) {
+      throw new SteadfastError("ERR_INVALID_URL", "the URL must be a string or a URL");
+    }
+    if (options === null || typeof options !== "object") {
+      throw new SteadfastError("ERR_INVALID_OPTION", "options must be an object");
+    }
+    if (options.WebSocket === undefined && typeof globalThis.WebSocket !== "function") {
+      throw new SteadfastError(
+        "ERR_NO_WEBSOCKET",
+        "no WebSocket implementation: this JavaScript runtime has no global `WebSocket` " +
+          "(Node.js before 22 needs --experimental-websocket); pass one as the `WebSocket` " +
+          "option, e.g. `import { WebSocket } from \"ws\"`",
+      );
+    }
+    this.url = String(url);
+    this.#started = ready()
+      .then(() => wasm.open(this.url, options, (kind, value) => this.#event(kind, value)))
+      .then(
+        (core) => {
+          this.#core = core;
+          if (this.#stopped) core.close(1000, "").catch(() => {});
+          return core;
+        },
+        (error) => {
+          const failed = toError(error);
+          this.#state = { state: "closed", reason: "failed" };
+          this.dispatchEvent(new SteadfastErrorEvent("error", failed));
+          this.dispatchEvent(new SteadfastStateEvent(this.#state));
+          throw failed;
+        },
+      );
+    // Reported through `error`; `ready` and `send` reject with it too.
+    this.#started.catch(() => {});
+  }
+
+  /** Start a client and wait until it runs (rejects on bad options). */
+  static async connect(url, options) {
+    const client = new Steadfast(url, options);
+    await client.ready;
+    return client;
+  }
+
+  /** Resolves once the client runs (its store loaded); rejects on bad options. */
+  get ready() {
+    return this.#started.then(() => undefined);
+  }
+
+  /** The current state: `{ state, attempt, mode, nextRetryAt, retryInMs, reason, code }`. */
+  get state() {
+    return this.#state;
+  }
+
+  /** Counters: queued, queuedBytes, durable, resends, duplicates, ... (null before start). */
+  stats() {
+    return this.#core ? this.#core.stats() : null;
+  }
+
+  /**
+   * Queue a message; resolves on the server's ACK with `{ id, acked, durable }`.
+   * Strings go as text, bytes as binary, anything else as JSON text.
+   */
+  async send(data, options = {}) {
+    const payload = payloadOf(data);
+    const core = await this.#started;
+    try {
+      const result = await core.send(payload, options.onQueued);
+      this.dispatchEvent(new SteadfastAckEvent(result));
+      return result;
+    } catch (error) {
+      throw toError(error);
+    }
+  }
+
+  /** Close (1000 or 3000-4999) and stop reconnecting; queued messages stay queued. */
+  async close(code = 1000, reason = "") {
+    this.#stopped = true;
+    const core = await this.#started.catch(() => null);
+    if (!core) return;
+    try {
+      await core.close(code, reason);
+    } catch (error) {
+      throw toError(error);
+    }
+  }
+
+  /** Connect again now, from any state (also after close()). */
+  reconnect() {
+    this.#stopped = false;
+    this.#started.then((core) => core.reconnect(), () => {});
+  }
+
+  /** Tell the client about its environment: "online", "offline", "visible", "hidden", "pageshow". */
+  hint(hint) {
+    this.#started.then((core) => core.hint(hint), () => {});
+  }
+
+  /** Iterate over received messages (data), until close(). */
+  [Symbol.asyncIterator]() {
+    const queue = [];
+    let wake = null;
+    let done = false;
+    const onMessage = (event) => {
+      queue.push(event.data);
+      wake?.();
+    };
+    const onState = (event) => {
+      if (event.state === "closed") {
+        done = true;
+        wake?.();
+      }
+    };
+    const stop = () => {
+      done = true;
+      this.removeEventListener("message", onMessage);
+      this.removeEventListener("state", onState);
+    };
+    this.addEventListener("message", onMessage);
+    this.addEventListener("state", onState);
+    return {
+      next: async () => {
+        while (queue.length === 0 && !done) {
+          await new Promise((resolve) => (wake = resolve));
+          wake = null;
+        }
+        if (queue.length > 0) return { value: queue.shift(), done: false };
+        stop();
+        return { value: undefined, done: true };
+      },
+      return: async () => {
+        stop();
+        return { value: undefined, done: true };
+      },
+      [Symbol.asyncIterator]() {
+        return this;
+      },
+    };
+  }
+
+  #event(kind, value) {
+    switch (kind) {
+      case "message":
+        this.dispatchEvent(new SteadfastMessageEvent(value));
+        break;
+      case "state":
+        this.#state = value;
+        this.dispatchEvent(new SteadfastStateEvent(value));
+        break;
+      case "error":
+      case "warning":
+        this.dispatchEvent(new SteadfastErrorEvent(kind, toError(value)));
+        break;
+      case "resync":
+        this.dispatchEvent(new Event("resync"));
+        break;
+      case "skipped": {
+        const event = new Event("skipped");
+        event.count = value;
+        this.dispatchEvent(event);
+        break;
+      }
+    }
+  }
+}
+
+/** The version of the wasm module. */
+export async function version() {
+  await ready();
+  return wasm.version();
+}
