@@ -1,6 +1,6 @@
 // steadfast/react: the useSteadfast hook.
 import { useCallback, useEffect, useRef, useState } from "react";
-import { Steadfast } from "steadfast";
+import { Steadfast, _subscribe } from "steadfast";
 
 const initial = { state: "connecting", attempt: 0 };
 
@@ -22,32 +22,20 @@ export function useSteadfast(url, options = {}) {
   useEffect(() => {
     if (!url) return undefined;
     const created = new Steadfast(url, optionsRef.current);
-    const refresh = () => setQueued(created.stats()?.queued ?? 0);
-    const onState = (event) => {
-      setState(event.detail);
-      refresh();
-    };
-    const onMessage = (event) => {
-      setMessages((list) => {
-        const next = list.concat([event.data]);
-        return next.length > keep ? next.slice(next.length - keep) : next;
-      });
-    };
-    const onError = (event) => setError(event.error);
-    created.addEventListener("state", onState);
-    created.addEventListener("message", onMessage);
-    created.addEventListener("ack", refresh);
-    created.addEventListener("error", onError);
-    created.addEventListener("warning", onError);
-    created.ready.then(refresh, () => {});
+    const unsubscribe = _subscribe(created, {
+      onState: setState,
+      onMessage: (data) =>
+        setMessages((list) => {
+          const next = list.concat([data]);
+          return next.length > keep ? next.slice(next.length - keep) : next;
+        }),
+      onError: setError,
+      onQueued: setQueued,
+    });
     setClient(created);
     setState(created.state);
     return () => {
-      created.removeEventListener("state", onState);
-      created.removeEventListener("message", onMessage);
-      created.removeEventListener("ack", refresh);
-      created.removeEventListener("error", onError);
-      created.removeEventListener("warning", onError);
+      unsubscribe();
       created.close(1000, "unmounted").catch(() => {});
       setClient(null);
     };

@@ -272,6 +272,27 @@ export class Steadfast extends EventTarget {
   }
 }
 
+/**
+ * @internal For the React and Vue bindings: listen to what a UI shows
+ * (`state`, `message`, `error`/`warning`, and the queue length on every
+ * change); returns the function that stops listening.
+ */
+export function _subscribe(client, { onState, onMessage, onError, onQueued }) {
+  const refresh = () => onQueued(client.stats()?.queued ?? 0);
+  const listeners = [
+    ["state", (event) => (onState(event.detail), refresh())],
+    ["message", (event) => onMessage(event.data)],
+    ["ack", refresh],
+    ["error", (event) => onError(event.error)],
+    ["warning", (event) => onError(event.error)],
+  ];
+  for (const [type, listener] of listeners) client.addEventListener(type, listener);
+  client.ready.then(refresh, () => {});
+  return () => {
+    for (const [type, listener] of listeners) client.removeEventListener(type, listener);
+  };
+}
+
 /** The version of the wasm module. */
 export async function version() {
   await ready();

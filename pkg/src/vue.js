@@ -1,6 +1,6 @@
 // steadfast/vue: the useSteadfast composable.
 import { onScopeDispose, ref, shallowRef, toValue, watch } from "vue";
-import { Steadfast } from "steadfast";
+import { Steadfast, _subscribe } from "steadfast";
 
 /**
  * A Steadfast client for the calling scope (closed when it is disposed,
@@ -21,31 +21,20 @@ export function useSteadfast(url, options = {}) {
     stop = null;
     if (!target) return;
     const created = new Steadfast(target, clientOptions);
-    const refresh = () => (queued.value = created.stats()?.queued ?? 0);
-    const onState = (event) => {
-      state.value = event.detail;
-      refresh();
-    };
-    const onMessage = (event) => {
-      const next = messages.value.concat([event.data]);
-      messages.value = next.length > keep ? next.slice(next.length - keep) : next;
-      lastMessage.value = event.data;
-    };
-    const onError = (event) => (error.value = event.error);
-    created.addEventListener("state", onState);
-    created.addEventListener("message", onMessage);
-    created.addEventListener("ack", refresh);
-    created.addEventListener("error", onError);
-    created.addEventListener("warning", onError);
-    created.ready.then(refresh, () => {});
+    const unsubscribe = _subscribe(created, {
+      onState: (detail) => (state.value = detail),
+      onMessage: (data) => {
+        const next = messages.value.concat([data]);
+        messages.value = next.length > keep ? next.slice(next.length - keep) : next;
+        lastMessage.value = data;
+      },
+      onError: (value) => (error.value = value),
+      onQueued: (count) => (queued.value = count),
+    });
     client.value = created;
     state.value = created.state;
     stop = () => {
-      created.removeEventListener("state", onState);
-      created.removeEventListener("message", onMessage);
-      created.removeEventListener("ack", refresh);
-      created.removeEventListener("error", onError);
-      created.removeEventListener("warning", onError);
+      unsubscribe();
       created.close(1000, "disposed").catch(() => {});
       client.value = null;
     };
