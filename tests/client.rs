@@ -682,3 +682,63 @@ async fn three_hundred_clients_in_one_process() {
     assert_eq!(peers.len(), 300, "one session each");
     assert_eq!(server.handle().metrics().get("connections_open"), Some(300));
 }
+
+/// A store that cannot be read (IndexedDB refused, a missing disk).
+struct Unreadable;
+
+impl steadfast::store::Store for Unreadable {
+    fn load(
+        &mut self,
+    ) -> steadfast::store::BoxFuture<
+        '_,
+        Result<steadfast::store::Snapshot, steadfast::store::StoreError>,
+    > {
+        Box::pin(async { Err(steadfast::store::StoreError("unreadable".into())) })
+    }
+
+    fn apply(
+        &mut self,
+        _ops: Vec<steadfast_core::PersistOp>,
+    ) -> steadfast::store::BoxFuture<'_, Result<(), steadfast::store::StoreError>> {
+        Box::pin(async { Err(steadfast::store::StoreError("unwritable".into())) })
+    }
+
+    fn is_durable(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_load_fails_connect_unless_memory_fallback_is_on() {
+    let recorder = Recorder::default();
+    let server = serve(&recorder).await;
+    let refused = Client::builder(server.url())
+        .store(Unreadable)
+        .connect()
+        .await
+        .expect_err("the store cannot load");
+    assert_eq!(refused.code(), "ERR_STORE");
+
+    let client = Client::builder(server.url())
+        .store(Unreadable)
+        .memory_fallback(true)
+        .connect()
+        .await
+        .expect("falls back to memory");
+    match within("the store event", client.next_event()).await {
+        Some(ClientEvent::Error(error)) => {
+            assert_eq!(error.code(), "ERR_STORE");
+            assert!(error.to_string().contains("memory"), "{error}");
+        }
+        other => panic!("expected ERR_STORE first, got {other:?}"),
+    }
+    let receipt = client.send("kept in memory").await.expect("queued");
+    assert!(!receipt.is_durable(), "memory is not durable");
+    assert_eq!(within("the ack", receipt).await, Ok(Delivery::Acked));
+    assert!(!client.stats().durable);
+    assert_eq!(
+        receive(&client, 1).await,
+        vec![Payload::Text("kept in memory".into())],
+        "the echo"
+    );
+}

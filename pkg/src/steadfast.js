@@ -255,10 +255,13 @@ export class Steadfast extends EventTarget {
         this.#state = value;
         this.dispatchEvent(new SteadfastStateEvent(value));
         break;
-      case "error":
-      case "warning":
-        this.dispatchEvent(new SteadfastErrorEvent(kind, toError(value)));
+      case "error": {
+        // ERR_STORE: the store is unavailable or failed; the client goes
+        // on in memory. Degraded, not failed: a warning.
+        const error = toError(value);
+        this.dispatchEvent(new SteadfastErrorEvent(error.code === "ERR_STORE" ? "warning" : "error", error));
         break;
+      }
       case "resync":
         this.dispatchEvent(new Event("resync"));
         break;

@@ -224,43 +224,31 @@ fn message(error: &JsValue) -> String {
 /// Start a client for `url` with the `Steadfast` constructor's options.
 /// `on_event(kind, value)` is called for each event, after the client
 /// released its state: `("message", data)`, `("state", state)`,
-/// `("error", error)`, `("resync")`, `("skipped", count)`; and
-/// `("warning", error)` when the requested store was unavailable.
+/// `("error", error)` (`ERR_STORE`: the store failed and messages are
+/// kept in memory), `("resync")`, `("skipped", count)`.
 #[wasm_bindgen]
 pub async fn open(url: String, options: JsValue, on_event: Function) -> Result<Core, JsValue> {
     let persist = get(&options, "persist");
-    let mut warning = None;
-    let started = match persist.as_string().as_deref() {
-        Some("memory") => builder(&url, &options)?.connect().await,
+    let builder = builder(&url, &options)?;
+    let builder = match persist.as_string().as_deref() {
+        Some("memory") => builder,
         None if persist.is_object() => {
-            let store = JsStore::new(persist.clone()).map_err(|e| js_error(&e.into()))?;
-            builder(&url, &options)?.store(store).connect().await
+            builder.store(JsStore::new(persist).map_err(|e| js_error(&e.into()))?)
         }
         None if !persist.is_undefined() => return Err(invalid("persist", PERSIST)),
+        // The default where IndexedDB does not exist (Node.js): memory.
+        None if !IndexedDbStore::is_available() => builder,
+        // IndexedDB refused (a private mode, blocked, no quota) or, when
+        // asked for explicitly, missing: memory, with an ERR_STORE event.
         Some("indexeddb") | None => {
             let name = string(&options, "name")?.unwrap_or_else(|| ["steadfast ", &url].concat());
-            let store = IndexedDbStore::new(name);
-            match builder(&url, &options)?.store(store).connect().await {
-                // No IndexedDB (Node.js, a private mode, blocked, no quota):
-                // memory, and say so.
-                Err(Error::Store(reason)) => {
-                    warning = Some(Error::Store(
-                        [&reason, "; messages are kept in memory only"].concat(),
-                    ));
-                    builder(&url, &options)?.connect().await
-                }
-                other => other,
-            }
+            builder
+                .store(IndexedDbStore::new(name))
+                .memory_fallback(true)
         }
         Some(_) => return Err(invalid("persist", PERSIST)),
     };
-    let client = started.map_err(|e| js_error(&e))?;
-    if let Some(warning) = warning {
-        // Node.js has no IndexedDB: the memory store is what was meant.
-        if IndexedDbStore::is_available() || persist.is_string() {
-            let _ = on_event.call2(&JsValue::UNDEFINED, &"warning".into(), &js_error(&warning));
-        }
-    }
+    let client = builder.connect().await.map_err(|e| js_error(&e))?;
     let pump = client.clone();
     wasm_bindgen_futures::spawn_local(async move {
         while let Some(event) = pump.next_event().await {

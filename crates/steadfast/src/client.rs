@@ -17,8 +17,6 @@ use steadfast_core::{
 use crate::driver::{self, Command};
 use crate::rt::{self, BoxFuture, MaybeSend, MaybeSync};
 use crate::store::{MemoryStore, Store};
-#[cfg(not(target_arch = "wasm32"))]
-use crate::transport::TlsOptions;
 use crate::transport::{validate_close, ConnectOptions};
 use crate::watch::Watch;
 use crate::Error;
@@ -54,10 +52,7 @@ pub enum AuthPlacement {
 /// The auth hook's result: a token, or why there is none.
 pub type AuthResult = Result<String, String>;
 
-#[cfg(not(target_arch = "wasm32"))]
-pub(crate) type AuthHook = Arc<dyn Fn() -> BoxFuture<'static, AuthResult> + Send + Sync>;
-#[cfg(target_arch = "wasm32")]
-pub(crate) type AuthHook = Arc<dyn Fn() -> BoxFuture<'static, AuthResult>>;
+pub(crate) type AuthHook = rt::SharedHook<AuthResult>;
 
 #[derive(Clone)]
 pub(crate) struct Auth {
@@ -84,6 +79,7 @@ pub struct ClientBuilder {
     pub(crate) overflow: SendOverflow,
     pub(crate) seed: Option<u64>,
     pub(crate) max_unread: usize,
+    pub(crate) memory_fallback: bool,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -110,6 +106,7 @@ impl ClientBuilder {
             overflow: SendOverflow::Wait,
             seed: None,
             max_unread: 1024,
+            memory_fallback: false,
         }
     }
 
@@ -190,8 +187,8 @@ impl ClientBuilder {
         self
     }
 
-    #[cfg(not(target_arch = "wasm32"))]
-    /// Add a header to every handshake.
+    /// Add a header to every handshake (native; browsers cannot send
+    /// headers, so on wasm32 `connect` refuses it with `ERR_INVALID_OPTION`).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.connect.headers.push((name.into(), value.into()));
         self
@@ -200,36 +197,6 @@ impl ClientBuilder {
     /// Also offer this subprotocol (after `steadfast.v1` in reliable mode).
     pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
         self.connect.protocols.push(protocol.into());
-        self
-    }
-
-    /// The `WebSocket` constructor to use instead of the global one (wasm32:
-    /// Node.js before 22 has none; pass the `ws` package's `WebSocket`).
-    #[cfg(target_arch = "wasm32")]
-    pub fn websocket(mut self, constructor: js_sys::Function) -> Self {
-        self.connect.constructor = Some(constructor);
-        self
-    }
-
-    #[cfg(not(target_arch = "wasm32"))]
-    /// TLS for `wss://`: extra CA, client certificate, insecure mode.
-    pub fn tls(mut self, tls: TlsOptions) -> Self {
-        self.connect.tls = tls;
-        self
-    }
-
-    #[cfg(not(target_arch = "wasm32"))]
-    /// WebSocket read buffer per connection (default 4 KiB; larger
-    /// messages still arrive, the buffer grows for them).
-    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
-        self.connect.read_buffer_size = Some(bytes);
-        self
-    }
-
-    #[cfg(not(target_arch = "wasm32"))]
-    /// WebSocket write buffer per connection (default 4 KiB).
-    pub fn write_buffer_size(mut self, bytes: usize) -> Self {
-        self.connect.write_buffer_size = Some(bytes);
         self
     }
 
@@ -263,6 +230,15 @@ impl ClientBuilder {
         self
     }
 
+    /// If the store cannot load at start (IndexedDB refused in a private
+    /// mode, or missing), start without it: messages are kept in memory
+    /// only and an `ERR_STORE` event says so, as after a failed write. Off
+    /// by default: `connect` then fails with `ERR_STORE`.
+    pub fn memory_fallback(mut self, fall_back: bool) -> Self {
+        self.memory_fallback = fall_back;
+        self
+    }
+
     /// Load the store, start the client and begin connecting. Fails with
     /// `ERR_INVALID_URL`, `ERR_INVALID_OPTION`, `ERR_INVALID_CONFIG`,
     /// `ERR_STORE` or (wasm32, with no `WebSocket` anywhere)
@@ -272,21 +248,15 @@ impl ClientBuilder {
     /// worker's or Node.js's event loop.
     pub async fn connect(mut self) -> Result<Client, Error> {
         crate::transport::validate_url(&self.url)?;
-        #[cfg(target_arch = "wasm32")]
-        if let Some(Auth {
-            placement: AuthPlacement::Header(_),
-            ..
-        }) = &self.auth
-        {
-            return Err(Error::InvalidOption(
-                "browsers cannot set handshake headers: put the token in a query parameter or a subprotocol".into(),
-            ));
-        }
-        // Fail now, not on every retry.
-        #[cfg(target_arch = "wasm32")]
-        if self.connect.constructor.is_none() && !crate::transport::has_global_websocket() {
-            return Err(Error::NoWebSocket);
-        }
+        // What this target's transport cannot do fails now, not on every retry.
+        let header_auth = matches!(
+            &self.auth,
+            Some(Auth {
+                placement: AuthPlacement::Header(_),
+                ..
+            })
+        );
+        crate::transport::check_options(&self.connect, header_auth)?;
         self.config.can_refresh_auth = self.auth.is_some();
         if self.overflow == SendOverflow::DropOldest {
             self.config.outbox.overflow = Overflow::DropOldest;

@@ -23,7 +23,7 @@ use crate::client::{
     Delivery, SendOverflow, Shared,
 };
 use crate::rt::{self, BoxFuture};
-use crate::store::{Store, StoreError};
+use crate::store::{Snapshot, Store, StoreError};
 use crate::transport::{ConnectOptions, Message, Socket, SocketEvent};
 use crate::Error;
 
@@ -95,7 +95,15 @@ pub(crate) async fn start(
     shared: Arc<Shared>,
 ) -> Result<impl std::future::Future<Output = ()>, Error> {
     let mut store = store;
-    let snapshot = store.load().await.map_err(|e| Error::Store(e.0))?;
+    let loaded = store.load().await;
+    let (store, snapshot, load_failed) = match loaded {
+        Ok(snapshot) => (Some(store), snapshot, None),
+        // The same fallback as a failed write: no store, memory only.
+        Err(StoreError(reason)) if builder.memory_fallback => {
+            (None, Snapshot::default(), Some(reason))
+        }
+        Err(StoreError(reason)) => return Err(Error::Store(reason)),
+    };
     let seed = builder.seed.unwrap_or_else(rt::random_seed);
     let now = rt::now_ms();
     let restored = snapshot.messages.len();
@@ -114,10 +122,10 @@ pub(crate) async fn start(
     engine.connect(now);
     let span = tracing::info_span!("steadfast", url = %builder.url);
     span.in_scope(|| tracing::debug!(restored, "client started"));
-    let durable = store.is_durable();
-    let driver = Driver {
+    let durable = store.as_ref().is_some_and(|s| s.is_durable());
+    let mut driver = Driver {
         engine,
-        store: Some(store),
+        store,
         durable,
         url: builder.url,
         connect: builder.connect,
@@ -142,6 +150,9 @@ pub(crate) async fn start(
         hints: rt::lifecycle(),
     };
     // The restored outbox counts from the first moment.
+    if let Some(reason) = load_failed {
+        driver.store_failed(reason);
+    }
     driver.publish_stats();
     Ok(driver.run().instrument(span))
 }
@@ -437,10 +448,7 @@ impl Driver {
                 None => Ok(()),
             };
             if let Err(StoreError(reason)) = result {
-                tracing::error!(%reason, "the store failed; keeping messages in memory only");
-                self.store = None;
-                self.durable = false;
-                self.emit(ClientEvent::Error(Error::Store(reason)));
+                self.store_failed(reason);
             }
         }
         for (receipt, reply) in self.unflushed.drain(..) {
@@ -495,6 +503,16 @@ impl Driver {
         }
     }
 
+    /// Go on without the store: messages are kept in memory only.
+    fn store_failed(&mut self, reason: String) {
+        tracing::error!(%reason, "the store failed; keeping messages in memory only");
+        self.store = None;
+        self.durable = false;
+        self.emit(ClientEvent::Error(Error::Store(
+            [&reason, "; messages are kept in memory only"].concat(),
+        )));
+    }
+
     fn emit(&self, event: ClientEvent) {
         // No reader left means no Client left; the driver ends soon.
         let _ = self.events.unbounded_send(event);
@@ -530,11 +548,7 @@ impl Driver {
                     None => (auth.hook)().await.map_err(Error::AuthHook)?,
                 };
                 match &auth.placement {
-                    #[cfg(not(target_arch = "wasm32"))]
                     AuthPlacement::Header(name) => options.headers.push((name.clone(), token)),
-                    // Refused by `connect` already: browsers cannot set headers.
-                    #[cfg(target_arch = "wasm32")]
-                    AuthPlacement::Header(_) => return Err(Error::InvalidOption("header".into())),
                     AuthPlacement::Query(name) => {
                         let authority_only = url
                             .split_once("://")

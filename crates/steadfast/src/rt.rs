@@ -29,6 +29,13 @@ pub trait MaybeSend {}
 #[cfg(target_arch = "wasm32")]
 impl<T: ?Sized> MaybeSend for T {}
 
+/// A shared async callback (the auth hook): `Send + Sync` natively.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) type SharedHook<T> = std::sync::Arc<dyn Fn() -> BoxFuture<'static, T> + Send + Sync>;
+/// A shared async callback (the auth hook).
+#[cfg(target_arch = "wasm32")]
+pub(crate) type SharedHook<T> = std::sync::Arc<dyn Fn() -> BoxFuture<'static, T>>;
+
 /// `Sync` natively; nothing on wasm32.
 #[cfg(not(target_arch = "wasm32"))]
 pub trait MaybeSync: Sync {}

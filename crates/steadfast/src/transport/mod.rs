@@ -31,8 +31,6 @@ pub use tls::TlsOptions;
 mod web;
 #[cfg(target_arch = "wasm32")]
 use web as imp;
-#[cfg(target_arch = "wasm32")]
-pub(crate) use web::has_global_websocket;
 
 /// One WebSocket message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,8 +89,7 @@ pub struct ConnectOptions {
     /// Subprotocols offered in `Sec-WebSocket-Protocol`, in order of preference.
     pub protocols: Vec<String>,
     /// Extra HTTP headers for the handshake (native only: browsers do not
-    /// allow them).
-    #[cfg(not(target_arch = "wasm32"))]
+    /// allow them, and the wasm32 transport refuses them).
     pub headers: Vec<(String, String)>,
     /// How `wss://` verifies the server and identifies the client (native
     /// only: browsers decide this themselves).
@@ -122,8 +119,7 @@ impl ConnectOptions {
         self
     }
 
-    /// Add an HTTP header to the handshake request.
-    #[cfg(not(target_arch = "wasm32"))]
+    /// Add an HTTP header to the handshake request (native only).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
@@ -220,6 +216,13 @@ impl Socket {
         }
         polled
     }
+}
+
+/// Refuse, before any connect, what this target's transport cannot do:
+/// on wasm32 headers (also a header-placed auth token) and a missing
+/// `WebSocket`; natively nothing.
+pub(crate) fn check_options(options: &ConnectOptions, header_auth: bool) -> Result<(), Error> {
+    imp::check_options(options, header_auth)
 }
 
 /// Only `ws://` and `wss://` URLs with a host are accepted, on every target.

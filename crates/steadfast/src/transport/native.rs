@@ -18,6 +18,32 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use super::{CloseInfo, ConnectOptions, Message, Opened, SocketEvent, CLOSE_NO_STATUS};
 use crate::Error;
 
+/// Everything connects natively; nothing to refuse up front.
+pub(super) fn check_options(_options: &ConnectOptions, _header_auth: bool) -> Result<(), Error> {
+    Ok(())
+}
+
+impl crate::ClientBuilder {
+    /// TLS for `wss://`: extra CA, client certificate, insecure mode.
+    pub fn tls(mut self, tls: super::TlsOptions) -> Self {
+        self.connect.tls = tls;
+        self
+    }
+
+    /// WebSocket read buffer per connection (default 4 KiB; larger
+    /// messages still arrive, the buffer grows for them).
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.connect.read_buffer_size = Some(bytes);
+        self
+    }
+
+    /// WebSocket write buffer per connection (default 4 KiB).
+    pub fn write_buffer_size(mut self, bytes: usize) -> Self {
+        self.connect.write_buffer_size = Some(bytes);
+        self
+    }
+}
+
 /// Read buffer per connection. tungstenite's default (128 KiB) makes an idle
 /// connection cost ~130 KiB; messages larger than this still arrive, the
 /// buffer just grows for them.

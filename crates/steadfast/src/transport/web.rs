@@ -201,9 +201,27 @@ fn construct(url: &str, options: &ConnectOptions) -> Result<WebSocket, Error> {
     Ok(socket.unchecked_into())
 }
 
-/// Whether this JavaScript environment has a global `WebSocket`.
-pub(crate) fn has_global_websocket() -> bool {
-    global_constructor().is_some()
+/// Browsers cannot set handshake headers; without a `WebSocket` nothing
+/// can connect. Both are refused before the first attempt.
+pub(super) fn check_options(options: &ConnectOptions, header_auth: bool) -> Result<(), Error> {
+    if header_auth || !options.headers.is_empty() {
+        return Err(Error::InvalidOption(
+            "browsers cannot set handshake headers: put the token in a query parameter or a subprotocol".into(),
+        ));
+    }
+    if options.constructor.is_none() && global_constructor().is_none() {
+        return Err(Error::NoWebSocket);
+    }
+    Ok(())
+}
+
+impl crate::ClientBuilder {
+    /// The `WebSocket` constructor to use instead of the global one (wasm32:
+    /// Node.js before 22 has none; pass the `ws` package's `WebSocket`).
+    pub fn websocket(mut self, constructor: Function) -> Self {
+        self.connect.constructor = Some(constructor);
+        self
+    }
 }
 
 fn global_constructor() -> Option<Function> {
