@@ -124,7 +124,7 @@ impl Engine {
     ) -> Result<(Engine, Vec<(u64, Receipt)>), ConfigError> {
         config.validate()?;
         let mut rng = Rng::new(seed);
-        messages.sort_by_key(|m| m.seq);
+        StoredMessage::sort_by_seq(&mut messages);
         let (session, welcomed, delivered, next_seq) = match session {
             Some(s) => (s.session, s.welcomed, s.inbound_delivered, s.next_seq),
             // Messages without a session record: keep them, in a new session.

@@ -2,7 +2,7 @@
 //! `seq ≤ delivered`, a bounded reorder window, and chunk reassembly — every
 //! byte held is counted against the configured limits.
 
-use std::collections::BTreeMap;
+use crate::SeqMap;
 
 use crate::codec::Chunk;
 use crate::config::Limits;
@@ -48,7 +48,7 @@ pub(crate) struct Received {
 pub(crate) struct Inbound {
     /// Every seq ≤ this was delivered (or skipped).
     pub(crate) delivered: u64,
-    held: BTreeMap<u64, Held>,
+    held: SeqMap<Held>,
     held_bytes: usize,
     partials: usize,
 }
@@ -84,7 +84,7 @@ impl Inbound {
 
     /// Something is held beyond the next seq: a gap waits to be filled.
     pub(crate) fn has_gap(&self) -> bool {
-        self.held.keys().any(|&seq| seq > self.delivered + 1)
+        self.held.keys().any(|seq| seq > self.delivered + 1)
     }
 
     pub(crate) fn on_data(
@@ -108,7 +108,7 @@ impl Inbound {
                 delivered: self.delivered,
             });
         }
-        match (chunk, self.held.get_mut(&seq)) {
+        match (chunk, self.held.get_mut(seq)) {
             (None, None) => {
                 if !self.fits(payload.len(), limits) {
                     return Err(EngineError::BufferLimit);
@@ -199,7 +199,7 @@ impl Inbound {
             });
         }
         // Whatever is held inside the range will never complete: drop it.
-        let inside: Vec<u64> = self.held.range(first..=last).map(|(&k, _)| k).collect();
+        let inside = self.held.keys_in(first, last);
         for seq in inside {
             self.remove(seq);
         }
@@ -217,7 +217,7 @@ impl Inbound {
         if !self.fits(payload.len(), limits) {
             return Err(EngineError::BufferLimit);
         }
-        let Some(Held::Partial(p)) = self.held.get_mut(&seq) else {
+        let Some(Held::Partial(p)) = self.held.get_mut(seq) else {
             return Ok(());
         };
         let len = p.data.len() as u64 + payload.len() as u64;
@@ -244,9 +244,9 @@ impl Inbound {
         let mut out = Received::default();
         loop {
             let next = self.delivered + 1;
-            match self.held.get(&next) {
+            match self.held.get(next) {
                 Some(Held::Complete { .. }) => {
-                    let Some(Held::Complete { binary, data }) = self.held.remove(&next) else {
+                    let Some(Held::Complete { binary, data }) = self.held.remove(next) else {
                         break; // just matched as Complete
                     };
                     self.held_bytes -= data.len();
@@ -262,10 +262,10 @@ impl Inbound {
                 }
                 Some(Held::Skip { last }) => {
                     let last = *last;
-                    self.held.remove(&next);
+                    self.held.remove(next);
                     out.skipped += last - self.delivered;
                     self.delivered = last;
-                    let covered: Vec<u64> = self.held.range(..=last).map(|(&k, _)| k).collect();
+                    let covered = self.held.keys_in(0, last);
                     for seq in covered {
                         self.remove(seq);
                     }
@@ -284,7 +284,7 @@ impl Inbound {
     }
 
     fn remove(&mut self, seq: u64) {
-        match self.held.remove(&seq) {
+        match self.held.remove(seq) {
             Some(Held::Partial(p)) => {
                 self.partials -= 1;
                 self.held_bytes -= p.data.len();

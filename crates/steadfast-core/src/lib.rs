@@ -42,6 +42,7 @@ mod inbound;
 mod outbox;
 pub mod record;
 mod rng;
+mod seqmap;
 mod timer;
 mod types;
 
@@ -53,6 +54,7 @@ pub use config::{
 pub use engine::Engine;
 pub use error::{EngineError, SendError};
 pub use rng::Rng;
+pub use seqmap::SeqMap;
 pub use types::{
     DisconnectReason, Event, FailReason, Hint, Mode, Output, Payload, PersistOp, Receipt, State,
     Stats, StopReason, SuspendReason, Transmit,

@@ -89,6 +89,13 @@ impl StoredSession {
 }
 
 impl StoredMessage {
+    /// Sort records by seq, the order a store hands them back in. Seqs are
+    /// unique, so the order is exact; one shared sort keeps one copy of the
+    /// sort code in the wasm build.
+    pub fn sort_by_seq(messages: &mut [StoredMessage]) {
+        messages.sort_unstable_by_key(|m| m.seq);
+    }
+
     /// The record's bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![MESSAGE_TAG, RECORD_VERSION, u8::from(self.binary)];

@@ -72,7 +72,15 @@ impl Timers {
             .iter()
             .filter_map(|&t| self.get(t).filter(|&at| at <= now).map(|at| (t, at)))
             .collect();
-        due.sort_by_key(|&(_, at)| at);
+        // Insertion sort: at most nine timers, and ties keep `ALL`'s order
+        // (a library sort would cost kilobytes of wasm for this).
+        for i in 1..due.len() {
+            let mut j = i;
+            while j > 0 && due[j - 1].1 > due[j].1 {
+                due.swap(j - 1, j);
+                j -= 1;
+            }
+        }
         for (t, _) in &due {
             self.stop(*t);
         }

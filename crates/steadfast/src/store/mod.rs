@@ -15,11 +15,10 @@
 //!
 //! Every backend passes the same [`conformance`] suite.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use steadfast_core::record::{StoredMessage, StoredSession};
-use steadfast_core::PersistOp;
+use steadfast_core::{PersistOp, SeqMap};
 
 pub use crate::rt::{BoxFuture, MaybeSend};
 
@@ -74,7 +73,7 @@ pub trait Store: MaybeSend + 'static {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Records {
     pub(crate) session: Option<Vec<u8>>,
-    pub(crate) messages: BTreeMap<u64, Vec<u8>>,
+    pub(crate) messages: SeqMap<Vec<u8>>,
 }
 
 impl Records {
@@ -86,7 +85,7 @@ impl Records {
                     self.messages.insert(message.seq, message.encode());
                 }
                 PersistOp::Delete { seq } => {
-                    self.messages.remove(&seq);
+                    self.messages.remove(seq);
                 }
                 PersistOp::Clear => self.messages.clear(),
             }
@@ -120,7 +119,7 @@ pub(crate) fn decode<'a>(
             }
         })
         .collect();
-    decoded.sort_by_key(|m| m.seq);
+    StoredMessage::sort_by_seq(&mut decoded);
     Snapshot {
         session,
         messages: decoded,
@@ -153,7 +152,7 @@ impl Store for MemoryStore {
         let records = self.records();
         let snapshot = decode(
             records.session.as_deref(),
-            records.messages.iter().map(|(k, v)| (*k, v.as_slice())),
+            records.messages.iter().map(|(k, v)| (k, v.as_slice())),
         );
         drop(records);
         Box::pin(async move { Ok(snapshot) })
