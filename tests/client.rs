@@ -742,3 +742,98 @@ async fn a_store_that_cannot_load_fails_connect_unless_memory_fallback_is_on() {
         "the echo"
     );
 }
+
+/// A server that stops reading must not make the client pile messages into
+/// the socket: past `send_buffer` they wait in the outbox (bounded, counted,
+/// persisted), and all arrive, in order, once the server reads again.
+#[tokio::test]
+async fn a_peer_that_stops_reading_leaves_messages_in_the_outbox_not_the_socket() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+    const COUNT: usize = 640;
+    const SIZE: usize = 64 * 1024; // 40 MiB in all: more than loopback's socket buffers
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("bound");
+    let (go, read_now) = tokio::sync::oneshot::channel::<()>();
+    // A plain WebSocket server (no steadfast subprotocol) that reads nothing
+    // until told to.
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("a client connects");
+        let mut ws = tokio_tungstenite::accept_async(tcp)
+            .await
+            .expect("handshake");
+        let _ = read_now.await;
+        let mut got = Vec::new();
+        while got.len() < COUNT {
+            match ws.next().await {
+                Some(Ok(WsMessage::Binary(bytes))) => got.push(bytes.to_vec()),
+                Some(Ok(_)) => {}
+                other => panic!("the stream ended early: {other:?}"),
+            }
+        }
+        got
+    });
+    let client = Client::builder(format!("ws://{addr}"))
+        .reliability(Reliability::Off)
+        .send_buffer(256 * 1024)
+        .outbox(OutboxConfig {
+            max_messages: COUNT,
+            max_bytes: COUNT * SIZE,
+            ..OutboxConfig::default()
+        })
+        .backoff(fast_backoff())
+        .seed(41)
+        .connect()
+        .await
+        .expect("valid options");
+    within(
+        "the plain connection",
+        client.wait_for_state(|s| matches!(s, ConnectionState::Open { .. })),
+    )
+    .await;
+    let mut receipts = Vec::new();
+    for i in 0..COUNT {
+        let mut payload = vec![0u8; SIZE];
+        payload[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        let receipt = within("room in the outbox", client.send(payload))
+            .await
+            .expect("queued");
+        receipts.push(receipt);
+    }
+    // Let the client push what it can; then it must hold the rest.
+    let mut last = usize::MAX;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let queued = client.stats().queued;
+        if queued == last {
+            break;
+        }
+        last = queued;
+    }
+    let held = client.stats().queued;
+    assert!(
+        held > 0,
+        "every message went into the socket although the server read nothing"
+    );
+    let _ = go.send(());
+    let got = within("the server to read every message", server)
+        .await
+        .expect("the server task");
+    for (i, payload) in got.iter().enumerate() {
+        assert_eq!(payload.len(), SIZE);
+        assert_eq!(
+            payload[..8],
+            (i as u64).to_be_bytes(),
+            "message {i} out of order"
+        );
+    }
+    for receipt in receipts {
+        within("the receipt", receipt)
+            .await
+            .expect("handed to the socket");
+    }
+    eventually("the outbox to empty", WAIT, || client.stats().queued == 0).await;
+}

@@ -31,6 +31,8 @@ export interface SteadfastOptions {
   protocols?: string[];
   /** Messages above this many bytes are sent in chunks (reliable mode; default 32 KiB). */
   chunkSize?: number;
+  /** Bytes the socket may buffer unsent (`bufferedAmount`, default 1 MiB); above it, messages wait in the outbox until it drains below half. */
+  sendBuffer?: number;
   /** Give up on a connect attempt after this long. */
   connectTimeoutMs?: number;
   /** Reconnect timing (full jitter between attempts). */

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { randomBytes, createHash } from "node:crypto";
 import { after, describe, test } from "node:test";
-import { WebSocket as WsWebSocket } from "ws";
+import { WebSocket as WsWebSocket, WebSocketServer } from "ws";
 import { Steadfast, SteadfastError } from "steadfast";
 import { TestServer, until, next, mapStore } from "./server.js";
 
@@ -101,6 +101,55 @@ describe("steadfast in Node.js", () => {
     assert.equal(settled, 200);
     assert.deepEqual(got, Array.from({ length: 200 }, (_, i) => `m${i}`));
     await client.close();
+  });
+
+  test("a server that stops reading: past sendBuffer messages wait in the outbox, then all arrive in order", async () => {
+    // A plain WebSocket server (no steadfast subprotocol) that pauses reading.
+    const wss = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+    await new Promise((resolve) => wss.once("listening", resolve));
+    const COUNT = 640;
+    const SIZE = 64 * 1024; // 40 MiB in all: more than loopback's socket buffers
+    const got = [];
+    let peer = null;
+    wss.on("connection", (ws) => {
+      peer = ws;
+      ws.pause();
+      ws.on("message", (data) => got.push(data));
+    });
+    const client = new Steadfast(`ws://127.0.0.1:${wss.address().port}`, {
+      persist: "memory",
+      reliable: "off",
+      sendBuffer: 256 * 1024,
+      queue: { maxMessages: COUNT, maxBytes: COUNT * SIZE },
+    });
+    await until("the plain connection", () => client.state.state === "open" && peer !== null);
+    const sends = [];
+    for (let i = 0; i < COUNT; i++) {
+      const bytes = new Uint8Array(SIZE);
+      new DataView(bytes.buffer).setUint32(0, i);
+      sends.push(client.send(bytes));
+    }
+    // Let the client push what it can; then it must hold the rest.
+    let last = -1;
+    for (let i = 0; i < 50; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      const queued = client.stats().queued;
+      if (queued === last) break;
+      last = queued;
+    }
+    const held = client.stats().queued;
+    assert.ok(held > 0, "every message went into the socket although the server read nothing");
+    peer.resume();
+    await until(`${COUNT} messages at the server`, () => got.length === COUNT, 60000);
+    got.forEach((data, i) => {
+      assert.equal(data.length, SIZE);
+      assert.equal(data.readUInt32BE(0), i, `message ${i} out of order`);
+    });
+    const results = await Promise.all(sends);
+    assert.equal(results.length, COUNT);
+    await until("the outbox empties", () => client.stats().queued === 0);
+    await client.close();
+    await new Promise((resolve) => wss.close(resolve));
   });
 
   test("a 4 MiB message is chunked and arrives intact", async () => {

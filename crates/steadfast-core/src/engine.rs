@@ -25,6 +25,8 @@ struct Conn {
     open: bool,
     /// Set once messages can flow (reliable: after the handshake).
     mode: Option<Mode>,
+    /// The transport's send buffer is full: queued messages wait.
+    send_blocked: bool,
 }
 
 /// The sans-IO steadfast engine: one session, driven by its caller.
@@ -85,6 +87,10 @@ pub struct Engine {
     probe_sent_at: Option<u64>,
     ping_id: u64,
     ping_sent_at: Option<(u64, u64)>,
+    /// A plain-mode pass stopped at its budget: more to put on the wire.
+    plain_more: bool,
+    /// Plain-mode payload bytes in `out`, not yet taken by the driver.
+    plain_pending: usize,
     stats: Stats,
 }
 
@@ -194,6 +200,8 @@ impl Engine {
             probe_sent_at: None,
             ping_id: 0,
             ping_sent_at: None,
+            plain_more: false,
+            plain_pending: 0,
             stats: Stats::default(),
         }
     }
@@ -248,7 +256,15 @@ impl Engine {
 
     /// The next output; `Timeout` or `None` ends a drain.
     pub fn poll_output(&mut self) -> Option<Output> {
+        if self.out.is_empty() && self.plain_more {
+            // The next pass of a plain-mode queue, now that the last one was
+            // taken (and the driver could report a full send buffer).
+            self.transmit_more();
+        }
         if let Some(output) = self.out.pop_front() {
+            if let Output::Transmit(t) = &output {
+                self.plain_pending = self.plain_pending.saturating_sub(t.data.len().max(1));
+            }
             return Some(output);
         }
         self.timers.next().map(Output::Timeout)
@@ -416,6 +432,7 @@ impl Engine {
             self.conn = Some(Conn {
                 open: true,
                 mode: None,
+                send_blocked: false,
             });
             self.last_rx = now;
             self.timers.set(
@@ -579,6 +596,23 @@ impl Engine {
             reason: reason.to_owned(),
         };
         self.after_disconnect(now, reason, action, false);
+    }
+
+    /// The transport's send buffer filled up (`blocked`) or drained.
+    ///
+    /// While blocked, no queued message goes on the wire (ACKs, pings and
+    /// the handshake still do): a slow link keeps messages in the outbox,
+    /// which is bounded, persisted and counted, rather than in a socket
+    /// buffer that is none of those. It applies to the current connection;
+    /// a new one starts unblocked.
+    pub fn set_send_blocked(&mut self, blocked: bool) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let was = std::mem::replace(&mut conn.send_blocked, blocked);
+        if was && !blocked {
+            self.transmit_more();
+        }
     }
 
     /// A hint from the host environment.
@@ -747,6 +781,7 @@ impl Engine {
         self.conn = Some(Conn {
             open: false,
             mode: None,
+            send_blocked: false,
         });
         self.emit(Output::Connect {
             offer_reliable: self.config.reliability != Reliability::Off,
@@ -1105,12 +1140,25 @@ impl Engine {
 
     /// Put queued entries on the wire, up to the in-flight limit.
     fn transmit_more(&mut self) {
-        let Some(mode) = self.conn.as_ref().and_then(|c| c.mode) else {
+        let Some(mode) = self
+            .conn
+            .as_ref()
+            .filter(|c| !c.send_blocked)
+            .and_then(|c| c.mode)
+        else {
             return;
         };
         let max_in_flight = self.config.outbox.max_in_flight_bytes;
+        // Plain mode has no ACKs to bound it: at most `max_in_flight_bytes`
+        // wait in `out` for the driver; the next pass starts when they were
+        // taken (and the driver could report a full send buffer).
+        self.plain_more = false;
         loop {
             if mode == Mode::Reliable && self.outbox.in_flight_bytes() >= max_in_flight {
+                break;
+            }
+            if mode == Mode::Plain && self.plain_pending >= max_in_flight {
+                self.plain_more = true;
                 break;
             }
             let chunk_size = self.chunk_size;
@@ -1143,6 +1191,7 @@ impl Engine {
                         let data = m.payload.clone();
                         let binary = m.binary;
                         self.stats.record_out_plain(data.len());
+                        self.plain_pending += data.len().max(1);
                         self.out
                             .push_back(Output::Transmit(Transmit { binary, data }));
                     }

@@ -632,6 +632,113 @@ fn plain_mode_sends_messages_as_they_are() {
 }
 
 #[test]
+fn a_full_send_buffer_holds_messages_in_the_outbox() {
+    // Plain mode: nothing else bounds what is handed to the socket.
+    let mut engine = Engine::client(config(), 1).expect("config");
+    engine.connect(0);
+    let _ = drain(&mut engine);
+    engine.handle_open(1, None);
+    let _ = drain(&mut engine);
+    engine.set_send_blocked(true);
+    for i in 0..3 {
+        engine.send(2, WALL, format!("m{i}").into()).expect("room");
+    }
+    let out = drain(&mut engine);
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Transmit(_))),
+        "sent while blocked: {out:?}"
+    );
+    assert_eq!(engine.queued(), 3, "the messages wait in the outbox");
+    engine.set_send_blocked(false);
+    let sent: Vec<Vec<u8>> = drain(&mut engine)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Transmit(t) => Some(t.data),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, [b"m0".to_vec(), b"m1".to_vec(), b"m2".to_vec()]);
+    assert_eq!(engine.queued(), 0);
+
+    // Reliable mode: data waits, ACKs still go out, and a new connection
+    // starts unblocked.
+    let mut engine = started(config(), 2);
+    let _ = open_reliable(&mut engine, 0, 0);
+    engine.set_send_blocked(true);
+    engine.send(1, WALL, "held".into()).expect("room");
+    assert!(frames(&drain(&mut engine)).is_empty());
+    let data = Frame::Data {
+        seq: 1,
+        binary: false,
+        chunk: None,
+        payload: b"in".as_slice(),
+    };
+    engine.handle_frame(2, true, &data.to_vec());
+    let out = run_timers(&mut engine, 2, 2_000);
+    let fs = frames(&out);
+    assert!(fs.iter().any(|f| matches!(f, Frame::Ack { .. })), "{fs:?}");
+    assert!(
+        !fs.iter().any(|f| matches!(f, Frame::Data { .. })),
+        "{fs:?}"
+    );
+    engine.handle_close(2_001, 1006, "gone");
+    engine.reconnect(2_002);
+    assert_eq!(connects(&drain(&mut engine)), 1);
+    engine.handle_open(2_003, Some(SUBPROTOCOL));
+    let session = engine.session();
+    let out = welcome(&mut engine, 2_004, session, 0);
+    let fs = frames(&out);
+    assert!(
+        fs.iter()
+            .any(|f| matches!(f, Frame::Data { payload, .. } if *payload == b"held")),
+        "{fs:?}"
+    );
+}
+
+#[test]
+fn plain_mode_hands_over_at_most_the_in_flight_budget_before_the_driver_can_block() {
+    let mut config = config();
+    config.outbox.max_in_flight_bytes = 1_000;
+    let mut engine = Engine::client(config, 3).expect("config");
+    engine.connect(0);
+    let _ = drain(&mut engine);
+    engine.handle_open(1, None);
+    let _ = drain(&mut engine);
+    // A batch of sends before the driver looks at its outputs.
+    for _ in 0..10 {
+        engine.send(2, WALL, vec![7u8; 300].into()).expect("room");
+    }
+    let mut sent = 0;
+    let mut blocked = false;
+    while let Some(output) = engine.poll_output() {
+        match output {
+            Output::Transmit(t) => {
+                sent += t.data.len();
+                if !blocked {
+                    // The driver finds the socket's buffer full after the first.
+                    engine.set_send_blocked(true);
+                    blocked = true;
+                }
+            }
+            Output::Timeout(_) => break,
+            _ => {}
+        }
+    }
+    assert!(sent <= 1_200, "{sent} bytes handed over after the block");
+    assert_eq!(engine.queued(), 10 - sent / 300);
+    engine.set_send_blocked(false);
+    let rest: usize = drain(&mut engine)
+        .iter()
+        .map(|o| match o {
+            Output::Transmit(t) => t.data.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(sent + rest, 3_000);
+    assert_eq!(engine.queued(), 0);
+}
+
+#[test]
 fn required_reliability_refuses_a_plain_server() {
     let mut engine = Engine::client(
         Config {

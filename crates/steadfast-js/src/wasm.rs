@@ -164,6 +164,9 @@ fn builder(url: &str, options: &JsValue) -> Result<ClientBuilder, JsValue> {
     if let Some(seed) = number(options, "seed")? {
         builder = builder.seed(seed);
     }
+    if let Some(bytes) = number(options, "sendBuffer")? {
+        builder = builder.send_buffer(usize::try_from(bytes).unwrap_or(usize::MAX));
+    }
     builder = match string(options, "overflow")?.as_deref() {
         None | Some("wait") => builder.overflow(SendOverflow::Wait),
         Some("reject") => builder.overflow(SendOverflow::Reject),

@@ -79,6 +79,7 @@ pub struct ClientBuilder {
     pub(crate) overflow: SendOverflow,
     pub(crate) seed: Option<u64>,
     pub(crate) max_unread: usize,
+    pub(crate) send_buffer: usize,
     pub(crate) memory_fallback: bool,
 }
 
@@ -106,6 +107,7 @@ impl ClientBuilder {
             overflow: SendOverflow::Wait,
             seed: None,
             max_unread: 1024,
+            send_buffer: 1024 * 1024,
             memory_fallback: false,
         }
     }
@@ -219,6 +221,16 @@ impl ClientBuilder {
     /// Drawn from the OS unless set; tests set it.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
+        self
+    }
+
+    /// Bytes the socket may hold unsent (default 1 MiB). Above this, queued
+    /// messages wait in the outbox, where they are bounded, persisted and
+    /// counted, until the socket's buffer drains below half of it (the
+    /// browser's `bufferedAmount`; natively, what the writer has not yet
+    /// flushed). ACKs and pings are never held back.
+    pub fn send_buffer(mut self, bytes: usize) -> Self {
+        self.send_buffer = bytes.max(1);
         self
     }
 

@@ -43,6 +43,10 @@ pub(crate) enum Command {
 /// commit's batch).
 const MAX_BATCH: usize = 4096;
 
+/// How often a full send buffer is looked at again (nothing reports it
+/// draining: not `WebSocket`, not the native writer).
+const SEND_BUFFER_POLL_MS: u64 = 5;
+
 struct Driver {
     engine: Engine,
     store: Option<Box<dyn Store>>,
@@ -52,6 +56,9 @@ struct Driver {
     auth: Option<Auth>,
     overflow: SendOverflow,
     max_unread: usize,
+    send_buffer: usize,
+    /// The socket's buffer went over `send_buffer`: a timer to look again.
+    send_blocked: Option<BoxFuture<'static, ()>>,
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<ClientEvent>,
     shared: Arc<Shared>,
@@ -84,6 +91,8 @@ enum Wake {
     Hint(Option<Hint>),
     Socket(Option<SocketEvent>),
     Timer,
+    /// Time to look at the socket's send buffer again.
+    SendBuffer,
 }
 
 /// Load the store, build the engine, and return the driver's task.
@@ -132,6 +141,8 @@ pub(crate) async fn start(
         auth: builder.auth,
         overflow: builder.overflow,
         max_unread: builder.max_unread,
+        send_buffer: builder.send_buffer,
+        send_blocked: None,
         commands,
         events,
         shared,
@@ -219,6 +230,18 @@ impl Driver {
                     self.timer = None;
                     self.engine.handle_timeout(rt::now_ms());
                 }
+                Wake::SendBuffer => {
+                    self.send_blocked = None;
+                    let buffered = self.socket.as_ref().map_or(0, Socket::buffered_amount);
+                    if buffered <= self.send_buffer / 2 {
+                        self.engine.set_send_blocked(false);
+                    } else {
+                        self.engine.set_send_blocked(true);
+                        self.send_blocked = Some(Box::pin(rt::sleep_until(
+                            rt::now_ms() + SEND_BUFFER_POLL_MS,
+                        )));
+                    }
+                }
             }
         }
     }
@@ -246,6 +269,7 @@ impl Driver {
             socket,
             timer,
             hints,
+            send_blocked,
             ..
         } = self;
         futures::future::poll_fn(|cx| {
@@ -290,6 +314,11 @@ impl Driver {
             if let Some((_, sleep)) = timer {
                 if sleep.poll_unpin(cx).is_ready() {
                     return Poll::Ready(Wake::Timer);
+                }
+            }
+            if let Some(sleep) = send_blocked {
+                if sleep.poll_unpin(cx).is_ready() {
+                    return Poll::Ready(Wake::SendBuffer);
                 }
             }
             Poll::Pending
@@ -399,6 +428,15 @@ impl Driver {
                         if let Some(socket) = &self.socket {
                             // A closed socket reports its close as an event.
                             let _ = socket.send(message);
+                            if socket.buffered_amount() > self.send_buffer {
+                                self.engine.set_send_blocked(true);
+                                // Nothing reports a drained buffer: look again soon.
+                                if self.send_blocked.is_none() {
+                                    self.send_blocked = Some(Box::pin(rt::sleep_until(
+                                        rt::now_ms() + SEND_BUFFER_POLL_MS,
+                                    )));
+                                }
+                            }
                         }
                     }
                     Output::Connect { offer_reliable } => {

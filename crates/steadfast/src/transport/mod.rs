@@ -41,6 +41,21 @@ pub enum Message {
     Binary(Vec<u8>),
 }
 
+impl Message {
+    /// The payload's length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Message::Text(text) => text.len(),
+            Message::Binary(bytes) => bytes.len(),
+        }
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// How a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseInfo {
@@ -183,6 +198,13 @@ impl Socket {
             return Err(Error::Closed);
         }
         self.inner.send(message)
+    }
+
+    /// Bytes handed to [`Socket::send`] that the socket has not yet written
+    /// to the network (the browser's `bufferedAmount`; natively, what the
+    /// writer task has not yet flushed).
+    pub fn buffered_amount(&self) -> usize {
+        self.inner.buffered_amount()
     }
 
     /// Start the closing handshake with `code` and `reason`.

@@ -3,6 +3,9 @@
 //! One tokio task owns the stream; the [`Socket`](super::Socket) talks to it
 //! through a command channel and hears from it through an event channel.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -63,6 +66,8 @@ enum Command {
 #[derive(Debug)]
 pub(super) struct Inner {
     commands: mpsc::UnboundedSender<Command>,
+    /// Bytes sent to the task and not yet written out by it.
+    buffered: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Command {
@@ -76,9 +81,16 @@ impl std::fmt::Debug for Command {
 
 impl Inner {
     pub(super) fn send(&self, message: Message) -> Result<(), Error> {
+        let len = message.len();
         self.commands
             .unbounded_send(Command::Send(message))
-            .map_err(|_| Error::Closed)
+            .map_err(|_| Error::Closed)?;
+        self.buffered.fetch_add(len, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(super) fn buffered_amount(&self) -> usize {
+        self.buffered.load(Ordering::Relaxed)
     }
 
     pub(super) fn close(&self, code: u16, reason: &str) {
@@ -115,9 +127,10 @@ pub(super) async fn connect(url: &str, options: &ConnectOptions) -> Result<Opene
 
     let (commands, command_rx) = mpsc::unbounded();
     let (event_tx, events) = mpsc::unbounded();
-    tokio::spawn(drive(stream, command_rx, event_tx));
+    let buffered = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(drive(stream, command_rx, event_tx, Arc::clone(&buffered)));
     Ok(Opened {
-        inner: Inner { commands },
+        inner: Inner { commands, buffered },
         events,
         protocol,
     })
@@ -193,6 +206,7 @@ async fn drive(
     mut stream: Stream,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<SocketEvent>,
+    buffered: Arc<AtomicUsize>,
 ) {
     let mut close: Option<CloseInfo> = None;
     let mut commands_open = true;
@@ -200,7 +214,12 @@ async fn drive(
         tokio::select! {
             command = commands.next(), if commands_open => {
                 let result = match command {
-                    Some(Command::Send(message)) => stream.send(to_ws(message)).await,
+                    Some(Command::Send(message)) => {
+                        let len = message.len();
+                        let sent = stream.send(to_ws(message)).await;
+                        buffered.fetch_sub(len, Ordering::Relaxed);
+                        sent
+                    }
                     Some(Command::Close(code, reason)) => {
                         commands_open = false;
                         stream.close(Some(close_frame(code, reason))).await

@@ -56,6 +56,10 @@ impl Inner {
         sent.map_err(|_| Error::Closed)
     }
 
+    pub(super) fn buffered_amount(&self) -> usize {
+        self.socket.buffered_amount() as usize
+    }
+
     pub(super) fn close(&self, code: u16, reason: &str) {
         // Throws only for codes and reasons validated away by the caller, or
         // never for an already closing socket.
