@@ -8,8 +8,8 @@ use std::process::Command;
 
 use crate::{cargo, WASM};
 
-/// Build `steadfast-js` with the size-optimised profile and run the pinned
-/// wasm-bindgen over it (`--target web`: ES modules that Vite, webpack and
+/// Build `steadfast-js` with the size-optimised profile, run the pinned
+/// wasm-bindgen over it, then wasm-opt (`--target web`: ES modules that Vite, webpack and
 /// Node.js load; `pkg/src/node.js` instantiates from the file).
 pub(crate) fn build(root: &Path) -> Result<(), String> {
     let status = cargo(
@@ -51,7 +51,42 @@ pub(crate) fn build(root: &Path) -> Result<(), String> {
     if !status.success() {
         return Err("wasm-bindgen failed".into());
     }
+    wasm_opt(root, &out.join("steadfast_bg.wasm"))?;
     println!("xtask pkg: built {}", out.display());
+    Ok(())
+}
+
+/// `wasm-opt -Oz` in place, from the npm package `binaryen` (a devDependency
+/// of `pkg/`, installed by `cargo xtask setup`). Debian's binaryen (108) is
+/// too old: it breaks the externref table wasm-bindgen 0.2 emits.
+fn wasm_opt(root: &Path, wasm: &Path) -> Result<(), String> {
+    let tool = root.join("pkg/node_modules/binaryen/bin/wasm-opt");
+    if !tool.exists() {
+        return Err(format!(
+            "{} is missing: run `cargo xtask setup` (npm ci in pkg/)",
+            tool.display()
+        ));
+    }
+    let status = Command::new("node")
+        .arg(&tool)
+        .args([
+            "-Oz",
+            // What rustc's wasm32 target emits and every engine we support runs.
+            "--enable-reference-types",
+            "--enable-bulk-memory",
+            "--enable-sign-ext",
+            "--enable-mutable-globals",
+            "--enable-nontrapping-float-to-int",
+            "--enable-multivalue",
+            "-o",
+        ])
+        .arg(wasm)
+        .arg(wasm)
+        .status()
+        .map_err(|e| format!("cannot run node for wasm-opt: {e}"))?;
+    if !status.success() {
+        return Err("wasm-opt failed".into());
+    }
     Ok(())
 }
 

@@ -108,6 +108,21 @@ impl Inbound {
                 delivered: self.delivered,
             });
         }
+        if chunk.is_none() && seq == self.delivered + 1 && self.held.is_empty() {
+            // In order with nothing held: the common case needs no map.
+            self.delivered = seq;
+            let message = if binary {
+                Payload::Binary(payload.to_vec())
+            } else {
+                Payload::Text(
+                    String::from_utf8(payload.to_vec()).map_err(|_| EngineError::InvalidUtf8)?,
+                )
+            };
+            return Ok(Received {
+                messages: vec![message],
+                ..Received::default()
+            });
+        }
         match (chunk, self.held.get_mut(seq)) {
             (None, None) => {
                 if !self.fits(payload.len(), limits) {
