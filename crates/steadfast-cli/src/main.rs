@@ -1,25 +1,45 @@
-//! `steadfast`: the command line.
+//! `steadfast`: a WebSocket client for the command line that survives
+//! disconnects, and the reference server.
 //!
-//! - `steadfast connect URL [-p PROTO] [-H 'Name: value']`: wscat-like; each
-//!   line of standard input is sent as a text message, every message
-//!   received is printed (`< ` text, `<b ` binary as hex).
-//! - `steadfast serve [OPTIONS]`: run the reference server, with every
-//!   option of `steadfast-server` (TLS, JWT, limits, fault injection).
+//! - `steadfast connect URL`: wscat-like. Lines of standard input are sent
+//!   as text messages, what arrives is printed; reconnects and resumes on
+//!   its own. Scripted use with `-x`, `--binary @FILE`, piped input,
+//!   `--json`; `--record FILE` for `steadfast replay`.
+//! - `steadfast replay FILE URL`: send a recording's outgoing messages
+//!   again with their original timing.
+//! - `steadfast serve`: the reference server, with every option of
+//!   `steadfast-server`.
+//!
+//! Exit codes are listed in [`exit`] and in `steadfast connect --help`.
 
-#![allow(clippy::print_stdout)]
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod args;
+mod exit;
+mod output;
+mod record;
+mod session;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use steadfast::transport::{ConnectOptions, Message, Socket, SocketEvent};
 use steadfast_server::cli::{self, ServeArgs};
-use tokio::io::{AsyncBufReadExt, BufReader};
+
+use args::{ConnectArgs, ReplayArgs};
+
+const AFTER_HELP: &str = "\
+Examples:
+  steadfast connect ws://127.0.0.1:8080
+  steadfast serve --listen 127.0.0.1:8080
+
+Run `steadfast <command> --help` for a command's options and exit codes.";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "steadfast",
     version,
-    about = "WebSocket client and reference server"
+    about = "A WebSocket client that survives disconnects, and the reference server",
+    after_help = AFTER_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -28,17 +48,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Connect to a WebSocket server; send stdin lines, print what arrives.
-    Connect {
-        /// ws:// or wss:// URL.
-        url: String,
-        /// Offer a subprotocol (repeatable).
-        #[arg(short = 'p', long = "protocol")]
-        protocols: Vec<String>,
-        /// Add a handshake header, as 'Name: value' (repeatable).
-        #[arg(short = 'H', long = "header")]
-        headers: Vec<String>,
-    },
+    /// Connect to a WebSocket server: send lines of input, print what arrives.
+    Connect(Box<ConnectArgs>),
+    /// Send a recording's outgoing messages to a server with their original timing.
+    Replay(Box<ReplayArgs>),
     /// Run the reference server (reliable sessions and plain WebSocket,
     /// /healthz and /metrics on the same port).
     Serve(Box<ServeArgs>),
@@ -46,75 +59,21 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let result = match Cli::parse().command {
-        Command::Connect {
-            url,
-            protocols,
-            headers,
-        } => connect(&url, protocols, &headers).await,
-        Command::Serve(args) => return cli::serve("steadfast serve", *args).await,
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // --help and --version print and succeed; the rest are usage errors.
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(exit::USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
     };
-    match result {
-        Ok(code) => code,
-        Err(message) => {
-            eprintln!("steadfast: {message}");
-            ExitCode::FAILURE
-        }
+    match cli.command {
+        Command::Connect(args) => session::connect(*args).await,
+        Command::Replay(args) => session::replay(*args).await,
+        Command::Serve(args) => cli::serve("steadfast serve", *args).await,
     }
-}
-
-async fn connect(
-    url: &str,
-    protocols: Vec<String>,
-    headers: &[String],
-) -> Result<ExitCode, String> {
-    let mut options = ConnectOptions::default().protocols(protocols);
-    for header in headers {
-        let (name, value) = header.split_once(':').ok_or_else(|| {
-            format!("[ERR_INVALID_OPTION] header {header:?} is not 'Name: value'")
-        })?;
-        options = options.header(name.trim(), value.trim());
-    }
-    let mut socket = Socket::connect(url, &options)
-        .await
-        .map_err(|e| format!("[{}] {e}", e.code()))?;
-    println!(
-        "connected to {url}{}",
-        match socket.protocol() {
-            Some(p) => format!(" (subprotocol {p})"),
-            None => String::new(),
-        }
-    );
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let mut stdin_open = true;
-    loop {
-        tokio::select! {
-            line = lines.next_line(), if stdin_open => match line {
-                Ok(Some(line)) => {
-                    if let Err(e) = socket.send(Message::Text(line)) {
-                        return Err(format!("[{}] {e}", e.code()));
-                    }
-                }
-                // End of input: close politely and wait for the close.
-                Ok(None) | Err(_) => {
-                    stdin_open = false;
-                    let _ = socket.close(1000, "");
-                }
-            },
-            event = socket.next_event() => match event {
-                Some(SocketEvent::Message(Message::Text(text))) => println!("< {text}"),
-                Some(SocketEvent::Message(Message::Binary(bytes))) => println!("<b {}", hex(&bytes)),
-                Some(SocketEvent::Error(error)) => eprintln!("error: {error}"),
-                Some(SocketEvent::Closed(close)) => {
-                    println!("closed: {} {}", close.code, close.reason);
-                    return Ok(if close.code == 1000 { ExitCode::SUCCESS } else { ExitCode::from(3) });
-                }
-                None => return Ok(ExitCode::SUCCESS),
-            },
-        }
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

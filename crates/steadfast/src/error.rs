@@ -21,6 +21,14 @@ pub enum Error {
     /// The connection could not be opened (refused, handshake rejected, closed before open).
     #[error("could not connect: {0}")]
     Connect(String),
+    /// The server answered the WebSocket upgrade with an HTTP error status
+    /// (401 or 403: it wants credentials; native only, browsers do not
+    /// show the status).
+    #[error("the server rejected the handshake with HTTP {status}")]
+    HandshakeRejected {
+        /// The HTTP status code.
+        status: u16,
+    },
     /// TLS failed: the options are unusable (a malformed certificate or
     /// key), or the handshake failed (an untrusted or mismatched server
     /// certificate, a client certificate the server refused).
@@ -92,6 +100,7 @@ impl Error {
             Error::InvalidOption(_) => "ERR_INVALID_OPTION",
             Error::NoWebSocket => "ERR_NO_WEBSOCKET",
             Error::Connect(_) => "ERR_CONNECT",
+            Error::HandshakeRejected { .. } => "ERR_HANDSHAKE_REJECTED",
             Error::Tls(_) => "ERR_TLS",
             Error::Closed => "ERR_CLOSED",
             Error::InvalidCloseCode(_) => "ERR_INVALID_CLOSE_CODE",

@@ -193,10 +193,9 @@ fn connect_error(error: ts::Error) -> Error {
         {
             Error::Tls(e.to_string())
         }
-        ts::Error::Http(response) => Error::Connect(format!(
-            "the server rejected the handshake with HTTP {}",
-            response.status()
-        )),
+        ts::Error::Http(response) => Error::HandshakeRejected {
+            status: response.status().as_u16(),
+        },
         other => Error::Connect(other.to_string()),
     }
 }
