@@ -547,3 +547,39 @@ async fn protocol_errors_close_with_the_core_s_code_and_are_counted() {
     assert_eq!(server.handle().metrics().get("protocol_errors"), Some(2));
     server.stop().await;
 }
+
+/// A plain client that sends faster than its echoes are written gets every
+/// echo: the server stops reading while the connection's queue is over
+/// half full instead of dropping answers as busy.
+#[tokio::test]
+async fn a_plain_echo_pushes_back_instead_of_dropping() {
+    let mut config = ServerConfig::default();
+    config.plain_queue = 16;
+    let server = TestServer::start_with(config, steadfast_server::Echo)
+        .await
+        .expect("bind loopback");
+    let (ws, _) = tokio_tungstenite::connect_async(server.url())
+        .await
+        .expect("plain connect");
+    let (mut write, mut read) = ws.split();
+    const COUNT: usize = 5_000;
+    let writer = tokio::spawn(async move {
+        for i in 0..COUNT {
+            write
+                .feed(Message::Text(i.to_string().into()))
+                .await
+                .expect("send");
+        }
+        write.flush().await.expect("flush");
+        write
+    });
+    for i in 0..COUNT {
+        let message = tokio::time::timeout(Duration::from_secs(30), read.next())
+            .await
+            .unwrap_or_else(|_| panic!("echo {i} never came"))
+            .expect("the stream is open")
+            .expect("a message");
+        assert_eq!(message, Message::Text(i.to_string().into()));
+    }
+    let _ = writer.await;
+}

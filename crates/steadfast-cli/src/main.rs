@@ -9,12 +9,15 @@
 //!   again with their original timing.
 //! - `steadfast serve`: the reference server, with every option of
 //!   `steadfast-server`.
+//! - `steadfast bench`: echo throughput through the reference server on
+//!   loopback, reliable and plain (the full suite is `cargo xtask bench`).
 //!
 //! Exit codes are listed in [`exit`] and in `steadfast connect --help`.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod args;
+mod bench;
 mod exit;
 mod output;
 mod record;
@@ -31,6 +34,7 @@ const AFTER_HELP: &str = "\
 Examples:
   steadfast connect ws://127.0.0.1:8080
   steadfast serve --listen 127.0.0.1:8080
+  steadfast bench
 
 Run `steadfast <command> --help` for a command's options and exit codes.";
 
@@ -55,6 +59,8 @@ enum Command {
     /// Run the reference server (reliable sessions and plain WebSocket,
     /// /healthz and /metrics on the same port).
     Serve(Box<ServeArgs>),
+    /// Echo throughput through the reference server on loopback, reliable and plain.
+    Bench(bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -75,5 +81,6 @@ async fn main() -> ExitCode {
         Command::Connect(args) => session::connect(*args).await,
         Command::Replay(args) => session::replay(*args).await,
         Command::Serve(args) => cli::serve("steadfast serve", *args).await,
+        Command::Bench(args) => bench::bench(args).await,
     }
 }

@@ -598,3 +598,57 @@ async fn help_documents_exit_codes_and_examples() {
         assert!(out.stdout.contains(line), "{line}");
     }
 }
+
+#[tokio::test]
+async fn ctrl_c_exits_at_once_with_130() {
+    let server = TestServer::start().await.expect("bind loopback");
+    let mut child = steadfast()
+        .args(["connect", &server.url()])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stdin = child.stdin.take().expect("piped stdin"); // kept open: no EOF
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    loop {
+        let line = tokio::time::timeout(LIMIT, stderr.next_line())
+            .await
+            .expect("a line in time")
+            .expect("readable")
+            .expect("the CLI says it connected");
+        if line.contains("connected") {
+            break;
+        }
+    }
+    let pid = child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let status = tokio::time::timeout(LIMIT, child.wait())
+        .await
+        .expect("it exits at once")
+        .expect("its status");
+    assert_eq!(status.code(), Some(130));
+    drop(stdin);
+}
+
+#[tokio::test]
+async fn bench_measures_reliable_and_plain_echo_on_loopback() {
+    let out =
+        run(steadfast().args(["bench", "--messages", "300", "--runs", "1", "--size", "64"])).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for mode in ["reliable", "plain"] {
+        let row = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(mode))
+            .unwrap_or_else(|| panic!("no {mode} row in {}", out.stdout));
+        let rate: f64 = row
+            .split_whitespace()
+            .nth(2)
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("no rate in {row:?}"));
+        assert!(rate > 0.0, "{row}");
+    }
+}

@@ -496,12 +496,17 @@ async fn plain<S>(
 {
     let handle = Shared::handle(shared);
     let metrics = &shared.metrics;
-    let (tx, mut rx) = mpsc::channel(shared.config.plain_queue.max(1));
+    let capacity = shared.config.plain_queue.max(1);
+    let (tx, mut rx) = mpsc::channel(capacity);
     shared.register_plain(peer.id, tx);
     shared.handler.on_connect(&handle, &peer);
     loop {
+        // Backpressure: while this connection's outgoing queue is over half
+        // full, stop reading, so what the handler answers (an echo) finds
+        // room instead of being dropped as busy.
+        let may_read = rx.len() <= capacity / 2;
         tokio::select! {
-            message = ws.next() => {
+            message = ws.next(), if may_read => {
                 let payload = match message {
                     Some(Ok(Message::Text(text))) => Payload::Text(text.as_str().to_owned()),
                     Some(Ok(Message::Binary(bytes))) => Payload::Binary(bytes.to_vec()),
