@@ -147,19 +147,7 @@ async fn server_shutdown_closes_clients_with_going_away() {
 
 #[tokio::test]
 async fn an_http_error_instead_of_the_upgrade_is_handshake_rejected_with_its_status() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let (mut tcp, _) = listener.accept().await.expect("accept");
-        let mut head = [0u8; 4096];
-        let _ = tcp.read(&mut head).await;
-        let _ = tcp
-            .write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
-            .await;
-    });
+    let addr = steadfast_testkit::http_error_server("401 Unauthorized").await;
     let error = Socket::connect(&format!("ws://{addr}"), &ConnectOptions::default())
         .await
         .expect_err("the server answers 401");

@@ -10,7 +10,7 @@ use serde_json::Value;
 use steadfast_server::{ClientAuth, Payload, ServerConfig, TlsConfig};
 use steadfast_testkit::pki::{Identity, TestCa};
 use steadfast_testkit::{Recorder, TestServer};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// Generous: a hung CLI fails the test instead of hanging CI.
@@ -467,18 +467,7 @@ async fn each_exit_code_means_what_the_help_says() {
     assert!(out.stderr.contains("4001"), "{}", out.stderr);
 
     // 6: HTTP 401 instead of the upgrade.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let (mut tcp, _) = listener.accept().await.expect("accept");
-        let mut head = [0u8; 4096];
-        let _ = tcp.read(&mut head).await;
-        let _ = tcp
-            .write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
-            .await;
-    });
+    let addr = steadfast_testkit::http_error_server("401 Unauthorized").await;
     let out = run(steadfast().args(["connect", &format!("ws://{addr}"), "-x", "x"])).await;
     assert_eq!(out.code, AUTH, "{}", out.stderr);
     assert!(

@@ -48,3 +48,24 @@ pub async fn eventually(what: &str, timeout: std::time::Duration, mut done: impl
         "timed out after {timeout:?} waiting for {what}"
     );
 }
+
+/// A loopback server that answers the first request with an HTTP error
+/// (`401 Unauthorized`, …) instead of the WebSocket upgrade; its address.
+#[cfg(not(target_arch = "wasm32"))]
+pub async fn http_error_server(status_line: &'static str) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("bound");
+    tokio::spawn(async move {
+        let Ok((mut tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let mut head = [0u8; 4096];
+        let _ = tcp.read(&mut head).await;
+        let answer = format!("HTTP/1.1 {status_line}\r\nContent-Length: 0\r\n\r\n");
+        let _ = tcp.write_all(answer.as_bytes()).await;
+    });
+    addr
+}
