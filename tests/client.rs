@@ -111,11 +111,15 @@ async fn messages_flow_both_ways_and_receipts_resolve_on_the_ack() {
         expected,
         "the server got each once, in order"
     );
-    assert_eq!(
-        receive(&client, 101).await,
-        expected,
-        "and echoed each once, in order"
-    );
+    let mut echoed = Vec::new();
+    while echoed.len() < expected.len() {
+        match within("a message", client.next_event()).await {
+            Some(ClientEvent::Message(message)) => echoed.push(message),
+            Some(ClientEvent::State(_)) => {}
+            other => panic!("only messages and states without progress_events, got {other:?}"),
+        }
+    }
+    assert_eq!(echoed, expected, "and echoed each once, in order");
     let stats = client.stats();
     assert_eq!(stats.queued, 0);
     assert_eq!(stats.engine.messages_out, 101);
@@ -137,14 +141,35 @@ async fn plain_mode_reports_sent_and_large_messages_are_chunked() {
     let server = serve(&recorder).await;
     let plain = Client::builder(server.url())
         .reliability(Reliability::Off)
+        .progress_events(true)
         .connect()
         .await
         .expect("valid options");
     within("open", plain.wait_for_state(ConnectionState::is_open)).await;
     assert_eq!(plain.state(), ConnectionState::Open { mode: Mode::Plain });
     let receipt = plain.send("plain").await.expect("queued");
+    let id = receipt.id();
     assert_eq!(within("sent", receipt).await, Ok(Delivery::Sent));
-    assert_eq!(receive(&plain, 1).await, vec![Payload::from("plain")]);
+    // Progress in plain mode: no `Transmitted` (no ACK follows), settled as sent.
+    let mut progress = Vec::new();
+    loop {
+        match within("the echo", plain.next_event()).await {
+            Some(ClientEvent::Message(message)) => {
+                assert_eq!(message, Payload::from("plain"));
+                break;
+            }
+            Some(ClientEvent::State(_)) => {}
+            Some(event) => progress.push(event),
+            None => panic!("the client ended"),
+        }
+    }
+    assert_eq!(
+        progress,
+        vec![ClientEvent::Settled {
+            id,
+            outcome: Ok(Delivery::Sent)
+        }]
+    );
 
     let reliable = client(&server.url()).await;
     let big: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
@@ -444,13 +469,34 @@ async fn a_durable_outbox_survives_the_client_and_is_delivered_once() {
     let second = Client::builder(&url)
         .store(store)
         .backoff(fast_backoff())
+        .progress_events(true)
         .connect()
         .await
         .expect("valid options");
-    eventually("the outbox to drain", WAIT, || {
-        recorder.len() >= 21 && second.stats().queued == 0
-    })
-    .await;
+    // The application hears what was restored first, then each restored
+    // message's progress under its new id.
+    let restored = match within("an event", second.next_event()).await {
+        Some(ClientEvent::Restored(messages)) => messages,
+        other => panic!("expected Restored first, got {other:?}"),
+    };
+    let payloads: Vec<Payload> = restored.iter().map(|m| m.payload.clone()).collect();
+    assert_eq!(payloads, texts(0..20, "offline"));
+    let mut transmitted = Vec::new();
+    let mut settled = Vec::new();
+    while settled.len() < restored.len() {
+        match within("progress", second.next_event()).await {
+            Some(ClientEvent::Transmitted(id)) => transmitted.push(id),
+            Some(ClientEvent::Settled { id, outcome }) => {
+                assert_eq!(outcome, Ok(Delivery::Acked), "message {id}");
+                assert!(transmitted.contains(&id), "{id} settled before it went out");
+                settled.push(id);
+            }
+            Some(_) => {}
+            None => panic!("the client ended"),
+        }
+    }
+    let ids: Vec<u64> = restored.iter().map(|m| m.id).collect();
+    assert_eq!(settled, ids, "every restored message settles, in order");
     let mut expected = vec![Payload::from("online")];
     expected.extend(texts(0..20, "offline"));
     assert_eq!(
@@ -458,6 +504,35 @@ async fn a_durable_outbox_survives_the_client_and_is_delivered_once() {
         expected,
         "each once, in order, across the restart"
     );
+    assert_eq!(second.stats().queued, 0);
+    // A new send reports its progress too, under an id of its own.
+    let receipt = second.send("after").await.expect("queued");
+    let id = receipt.id();
+    assert!(!ids.contains(&id));
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|e| matches!(e, ClientEvent::Settled { .. }))
+    {
+        match within("progress", second.next_event()).await {
+            Some(event @ (ClientEvent::Transmitted(_) | ClientEvent::Settled { .. })) => {
+                seen.push(event)
+            }
+            Some(_) => {}
+            None => panic!("the client ended"),
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ClientEvent::Transmitted(id),
+            ClientEvent::Settled {
+                id,
+                outcome: Ok(Delivery::Acked)
+            }
+        ]
+    );
+    assert_eq!(within("ack", receipt).await, Ok(Delivery::Acked));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -179,11 +179,40 @@ export declare class SteadfastStateEvent extends Event {
   readonly code?: number;
 }
 
+/** A message was acknowledged (or, in plain mode, handed to the socket). */
 export declare class SteadfastAckEvent extends Event {
   readonly type: "ack";
   readonly id: number;
   readonly acked: boolean;
   readonly durable: boolean;
+}
+
+/** A message went on the wire and awaits its ACK (reliable mode; again after a reconnect that resends it). */
+export declare class SteadfastSentEvent extends Event {
+  readonly type: "sent";
+  readonly id: number;
+}
+
+/** A message will never be acknowledged (ERR_EXPIRED, ERR_DROPPED, ...); its `send` rejects with the same error. */
+export declare class SteadfastFailedEvent extends Event {
+  readonly type: "failed";
+  readonly id: number;
+  readonly error: SteadfastError;
+  readonly code: ErrorCode;
+}
+
+/** A message in the outbox when the client started. */
+export interface RestoredMessage {
+  /** Its id in this client (as in `sent`, `ack` and `failed` events). */
+  id: number;
+  data: MessageData;
+}
+
+/** The client started with messages from its store (a page reload or restart before their ACK); they are sent again. */
+export declare class SteadfastRestoredEvent extends Event {
+  readonly type: "restored";
+  /** Oldest first. */
+  readonly messages: RestoredMessage[];
 }
 
 export declare class SteadfastErrorEvent extends Event {
@@ -196,7 +225,12 @@ export declare class SteadfastErrorEvent extends Event {
 export interface SteadfastEventMap {
   message: SteadfastMessageEvent;
   state: SteadfastStateEvent;
+  /** Every message's acknowledgement (plain mode: handed to the socket), restored ones included. */
   ack: SteadfastAckEvent;
+  sent: SteadfastSentEvent;
+  failed: SteadfastFailedEvent;
+  /** First, before any progress, when the store held messages. */
+  restored: SteadfastRestoredEvent;
   error: SteadfastErrorEvent;
   warning: SteadfastErrorEvent;
   resync: Event;

@@ -9,8 +9,21 @@ import type {
   SteadfastOptions,
 } from "steadfast";
 
+/** A message sent through the hook's `send`, or restored from the store after a reload. */
+export interface OutgoingMessage {
+  id: number;
+  /** What was sent (restored messages: a string or bytes). */
+  data: SendData;
+  /** queued: in the outbox; sent: on the wire, awaiting the ACK (plain mode: final); acked: the server has it; failed: never will. */
+  status: "queued" | "sent" | "acked" | "failed";
+  /** It came back from the store when the client started. */
+  restored: boolean;
+  /** Why it failed. */
+  error?: SteadfastError;
+}
+
 export interface UseSteadfastOptions extends SteadfastOptions {
-  /** How many received messages `messages` keeps (default 100). */
+  /** How many received messages `messages` and sent ones `outgoing` keep (default 100). */
   keep?: number;
 }
 
@@ -23,6 +36,8 @@ export interface UseSteadfast {
   /** The last `keep` received messages, oldest first. */
   messages: MessageData[];
   lastMessage: MessageData | null;
+  /** The last `keep` messages sent or restored, oldest first, with their status. */
+  outgoing: OutgoingMessage[];
   /** The latest `error` or `warning`. */
   error: SteadfastError | null;
   send(data: SendData, options?: SendOptions): Promise<SendResult>;

@@ -13,48 +13,48 @@ export function useSteadfast(url, options = {}) {
   const { keep = 100, ...clientOptions } = options;
   const optionsRef = useRef(clientOptions);
   optionsRef.current = clientOptions;
-  const [client, setClient] = useState(null);
+  const [live, setLive] = useState(null);
   const [state, setState] = useState(initial);
   const [queued, setQueued] = useState(0);
   const [messages, setMessages] = useState([]);
+  const [outgoing, setOutgoing] = useState([]);
   const [error, setError] = useState(null);
 
   useEffect(() => {
     if (!url) return undefined;
     const created = new Steadfast(url, optionsRef.current);
-    const unsubscribe = _subscribe(created, {
-      onState: setState,
-      onMessage: (data) =>
-        setMessages((list) => {
-          const next = list.concat([data]);
-          return next.length > keep ? next.slice(next.length - keep) : next;
-        }),
-      onError: setError,
-      onQueued: setQueued,
-    });
-    setClient(created);
+    const subscription = _subscribe(
+      created,
+      {
+        onState: setState,
+        onMessage: (data) =>
+          setMessages((list) => {
+            const next = list.concat([data]);
+            return next.length > keep ? next.slice(next.length - keep) : next;
+          }),
+        onError: setError,
+        onQueued: setQueued,
+        onOutgoing: setOutgoing,
+      },
+      keep,
+    );
+    setLive({ client: created, send: subscription.send });
     setState(created.state);
+    setMessages([]);
+    setOutgoing([]);
     return () => {
-      unsubscribe();
+      subscription.stop();
       created.close(1000, "unmounted").catch(() => {});
-      setClient(null);
+      setLive(null);
     };
   }, [url, clientOptions.name, keep]);
 
   const send = useCallback(
-    (data, sendOptions = {}) => {
-      if (!client) return Promise.reject(new Error("useSteadfast: no client yet"));
-      const sent = client.send(data, {
-        ...sendOptions,
-        onQueued: (id, durable) => {
-          setQueued(client.stats()?.queued ?? 0);
-          sendOptions.onQueued?.(id, durable);
-        },
-      });
-      return sent;
-    },
-    [client],
+    (data, sendOptions) =>
+      live ? live.send(data, sendOptions) : Promise.reject(new Error("useSteadfast: no client yet")),
+    [live],
   );
+  const client = live?.client ?? null;
   const close = useCallback((code, reason) => client?.close(code, reason) ?? Promise.resolve(), [client]);
   const reconnect = useCallback(() => client?.reconnect(), [client]);
 
@@ -64,6 +64,7 @@ export function useSteadfast(url, options = {}) {
     queued,
     messages,
     lastMessage: messages.length > 0 ? messages[messages.length - 1] : null,
+    outgoing,
     error,
     send,
     close,

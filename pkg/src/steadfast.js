@@ -67,6 +67,32 @@ export class SteadfastAckEvent extends Event {
   }
 }
 
+/** A message went on the wire and awaits its ACK (reliable mode; again after a reconnect). */
+export class SteadfastSentEvent extends Event {
+  constructor(id) {
+    super("sent");
+    this.id = id;
+  }
+}
+
+/** A message will never be acknowledged (expired, dropped, refused); `send` rejects with the same error. */
+export class SteadfastFailedEvent extends Event {
+  constructor(id, error) {
+    super("failed");
+    this.id = id;
+    this.error = error;
+    this.code = error.code;
+  }
+}
+
+/** The client started with messages from its store (a page reload or restart before their ACK). */
+export class SteadfastRestoredEvent extends Event {
+  constructor(messages) {
+    super("restored");
+    this.messages = messages;
+  }
+}
+
 /** Something went wrong and was handled (`error`), or a degraded set-up (`warning`). */
 export class SteadfastErrorEvent extends Event {
   constructor(type, error) {
@@ -173,9 +199,7 @@ export class Steadfast extends EventTarget {
     const payload = payloadOf(data);
     const core = await this.#started;
     try {
-      const result = await core.send(payload, options.onQueued);
-      this.dispatchEvent(new SteadfastAckEvent(result));
-      return result;
+      return await core.send(payload, options.onQueued);
     } catch (error) {
       throw toError(error);
     }
@@ -265,6 +289,16 @@ export class Steadfast extends EventTarget {
       case "resync":
         this.dispatchEvent(new Event("resync"));
         break;
+      case "restored":
+        this.dispatchEvent(new SteadfastRestoredEvent(value));
+        break;
+      case "sent":
+        this.dispatchEvent(new SteadfastSentEvent(value));
+        break;
+      case "settled":
+        if (value.error) this.dispatchEvent(new SteadfastFailedEvent(value.id, toError(value.error)));
+        else this.dispatchEvent(new SteadfastAckEvent(value));
+        break;
       case "skipped": {
         const event = new Event("skipped");
         event.count = value;
@@ -276,24 +310,64 @@ export class Steadfast extends EventTarget {
 }
 
 /**
- * @internal For the React and Vue bindings: listen to what a UI shows
- * (`state`, `message`, `error`/`warning`, and the queue length on every
- * change); returns the function that stops listening.
+ * @internal For the React and Vue bindings: listen to what a UI shows —
+ * `state`, each `message`, `error`/`warning`, the queue length on every
+ * change, and `outgoing`: the last `keep` messages sent through the
+ * returned `send` or restored from the store, each `{ id, data, status:
+ * "queued" | "sent" | "acked" | "failed", restored, error }`. Returns
+ * `{ send, stop }`.
  */
-export function _subscribe(client, { onState, onMessage, onError, onQueued }) {
+export function _subscribe(client, { onState, onMessage, onError, onQueued, onOutgoing }, keep = 100) {
   const refresh = () => onQueued(client.stats()?.queued ?? 0);
+  let outgoing = [];
+  // Progress for ids whose `onQueued` has not run yet (it may come later).
+  const early = new Map();
+  const add = (entries) => {
+    for (const entry of entries) {
+      Object.assign(entry, early.get(entry.id));
+      early.delete(entry.id);
+    }
+    outgoing = outgoing.concat(entries);
+    if (outgoing.length > keep) outgoing = outgoing.slice(outgoing.length - keep);
+    onOutgoing(outgoing);
+  };
+  const update = (id, change) => {
+    const index = outgoing.findLastIndex((entry) => entry.id === id);
+    if (index < 0) {
+      early.set(id, { ...early.get(id), ...change });
+      // Ids sent around `send` (client.send directly) are never claimed.
+      if (early.size > 4096) early.delete(early.keys().next().value);
+      return;
+    }
+    outgoing = outgoing.slice();
+    outgoing[index] = { ...outgoing[index], ...change };
+    onOutgoing(outgoing);
+  };
   const listeners = [
     ["state", (event) => (onState(event.detail), refresh())],
     ["message", (event) => onMessage(event.data)],
-    ["ack", refresh],
+    ["restored", (event) => (add(event.messages.map(({ id, data }) => ({ id, data, status: "queued", restored: true }))), refresh())],
+    ["sent", (event) => update(event.id, { status: "sent" })],
+    ["ack", (event) => (update(event.id, { status: event.acked ? "acked" : "sent" }), refresh())],
+    ["failed", (event) => (update(event.id, { status: "failed", error: event.error }), refresh())],
     ["error", (event) => onError(event.error)],
     ["warning", (event) => onError(event.error)],
   ];
   for (const [type, listener] of listeners) client.addEventListener(type, listener);
   client.ready.then(refresh, () => {});
-  return () => {
+  const send = (data, options = {}) =>
+    client.send(data, {
+      ...options,
+      onQueued: (id, durable) => {
+        add([{ id, data, status: "queued", restored: false }]);
+        refresh();
+        options.onQueued?.(id, durable);
+      },
+    });
+  const stop = () => {
     for (const [type, listener] of listeners) client.removeEventListener(type, listener);
   };
+  return { send, stop };
 }
 
 /** The version of the wasm module. */

@@ -13,49 +13,51 @@ export function useSteadfast(url, options = {}) {
   const queued = ref(0);
   const messages = shallowRef([]);
   const lastMessage = shallowRef(null);
+  const outgoing = shallowRef([]);
   const error = shallowRef(null);
-  let stop = null;
+  let current = null;
 
   const start = (target) => {
-    stop?.();
-    stop = null;
+    current?.stop();
+    current = null;
     if (!target) return;
     const created = new Steadfast(target, clientOptions);
-    const unsubscribe = _subscribe(created, {
-      onState: (detail) => (state.value = detail),
-      onMessage: (data) => {
-        const next = messages.value.concat([data]);
-        messages.value = next.length > keep ? next.slice(next.length - keep) : next;
-        lastMessage.value = data;
+    const subscription = _subscribe(
+      created,
+      {
+        onState: (detail) => (state.value = detail),
+        onMessage: (data) => {
+          const next = messages.value.concat([data]);
+          messages.value = next.length > keep ? next.slice(next.length - keep) : next;
+          lastMessage.value = data;
+        },
+        onError: (value) => (error.value = value),
+        onQueued: (count) => (queued.value = count),
+        onOutgoing: (list) => (outgoing.value = list),
       },
-      onError: (value) => (error.value = value),
-      onQueued: (count) => (queued.value = count),
-    });
+      keep,
+    );
     client.value = created;
     state.value = created.state;
-    stop = () => {
-      unsubscribe();
-      created.close(1000, "disposed").catch(() => {});
-      client.value = null;
+    messages.value = [];
+    outgoing.value = [];
+    current = {
+      send: subscription.send,
+      stop: () => {
+        subscription.stop();
+        created.close(1000, "disposed").catch(() => {});
+        client.value = null;
+      },
     };
   };
 
   watch(() => toValue(url), start, { immediate: true });
-  onScopeDispose(() => stop?.());
+  onScopeDispose(() => current?.stop());
 
-  const send = (data, sendOptions = {}) => {
-    const current = client.value;
-    if (!current) return Promise.reject(new Error("useSteadfast: no client"));
-    return current.send(data, {
-      ...sendOptions,
-      onQueued: (id, durable) => {
-        queued.value = current.stats()?.queued ?? 0;
-        sendOptions.onQueued?.(id, durable);
-      },
-    });
-  };
+  const send = (data, sendOptions) =>
+    current ? current.send(data, sendOptions) : Promise.reject(new Error("useSteadfast: no client"));
   const close = (code, reason) => client.value?.close(code, reason) ?? Promise.resolve();
   const reconnect = () => client.value?.reconnect();
 
-  return { client, state, queued, messages, lastMessage, error, send, close, reconnect };
+  return { client, state, queued, messages, lastMessage, outgoing, error, send, close, reconnect };
 }

@@ -185,15 +185,54 @@ describe("steadfast in Node.js", () => {
     await first.close(); // the page goes away
     const second = new Steadfast(url, { persist: store, backoff: { initialMs: 50, maxMs: 200 } });
     const got = collect(second);
+    // The page learns what came back, and each one's progress.
+    const progress = [];
+    let restored = null;
+    second.addEventListener("restored", (e) => {
+      assert.equal(progress.length, 0, "restored comes before any progress");
+      restored = e.messages;
+    });
+    second.addEventListener("sent", (e) => progress.push(["sent", e.id]));
+    second.addEventListener("ack", (e) => progress.push(["ack", e.id, e.acked, e.durable]));
     await second.ready;
     assert.equal(second.stats().queued, 10, "the outbox came back from the store");
+    await until("the restored event", () => restored !== null);
+    assert.deepEqual(
+      restored.map((m) => m.data),
+      Array.from({ length: 10 }, (_, i) => `kept ${i}`),
+    );
     await s.start();
     await until("10 echoes", () => got.length === 10);
     await until("the outbox empties", () => second.stats().queued === 0);
     await new Promise((r) => setTimeout(r, 300));
     assert.deepEqual(got, Array.from({ length: 10 }, (_, i) => `kept ${i}`));
     assert.equal(store.size, 0, "acknowledged messages leave the store");
+    for (const { id } of restored) {
+      const sent = progress.findIndex(([kind, of]) => kind === "sent" && of === id);
+      const acked = progress.findIndex(([kind, of]) => kind === "ack" && of === id);
+      assert.ok(sent >= 0 && acked > sent, `message ${id}: sent, then acknowledged`);
+      assert.deepEqual(progress[acked], ["ack", id, true, true]);
+    }
     await second.close();
+  });
+
+  test("a message that outlives its TTL: send rejects with ERR_EXPIRED and a failed event names it", async () => {
+    const s = new TestServer(0);
+    servers.push(s);
+    await s.start();
+    const url = s.url;
+    await s.stop();
+    const client = new Steadfast(url, { persist: "memory", queue: { ttlMs: 200 }, backoff: { initialMs: 50, maxMs: 100 } });
+    const failed = [];
+    client.addEventListener("failed", (e) => failed.push([e.id, e.code, e.error instanceof SteadfastError]));
+    let id = null;
+    await assert.rejects(
+      client.send("too late", { onQueued: (queuedId) => (id = queuedId) }),
+      (error) => error instanceof SteadfastError && error.code === "ERR_EXPIRED",
+    );
+    await until("the failed event", () => failed.length === 1);
+    assert.deepEqual(failed, [[id, "ERR_EXPIRED", true]]);
+    await client.close();
   });
 
   test("an injected WebSocket constructor (the ws package) works", async () => {

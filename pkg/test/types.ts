@@ -79,6 +79,11 @@ async function main(): Promise<void> {
     void error.code;
   });
   ws.addEventListener("ack", (e) => void e.id);
+  ws.addEventListener("sent", (e) => void (e.id + 1));
+  ws.addEventListener("failed", (e) => void [e.id, e.code, e.error.message]);
+  ws.addEventListener("restored", (e) => {
+    for (const m of e.messages) void [m.id, typeof m.data === "string" ? m.data : m.data.byteLength];
+  });
   ws.addEventListener("resync", () => {});
   const result: SendResult = await ws.send({ hello: "world" }, { onQueued: (id, durable) => void [id, durable] });
   await ws.send("text");
@@ -107,6 +112,10 @@ function reactComponent(): ReactResult {
   const chat = useReact("ws://127.0.0.1:9000", { keep: 50, persist: "memory" });
   void chat.send("x").then((r) => r.id);
   void chat.state.state, chat.queued, chat.messages, chat.lastMessage, chat.error;
+  for (const m of chat.outgoing) {
+    const status: "queued" | "sent" | "acked" | "failed" = m.status;
+    void m.id, m.data, m.restored, m.error?.code, status;
+  }
   return chat;
 }
 
@@ -114,6 +123,7 @@ function vueSetup(): void {
   const url = ref<string | null>("ws://127.0.0.1:9000");
   const chat = useVue(url, { keep: 10 });
   void chat.state.value.state, chat.queued.value, chat.messages.value, chat.client.value;
+  void chat.outgoing.value.map((m) => m.status);
   void chat.send({ a: 1 });
 }
 

@@ -223,6 +223,15 @@ impl Engine {
         self.outbox.len()
     }
 
+    /// The messages waiting for an ACK (or to be sent), oldest first: each
+    /// one's receipt, whether it is binary, and its payload. A restarted
+    /// client shows the application what it restored with this.
+    pub fn queued_messages(&self) -> impl Iterator<Item = (Receipt, bool, &[u8])> + '_ {
+        self.outbox
+            .messages()
+            .map(|m| (m.receipt, m.binary, m.payload.as_slice()))
+    }
+
     /// Payload bytes waiting.
     pub fn queued_bytes(&self) -> usize {
         self.outbox.bytes()
@@ -1165,16 +1174,16 @@ impl Engine {
             let Some(entry) = self.outbox.next_unsent() else {
                 break;
             };
-            let (last, bytes) = match entry {
+            let (last, bytes, receipt) = match entry {
                 Entry::Message(m) => {
                     if std::mem::replace(&mut m.maybe_sent, true) {
                         self.stats.resends += 1;
                     } else {
                         self.stats.messages_out += 1;
                     }
-                    (m.seq, m.payload.len())
+                    (m.seq, m.payload.len(), Some(m.receipt))
                 }
-                Entry::Skip { last, .. } => (*last, 0),
+                Entry::Skip { last, .. } => (*last, 0, None),
             };
             match mode {
                 Mode::Reliable => {
@@ -1185,6 +1194,9 @@ impl Engine {
                         out.push_back(Output::Transmit(Transmit { binary: true, data }))
                     });
                     self.outbox.mark_sent(last, bytes);
+                    if let Some(receipt) = receipt {
+                        self.emit(Output::Event(Event::Transmitted(receipt)));
+                    }
                 }
                 Mode::Plain => {
                     if let Entry::Message(m) = entry {

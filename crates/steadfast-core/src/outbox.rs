@@ -318,15 +318,17 @@ impl Outbox {
         out
     }
 
+    /// Every message, in seq order.
+    pub(crate) fn messages(&self) -> impl Iterator<Item = &Message> + '_ {
+        self.entries.iter().filter_map(|e| match e {
+            Entry::Message(m) => Some(m),
+            Entry::Skip { .. } => None,
+        })
+    }
+
     /// The store records of every message.
     pub(crate) fn records(&self) -> Vec<StoredMessage> {
-        self.entries
-            .iter()
-            .filter_map(|e| match e {
-                Entry::Message(m) => Some(m.record()),
-                Entry::Skip { .. } => None,
-            })
-            .collect()
+        self.messages().map(Message::record).collect()
     }
 
     /// Start numbering again from 1 with `messages` (a resync).

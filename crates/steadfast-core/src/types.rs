@@ -185,6 +185,10 @@ pub enum Event {
     Acked(Receipt),
     /// The message was handed to the socket (plain mode: no ACK exists).
     Sent(Receipt),
+    /// The message went on the wire and now awaits its ACK (reliable
+    /// mode; again after each reconnect that resends it). Progress only:
+    /// `Acked` or `Failed` still follows.
+    Transmitted(Receipt),
     /// The message will never be acknowledged.
     Failed {
         /// Which send.

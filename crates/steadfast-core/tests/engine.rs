@@ -533,6 +533,18 @@ fn the_outbox_survives_a_restart_through_the_store() {
     let (mut engine, receipts) =
         Engine::restore(config(), 6, 0, WALL + 5, session, messages).expect("restore");
     assert_eq!(receipts.iter().map(|r| r.0).collect::<Vec<_>>(), vec![2, 3]);
+    let queued: Vec<(Receipt, bool, Vec<u8>)> = engine
+        .queued_messages()
+        .map(|(r, binary, payload)| (r, binary, payload.to_vec()))
+        .collect();
+    assert_eq!(
+        queued,
+        vec![
+            (receipts[0].1, false, b"two".to_vec()),
+            (receipts[1].1, false, b"three".to_vec())
+        ],
+        "what the application is shown as restored"
+    );
     assert_eq!(
         engine.session(),
         original,
@@ -547,6 +559,17 @@ fn the_outbox_survives_a_restart_through_the_store() {
         "welcomed before the restart"
     );
     let out = welcome(&mut engine, 1, original, 1);
+    assert_eq!(
+        events(&out)
+            .into_iter()
+            .filter(|e| matches!(e, Event::Transmitted(_)))
+            .collect::<Vec<_>>(),
+        vec![
+            Event::Transmitted(receipts[0].1),
+            Event::Transmitted(receipts[1].1)
+        ],
+        "each restored message reports going on the wire"
+    );
     let f = frames(&out);
     assert!(
         matches!(
@@ -570,12 +593,13 @@ fn the_outbox_survives_a_restart_through_the_store() {
         ),
         "{f:?}"
     );
-    engine.send(2, WALL, "four".into()).expect("room");
+    let four = engine.send(2, WALL, "four".into()).expect("room");
     let out = drain(&mut engine);
     assert!(
         matches!(frames(&out)[0], Frame::Data { seq: 4, .. }),
         "numbering continues"
     );
+    assert!(events(&out).contains(&Event::Transmitted(four)));
 }
 
 #[test]

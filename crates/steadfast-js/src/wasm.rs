@@ -228,7 +228,9 @@ fn message(error: &JsValue) -> String {
 /// `on_event(kind, value)` is called for each event, after the client
 /// released its state: `("message", data)`, `("state", state)`,
 /// `("error", error)` (`ERR_STORE`: the store failed and messages are
-/// kept in memory), `("resync")`, `("skipped", count)`.
+/// kept in memory), `("resync")`, `("skipped", count)`, `("restored",
+/// [{ id, data }])`, `("sent", id)`, `("settled", { id, acked, durable }
+/// or { id, error })`.
 #[wasm_bindgen]
 pub async fn open(url: String, options: JsValue, on_event: Function) -> Result<Core, JsValue> {
     let persist = get(&options, "persist");
@@ -251,11 +253,17 @@ pub async fn open(url: String, options: JsValue, on_event: Function) -> Result<C
         }
         Some(_) => return Err(invalid("persist", PERSIST)),
     };
-    let client = builder.connect().await.map_err(|e| js_error(&e))?;
+    // Progress events feed `sent`, `ack` and `failed` for every message,
+    // restored ones included.
+    let client = builder
+        .progress_events(true)
+        .connect()
+        .await
+        .map_err(|e| js_error(&e))?;
     let pump = client.clone();
     wasm_bindgen_futures::spawn_local(async move {
         while let Some(event) = pump.next_event().await {
-            let (kind, value) = event_to_js(event);
+            let (kind, value) = event_to_js(event, || pump.stats().durable);
             // A throwing listener must not stop the pump (and does not
             // throw here: the JS side dispatches events, which reports
             // listener errors on its own).
@@ -287,13 +295,34 @@ fn payload_to_js(payload: Payload) -> JsValue {
     }
 }
 
-fn event_to_js(event: ClientEvent) -> (&'static str, JsValue) {
+/// `durable`: whether the client's store is durable now (for `settled`).
+fn event_to_js(event: ClientEvent, durable: impl FnOnce() -> bool) -> (&'static str, JsValue) {
     match event {
         ClientEvent::Message(payload) => ("message", payload_to_js(payload)),
         ClientEvent::State(state) => ("state", state_to_js(&state)),
         ClientEvent::ResyncRequired => ("resync", JsValue::UNDEFINED),
         ClientEvent::Skipped(count) => ("skipped", num(count)),
         ClientEvent::Error(error) => ("error", js_error(&error)),
+        ClientEvent::Restored(messages) => (
+            "restored",
+            messages
+                .into_iter()
+                .map(|m| object(&[("id", num(m.id)), ("data", payload_to_js(m.payload))]))
+                .collect::<Array>()
+                .into(),
+        ),
+        ClientEvent::Transmitted(id) => ("sent", num(id)),
+        ClientEvent::Settled { id, outcome } => (
+            "settled",
+            match outcome {
+                Ok(delivery) => object(&[
+                    ("id", num(id)),
+                    ("acked", (delivery == Delivery::Acked).into()),
+                    ("durable", durable().into()),
+                ]),
+                Err(error) => object(&[("id", num(id)), ("error", js_error(&error))]),
+            },
+        ),
         _ => ("other", JsValue::UNDEFINED),
     }
 }

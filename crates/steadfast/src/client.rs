@@ -81,6 +81,7 @@ pub struct ClientBuilder {
     pub(crate) max_unread: usize,
     pub(crate) send_buffer: usize,
     pub(crate) memory_fallback: bool,
+    pub(crate) progress_events: bool,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -109,6 +110,7 @@ impl ClientBuilder {
             max_unread: 1024,
             send_buffer: 1024 * 1024,
             memory_fallback: false,
+            progress_events: false,
         }
     }
 
@@ -248,6 +250,16 @@ impl ClientBuilder {
     /// by default: `connect` then fails with `ERR_STORE`.
     pub fn memory_fallback(mut self, fall_back: bool) -> Self {
         self.memory_fallback = fall_back;
+        self
+    }
+
+    /// Report each message's progress as events: [`ClientEvent::Transmitted`]
+    /// when it goes on the wire and [`ClientEvent::Settled`] with its
+    /// outcome, for every message including restored ones. What a UI
+    /// showing "queued → sent → acknowledged" per message needs. Off by
+    /// default (two events per message).
+    pub fn progress_events(mut self, on: bool) -> Self {
+        self.progress_events = on;
         self
     }
 
@@ -394,6 +406,33 @@ pub enum ClientEvent {
     /// connection was closed and will be retried, or the store fell back
     /// to memory).
     Error(Error),
+    /// The client started with these messages in its store (a restart or a
+    /// page reload before their ACK): they are queued again under new ids,
+    /// oldest first. The first event, and only when there are any.
+    Restored(Vec<QueuedMessage>),
+    /// With [`ClientBuilder::progress_events`]: the message with this id
+    /// went on the wire and awaits its ACK (reliable mode; again after a
+    /// reconnect that resends it).
+    Transmitted(u64),
+    /// With [`ClientBuilder::progress_events`]: the outcome of the message
+    /// with this id, also for restored messages that no [`Receipt`] waits
+    /// on.
+    Settled {
+        /// The message's id ([`Receipt::id`], or from `Restored`).
+        id: u64,
+        /// What its receipt resolves to.
+        outcome: Result<Delivery, Error>,
+    },
+}
+
+/// A message in the outbox (see [`ClientEvent::Restored`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueuedMessage {
+    /// Its id within this client, as in [`ClientEvent::Settled`].
+    pub id: u64,
+    /// What was sent.
+    pub payload: Payload,
 }
 
 /// How a sent message ended well.

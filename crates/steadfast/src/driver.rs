@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use crate::client::{
     failed, Auth, AuthPlacement, ClientBuilder, ClientEvent, ClientStats, ConnectionState,
-    Delivery, SendOverflow, Shared,
+    Delivery, QueuedMessage, SendOverflow, Shared,
 };
 use crate::rt::{self, BoxFuture};
 use crate::store::{Snapshot, Store, StoreError};
@@ -57,6 +57,8 @@ struct Driver {
     overflow: SendOverflow,
     max_unread: usize,
     send_buffer: usize,
+    /// Report `Transmitted` and `Settled` events.
+    progress: bool,
     /// The socket's buffer went over `send_buffer`: a timer to look again.
     send_blocked: Option<BoxFuture<'static, ()>>,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -125,9 +127,24 @@ pub(crate) async fn start(
         snapshot.messages,
     )
     .map_err(|e| Error::InvalidConfig(e.0.to_owned()))?;
-    // Messages restored from the store have no `send` waiting on them;
-    // their outcome is only counted.
-    drop(receipts);
+    // Messages restored from the store have no `send` waiting on them:
+    // the application learns of them from `Restored` (and, with progress
+    // events, their outcome from `Settled`).
+    let restored_messages: Vec<QueuedMessage> = if receipts.is_empty() {
+        Vec::new()
+    } else {
+        engine
+            .queued_messages()
+            .map(|(receipt, binary, payload)| QueuedMessage {
+                id: receipt.0,
+                payload: if binary {
+                    Payload::Binary(payload.to_vec())
+                } else {
+                    Payload::Text(String::from_utf8_lossy(payload).into_owned())
+                },
+            })
+            .collect()
+    };
     engine.connect(now);
     let span = tracing::info_span!("steadfast", url = %builder.url);
     span.in_scope(|| tracing::debug!(restored, "client started"));
@@ -142,6 +159,7 @@ pub(crate) async fn start(
         overflow: builder.overflow,
         max_unread: builder.max_unread,
         send_buffer: builder.send_buffer,
+        progress: builder.progress_events,
         send_blocked: None,
         commands,
         events,
@@ -160,6 +178,9 @@ pub(crate) async fn start(
         closed_waiters: Vec::new(),
         hints: rt::lifecycle(),
     };
+    if !restored_messages.is_empty() {
+        driver.emit(ClientEvent::Restored(restored_messages));
+    }
     // The restored outbox counts from the first moment.
     if let Some(reason) = load_failed {
         driver.store_failed(reason);
@@ -512,6 +533,11 @@ impl Driver {
                 }
                 Event::Acked(receipt) => self.resolve(receipt.0, Ok(Delivery::Acked)),
                 Event::Sent(receipt) => self.resolve(receipt.0, Ok(Delivery::Sent)),
+                Event::Transmitted(receipt) => {
+                    if self.progress {
+                        self.emit(ClientEvent::Transmitted(receipt.0));
+                    }
+                }
                 Event::Failed {
                     receipt,
                     reason,
@@ -557,6 +583,12 @@ impl Driver {
     }
 
     fn resolve(&mut self, receipt: u64, outcome: Result<Delivery, Error>) {
+        if self.progress {
+            self.emit(ClientEvent::Settled {
+                id: receipt,
+                outcome: outcome.clone(),
+            });
+        }
         if let Some(done) = self.receipts.remove(&receipt) {
             let _ = done.send(outcome);
         }

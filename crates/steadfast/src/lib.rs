@@ -49,7 +49,7 @@ mod watch;
 
 pub use client::{
     AuthPlacement, AuthResult, Client, ClientBuilder, ClientEvent, ClientStats, ConnectionState,
-    Delivery, Receipt, SendOverflow,
+    Delivery, QueuedMessage, Receipt, SendOverflow,
 };
 pub use error::Error;
 /// The engine's settings and vocabulary, re-exported.
