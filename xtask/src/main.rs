@@ -7,8 +7,12 @@
 //! - `test`: setup, then fmt, clippy (native and wasm32), native tests, the
 //!   wasm tests in Node.js, a headless Chromium page and a worker (against
 //!   an echo server started here and stopped afterwards), then the npm
-//!   package: built, type-checked, and its JS suite run in Node.js.
-//! - `demo`: start the reference server and a native client; show what happens.
+//!   package: built, type-checked, and its JS suite run in Node.js; then
+//!   the React and Vue examples, built with Vite and driven in headless
+//!   Chromium by playwright-core (screenshots in target/e2e-screenshots/).
+//! - `demo`: start the reference server and a native client; show what
+//!   happens; then build the React example and serve it next to the
+//!   server on loopback (in a terminal, until Ctrl-C).
 //! - `pkg`: build the npm package's wasm into `pkg/wasm/` (release-wasm
 //!   profile, the pinned wasm-bindgen).
 //! - `size`: `pkg`, then the gzipped bytes a browser downloads.
@@ -23,6 +27,7 @@ mod bench;
 mod fuzz;
 mod pkg;
 mod process;
+mod serve;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -262,7 +267,9 @@ fn test(root: &Path) -> Result<(), String> {
                 step("wasm tests: chromium page", wasm_test("browser"));
                 step("wasm tests: chromium worker", wasm_test("worker"));
                 drop(server);
-                js_tests(root, &mut step);
+                if js_tests(root, &mut step) {
+                    example_tests(root, &mut step);
+                }
             }
             Err(message) => {
                 eprintln!("xtask: {message}");
@@ -306,19 +313,20 @@ fn test(root: &Path) -> Result<(), String> {
 
 /// The npm package: build it, type-check the declarations against a file
 /// using every option, and run the JS suite (node:test) against the
-/// reference server (each test file starts its own on loopback).
-fn js_tests(root: &Path, step: &mut impl FnMut(&str, Command) -> bool) {
+/// reference server (each test file starts its own on loopback). False
+/// when the package did not build.
+fn js_tests(root: &Path, step: &mut impl FnMut(&str, Command) -> bool) -> bool {
     let xtask = match std::env::current_exe() {
         Ok(xtask) => xtask,
         Err(error) => {
             println!("xtask: cannot find itself to build the package: {error}");
-            return;
+            return false;
         }
     };
     let mut build = Command::new(xtask);
     build.arg("pkg").current_dir(root);
     if !step("build npm package", build) {
-        return;
+        return false;
     }
     let pkg = root.join("pkg");
     let mut typecheck = Command::new("npx");
@@ -344,6 +352,42 @@ fn js_tests(root: &Path, step: &mut impl FnMut(&str, Command) -> bool) {
     )
     .current_dir(&pkg);
     step("npm package: node tests", node);
+    true
+}
+
+/// `vite build` of one example app (after `cargo xtask pkg`).
+fn vite_build(root: &Path, app: &str) -> Command {
+    let mut build = Command::new("npx");
+    build
+        .args(["--no-install", "vite", "build", "--logLevel", "warn"])
+        .current_dir(root.join("js-examples").join(app));
+    build
+}
+
+/// The React and Vue examples: built, then driven in headless Chromium by
+/// playwright-core (js-examples/e2e) against the reference server, which
+/// the suite starts, kills and restarts. Screenshots go to
+/// target/e2e-screenshots/.
+fn example_tests(root: &Path, step: &mut impl FnMut(&str, Command) -> bool) {
+    let react = step("react example: vite build", vite_build(root, "react"));
+    let vue = step("vue example: vite build", vite_build(root, "vue"));
+    if !(react && vue) {
+        return;
+    }
+    let target = target_dir(root);
+    let mut e2e = Command::new("timeout");
+    e2e.args([
+        "900",
+        "node",
+        "--test",
+        "--test-reporter=tap",
+        "e2e.test.js",
+    ])
+    .env("STEADFAST_SERVER", target.join("debug/steadfast-server"))
+    .env("STEADFAST_SCREENSHOTS", target.join("e2e-screenshots"))
+    .env("CHROMIUM", setup::CHROMIUM)
+    .current_dir(root.join("js-examples/e2e"));
+    step("examples in chromium (playwright)", e2e);
 }
 
 fn demo(root: &Path) -> Result<(), String> {
@@ -401,9 +445,100 @@ fn demo(root: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot run {}: {e}", demo.display()))?;
     let stop = server.stop();
     println!("demo: server {stop}");
-    if status.success() {
-        Ok(())
-    } else {
-        Err("the exactly-once demo failed".into())
+    if !status.success() {
+        return Err("the exactly-once demo failed".into());
     }
+    react_demo(root)
+}
+
+/// Part three: the React example, built and served next to the reference
+/// server on loopback. In a terminal, it runs until Ctrl-C (Enter stops
+/// and restarts the server, to watch the page ride it out); otherwise it
+/// checks the page and its wasm are served, and ends.
+fn react_demo(root: &Path) -> Result<(), String> {
+    use std::io::{BufRead, IsTerminal};
+
+    println!("\ndemo: building the React example (js-examples/react) ...");
+    setup::wasm_target()?;
+    setup::wasm_bindgen_cli(root)?;
+    setup::npm(root, &["pkg", "js-examples/react"])?;
+    pkg::build(root)?;
+    let status = vite_build(root, "react")
+        .status()
+        .map_err(|e| format!("cannot run npx vite: {e}"))?;
+    if !status.success() {
+        return Err("vite build of js-examples/react failed".into());
+    }
+    let site = serve::serve_dir(&root.join("js-examples/react/dist"))?;
+    let server = ServerGuard::start(root, 0)?;
+    let ws = server.url().to_owned();
+    let port: u16 = ws
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .ok_or_else(|| format!("no port in {ws}"))?;
+    let page = format!("{site}?server={ws}/");
+    println!("demo: reference server at {ws}");
+    println!("demo: open {page}");
+
+    if !std::io::stdin().is_terminal() {
+        // Not interactive (CI, a pipe): prove the page would load, then stop.
+        let (status, body) = serve::get(&page)?;
+        let html = String::from_utf8_lossy(&body);
+        let script = html
+            .split("src=\"./")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .ok_or("the page names no script")?;
+        let (script_status, script_body) = serve::get(&format!("{site}{script}"))?;
+        let assets = root.join("js-examples/react/dist/assets");
+        let wasm = std::fs::read_dir(&assets)
+            .map_err(|e| format!("{}: {e}", assets.display()))?
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .find(|name| name.ends_with(".wasm"))
+            .ok_or("the build has no .wasm")?;
+        let (wasm_status, wasm_body) = serve::get(&format!("{site}assets/{wasm}"))?;
+        let ok = [&status, &script_status, &wasm_status]
+            .iter()
+            .all(|s| s.ends_with("200 OK"))
+            && wasm_body.starts_with(b"\0asm");
+        println!(
+            "demo: served the page ({}), its script ({} bytes) and wasm ({} bytes); \
+             not a terminal, so not waiting",
+            status,
+            script_body.len(),
+            wasm_body.len()
+        );
+        println!("demo: server {}", server.stop());
+        return if ok {
+            Ok(())
+        } else {
+            Err("the React example is not served correctly".into())
+        };
+    }
+
+    println!(
+        "demo: Enter stops the server (the page shows reconnecting and queues what you send); \
+         Enter again starts it (the queue is delivered once). Ctrl-C ends the demo."
+    );
+    let mut running = Some(server);
+    for line in std::io::stdin().lock().lines() {
+        if line.is_err() {
+            break;
+        }
+        running = match running.take() {
+            Some(server) => {
+                println!("demo: server {}; Enter starts it again", server.stop());
+                None
+            }
+            None => {
+                let server = ServerGuard::start(root, port)?;
+                println!("demo: server back at {}", server.url());
+                Some(server)
+            }
+        };
+    }
+    drop(running);
+    Ok(())
 }

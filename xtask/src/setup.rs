@@ -13,6 +13,7 @@ const NPM_DIRS: &[&str] = &[
     "wasm-tests/js",
     "js-examples/react",
     "js-examples/vue",
+    "js-examples/e2e",
 ];
 
 pub(crate) fn setup(root: &Path) -> Result<(), String> {
@@ -20,7 +21,7 @@ pub(crate) fn setup(root: &Path) -> Result<(), String> {
     wasm_bindgen_cli(root)?;
     cargo_fuzz()?;
     chromium()?;
-    npm(root)?;
+    npm(root, NPM_DIRS)?;
     Ok(())
 }
 
@@ -48,7 +49,7 @@ fn output(program: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn wasm_target() -> Result<(), String> {
+pub(crate) fn wasm_target() -> Result<(), String> {
     let installed = output("rustup", &["target", "list", "--installed"]).unwrap_or_default();
     if installed.lines().any(|l| l.trim() == crate::WASM) {
         println!("xtask setup: {} target present", crate::WASM);
@@ -73,7 +74,7 @@ pub(crate) fn pinned_wasm_bindgen(root: &Path) -> Result<String, String> {
         .ok_or_else(|| "Cargo.toml does not pin wasm-bindgen as `wasm-bindgen = \"=X.Y.Z\"`".into())
 }
 
-fn wasm_bindgen_cli(root: &Path) -> Result<(), String> {
+pub(crate) fn wasm_bindgen_cli(root: &Path) -> Result<(), String> {
     let version = pinned_wasm_bindgen(root)?;
     let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
     let locked = lock
@@ -145,8 +146,10 @@ fn chromium() -> Result<(), String> {
     )
 }
 
-fn npm(root: &Path) -> Result<(), String> {
-    for dir in NPM_DIRS {
+/// `npm ci` (or `npm install` without a lock) in each of `dirs` whose
+/// installed packages are older than its lock file.
+pub(crate) fn npm(root: &Path, dirs: &[&str]) -> Result<(), String> {
+    for dir in dirs {
         let dir = root.join(dir);
         let manifest = dir.join("package.json");
         if !manifest.exists() {
