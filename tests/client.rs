@@ -24,6 +24,7 @@ fn fast_backoff() -> BackoffConfig {
         fast_retry_ms: 5,
         healthy_after_ms: 200,
         connect_timeout_ms: 5_000,
+        ..BackoffConfig::default()
     }
 }
 

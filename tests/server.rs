@@ -20,6 +20,7 @@ fn client_config() -> Config {
             fast_retry_ms: 10,
             healthy_after_ms: 500,
             connect_timeout_ms: 2_000,
+            ..BackoffConfig::default()
         },
         ..Config::default()
     }

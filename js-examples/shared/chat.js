@@ -8,11 +8,12 @@ export function serverUrl(location = window.location) {
   return given || `ws://${location.hostname || "127.0.0.1"}:9000/`;
 }
 
-/** A chat wants to be back quickly: retries capped at 5 s (full jitter below it). */
-export const clientOptions = {
-  backoff: { initialMs: 250, maxMs: 5000 },
-  keep: 200,
-};
+/**
+ * The client's defaults suit a chat: retries within 1 s for the first 30 s
+ * of an outage (full jitter), easing off to 30 s after that. Keep the last
+ * 200 messages each way on screen.
+ */
+export const clientOptions = { keep: 200 };
 
 /**
  * A connection state as the UI shows it: `{ name, text, retryMs }`.

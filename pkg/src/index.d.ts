@@ -37,8 +37,14 @@ export interface SteadfastOptions {
   connectTimeoutMs?: number;
   /** Reconnect timing (full jitter between attempts). */
   backoff?: {
+    /** Bound of the first retry's delay (default 500). */
     initialMs?: number;
+    /** Cap of the delay (default 1000): a server back from an outage finds its clients within about this. */
     maxMs?: number;
+    /** For this long into an outage retries stay within maxMs (default 30000); then the cap doubles up to slowMaxMs. */
+    fastPhaseMs?: number;
+    /** The cap once an outage outlasted fastPhaseMs (default 30000). */
+    slowMaxMs?: number;
     /** Delay before the single fast retry after a healthy connection dropped. */
     fastRetryMs?: number;
     /** A connection open this long resets the backoff. */

@@ -36,7 +36,7 @@ const options: SteadfastOptions = {
   chunkSize: 32 * 1024,
   sendBuffer: 1 << 20,
   connectTimeoutMs: 10_000,
-  backoff: { initialMs: 500, maxMs: 20_000, fastRetryMs: 100, healthyAfterMs: 5_000 },
+  backoff: { initialMs: 500, maxMs: 1_000, fastPhaseMs: 30_000, slowMaxMs: 30_000, fastRetryMs: 100, healthyAfterMs: 5_000 },
   queue: { maxMessages: 10_000, maxBytes: 64 << 20, ttlMs: 86_400_000, maxInFlightBytes: 1 << 20 },
   overflow: "dropOldest",
   limits: {

@@ -1,8 +1,10 @@
 //! `cargo xtask bench`: run the benchmarks, then write docs/BENCHMARKS.md
 //! and docs/benchmarks.json from criterion's estimates.
 //!
-//! Today: the engine alone (criterion, `steadfast-core/benches/engine.rs`).
-//! The socket, browser and size comparisons join here as they land.
+//! Today: the engine alone (criterion, `steadfast-core/benches/engine.rs`),
+//! reconnect spread and recovery (`steadfast-core/benches/reconnect.rs`),
+//! and the npm payload. The socket and browser comparisons join here as
+//! they land.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -31,13 +33,71 @@ pub(crate) fn bench(root: &Path, quick: bool) -> Result<(), String> {
     if !status.success() {
         return Err("cargo bench failed".into());
     }
+    let reconnect = reconnect_spread(root, quick)?;
     if quick {
         return Ok(());
     }
     let criterion = crate::target_dir(root).join("criterion");
     let results = read_group(&criterion.join("engine_pair"))?;
     let sizes = crate::pkg::measure(root)?;
-    write_report(root, &results, &sizes)
+    write_report(root, &results, &reconnect, &sizes)
+}
+
+/// `benches/reconnect.rs`: 10,000 simulated clients through outages; one
+/// JSON object per outage length.
+fn reconnect_spread(root: &Path, quick: bool) -> Result<Vec<Value>, String> {
+    let mut args = vec!["bench", "-p", "steadfast-core", "--bench", "reconnect"];
+    if quick {
+        args.extend(["--", "--quick"]);
+    }
+    let output = crate::cargo(root, &args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run cargo bench: {e}"))?;
+    if !output.status.success() {
+        return Err("the reconnect benchmark failed".into());
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let rows: Vec<Value> = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("reconnect bench output {l}: {e}")))
+        .collect::<Result<_, _>>()?;
+    for row in &rows {
+        println!("xtask bench: reconnect {row}");
+    }
+    if rows.is_empty() {
+        return Err("the reconnect benchmark printed no results".into());
+    }
+    Ok(rows)
+}
+
+fn reconnect_section(md: &mut String, rows: &[Value]) {
+    let clients = rows
+        .first()
+        .and_then(|r| r["clients"].as_u64())
+        .unwrap_or(0);
+    let _ = writeln!(
+        md,
+        "\n## Reconnect after an outage\n\n         {clients} simulated clients, each the real engine with its own seed and          the default backoff, lose their server at the same instant; it          refuses every attempt until it is back. Virtual time. \"Back\": how          long after the server's return each client is connected again (its          first message follows one round trip later). \"Busiest window\": the          most attempts in any 100 ms of the outage against the mean; a          stampede shows as a high ratio. Targets: back within p50 500 ms /          p99 2 s for outages up to 30 s; no window above 3× the mean. Source:          `crates/steadfast-core/benches/reconnect.rs`.\n\n         | outage | back p50 | back p99 | last back | attempts/s (all clients) | busiest window / mean |\n         |---|---|---|---|---|---|"
+    );
+    for r in rows {
+        let n = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        let _ = writeln!(
+            md,
+            "| {:.0} s | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} | {:.2}× |",
+            n("outage_ms") / 1000.0,
+            n("p50_ms"),
+            n("p99_ms"),
+            n("max_ms"),
+            n("attempts_per_s"),
+            n("busiest_over_mean")
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nRetries stay within 1 s for the first 30 s of an outage (about two          attempts per second per client: the price of being back within a          second), then ease off to a 30 s cap; hence the 60 s row."
+    );
 }
 
 fn read_group(dir: &Path) -> Result<Vec<Estimate>, String> {
@@ -116,6 +176,7 @@ fn machine() -> String {
 fn write_report(
     root: &Path,
     results: &[Estimate],
+    reconnect: &[Value],
     sizes: &[crate::pkg::FileSize],
 ) -> Result<(), String> {
     let machine = machine();
@@ -157,8 +218,12 @@ fn write_report(
     let _ = writeln!(
         md,
         "\nBatches: 256 messages of 64 B or 4 KiB; 4 messages of 1 MiB (each \
-         chunked into 32 KiB frames and reassembled).\n\n\
-         ## npm payload\n\n\
+         chunked into 32 KiB frames and reassembled)."
+    );
+    reconnect_section(&mut md, reconnect);
+    let _ = writeln!(
+        md,
+        "\n## npm payload\n\n\
          What a browser downloads for `import {{ Steadfast }} from \"steadfast\"` \
          (the same figures as `cargo xtask size`; gzip -9). Target: 25 KiB, \
          aiming for 15 KiB.\n\n\
@@ -182,7 +247,7 @@ fn write_report(
          allocator 7 KB. BTreeMap (21 KB) and the library sorts (12 KB) are \
          already gone. Shrinking the rest is issue 9's work.\n\n\
          Not here yet: sockets, the browser, memory per connection and the \
-         durable outbox (issue 9).",
+         durable outbox (issue 9, in progress).",
         sizes.iter().map(|s| s.1).sum::<usize>(),
         total as f64 / 1024.0
     );
@@ -193,6 +258,7 @@ fn write_report(
         "machine": machine,
         "command": "cargo xtask bench",
         "engine_pair": raw,
+        "reconnect": reconnect,
         "npm_payload": size_raw,
     });
     let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;

@@ -204,6 +204,22 @@ fn test(root: &Path) -> Result<(), String> {
             ],
         ),
     );
+    // 1,000 simulated clients through the outages (its own checks hold).
+    step(
+        "reconnect bench smoke",
+        cargo(
+            root,
+            &[
+                "bench",
+                "-p",
+                "steadfast-core",
+                "--bench",
+                "reconnect",
+                "--",
+                "--quick",
+            ],
+        ),
+    );
     for target in fuzz::TARGETS {
         step(
             &format!("fuzz {target} 10s"),

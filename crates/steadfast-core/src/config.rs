@@ -25,6 +25,13 @@ pub struct BackoffConfig {
     pub initial_ms: u64,
     /// Cap of the exponential bound; jitter is applied *after* the cap.
     pub max_ms: u64,
+    /// For this long after the connection was lost, retries stay within
+    /// `max_ms` (a server back from an outage this long finds its clients
+    /// within about `max_ms`). Beyond it the cap doubles per attempt up to
+    /// `slow_max_ms`, easing the load of a long outage.
+    pub fast_phase_ms: u64,
+    /// The cap once an outage outlasted `fast_phase_ms`.
+    pub slow_max_ms: u64,
     /// Upper bound of the first retry after a close the client caused itself
     /// (dead peer, app-requested reconnect): the server is not the problem.
     pub fast_retry_ms: u64,
@@ -38,7 +45,9 @@ impl Default for BackoffConfig {
     fn default() -> Self {
         BackoffConfig {
             initial_ms: 500,
-            max_ms: 20_000,
+            max_ms: 1_000,
+            fast_phase_ms: 30_000,
+            slow_max_ms: 30_000,
             fast_retry_ms: 100,
             healthy_after_ms: 5_000,
             connect_timeout_ms: 10_000,
@@ -305,8 +314,13 @@ impl Config {
                 "reorder_window and max_partial_messages must be at least 1",
             ));
         }
-        if self.backoff.initial_ms == 0 || self.backoff.max_ms < self.backoff.initial_ms {
-            return Err(ConfigError("backoff needs 0 < initial_ms <= max_ms"));
+        if self.backoff.initial_ms == 0
+            || self.backoff.max_ms < self.backoff.initial_ms
+            || self.backoff.slow_max_ms < self.backoff.max_ms
+        {
+            return Err(ConfigError(
+                "backoff needs 0 < initial_ms <= max_ms <= slow_max_ms",
+            ));
         }
         if self.outbox.max_messages == 0 || self.outbox.max_in_flight_bytes == 0 {
             return Err(ConfigError("outbox bounds must be at least 1"));

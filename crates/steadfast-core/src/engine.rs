@@ -75,6 +75,10 @@ pub struct Engine {
     conn: Option<Conn>,
     /// Consecutive connections that did not become healthy.
     attempt: u32,
+    /// When the connection was lost, until one proves healthy again.
+    failing_since: Option<u64>,
+    /// Retries since the outage outlasted `fast_phase_ms`.
+    slow_attempt: u32,
     /// An auth refresh happened; the next auth rejection is final.
     auth_refreshed: bool,
     chunk_size: usize,
@@ -191,6 +195,8 @@ impl Engine {
             next_receipt: 0,
             conn: None,
             attempt: 0,
+            failing_since: None,
+            slow_attempt: 0,
             auth_refreshed: false,
             chunk_size,
             peer_max_message,
@@ -284,7 +290,7 @@ impl Engine {
     /// Start connecting (from `Idle`, or again after `Closed`).
     pub fn connect(&mut self, now: u64) {
         if self.role == Role::Client && matches!(self.state, State::Idle | State::Closed { .. }) {
-            self.attempt = 0;
+            self.reset_backoff();
             self.auth_refreshed = false;
             self.start_attempt(now);
         }
@@ -683,7 +689,7 @@ impl Engine {
                         self.start_attempt(now);
                     }
                 }
-                Timer::Healthy => self.attempt = 0,
+                Timer::Healthy => self.reset_backoff(),
                 Timer::Ack => self.send_ack(),
                 Timer::Ping => {
                     self.probe(now);
@@ -802,6 +808,13 @@ impl Engine {
         });
     }
 
+    /// A healthy connection (or a fresh start): retries begin small again.
+    fn reset_backoff(&mut self) {
+        self.attempt = 0;
+        self.failing_since = None;
+        self.slow_attempt = 0;
+    }
+
     /// Forget the connection's timers and in-flight marks (the session stays).
     fn end_connection(&mut self) {
         for timer in [
@@ -855,14 +868,23 @@ impl Engine {
                     self.attempt = self.attempt.saturating_add(2);
                 }
                 let backoff = &self.config.backoff;
+                let since = *self.failing_since.get_or_insert(now);
                 let delay = if client_caused && self.attempt == 0 {
                     self.rng.up_to(backoff.fast_retry_ms)
                 } else {
                     let exponent = self.attempt.min(32);
-                    let bound = backoff
+                    let mut bound = backoff
                         .initial_ms
                         .saturating_mul(1u64 << exponent)
                         .min(backoff.max_ms);
+                    if now.saturating_sub(since) >= backoff.fast_phase_ms {
+                        // A long outage: ease off, doubling from the cap.
+                        self.slow_attempt = self.slow_attempt.saturating_add(1);
+                        bound = backoff
+                            .max_ms
+                            .saturating_mul(1u64 << self.slow_attempt.min(32))
+                            .min(backoff.slow_max_ms);
+                    }
                     // Full jitter *after* the cap: clients at the cap stay spread.
                     self.rng.up_to(bound)
                 };
@@ -950,7 +972,7 @@ impl Engine {
         for m in acked {
             self.resolve(m);
         }
-        self.attempt = 0;
+        self.reset_backoff();
         self.auth_refreshed = false;
         self.outbox.rewind();
         // The peer may be behind what we dropped (plain-mode sends, a restart).

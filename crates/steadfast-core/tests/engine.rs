@@ -294,6 +294,78 @@ fn backoff_grows_to_the_cap_with_jitter_and_resets_only_when_healthy() {
 }
 
 #[test]
+fn a_long_outage_eases_off_after_the_fast_phase_and_a_healthy_connection_resets_it() {
+    let backoff = BackoffConfig {
+        initial_ms: 100,
+        max_ms: 400,
+        fast_phase_ms: 5_000,
+        slow_max_ms: 6_400,
+        ..BackoffConfig::default()
+    };
+    let cfg = Config {
+        backoff: backoff.clone(),
+        reliability: Reliability::Off,
+        ..config()
+    };
+    let mut engine = Engine::client(cfg, 3).expect("config");
+    engine.connect(0);
+    let _ = drain(&mut engine);
+    engine.handle_open(0, None);
+    let _ = drain(&mut engine);
+    // Fail every attempt for 60 s of virtual time; note each delay and when.
+    let lost_at = 1;
+    let mut now = lost_at;
+    let mut delays = Vec::new();
+    while now < 60_000 {
+        engine.handle_close(now, 1006, "");
+        let _ = drain(&mut engine);
+        let State::BackingOff { next_retry_at, .. } = engine.state().clone() else {
+            panic!("backing off")
+        };
+        delays.push((now, next_retry_at - now));
+        now = next_retry_at;
+        engine.handle_timeout(now);
+        assert_eq!(connects(&drain(&mut engine)), 1);
+    }
+    let fast: Vec<u64> = delays
+        .iter()
+        .filter(|(at, _)| at - lost_at < backoff.fast_phase_ms)
+        .map(|&(_, d)| d)
+        .collect();
+    let slow: Vec<u64> = delays
+        .iter()
+        .filter(|(at, _)| at - lost_at >= backoff.fast_phase_ms)
+        .map(|&(_, d)| d)
+        .collect();
+    assert!(fast.iter().all(|&d| d <= backoff.max_ms), "{fast:?}");
+    assert!(
+        fast.len() >= 20,
+        "retries stay frequent through the fast phase: {fast:?}"
+    );
+    assert!(slow.iter().all(|&d| d <= backoff.slow_max_ms), "{slow:?}");
+    assert!(
+        slow.iter().any(|&d| d > backoff.max_ms * 2),
+        "past the fast phase the cap grows: {slow:?}"
+    );
+    assert!(
+        slow.len() < fast.len(),
+        "fewer attempts in the 55 s after than in the 5 s of the fast phase"
+    );
+    // A connection that stays up resets it all: retries are small again.
+    engine.handle_open(now, None);
+    let _ = drain(&mut engine);
+    now += backoff.healthy_after_ms + 1;
+    engine.handle_timeout(now);
+    let _ = drain(&mut engine);
+    engine.handle_close(now, 1006, "");
+    let _ = drain(&mut engine);
+    let State::BackingOff { next_retry_at, .. } = engine.state().clone() else {
+        panic!("backing off")
+    };
+    assert!(next_retry_at - now <= backoff.initial_ms);
+}
+
+#[test]
 fn a_dead_peer_gets_a_fast_first_retry() {
     let hb = HeartbeatConfig {
         interval_ms: 1_000,

@@ -98,6 +98,8 @@ fn builder(url: &str, options: &JsValue) -> Result<ClientBuilder, JsValue> {
     let backoff = get(options, "backoff");
     set_number!(&backoff, "initialMs", config.backoff.initial_ms);
     set_number!(&backoff, "maxMs", config.backoff.max_ms);
+    set_number!(&backoff, "fastPhaseMs", config.backoff.fast_phase_ms);
+    set_number!(&backoff, "slowMaxMs", config.backoff.slow_max_ms);
     set_number!(&backoff, "fastRetryMs", config.backoff.fast_retry_ms);
     set_number!(&backoff, "healthyAfterMs", config.backoff.healthy_after_ms);
     let queue = get(options, "queue");

@@ -21,6 +21,7 @@ fn config() -> Config {
             fast_retry_ms: 20,
             healthy_after_ms: 500,
             connect_timeout_ms: 500,
+            ..BackoffConfig::default()
         },
         ack: AckConfig {
             delay_ms: 20,
