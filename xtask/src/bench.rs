@@ -37,10 +37,143 @@ pub(crate) fn bench(root: &Path, quick: bool) -> Result<(), String> {
     if quick {
         return Ok(());
     }
+    let native = native_suite(root)?;
     let criterion = crate::target_dir(root).join("criterion");
     let results = read_group(&criterion.join("engine_pair"))?;
     let sizes = crate::pkg::measure(root)?;
-    write_report(root, &results, &reconnect, &sizes)
+    write_report(root, &results, &reconnect, &native, &sizes)
+}
+
+/// `steadfast bench --suite` from a release build: the native side-by-side
+/// figures (servers in their own processes).
+fn native_suite(root: &Path) -> Result<Value, String> {
+    let status = crate::cargo(
+        root,
+        &[
+            "build",
+            "--release",
+            "-p",
+            "steadfast-cli",
+            "--bin",
+            "steadfast",
+        ],
+    )
+    .status()
+    .map_err(|e| format!("cannot run cargo build: {e}"))?;
+    if !status.success() {
+        return Err("the release build of steadfast failed".into());
+    }
+    let target = crate::target_dir(root);
+    let json = target.join("bench-native.json");
+    let status = std::process::Command::new(target.join("release/steadfast"))
+        .args(["bench", "--suite", "--json"])
+        .arg(&json)
+        .status()
+        .map_err(|e| format!("cannot run steadfast bench: {e}"))?;
+    if !status.success() {
+        return Err("steadfast bench --suite failed".into());
+    }
+    let text =
+        std::fs::read_to_string(&json).map_err(|e| format!("read {}: {e}", json.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("parse {}: {e}", json.display()))
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    format!("{:.2}", a / b)
+}
+
+fn native_section(md: &mut String, native: &Value) {
+    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let _ = writeln!(
+        md,
+        "\n## Native, loopback: steadfast and raw tokio-tungstenite\n\n\
+         `steadfast bench --suite` (release build): the reference server and a \
+         raw tokio-tungstenite echo server each run in their own process; the \
+         clients run in the bench process, the three kinds interleaved run by \
+         run; medians. Raw: tokio-tungstenite client to the raw echo server. \
+         Reliable and plain: `steadfast::Client` to the reference server.\n\n\
+         ### Pipelined echo throughput (messages/s)\n\n\
+         Target: reliable ≥ 0.85 × raw for 64 B–1 KiB, ≥ 0.95 × at 64 KiB.\n\n\
+         | payload | messages | reliable | plain | raw | reliable / raw | plain / raw |\n\
+         |---|---|---|---|---|---|---|"
+    );
+    for row in native["throughput"].as_array().into_iter().flatten() {
+        let (r, p, w) = (num(&row["reliable"]), num(&row["plain"]), num(&row["raw"]));
+        let _ = writeln!(
+            md,
+            "| {} B | {} | {r:.0} | {p:.0} | {w:.0} | {} | {} |",
+            row["size"],
+            row["messages"],
+            ratio(r, w),
+            ratio(p, w)
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n### Round trip at a fixed 1,000 messages/s, 64 B (µs)\n\n\
+         | client | p50 | p99 |\n|---|---|---|"
+    );
+    for row in native["latency"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} |",
+            row["client"].as_str().unwrap_or("?"),
+            num(&row["p50_us"]),
+            num(&row["p99_us"])
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n### One 16 MiB message there and back\n\n\
+         Reliable mode sends it in 32 KiB chunks, reassembled at each end; \
+         raw and plain send one WebSocket message. MB/s: 16 MiB over the \
+         round trip. Targets: reliable ≥ 0.9 × raw, and ≥ 1 GB/s.\n\n\
+         | client | round trip | MB/s |\n|---|---|---|"
+    );
+    for row in native["big_message"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            md,
+            "| {} | {:.1} ms | {:.0} |",
+            row["client"].as_str().unwrap_or("?"),
+            num(&row["seconds"]) * 1e3,
+            num(&row["mb_per_s"])
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n### Memory per idle connection\n\n\
+         One fresh process opens the connections (plain ws, no TLS) and \
+         reports its resident memory growth divided by their number. \
+         Target: ≤ 16 KiB for steadfast.\n\n\
+         | client | connections | KiB each |\n|---|---|---|"
+    );
+    for row in native["idle_memory"].as_array().into_iter().flatten() {
+        let m = &row["measured"];
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.1} |",
+            row["client"].as_str().unwrap_or("?"),
+            m["connections"],
+            num(&m["per_connection_bytes"]) / 1024.0
+        );
+    }
+    let d = &native["durable_enqueue"];
+    let _ = writeln!(
+        md,
+        "\n### Durable outbox (redb, fsync per commit), 64 B messages\n\n\
+         The server unreachable, so everything stays queued. Target: ≤ 10 µs \
+         amortised per message.\n\n\
+         | senders | messages | messages/s | µs each |\n|---|---|---|---|\n\
+         | {} concurrent | {} | {:.0} | {:.1} |\n\
+         | 1, awaiting each | {} | {:.0} | {:.1} |",
+        d["senders"],
+        d["messages"],
+        num(&d["concurrent_per_s"]),
+        num(&d["concurrent_us_per_message"]),
+        d["sequential_messages"],
+        num(&d["sequential_per_s"]),
+        num(&d["sequential_us_per_message"]),
+    );
 }
 
 /// `benches/reconnect.rs`: 10,000 simulated clients through outages; one
@@ -177,6 +310,7 @@ fn write_report(
     root: &Path,
     results: &[Estimate],
     reconnect: &[Value],
+    native: &Value,
     sizes: &[crate::pkg::FileSize],
 ) -> Result<(), String> {
     let machine = machine();
@@ -221,6 +355,7 @@ fn write_report(
          chunked into 32 KiB frames and reassembled)."
     );
     reconnect_section(&mut md, reconnect);
+    native_section(&mut md, native);
     let _ = writeln!(
         md,
         "\n## npm payload\n\n\
@@ -246,8 +381,7 @@ fn write_report(
          element type about 15 KB; panic and error strings 18 KB; the \
          allocator 7 KB. BTreeMap (21 KB) and the library sorts (12 KB) are \
          already gone. Shrinking the rest is issue 9's work.\n\n\
-         Not here yet: sockets, the browser, memory per connection and the \
-         durable outbox (issue 9, in progress).",
+         Not here yet: the browser comparison (issue 9, in progress).",
         sizes.iter().map(|s| s.1).sum::<usize>(),
         total as f64 / 1024.0
     );
@@ -259,6 +393,7 @@ fn write_report(
         "command": "cargo xtask bench",
         "engine_pair": raw,
         "reconnect": reconnect,
+        "native": native,
         "npm_payload": size_raw,
     });
     let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;

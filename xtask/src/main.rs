@@ -204,6 +204,25 @@ fn test(root: &Path) -> Result<(), String> {
             ],
         ),
     );
+    // The native side-by-side suite, every case once and small.
+    step(
+        "native bench suite smoke",
+        cargo(
+            root,
+            &[
+                "run",
+                "-q",
+                "-p",
+                "steadfast-cli",
+                "--bin",
+                "steadfast",
+                "--",
+                "bench",
+                "--suite",
+                "--quick",
+            ],
+        ),
+    );
     // 1,000 simulated clients through the outages (its own checks hold).
     step(
         "reconnect bench smoke",

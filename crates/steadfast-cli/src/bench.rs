@@ -1,9 +1,10 @@
 //! `steadfast bench`: echo throughput through the reference server on
 //! loopback, reliable and plain, in this process.
 //!
-//! A quick look on any machine. The full suite (separate processes, raw
-//! tokio-tungstenite side by side, the browser, memory per connection) is
-//! `cargo xtask bench` in the source tree, which writes docs/BENCHMARKS.md.
+//! A quick look on any machine. `--suite` runs the native side-by-side
+//! suite (`suite.rs`); `cargo xtask bench` in the source tree runs that
+//! with the engine, browser and size benchmarks and writes
+//! docs/BENCHMARKS.md.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -21,9 +22,12 @@ use crate::exit;
 Examples:
   steadfast bench
   steadfast bench --messages 50000 --size 1024
+  steadfast bench --suite --json results.json
 
-The full suite, with raw tokio-tungstenite side by side: `cargo xtask bench`
-in the source tree.")]
+--suite runs the native side-by-side suite (separate server processes, raw
+tokio-tungstenite, latency, 16 MiB, idle memory, durable outbox); `cargo
+xtask bench` in the source tree runs it with the rest and writes
+docs/BENCHMARKS.md.")]
 pub(crate) struct BenchArgs {
     /// Messages per run.
     #[arg(long, default_value_t = 20_000)]
@@ -34,10 +38,47 @@ pub(crate) struct BenchArgs {
     /// Runs per case; the median is printed.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// The full native suite instead: servers in their own processes, raw
+    /// tokio-tungstenite side by side, latency, a 16 MiB message, memory
+    /// per idle connection, the durable outbox (a few minutes).
+    #[arg(long)]
+    suite: bool,
+    /// With --suite: every case once and small (a smoke run).
+    #[arg(long, requires = "suite")]
+    quick: bool,
+    /// With --suite: also write the results here as JSON.
+    #[arg(long, value_name = "FILE", requires = "suite")]
+    json: Option<std::path::PathBuf>,
+    /// Internal: run as a helper process of the suite (raw-echo, idle).
+    #[arg(long, hide = true)]
+    role: Option<String>,
+    #[arg(long, hide = true)]
+    url: Option<String>,
+    #[arg(long, hide = true, default_value = "reliable")]
+    client: String,
+    #[arg(long, hide = true, default_value_t = 100)]
+    connections: usize,
 }
 
 pub(crate) async fn bench(args: BenchArgs) -> ExitCode {
-    match run(args).await {
+    let result = match args.role.as_deref() {
+        Some("raw-echo") => crate::suite::raw_echo().await,
+        Some("idle") => match &args.url {
+            Some(url) => crate::suite::idle(url, &args.client, args.connections.max(1)).await,
+            None => Err("--role idle needs --url".into()),
+        },
+        Some(other) => Err(format!("unknown role {other}")),
+        None if args.suite => {
+            let scale = if args.quick {
+                crate::suite::Scale::quick()
+            } else {
+                crate::suite::Scale::full()
+            };
+            crate::suite::run(scale, args.json).await
+        }
+        None => run(args).await,
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("steadfast bench: {message}");

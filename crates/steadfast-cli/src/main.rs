@@ -22,6 +22,7 @@ mod exit;
 mod output;
 mod record;
 mod session;
+mod suite;
 
 use std::process::ExitCode;
 

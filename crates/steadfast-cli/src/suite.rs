@@ -1,0 +1,684 @@
+//! `steadfast bench --suite`: the native side-by-side benchmarks.
+//!
+//! Servers run in their own processes (this binary as `steadfast serve`,
+//! and as a raw tokio-tungstenite echo server, `--role raw-echo`); the
+//! clients run here: steadfast reliable, steadfast plain and raw
+//! tokio-tungstenite, interleaved run by run. Idle memory is measured in
+//! a fresh child process per client kind (`--role idle`). Results print as
+//! a table and, with `--json FILE`, as JSON for `cargo xtask bench`.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use steadfast::store::DurableStore;
+use steadfast::{Client, ClientEvent, Payload, Reliability};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How much work each case does.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scale {
+    pub(crate) runs: usize,
+    /// Messages per throughput run at 64 B (fewer for larger payloads).
+    pub(crate) messages: usize,
+    pub(crate) idle_connections: usize,
+    pub(crate) latency_ms: u64,
+    pub(crate) durable_messages: usize,
+}
+
+impl Scale {
+    pub(crate) fn full() -> Scale {
+        Scale {
+            runs: 5,
+            messages: 50_000,
+            idle_connections: 10_000,
+            latency_ms: 3_000,
+            durable_messages: 20_000,
+        }
+    }
+
+    /// A smoke run: every case once, small.
+    pub(crate) fn quick() -> Scale {
+        Scale {
+            runs: 1,
+            messages: 2_000,
+            idle_connections: 200,
+            latency_ms: 300,
+            durable_messages: 1_000,
+        }
+    }
+}
+
+/// Which client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Reliable,
+    Plain,
+    Raw,
+}
+
+impl Kind {
+    const ALL: [Kind; 3] = [Kind::Reliable, Kind::Plain, Kind::Raw];
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Reliable => "steadfast reliable",
+            Kind::Plain => "steadfast plain",
+            Kind::Raw => "raw tokio-tungstenite",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Kind::Reliable => "reliable",
+            Kind::Plain => "plain",
+            Kind::Raw => "raw",
+        }
+    }
+}
+
+/// A server child process; it exits when this drops (its stdin closes).
+struct ServerProcess {
+    url: String,
+    _child: Child,
+}
+
+async fn spawn_server(args: &[&str]) -> Result<ServerProcess, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {args:?}: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .map_err(|_| format!("{args:?} did not start in 30 s"))?
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("ws://"))
+        .ok_or_else(|| format!("{args:?} printed {line:?}"))?
+        .to_owned();
+    Ok(ServerProcess { url, _child: child })
+}
+
+/// Messages per run for a payload size: about the same bytes above 1 KiB.
+fn count_for(scale: Scale, size: usize) -> usize {
+    let by_bytes = scale.messages * 1024 / size.max(1);
+    by_bytes.clamp(scale.messages / 25, scale.messages).max(10)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+pub(crate) async fn run(scale: Scale, json_out: Option<PathBuf>) -> Result<(), String> {
+    let steadfast = spawn_server(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--exit-on-stdin-eof",
+        "--max-message-size",
+        "33554432",
+        "--max-buffered-bytes",
+        "67108864",
+    ])
+    .await?;
+    let raw = spawn_server(&["bench", "--role", "raw-echo"]).await?;
+    let url = |kind: Kind| match kind {
+        Kind::Raw => raw.url.as_str(),
+        _ => steadfast.url.as_str(),
+    };
+    println!(
+        "native suite: steadfast server {}, raw echo server {}, {} runs per case (interleaved), medians",
+        steadfast.url, raw.url, scale.runs
+    );
+    let mut report = serde_json::Map::new();
+
+    // Throughput.
+    println!("\npipelined echo throughput (messages/s; ratio to raw)");
+    let mut rows = Vec::new();
+    for size in [64usize, 1024, 4096, 65536] {
+        let count = count_for(scale, size);
+        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); 3];
+        for _ in 0..scale.runs {
+            for (i, kind) in Kind::ALL.into_iter().enumerate() {
+                rates[i].push(throughput(kind, url(kind), size, count).await?);
+            }
+        }
+        let medians: Vec<f64> = rates.iter_mut().map(|r| median(r)).collect();
+        let raw_rate = medians[2];
+        println!(
+            "  {size:>6} B x {count:<6} reliable {:>9.0} ({:.2})  plain {:>9.0} ({:.2})  raw {:>9.0}",
+            medians[0],
+            medians[0] / raw_rate,
+            medians[1],
+            medians[1] / raw_rate,
+            raw_rate
+        );
+        rows.push(json!({
+            "size": size, "messages": count,
+            "reliable": medians[0], "plain": medians[1], "raw": raw_rate,
+            "runs": { "reliable": rates[0], "plain": rates[1], "raw": rates[2] },
+        }));
+    }
+    report.insert("throughput".into(), Value::Array(rows));
+
+    // Latency at a fixed rate.
+    println!("\nround trip at 1,000 messages/s, 64 B (µs)");
+    let mut rows = Vec::new();
+    for kind in Kind::ALL {
+        let mut p50s = Vec::new();
+        let mut p99s = Vec::new();
+        for _ in 0..scale.runs.min(3) {
+            let (p50, p99) = latency(kind, url(kind), scale.latency_ms).await?;
+            p50s.push(p50);
+            p99s.push(p99);
+        }
+        let (p50, p99) = (median(&mut p50s), median(&mut p99s));
+        println!("  {:<22} p50 {p50:>7.0}  p99 {p99:>7.0}", kind.name());
+        rows.push(json!({ "client": kind.key(), "p50_us": p50, "p99_us": p99 }));
+    }
+    report.insert("latency".into(), Value::Array(rows));
+
+    // One 16 MiB message.
+    println!("\none 16 MiB message, round trip (MB/s of payload one way)");
+    let mut rows = Vec::new();
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    for _ in 0..scale.runs.min(3) {
+        for (i, kind) in Kind::ALL.into_iter().enumerate() {
+            times[i].push(big_round_trip(kind, url(kind), 16 << 20).await?);
+        }
+    }
+    for (i, kind) in Kind::ALL.into_iter().enumerate() {
+        let seconds = median(&mut times[i]);
+        let rate = 16.0 * 1048576.0 / seconds / 1e6;
+        println!(
+            "  {:<22} {:>7.1} ms  {rate:>7.0} MB/s",
+            kind.name(),
+            seconds * 1e3
+        );
+        rows.push(json!({ "client": kind.key(), "seconds": seconds, "mb_per_s": rate }));
+    }
+    report.insert("big_message".into(), Value::Array(rows));
+
+    // Idle memory, each in a fresh process.
+    println!(
+        "\nmemory per idle connection, {} connections from one process (KiB)",
+        scale.idle_connections
+    );
+    let mut rows = Vec::new();
+    for kind in [Kind::Reliable, Kind::Raw] {
+        let measured = idle_child(kind, url(kind), scale.idle_connections).await?;
+        let per = measured["per_connection_bytes"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        println!("  {:<22} {:>7.1}", kind.name(), per / 1024.0);
+        rows.push(json!({ "client": kind.key(), "measured": measured }));
+    }
+    report.insert("idle_memory".into(), Value::Array(rows));
+
+    // The durable outbox.
+    println!("\ndurable outbox (redb, each commit fsynced), 64 B messages");
+    let durable = durable_enqueue(scale.durable_messages).await?;
+    println!(
+        "  64 concurrent senders {:>8.0} msg/s ({:.1} µs each amortised); one sender awaiting each {:>6.0} msg/s",
+        durable["concurrent_per_s"].as_f64().unwrap_or(0.0),
+        durable["concurrent_us_per_message"].as_f64().unwrap_or(0.0),
+        durable["sequential_per_s"].as_f64().unwrap_or(0.0),
+    );
+    report.insert("durable_enqueue".into(), durable);
+
+    if let Some(path) = json_out {
+        let text =
+            serde_json::to_string_pretty(&Value::Object(report)).map_err(|e| e.to_string())?;
+        std::fs::write(&path, text + "\n").map_err(|e| format!("write {}: {e}", path.display()))?;
+        println!("\nwrote {}", path.display());
+    }
+    Ok(())
+}
+
+async fn steadfast_client(kind: Kind, url: &str) -> Result<Client, String> {
+    let client = Client::builder(url)
+        .reliability(if kind == Kind::Plain {
+            Reliability::Off
+        } else {
+            Reliability::Required
+        })
+        .max_unread(usize::MAX)
+        .limits(steadfast::Limits {
+            max_message_size: 32 << 20,
+            max_buffered_bytes: 64 << 20,
+            ..steadfast::Limits::default()
+        })
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        client.wait_for_state(|s| s.is_open()),
+    )
+    .await
+    .map_err(|_| format!("{} did not open in 10 s", kind.name()))?;
+    Ok(client)
+}
+
+type Raw =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn raw_client(url: &str) -> Result<Raw, String> {
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20));
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+        .await
+        .map_err(|e| format!("raw connect: {e}"))?;
+    Ok(ws)
+}
+
+/// The next message from a steadfast client.
+async fn next_message(client: &Client) -> Result<Payload, String> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), client.next_event()).await {
+            Ok(Some(ClientEvent::Message(payload))) => return Ok(payload),
+            Ok(Some(_)) => {}
+            Ok(None) => return Err("the client stopped".into()),
+            Err(_) => return Err("no message in 60 s".into()),
+        }
+    }
+}
+
+/// Send `count` messages of `size` bytes pipelined; messages/s once every echo is back.
+async fn throughput(kind: Kind, url: &str, size: usize, count: usize) -> Result<f64, String> {
+    let payload = vec![0x5a_u8; size];
+    if kind == Kind::Raw {
+        let ws = raw_client(url).await?;
+        let (mut sink, mut stream) = ws.split();
+        let start = Instant::now();
+        let sender = tokio::spawn(async move {
+            for _ in 0..count {
+                sink.feed(Message::binary(payload.clone())).await?;
+            }
+            sink.flush().await?;
+            Ok::<_, tokio_tungstenite::tungstenite::Error>(sink)
+        });
+        let mut received = 0;
+        while received < count {
+            match tokio::time::timeout(Duration::from_secs(60), stream.next()).await {
+                Ok(Some(Ok(Message::Binary(_)))) => received += 1,
+                Ok(Some(Ok(_))) => {}
+                other => return Err(format!("raw: after {received} echoes: {other:?}")),
+            }
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        if let Ok(Ok(mut sink)) = sender.await {
+            let _ = sink.close().await;
+        }
+        return Ok(count as f64 / elapsed);
+    }
+    let client = steadfast_client(kind, url).await?;
+    let start = Instant::now();
+    let sender = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for _ in 0..count {
+                if client.send(payload.clone()).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    for _ in 0..count {
+        next_message(&client).await?;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let _ = sender.await;
+    let _ = client.close(1000, "").await;
+    Ok(count as f64 / elapsed)
+}
+
+/// One 64 B message per ms for `duration_ms`; each round trip's p50 and p99 in µs.
+async fn latency(kind: Kind, url: &str, duration_ms: u64) -> Result<(f64, f64), String> {
+    let count = duration_ms as usize;
+    let start = Instant::now();
+    let due = move |i: usize| start + Duration::from_millis(i as u64);
+    // The payload carries its index; the send time is `due(i)`.
+    let payload = |i: usize| {
+        let mut p = vec![0u8; 64];
+        p[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        p
+    };
+    let index = |data: &[u8]| -> usize {
+        let mut n = [0u8; 8];
+        n.copy_from_slice(&data[..8.min(data.len())]);
+        u64::from_le_bytes(n) as usize
+    };
+    let mut rtts = Vec::with_capacity(count);
+    if kind == Kind::Raw {
+        let (mut sink, mut stream) = raw_client(url).await?.split();
+        let sender = tokio::spawn(async move {
+            for i in 0..count {
+                tokio::time::sleep_until(due(i).into()).await;
+                sink.send(Message::binary(payload(i))).await?;
+            }
+            Ok::<_, tokio_tungstenite::tungstenite::Error>(sink)
+        });
+        while rtts.len() < count {
+            match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
+                Ok(Some(Ok(Message::Binary(data)))) => {
+                    rtts.push(due(index(&data)).elapsed().as_secs_f64() * 1e6);
+                }
+                Ok(Some(Ok(_))) => {}
+                other => return Err(format!("raw latency: {other:?}")),
+            }
+        }
+        if let Ok(Ok(mut sink)) = sender.await {
+            let _ = sink.close().await;
+        }
+    } else {
+        let client = steadfast_client(kind, url).await?;
+        let sender = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for i in 0..count {
+                    tokio::time::sleep_until(due(i).into()).await;
+                    if client.send(payload(i)).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        while rtts.len() < count {
+            if let Payload::Binary(data) = next_message(&client).await? {
+                rtts.push(due(index(&data)).elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        let _ = sender.await;
+        let _ = client.close(1000, "").await;
+    }
+    rtts.sort_by(f64::total_cmp);
+    let at = |p: f64| rtts[((rtts.len() - 1) as f64 * p) as usize];
+    Ok((at(0.5), at(0.99)))
+}
+
+/// One message of `size` bytes there and back; seconds.
+async fn big_round_trip(kind: Kind, url: &str, size: usize) -> Result<f64, String> {
+    let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    if kind == Kind::Raw {
+        let mut ws = raw_client(url).await?;
+        let start = Instant::now();
+        ws.send(Message::binary(payload.clone()))
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(data))) => {
+                    let elapsed = start.elapsed().as_secs_f64();
+                    if data.len() != size {
+                        return Err("raw: the echo differs".into());
+                    }
+                    let _ = ws.close(None).await;
+                    return Ok(elapsed);
+                }
+                Some(Ok(_)) => {}
+                other => return Err(format!("raw big message: {other:?}")),
+            }
+        }
+    }
+    let client = steadfast_client(kind, url).await?;
+    let start = Instant::now();
+    let receipt = client.send(payload).await.map_err(|e| e.to_string())?;
+    let echo = next_message(&client).await?;
+    let elapsed = start.elapsed().as_secs_f64();
+    drop(receipt);
+    let _ = client.close(1000, "").await;
+    if echo.len() != size {
+        return Err(format!("{}: the echo differs", kind.name()));
+    }
+    Ok(elapsed)
+}
+
+async fn idle_child(kind: Kind, url: &str, connections: usize) -> Result<Value, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let output = Command::new(exe)
+        .args([
+            "bench",
+            "--role",
+            "idle",
+            "--url",
+            url,
+            "--client",
+            kind.key(),
+            "--connections",
+            &connections.to_string(),
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run the idle child: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("the idle child ({}) failed", kind.name()));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(text.trim()).map_err(|e| format!("idle child printed {text:?}: {e}"))
+}
+
+/// Resident memory of this process, in bytes (Linux).
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// `--role idle`: open `connections` idle connections, print the memory they cost.
+pub(crate) async fn idle(url: &str, client: &str, connections: usize) -> Result<(), String> {
+    let kind = match client {
+        "raw" => Kind::Raw,
+        "reliable" => Kind::Reliable,
+        "plain" => Kind::Plain,
+        other => return Err(format!("unknown client {other}")),
+    };
+    // Warm the allocator and the runtime with one connection first.
+    let mut clients = Vec::new();
+    let mut raws = Vec::new();
+    let open_one = |url: String| async move {
+        if kind == Kind::Raw {
+            raw_client(&url).await.map(|ws| (None, Some(ws)))
+        } else {
+            steadfast_client(kind, &url).await.map(|c| (Some(c), None))
+        }
+    };
+    let (c, r) = open_one(url.to_owned()).await?;
+    clients.extend(c);
+    raws.extend(r);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = rss_bytes().ok_or("no /proc/self/status")?;
+    let mut opening = futures::stream::iter((0..connections).map(|_| open_one(url.to_owned())))
+        .buffer_unordered(64);
+    while let Some(opened) = opening.next().await {
+        let (c, r) = opened?;
+        clients.extend(c);
+        raws.extend(r);
+    }
+    drop(opening);
+    // Let handshakes and first pings settle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_bytes().ok_or("no /proc/self/status")?;
+    let per = after.saturating_sub(before) as f64 / connections as f64;
+    println!(
+        "{}",
+        json!({
+            "connections": connections,
+            "rss_before": before,
+            "rss_after": after,
+            "per_connection_bytes": per,
+        })
+    );
+    drop(clients);
+    drop(raws);
+    Ok(())
+}
+
+/// `--role raw-echo`: a tokio-tungstenite echo server until stdin closes.
+pub(crate) async fn raw_echo() -> Result<(), String> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("bind: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening on ws://{addr}");
+    let serve = async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            tokio::spawn(async move {
+                let config = WebSocketConfig::default()
+                    .max_message_size(Some(64 << 20))
+                    .max_frame_size(Some(64 << 20));
+                let Ok(ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await
+                else {
+                    return;
+                };
+                let (mut sink, mut stream) = ws.split();
+                // Echo, flushing when nothing more is ready (pipelining).
+                while let Some(Ok(message)) = stream.next().await {
+                    if !(message.is_binary() || message.is_text()) {
+                        continue;
+                    }
+                    if sink.feed(message).await.is_err() {
+                        return;
+                    }
+                    loop {
+                        match futures::FutureExt::now_or_never(stream.next()) {
+                            Some(Some(Ok(m))) if m.is_binary() || m.is_text() => {
+                                if sink.feed(m).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Some(Some(Ok(_))) => {}
+                            Some(_) => return,
+                            None => break,
+                        }
+                    }
+                    if sink.flush().await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    };
+    let stdin_closed = async {
+        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(_)) = lines.next_line().await {}
+    };
+    tokio::select! {
+        () = serve => {},
+        () = stdin_closed => {},
+    }
+    Ok(())
+}
+
+/// Enqueue into a durable outbox with the server unreachable.
+async fn durable_enqueue(count: usize) -> Result<Value, String> {
+    let dir = std::env::temp_dir().join(format!("steadfast-bench-durable-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    // Nothing listens on a port we bound and closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let url = format!("ws://127.0.0.1:{port}");
+    let open = |name: &str| {
+        let store = DurableStore::open(dir.join(name)).map_err(|e| e.to_string());
+        let url = url.clone();
+        async move {
+            Client::builder(url)
+                .store(store?)
+                .outbox(steadfast::OutboxConfig {
+                    max_messages: count * 2,
+                    ..steadfast::OutboxConfig::default()
+                })
+                .connect()
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    let payload = vec![0x42_u8; 64];
+
+    let client = open("concurrent.redb").await?;
+    let start = Instant::now();
+    let senders = 64;
+    let mut tasks = Vec::new();
+    for s in 0..senders {
+        let client = client.clone();
+        let payload = payload.clone();
+        let share = count / senders + usize::from(s < count % senders);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..share {
+                let receipt = client.send(payload.clone()).await?;
+                if !receipt.is_durable() {
+                    return Err(steadfast::Error::Store("not durable".into()));
+                }
+            }
+            Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+    }
+    let concurrent = start.elapsed().as_secs_f64();
+    if client.stats().queued != count {
+        return Err(format!("{} of {count} queued", client.stats().queued));
+    }
+    let _ = client.close(1000, "").await;
+    drop(client);
+
+    let client = open("sequential.redb").await?;
+    let sequential_count = (count / 20).max(50);
+    let start = Instant::now();
+    for _ in 0..sequential_count {
+        drop(
+            client
+                .send(payload.clone())
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let sequential = start.elapsed().as_secs_f64();
+    let _ = client.close(1000, "").await;
+    drop(client);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(json!({
+        "messages": count,
+        "senders": senders,
+        "concurrent_per_s": count as f64 / concurrent,
+        "concurrent_us_per_message": concurrent * 1e6 / count as f64,
+        "sequential_messages": sequential_count,
+        "sequential_per_s": sequential_count as f64 / sequential,
+        "sequential_us_per_message": sequential * 1e6 / sequential_count as f64,
+    }))
+}
