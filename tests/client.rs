@@ -913,3 +913,50 @@ async fn a_peer_that_stops_reading_leaves_messages_in_the_outbox_not_the_socket(
     }
     eventually("the outbox to empty", WAIT, || client.stats().queued == 0).await;
 }
+
+/// Both sides pipelining large messages: each side's writes wait on a full
+/// socket buffer. The reference server's plain echo stops reading while its
+/// replies to us are stuck; a client that stopped reading while its own
+/// write waited would deadlock with it (it did, about one run in four, in
+/// `steadfast bench --suite`).
+#[tokio::test]
+async fn pipelining_large_messages_against_a_pushing_back_echo_does_not_deadlock() {
+    let server = TestServer::start_with(ServerConfig::default(), steadfast_server::Echo)
+        .await
+        .expect("bind loopback");
+    for mode in [Reliability::Off, Reliability::Required] {
+        let client = Client::builder(server.url())
+            .reliability(mode)
+            .max_unread(usize::MAX)
+            .connect()
+            .await
+            .expect("valid options");
+        within("open", client.wait_for_state(ConnectionState::is_open)).await;
+        const COUNT: usize = 3_000;
+        let sender = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for i in 0..COUNT {
+                    let mut payload = vec![0x5a_u8; 64 * 1024];
+                    payload[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                    drop(client.send(payload).await.expect("queued"));
+                }
+            })
+        };
+        let mut next = 0u64;
+        while next < COUNT as u64 {
+            match within(&format!("echo {next} ({mode:?})"), client.next_event()).await {
+                Some(ClientEvent::Message(Payload::Binary(data))) => {
+                    let mut n = [0u8; 8];
+                    n.copy_from_slice(&data[..8]);
+                    assert_eq!(u64::from_le_bytes(n), next, "in order ({mode:?})");
+                    next += 1;
+                }
+                Some(_) => {}
+                None => panic!("the client ended"),
+            }
+        }
+        sender.await.expect("the sender finished");
+        client.close(1000, "").await.expect("closes");
+    }
+}

@@ -32,7 +32,8 @@ pub(crate) struct BenchArgs {
     /// Messages per run.
     #[arg(long, default_value_t = 20_000)]
     messages: usize,
-    /// Payload bytes per message (repeatable; default 64 and 4096).
+    /// Payload bytes per message (repeatable; default 64 and 4096; with
+    /// --suite, the throughput sizes, default 64, 1024, 4096 and 65536).
     #[arg(long = "size")]
     sizes: Vec<usize>,
     /// Runs per case; the median is printed.
@@ -74,7 +75,7 @@ pub(crate) async fn bench(args: BenchArgs) -> ExitCode {
             } else {
                 crate::suite::Scale::full()
             };
-            crate::suite::run(scale, args.json).await
+            crate::suite::run(scale, &args.sizes, args.json).await
         }
         None => run(args).await,
     };

@@ -125,7 +125,18 @@ fn median(values: &mut [f64]) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-pub(crate) async fn run(scale: Scale, json_out: Option<PathBuf>) -> Result<(), String> {
+/// Run the suite; `sizes` (empty: 64 B, 1 KiB, 4 KiB, 64 KiB) are the
+/// throughput payloads.
+pub(crate) async fn run(
+    scale: Scale,
+    sizes: &[usize],
+    json_out: Option<PathBuf>,
+) -> Result<(), String> {
+    let sizes = if sizes.is_empty() {
+        vec![64, 1024, 4096, 65536]
+    } else {
+        sizes.to_vec()
+    };
     let steadfast = spawn_server(&[
         "serve",
         "--listen",
@@ -151,12 +162,15 @@ pub(crate) async fn run(scale: Scale, json_out: Option<PathBuf>) -> Result<(), S
     // Throughput.
     println!("\npipelined echo throughput (messages/s; ratio to raw)");
     let mut rows = Vec::new();
-    for size in [64usize, 1024, 4096, 65536] {
+    for &size in &sizes {
         let count = count_for(scale, size);
         let mut rates: Vec<Vec<f64>> = vec![Vec::new(); 3];
         for _ in 0..scale.runs {
             for (i, kind) in Kind::ALL.into_iter().enumerate() {
-                rates[i].push(throughput(kind, url(kind), size, count).await?);
+                let rate = throughput(kind, url(kind), size, count)
+                    .await
+                    .map_err(|e| format!("{} at {size} B: {e}", kind.name()))?;
+                rates[i].push(rate);
             }
         }
         let medians: Vec<f64> = rates.iter_mut().map(|r| median(r)).collect();
@@ -350,21 +364,24 @@ async fn throughput(kind: Kind, url: &str, size: usize, count: usize) -> Result<
     Ok(count as f64 / elapsed)
 }
 
-/// One 64 B message per ms for `duration_ms`; each round trip's p50 and p99 in µs.
+/// One 64 B message per ms for `duration_ms`; each round trip's p50 and p99
+/// in µs, from the moment the message was handed to the client (the
+/// payload carries it) to the moment its echo is read.
 async fn latency(kind: Kind, url: &str, duration_ms: u64) -> Result<(f64, f64), String> {
     let count = duration_ms as usize;
     let start = Instant::now();
     let due = move |i: usize| start + Duration::from_millis(i as u64);
-    // The payload carries its index; the send time is `due(i)`.
-    let payload = |i: usize| {
+    let stamped = move || {
         let mut p = vec![0u8; 64];
-        p[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let sent = start.elapsed().as_nanos() as u64;
+        p[..8].copy_from_slice(&sent.to_le_bytes());
         p
     };
-    let index = |data: &[u8]| -> usize {
+    let rtt_us = move |data: &[u8]| -> f64 {
         let mut n = [0u8; 8];
         n.copy_from_slice(&data[..8.min(data.len())]);
-        u64::from_le_bytes(n) as usize
+        let sent = Duration::from_nanos(u64::from_le_bytes(n));
+        start.elapsed().saturating_sub(sent).as_secs_f64() * 1e6
     };
     let mut rtts = Vec::with_capacity(count);
     if kind == Kind::Raw {
@@ -372,15 +389,13 @@ async fn latency(kind: Kind, url: &str, duration_ms: u64) -> Result<(f64, f64), 
         let sender = tokio::spawn(async move {
             for i in 0..count {
                 tokio::time::sleep_until(due(i).into()).await;
-                sink.send(Message::binary(payload(i))).await?;
+                sink.send(Message::binary(stamped())).await?;
             }
             Ok::<_, tokio_tungstenite::tungstenite::Error>(sink)
         });
         while rtts.len() < count {
             match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
-                Ok(Some(Ok(Message::Binary(data)))) => {
-                    rtts.push(due(index(&data)).elapsed().as_secs_f64() * 1e6);
-                }
+                Ok(Some(Ok(Message::Binary(data)))) => rtts.push(rtt_us(&data)),
                 Ok(Some(Ok(_))) => {}
                 other => return Err(format!("raw latency: {other:?}")),
             }
@@ -395,7 +410,7 @@ async fn latency(kind: Kind, url: &str, duration_ms: u64) -> Result<(f64, f64), 
             tokio::spawn(async move {
                 for i in 0..count {
                     tokio::time::sleep_until(due(i).into()).await;
-                    if client.send(payload(i)).await.is_err() {
+                    if client.send(stamped()).await.is_err() {
                         return;
                     }
                 }
@@ -403,7 +418,7 @@ async fn latency(kind: Kind, url: &str, duration_ms: u64) -> Result<(f64, f64), 
         };
         while rtts.len() < count {
             if let Payload::Binary(data) = next_message(&client).await? {
-                rtts.push(due(index(&data)).elapsed().as_secs_f64() * 1e6);
+                rtts.push(rtt_us(&data));
             }
         }
         let _ = sender.await;

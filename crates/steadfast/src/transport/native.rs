@@ -201,49 +201,57 @@ fn connect_error(error: ts::Error) -> Error {
 }
 
 /// Own the stream until the connection ends; report what happens.
+///
+/// Reading and writing run side by side: a write waiting on a full socket
+/// buffer must not stop the reads, or a peer that likewise stops reading
+/// while its own writes to us are stuck (the reference server's plain echo
+/// does) deadlocks with us.
 async fn drive(
-    mut stream: Stream,
+    stream: Stream,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<SocketEvent>,
     buffered: Arc<AtomicUsize>,
 ) {
-    let mut close: Option<CloseInfo> = None;
-    let mut commands_open = true;
-    loop {
-        tokio::select! {
-            command = commands.next(), if commands_open => {
-                let result = match command {
-                    Some(Command::Send(message)) => {
-                        let len = message.len();
-                        let sent = stream.send(to_ws(message)).await;
-                        buffered.fetch_sub(len, Ordering::Relaxed);
-                        sent
-                    }
-                    Some(Command::Close(code, reason)) => {
-                        commands_open = false;
-                        stream.close(Some(close_frame(code, reason))).await
-                    }
-                    None => {
-                        // The Socket was dropped: close politely.
-                        commands_open = false;
-                        stream.close(Some(close_frame(super::CLOSE_NORMAL, String::new()))).await
-                    }
-                };
-                if let Err(error) = result {
-                    if let Some(info) = fail(&events, error) {
-                        close.get_or_insert(info);
-                        break;
+    let (mut sink, mut source) = stream.split();
+    // Ends after sending a close frame (None), or on a fatal error (its close).
+    let writer = async {
+        let close = loop {
+            match commands.next().await {
+                Some(Command::Send(message)) => {
+                    let len = message.len();
+                    let sent = sink.send(to_ws(message)).await;
+                    buffered.fetch_sub(len, Ordering::Relaxed);
+                    if let Err(error) = sent {
+                        if let Some(info) = fail(&events, error) {
+                            return Some(info);
+                        }
                     }
                 }
+                Some(Command::Close(code, reason)) => break close_frame(code, reason),
+                // The Socket was dropped: close politely.
+                None => break close_frame(super::CLOSE_NORMAL, String::new()),
             }
-            frame = stream.next() => match frame {
-                Some(Ok(WsMessage::Text(text))) => {
-                    let _ = events.unbounded_send(SocketEvent::Message(Message::Text(text.as_str().to_owned())));
+        };
+        match sink.send(WsMessage::Close(Some(close))).await {
+            Ok(()) => None,
+            Err(error) => fail(&events, error),
+        }
+    };
+    // Ends with the stream; the close the peer sent, or the error that ended it.
+    let reader = async {
+        let mut close: Option<CloseInfo> = None;
+        while let Some(frame) = source.next().await {
+            match frame {
+                Ok(WsMessage::Text(text)) => {
+                    let _ = events.unbounded_send(SocketEvent::Message(Message::Text(
+                        text.as_str().to_owned(),
+                    )));
                 }
-                Some(Ok(WsMessage::Binary(bytes))) => {
-                    let _ = events.unbounded_send(SocketEvent::Message(Message::Binary(bytes.to_vec())));
+                Ok(WsMessage::Binary(bytes)) => {
+                    let _ = events
+                        .unbounded_send(SocketEvent::Message(Message::Binary(bytes.to_vec())));
                 }
-                Some(Ok(WsMessage::Close(frame))) => {
+                Ok(WsMessage::Close(frame)) => {
                     // tungstenite answers the close frame itself; keep reading
                     // until the stream ends so the handshake completes.
                     let info = match frame {
@@ -252,22 +260,40 @@ async fn drive(
                             reason: frame.reason.as_str().to_owned(),
                             was_clean: true,
                         },
-                        None => CloseInfo { code: CLOSE_NO_STATUS, reason: String::new(), was_clean: true },
+                        None => CloseInfo {
+                            code: CLOSE_NO_STATUS,
+                            reason: String::new(),
+                            was_clean: true,
+                        },
                     };
                     close.get_or_insert(info);
                 }
                 // Pings are answered by tungstenite; pongs and raw frames carry nothing for us.
-                Some(Ok(_)) => {}
-                Some(Err(error)) => {
+                Ok(_) => {}
+                Err(error) => {
                     if let Some(info) = fail(&events, error) {
                         close.get_or_insert(info);
                     }
                     break;
                 }
-                None => break,
             }
         }
-    }
+        close
+    };
+    let mut writer = std::pin::pin!(writer);
+    let mut reader = std::pin::pin!(reader);
+    let mut writing = true;
+    let close = loop {
+        tokio::select! {
+            fatal = &mut writer, if writing => {
+                writing = false;
+                if fatal.is_some() {
+                    break fatal;
+                }
+            }
+            closed = &mut reader => break closed,
+        }
+    };
     let info = close.unwrap_or_else(|| CloseInfo::abnormal("connection lost"));
     let _ = events.unbounded_send(SocketEvent::Closed(info));
 }
