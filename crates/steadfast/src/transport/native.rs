@@ -200,6 +200,9 @@ fn connect_error(error: ts::Error) -> Error {
     }
 }
 
+/// How long a failed write waits for the reader to report the peer's close.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Own the stream until the connection ends; report what happens.
 ///
 /// Reading and writing run side by side: a write waiting on a full socket
@@ -287,8 +290,12 @@ async fn drive(
         tokio::select! {
             fatal = &mut writer, if writing => {
                 writing = false;
-                if fatal.is_some() {
-                    break fatal;
+                if let Some(info) = fatal {
+                    // A write fails after the peer closed: the close it sent
+                    // (4001, say) is what counts, and the reader has it or
+                    // is about to.
+                    let read = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
+                    break read.ok().flatten().or(Some(info));
                 }
             }
             closed = &mut reader => break closed,
