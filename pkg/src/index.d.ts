@@ -207,6 +207,19 @@ export declare class SteadfastFailedEvent extends Event {
   readonly code: ErrorCode;
 }
 
+/** A message sent through a React or Vue hook's `send` (their `outgoing` list), or restored from the store after a reload. */
+export interface OutgoingMessage {
+  id: number;
+  /** What was sent (restored messages: a string or bytes). */
+  data: SendData;
+  /** queued: in the outbox; sent: on the wire, awaiting the ACK (plain mode: final); acked: the server has it; failed: never will. */
+  status: "queued" | "sent" | "acked" | "failed";
+  /** It came back from the store when the client started. */
+  restored: boolean;
+  /** Why it failed. */
+  error?: SteadfastError;
+}
+
 /** A message in the outbox when the client started. */
 export interface RestoredMessage {
   /** Its id in this client (as in `sent`, `ack` and `failed` events). */

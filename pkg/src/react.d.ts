@@ -1,6 +1,7 @@
 import type {
   ConnectionState,
   MessageData,
+  OutgoingMessage,
   SendData,
   SendOptions,
   SendResult,
@@ -8,19 +9,6 @@ import type {
   SteadfastError,
   SteadfastOptions,
 } from "steadfast";
-
-/** A message sent through the hook's `send`, or restored from the store after a reload. */
-export interface OutgoingMessage {
-  id: number;
-  /** What was sent (restored messages: a string or bytes). */
-  data: SendData;
-  /** queued: in the outbox; sent: on the wire, awaiting the ACK (plain mode: final); acked: the server has it; failed: never will. */
-  status: "queued" | "sent" | "acked" | "failed";
-  /** It came back from the store when the client started. */
-  restored: boolean;
-  /** Why it failed. */
-  error?: SteadfastError;
-}
 
 export interface UseSteadfastOptions extends SteadfastOptions {
   /** How many received messages `messages` and sent ones `outgoing` keep (default 100). */

@@ -8,10 +8,8 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use clap::Args;
-use steadfast::{Client, ClientEvent, Reliability};
 use steadfast_server::{Echo, Server};
 
 use crate::exit;
@@ -116,13 +114,10 @@ async fn run(args: BenchArgs) -> Result<(), String> {
         "mode", "size", "messages/s", "MB/s"
     );
     for size in sizes {
-        for (name, mode) in [
-            ("reliable", Reliability::Required),
-            ("plain", Reliability::Off),
-        ] {
+        for (name, plain) in [("reliable", false), ("plain", true)] {
             let mut rates = Vec::new();
             for _ in 0..args.runs {
-                rates.push(echo_run(&url, mode, args.messages, size).await?);
+                rates.push(crate::suite::echo_rate(&url, plain, size, args.messages).await?);
             }
             rates.sort_by(f64::total_cmp);
             let median = rates[rates.len() / 2];
@@ -135,40 +130,4 @@ async fn run(args: BenchArgs) -> Result<(), String> {
     let _ = stop.send(());
     let _ = task.await;
     Ok(())
-}
-
-/// Send `count` messages pipelined, wait for every echo; messages/s.
-async fn echo_run(url: &str, mode: Reliability, count: usize, size: usize) -> Result<f64, String> {
-    let client = Client::builder(url)
-        .reliability(mode)
-        .max_unread(usize::MAX)
-        .connect()
-        .await
-        .map_err(|e| e.to_string())?;
-    client.wait_for_state(|s| s.is_open()).await;
-    let payload = vec![0x5a_u8; size];
-    let start = Instant::now();
-    let sender = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            for _ in 0..count {
-                if client.send(payload.clone()).await.is_err() {
-                    return;
-                }
-            }
-        })
-    };
-    let mut received = 0;
-    while received < count {
-        match tokio::time::timeout(Duration::from_secs(60), client.next_event()).await {
-            Ok(Some(ClientEvent::Message(_))) => received += 1,
-            Ok(Some(_)) => {}
-            Ok(None) => return Err("the client stopped".into()),
-            Err(_) => return Err(format!("only {received} of {count} echoes in 60 s")),
-        }
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let _ = sender.await;
-    let _ = client.close(1000, "").await;
-    Ok(count as f64 / elapsed)
 }

@@ -315,6 +315,17 @@ async fn next_message(client: &Client) -> Result<Payload, String> {
     }
 }
 
+/// Pipelined echo through a steadfast server (the quick `steadfast bench`).
+pub(crate) async fn echo_rate(
+    url: &str,
+    plain: bool,
+    size: usize,
+    count: usize,
+) -> Result<f64, String> {
+    let kind = if plain { Kind::Plain } else { Kind::Reliable };
+    throughput(kind, url, size, count).await
+}
+
 /// Send `count` messages of `size` bytes pipelined; messages/s once every echo is back.
 async fn throughput(kind: Kind, url: &str, size: usize, count: usize) -> Result<f64, String> {
     let payload = vec![0x5a_u8; size];
