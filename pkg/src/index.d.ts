@@ -220,6 +220,12 @@ export interface OutgoingMessage {
   error?: SteadfastError;
 }
 
+/** The options of `useSteadfast` (steadfast/react, steadfast/vue). */
+export interface UseSteadfastOptions extends SteadfastOptions {
+  /** How many received messages `messages` and sent ones `outgoing` keep (default 100). */
+  keep?: number;
+}
+
 /** A message in the outbox when the client started. */
 export interface RestoredMessage {
   /** Its id in this client (as in `sent`, `ack` and `failed` events). */

@@ -8,13 +8,10 @@ import type {
   SendResult,
   Steadfast,
   SteadfastError,
-  SteadfastOptions,
+  UseSteadfastOptions,
 } from "steadfast";
 
-export interface UseSteadfastOptions extends SteadfastOptions {
-  /** How many received messages `messages` and sent ones `outgoing` keep (default 100). */
-  keep?: number;
-}
+export type { UseSteadfastOptions };
 
 export interface UseSteadfast {
   client: ShallowRef<Steadfast | null>;

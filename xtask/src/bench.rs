@@ -35,7 +35,29 @@ pub(crate) fn bench(root: &Path, quick: bool) -> Result<(), String> {
     }
     let reconnect = reconnect_spread(root, quick)?;
     if quick {
-        return Ok(());
+        // The native side-by-side suite, every case once and small.
+        let status = crate::cargo(
+            root,
+            &[
+                "run",
+                "-q",
+                "-p",
+                "steadfast-cli",
+                "--bin",
+                "steadfast",
+                "--",
+                "bench",
+                "--suite",
+                "--quick",
+            ],
+        )
+        .status()
+        .map_err(|e| format!("cannot run steadfast bench: {e}"))?;
+        return if status.success() {
+            Ok(())
+        } else {
+            Err("steadfast bench --suite --quick failed".into())
+        };
     }
     let native = native_suite(root)?;
     let criterion = crate::target_dir(root).join("criterion");
