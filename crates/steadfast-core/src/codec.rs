@@ -8,6 +8,11 @@ pub const SUBPROTOCOL: &str = "steadfast.v1";
 /// The protocol version carried in HELLO and WELCOME.
 pub const VERSION: u8 = 1;
 
+/// The largest sequence number a frame may carry (in DATA, SKIP, ACK,
+/// HELLO and WELCOME): 2^63 − 1. Far beyond any session, and it leaves
+/// room for `seq + 1` everywhere a receiver computes the next one.
+pub const MAX_SEQ: u64 = (1 << 63) - 1;
+
 const HELLO: u8 = 0x01;
 const WELCOME: u8 = 0x02;
 const DATA: u8 = 0x03;
@@ -191,7 +196,7 @@ pub fn decode(bytes: &[u8], max_message_size: u64) -> Result<Frame<'_>, DecodeEr
             if session.is_nil() {
                 return Err(DecodeError::Invalid("nil session id"));
             }
-            let delivered = r.varint()?;
+            let delivered = r.seq()?;
             let max = r.varint()?;
             if kind == HELLO {
                 Frame::Hello {
@@ -214,7 +219,7 @@ pub fn decode(bytes: &[u8], max_message_size: u64) -> Result<Frame<'_>, DecodeEr
             if flags & !(DATA_BINARY | DATA_CHUNKED) != 0 {
                 return Err(DecodeError::UnknownFlags(flags));
             }
-            let seq = r.varint()?;
+            let seq = r.seq()?;
             if seq == 0 {
                 return Err(DecodeError::Invalid("seq 0"));
             }
@@ -269,11 +274,11 @@ pub fn decode(bytes: &[u8], max_message_size: u64) -> Result<Frame<'_>, DecodeEr
             }
         }
         ACK => Frame::Ack {
-            delivered: r.varint()?,
+            delivered: r.seq()?,
         },
         SKIP => {
-            let first = r.varint()?;
-            let last = r.varint()?;
+            let first = r.seq()?;
+            let last = r.seq()?;
             if first == 0 || last < first {
                 return Err(DecodeError::Invalid("skip range"));
             }
@@ -411,6 +416,15 @@ impl<'a> Reader<'a> {
     fn varint(&mut self) -> Result<u64, DecodeError> {
         let (value, used) = read_varint(self.bytes)?;
         self.bytes = &self.bytes[used..];
+        Ok(value)
+    }
+
+    /// A sequence number: a varint no larger than [`MAX_SEQ`].
+    fn seq(&mut self) -> Result<u64, DecodeError> {
+        let value = self.varint()?;
+        if value > MAX_SEQ {
+            return Err(DecodeError::Invalid("seq above 2^63-1"));
+        }
         Ok(value)
     }
 }

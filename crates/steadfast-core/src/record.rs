@@ -9,7 +9,7 @@
 //!                 payload (the rest)
 //! ```
 
-use crate::codec::{put_varint, read_varint, DecodeError, SessionId};
+use crate::codec::{put_varint, read_varint, DecodeError, SessionId, MAX_SEQ};
 
 const SESSION_TAG: u8 = b'S';
 const MESSAGE_TAG: u8 = b'M';
@@ -75,6 +75,9 @@ impl StoredSession {
         if next_seq == 0 {
             return Err(DecodeError::Invalid("next_seq 0"));
         }
+        if next_seq > MAX_SEQ || inbound_delivered > MAX_SEQ {
+            return Err(DecodeError::Invalid("seq above 2^63-1"));
+        }
         let session = SessionId(session);
         if session.is_nil() {
             return Err(DecodeError::Invalid("nil session id"));
@@ -123,6 +126,9 @@ impl StoredMessage {
         let expires_wall_ms = field()?;
         if seq == 0 {
             return Err(DecodeError::Invalid("seq 0"));
+        }
+        if seq > MAX_SEQ {
+            return Err(DecodeError::Invalid("seq above 2^63-1"));
         }
         let binary = flags & 1 != 0;
         if !binary && std::str::from_utf8(rest).is_err() {

@@ -154,6 +154,65 @@ fn malformed_frames_are_specific_errors() {
         decode(&[0x05, 0x04, 0x03], MAX),
         Err(DecodeError::Invalid("skip range"))
     );
+    // Sequence numbers stop at 2^63-1, so a receiver's `seq + 1` cannot
+    // overflow (the engine fuzzer found a SKIP through u64::MAX).
+    let too_far = steadfast_core::codec::MAX_SEQ + 1;
+    for frame in [
+        Frame::Skip {
+            first: 1,
+            last: u64::MAX,
+        },
+        Frame::Skip {
+            first: too_far,
+            last: too_far,
+        },
+        Frame::Ack { delivered: too_far },
+        Frame::Data {
+            seq: too_far,
+            binary: true,
+            chunk: None,
+            payload: b"x",
+        },
+        Frame::Hello {
+            new: false,
+            session: session(),
+            delivered: too_far,
+            max_message_size: MAX,
+        },
+    ] {
+        assert_eq!(
+            decode(&frame.to_vec(), MAX),
+            Err(DecodeError::Invalid("seq above 2^63-1")),
+            "{frame:?}"
+        );
+    }
+    // Stored records too: a corrupt store must not carry one in.
+    let session_record = StoredSession {
+        session: session(),
+        welcomed: true,
+        inbound_delivered: u64::MAX,
+        next_seq: 1,
+    };
+    assert_eq!(
+        StoredSession::decode(&session_record.encode()),
+        Err(DecodeError::Invalid("seq above 2^63-1"))
+    );
+    let message_record = StoredMessage {
+        seq: too_far,
+        binary: true,
+        payload: vec![1],
+        enqueued_wall_ms: 0,
+        expires_wall_ms: 0,
+    };
+    assert_eq!(
+        StoredMessage::decode(&message_record.encode()),
+        Err(DecodeError::Invalid("seq above 2^63-1"))
+    );
+    let at_the_limit = Frame::Skip {
+        first: steadfast_core::codec::MAX_SEQ,
+        last: steadfast_core::codec::MAX_SEQ,
+    };
+    assert_eq!(decode(&at_the_limit.to_vec(), MAX), Ok(at_the_limit));
     let mut hello = Frame::Hello {
         new: false,
         session: session(),

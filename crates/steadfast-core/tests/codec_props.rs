@@ -2,7 +2,7 @@
 #![cfg(not(target_arch = "wasm32"))]
 
 use proptest::prelude::*;
-use steadfast_core::codec::{decode, Chunk, Frame, SessionId};
+use steadfast_core::codec::{decode, Chunk, Frame, SessionId, MAX_SEQ};
 use steadfast_core::record::{StoredMessage, StoredSession};
 
 const MAX: u64 = 16 * 1024 * 1024;
@@ -31,17 +31,18 @@ proptest! {
     fn frames_round_trip((kind, a, b, flag, id, payload, count, index) in arb_frame()) {
         let mut id = id;
         id[0] |= 1; // never the nil session
+        let seq = a % (MAX_SEQ + 1); // sequence numbers stop at MAX_SEQ
         let frame = match kind {
-            0 => Frame::Hello { new: flag, session: SessionId(id), delivered: a, max_message_size: b },
-            1 => Frame::Welcome { resumed: flag, session: SessionId(id), delivered: a, max_message_size: b },
-            2 => Frame::Data { seq: a.max(1), binary: flag, chunk: None, payload: &payload },
+            0 => Frame::Hello { new: flag, session: SessionId(id), delivered: seq, max_message_size: b },
+            1 => Frame::Welcome { resumed: flag, session: SessionId(id), delivered: seq, max_message_size: b },
+            2 => Frame::Data { seq: seq.max(1), binary: flag, chunk: None, payload: &payload },
             3 => Frame::Data {
-                seq: a.max(1), binary: flag,
+                seq: seq.max(1), binary: flag,
                 chunk: Some(Chunk { index: index % count, count, total_len: payload.len() as u64 + u64::from(index % 1000) }),
                 payload: &payload,
             },
-            4 => Frame::Ack { delivered: a },
-            5 => Frame::Skip { first: a.clamp(1, u64::MAX - 1), last: a.clamp(1, u64::MAX - 1).saturating_add(b % 1000) },
+            4 => Frame::Ack { delivered: seq },
+            5 => Frame::Skip { first: seq.clamp(1, MAX_SEQ - 1000), last: seq.clamp(1, MAX_SEQ - 1000) + b % 1000 },
             _ => Frame::Ping { id: a },
         };
         let bytes = frame.to_vec();
