@@ -75,6 +75,14 @@ pub(crate) struct Outbox {
     bytes: usize,
     /// Payload bytes of messages in `acked+1..=sent_through`.
     in_flight: usize,
+    /// The messages' expiries never decrease with their seq (one TTL for
+    /// all and a steady clock: the usual case), so the earliest expiry
+    /// among unsent messages is the first unsent message's.
+    expiry_ordered: bool,
+    /// The latest expiry among the messages held (`u64::MAX`: never).
+    latest_expiry: u64,
+    /// The highest seq put in place by `restore`.
+    restored_through: u64,
 }
 
 impl Outbox {
@@ -88,6 +96,9 @@ impl Outbox {
             messages: 0,
             bytes: 0,
             in_flight: 0,
+            expiry_ordered: true,
+            latest_expiry: 0,
+            restored_through: 0,
         };
         // Seqs before `next_seq` that we hold nothing for were acked or
         // dropped before a restart: skip them (a peer that has them ignores it).
@@ -108,8 +119,28 @@ impl Outbox {
         self.bytes
     }
 
+    /// Keep track of whether expiries still follow the seqs.
+    fn note_expiry(&mut self, expires_at: Option<u64>) {
+        let key = expires_at.unwrap_or(u64::MAX);
+        if key < self.latest_expiry {
+            self.expiry_ordered = false;
+        }
+        self.latest_expiry = self.latest_expiry.max(key);
+    }
+
+    /// One message fewer; an empty outbox starts the expiry order afresh.
+    fn removed(&mut self, payload_len: usize) {
+        self.messages -= 1;
+        self.bytes -= payload_len;
+        if self.messages == 0 {
+            self.expiry_ordered = true;
+            self.latest_expiry = 0;
+        }
+    }
+
     /// Append a message with the next seq.
     pub(crate) fn push(&mut self, mut message: Message) -> u64 {
+        self.note_expiry(message.expires_at);
         message.seq = self.next_seq;
         self.next_seq += 1;
         self.messages += 1;
@@ -126,16 +157,19 @@ impl Outbox {
             return false;
         }
         // Split the skip range that covers `seq`.
-        let Some(pos) = self
-            .entries
-            .iter()
-            .position(|e| e.first() <= seq && seq <= e.last())
-        else {
+        let pos = self.entries.partition_point(|e| e.last() < seq);
+        if self.entries.get(pos).is_none_or(|e| e.first() > seq) {
             return false;
-        };
+        }
         let Entry::Skip { first, last } = self.entries[pos] else {
             return false; // a duplicate seq in the store: keep the first
         };
+        if seq < self.restored_through {
+            // Out of seq order: the expiry order says nothing.
+            self.expiry_ordered = false;
+        }
+        self.restored_through = seq;
+        self.note_expiry(message.expires_at);
         let mut replacement = Vec::with_capacity(3);
         if first < seq {
             replacement.push(Entry::Skip {
@@ -181,8 +215,7 @@ impl Outbox {
                 break;
             }
             if let Some(Entry::Message(m)) = self.entries.pop_front() {
-                self.messages -= 1;
-                self.bytes -= m.payload.len();
+                self.removed(m.payload.len());
                 if m.seq <= self.sent_through {
                     self.in_flight -= m.payload.len();
                 }
@@ -211,19 +244,29 @@ impl Outbox {
         self.in_flight = 0;
     }
 
+    /// The position of the first entry not (wholly) on the wire. Entries
+    /// are in seq order, so this is a binary search, not a scan.
+    fn first_unsent(&self) -> usize {
+        let after = self.sent_through;
+        self.entries.partition_point(|e| e.last() <= after)
+    }
+
+    /// The position of the first message not on the wire. Skips merge, so
+    /// a skip is followed by a message: at most one step past `first_unsent`.
+    fn first_unsent_message(&self) -> Option<usize> {
+        let from = self.first_unsent();
+        (from..self.entries.len()).find(|&i| matches!(self.entries[i], Entry::Message(_)))
+    }
+
     /// The next entry to put on the wire, if any.
     pub(crate) fn next_unsent(&mut self) -> Option<&mut Entry> {
-        let after = self.sent_through;
-        self.entries.iter_mut().find(|e| e.last() > after)
+        let pos = self.first_unsent();
+        self.entries.get_mut(pos)
     }
 
     /// Replace the oldest message not on the wire with a skip; returns it.
     pub(crate) fn drop_oldest_unsent(&mut self) -> Option<Message> {
-        let after = self.sent_through;
-        let pos = self
-            .entries
-            .iter()
-            .position(|e| matches!(e, Entry::Message(m) if m.seq > after))?;
+        let pos = self.first_unsent_message()?;
         self.tombstone(pos)
     }
 
@@ -250,11 +293,18 @@ impl Outbox {
 
     /// The earliest expiry among messages not on the wire.
     pub(crate) fn next_expiry(&self) -> Option<u64> {
+        let first = self.first_unsent_message()?;
+        if self.expiry_ordered {
+            return match &self.entries[first] {
+                Entry::Message(m) => m.expires_at,
+                Entry::Skip { .. } => None,
+            };
+        }
         self.entries
-            .iter()
+            .range(first..)
             .filter_map(|e| match e {
-                Entry::Message(m) if m.seq > self.sent_through => m.expires_at,
-                _ => None,
+                Entry::Message(m) => m.expires_at,
+                Entry::Skip { .. } => None,
             })
             .min()
     }
@@ -271,8 +321,7 @@ impl Outbox {
         ) else {
             return None;
         };
-        self.messages -= 1;
-        self.bytes -= message.payload.len();
+        self.removed(message.payload.len());
         // Merge with the next entry, then with the previous one.
         if let Some(Entry::Skip {
             last: next_last, ..
@@ -471,6 +520,74 @@ mod tests {
         let mut beyond = msg(1);
         beyond.seq = 10;
         assert!(!outbox.restore(beyond), "seq at next_seq refused");
+    }
+
+    fn below(rng: &mut crate::rng::Rng, n: u64) -> u64 {
+        rng.up_to(n - 1)
+    }
+
+    /// The binary searches and the ordered-expiry shortcut agree with a
+    /// plain scan of the entries, whatever order the expiries come in.
+    #[test]
+    fn lookups_match_a_scan() {
+        for seed in 0..200u64 {
+            let mut rng = crate::rng::Rng::new(seed);
+            let mut outbox = Outbox::new(1 + below(&mut rng, 3));
+            let mut clock = 0u64;
+            for step in 0..300 {
+                match below(&mut rng, 10) {
+                    0..=3 => {
+                        let mut m = msg(1 + below(&mut rng, 20) as usize);
+                        clock += below(&mut rng, 5);
+                        m.expires_at = match below(&mut rng, 8) {
+                            0 => None,
+                            // Now and then an expiry earlier than the last (a clock step).
+                            1 => Some(clock.saturating_sub(below(&mut rng, 50))),
+                            _ => Some(clock + 100),
+                        };
+                        outbox.push(m);
+                    }
+                    4 | 5 => {
+                        // As the engine does: the next entry goes on the wire.
+                        let sent = outbox.next_unsent().map(|e| match e {
+                            Entry::Message(m) => (m.seq, m.payload.len()),
+                            Entry::Skip { last, .. } => (*last, 0),
+                        });
+                        if let Some((last, bytes)) = sent {
+                            outbox.mark_sent(last, bytes);
+                        }
+                    }
+                    6 => {
+                        let span = outbox.next_seq - outbox.acked;
+                        let _ = outbox.ack_through(outbox.acked + below(&mut rng, span));
+                    }
+                    7 => {
+                        let _ = outbox.drop_oldest_unsent();
+                    }
+                    8 => {
+                        let _ = outbox.expire(clock.saturating_sub(below(&mut rng, 100)));
+                    }
+                    _ => outbox.rewind(),
+                }
+                let after = outbox.sent_through;
+                let scan_expiry = outbox
+                    .entries
+                    .iter()
+                    .filter_map(|e| match e {
+                        Entry::Message(m) if m.seq > after => m.expires_at,
+                        _ => None,
+                    })
+                    .min();
+                assert_eq!(outbox.next_expiry(), scan_expiry, "seed {seed} step {step}");
+                let scan_next = outbox
+                    .entries
+                    .iter()
+                    .find(|e| e.last() > after)
+                    .map(|e| (e.first(), e.last()));
+                let next = outbox.next_unsent().map(|e| (e.first(), e.last()));
+                assert_eq!(next, scan_next, "seed {seed} step {step}");
+            }
+        }
     }
 
     #[test]
