@@ -960,3 +960,60 @@ async fn pipelining_large_messages_against_a_pushing_back_echo_does_not_deadlock
         client.close(1000, "").await.expect("closes");
     }
 }
+
+/// A client that sends faster than it reads, against the echo: the
+/// session's outbox to the client fills up. The server must slow the client
+/// down (its DATA waits, unacknowledged, until the outbox has room) rather
+/// than drop the echoes that no longer fit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_outpacing_its_echoes_is_slowed_down_not_dropped() {
+    let mut config = ServerConfig::default();
+    config.engine.outbox.max_messages = 50;
+    let server = TestServer::start_with(config, steadfast_server::Echo)
+        .await
+        .expect("bind loopback");
+    // The client's driver stops reading the socket while 4 messages wait
+    // for the application, so the server's messages pile up in its outbox.
+    let client = Client::builder(server.url())
+        .reliability(Reliability::Required)
+        .max_unread(4)
+        .connect()
+        .await
+        .expect("valid options");
+    within("open", client.wait_for_state(ConnectionState::is_open)).await;
+    const COUNT: usize = 1_000;
+    let sender = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut receipts = Vec::with_capacity(COUNT);
+            for i in 0..COUNT {
+                receipts.push(client.send(Payload::Text(format!("m{i}"))).await);
+            }
+            receipts
+        })
+    };
+    // Read nothing until every send is queued (the outbox holds them all).
+    let receipts = within("every send queued", sender)
+        .await
+        .expect("the sender finished");
+    let mut got = Vec::with_capacity(COUNT);
+    while got.len() < COUNT {
+        match tokio::time::timeout(WAIT, client.next_event()).await {
+            Ok(Some(ClientEvent::Message(message))) => got.push(message),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the client ended after {} messages", got.len()),
+            Err(_) => panic!(
+                "no echo after {} of {COUNT}; client {:?}; server {}",
+                got.len(),
+                client.stats(),
+                server.handle().metrics().render()
+            ),
+        }
+    }
+    assert_eq!(got, texts(0..COUNT, "m"), "every echo, once, in order");
+    for receipt in receipts {
+        let delivery = within("an ACK", receipt.expect("queued")).await;
+        assert_eq!(delivery.expect("acked"), Delivery::Acked);
+    }
+    client.close(1000, "").await.expect("closes");
+}

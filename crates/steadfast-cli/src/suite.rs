@@ -310,7 +310,13 @@ async fn next_message(client: &Client) -> Result<Payload, String> {
             Ok(Some(ClientEvent::Message(payload))) => return Ok(payload),
             Ok(Some(_)) => {}
             Ok(None) => return Err("the client stopped".into()),
-            Err(_) => return Err("no message in 60 s".into()),
+            Err(_) => {
+                return Err(format!(
+                    "no message in 60 s (state {:?}; {:?})",
+                    client.state(),
+                    client.stats()
+                ))
+            }
         }
     }
 }

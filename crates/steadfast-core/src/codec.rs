@@ -164,6 +164,13 @@ pub fn is_data(bytes: &[u8]) -> bool {
     bytes.first() == Some(&DATA)
 }
 
+/// Whether a frame belongs to its sender's numbered sequence (DATA or
+/// SKIP), judged by its first byte: such frames must reach the engine in
+/// the order they came; the others (ACK, PING, PONG) may go ahead of them.
+pub fn is_sequenced(bytes: &[u8]) -> bool {
+    matches!(bytes.first(), Some(&DATA | &SKIP))
+}
+
 /// Read a connection's first frame, which must be HELLO: the session it
 /// names and whether it is `NEW`. A server uses it to find the session
 /// before handing the frame to that session's engine; the error's

@@ -1,11 +1,12 @@
 //! One TCP (or TLS) connection: HTTP routes, the upgrade, then a reliable
 //! session or a plain WebSocket.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use steadfast_core::codec::{self, SUBPROTOCOL};
 use steadfast_core::{EngineError, Event, Output, Payload};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -23,7 +24,7 @@ use crate::auth::{self, AuthError, Claims, CLOSE_UNAUTHORIZED};
 use crate::faults::{ConnFaults, FaultRecord};
 use crate::handler::{Peer, PeerId, ECHO_PROTOCOL};
 use crate::http::{self, Head, HeadError, Rewind};
-use crate::registry::{lock, AttachError, Attached, PlainCmd, Shared};
+use crate::registry::{lock, AttachError, Attached, PlainCmd, Shared, Slot};
 use crate::{CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_OVERLOADED, CLOSE_SUPERSEDED};
 use steadfast_core::SessionId;
 
@@ -339,47 +340,87 @@ async fn reliable<S>(
     let peer = caller.into_peer(id, Some(session), resumed);
     shared.handler.on_connect(&handle, &peer);
 
-    // The loop: act on pending outputs, then wait for the socket, a timer,
-    // a wake-up (the application sent something) or shutdown.
-    let ended = loop {
-        let (outputs, deadline) = {
-            let mut guard = lock(&slot);
-            if guard.generation != generation {
-                break End::Superseded;
+    // Flow control. While this session's outbox is half full (the client
+    // reads our messages more slowly than it sends its own, and the echo
+    // answers each), its DATA and SKIP frames wait here instead of reaching
+    // the engine: unacknowledged, they fill the client's in-flight window
+    // and it stops sending. Its ACKs still go through, and they are what
+    // makes room. (Stopping the reads instead would strand those ACKs
+    // behind the data: a deadlock.) Messages delivered but not yet handed
+    // to the application count as queued: each may be answered.
+    let outbox = &shared.config.engine.outbox;
+    let busy = |slot: &Slot| {
+        let (mut messages, mut bytes) = (slot.engine.queued(), slot.engine.queued_bytes());
+        for output in &slot.pending {
+            if let Output::Event(Event::Message(payload)) = output {
+                messages += 1;
+                bytes += payload.len();
             }
-            (
-                std::mem::take(&mut guard.pending),
-                guard.engine.poll_timeout(),
-            )
-        };
-        let mut disconnect = None;
-        for output in outputs {
-            match output {
-                Output::Transmit(t) => {
-                    let message = if t.binary {
-                        Message::Binary(t.data.into())
-                    } else {
-                        // The engine only transmits text it built from a String.
-                        Message::Text(String::from_utf8_lossy(&t.data).into_owned().into())
-                    };
-                    if ws.feed(message).await.is_err() {
-                        disconnect = Some(End::Lost(1006, String::new()));
-                        break;
+        }
+        messages * 2 >= outbox.max_messages || bytes * 2 >= outbox.max_bytes
+    };
+    let mut parked: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut parked_bytes = 0usize;
+
+    // The loop: act on pending outputs (letting parked frames in as room
+    // allows), flush once, then wait for the socket, a timer, a wake-up
+    // (the application sent something) or shutdown.
+    let ended = 'conn: loop {
+        let deadline = loop {
+            let (outputs, deadline, unparked) = {
+                let mut guard = lock(&slot);
+                if guard.generation != generation {
+                    break 'conn End::Superseded;
+                }
+                // One parked frame at a time, once what the last one
+                // delivered was handed over (its answer is then queued).
+                let mut unparked = false;
+                if guard.pending.is_empty() && !busy(&guard) {
+                    if let Some(frame) = parked.pop_front() {
+                        parked_bytes -= frame.len();
+                        guard.engine.handle_frame(shared.now_ms(), true, &frame);
+                        guard.drain(metrics);
+                        unparked = true;
                     }
                 }
-                Output::Event(Event::Message(payload)) => {
-                    shared.handler.on_message(&handle, &peer, payload);
-                }
-                Output::Disconnect { code, reason } => {
-                    disconnect = Some(End::Engine(code, reason));
-                    break;
-                }
-                _ => {}
+                (
+                    std::mem::take(&mut guard.pending),
+                    guard.engine.poll_timeout(),
+                    unparked,
+                )
+            };
+            if outputs.is_empty() && !unparked {
+                break deadline;
             }
-        }
-        if let Some(end) = disconnect {
-            break end;
-        }
+            // Every delivered message reaches the application, also when
+            // the connection ends partway: the engine counts it delivered.
+            let mut end = None;
+            for output in outputs {
+                match output {
+                    Output::Transmit(t) if end.is_none() => {
+                        let message = if t.binary {
+                            Message::Binary(t.data.into())
+                        } else {
+                            // The engine only transmits text it built from a String.
+                            Message::Text(String::from_utf8_lossy(&t.data).into_owned().into())
+                        };
+                        if ws.feed(message).await.is_err() {
+                            end = Some(End::Lost(1006, String::new()));
+                        }
+                    }
+                    Output::Event(Event::Message(payload)) => {
+                        shared.handler.on_message(&handle, &peer, payload);
+                    }
+                    Output::Disconnect { code, reason } if end.is_none() => {
+                        end = Some(End::Engine(code, reason));
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(end) = end {
+                break 'conn end;
+            }
+        };
         if ws.flush().await.is_err() {
             break End::Lost(1006, String::new());
         }
@@ -392,26 +433,44 @@ async fn reliable<S>(
                 None => std::future::pending().await,
             }
         };
+        // A client that ignores its own in-flight limit is not read further
+        // until room is made (its heartbeat may then time out: it resumes).
+        let may_read = parked_bytes < MAX_PARKED_BYTES;
         tokio::select! {
-            message = ws.next() => {
-                let (binary, data) = match message {
-                    Some(Ok(Message::Binary(bytes))) => (true, bytes.to_vec()),
-                    Some(Ok(Message::Text(text))) => (false, text.as_bytes().to_vec()),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                    other => {
-                        let (code, reason) = close_of(other);
-                        break End::Lost(code, reason);
+            message = ws.next(), if may_read => {
+                // This frame and those already buffered behind it (up to a
+                // batch): one flush answers them all.
+                let mut message = message;
+                for taken in 1.. {
+                    let frame = match frame_of(message) {
+                        Ok(frame) => frame,
+                        Err(end) => break 'conn end,
+                    };
+                    if let Some((binary, data)) = frame {
+                        if binary && codec::is_data(&data) && inject(shared, &mut faults).await {
+                            break 'conn End::Lost(1006, "fault injected".into());
+                        }
+                        let mut guard = lock(&slot);
+                        if guard.generation != generation {
+                            break 'conn End::Superseded;
+                        }
+                        let sequenced = binary && codec::is_sequenced(&data);
+                        if sequenced && (!parked.is_empty() || busy(&guard)) {
+                            parked_bytes += data.len();
+                            parked.push_back(data);
+                        } else {
+                            guard.engine.handle_frame(shared.now_ms(), binary, &data);
+                            guard.drain(metrics);
+                        }
                     }
-                };
-                if binary && codec::is_data(&data) && inject(shared, &mut faults).await {
-                    break End::Lost(1006, "fault injected".into());
+                    if taken == READ_BATCH || parked_bytes >= MAX_PARKED_BYTES {
+                        break;
+                    }
+                    match ws.next().now_or_never() {
+                        Some(next) => message = next,
+                        None => break,
+                    }
                 }
-                let mut guard = lock(&slot);
-                if guard.generation != generation {
-                    break End::Superseded;
-                }
-                guard.engine.handle_frame(shared.now_ms(), binary, &data);
-                guard.drain(metrics);
             }
             () = sleep => {
                 let mut guard = lock(&slot);
@@ -444,6 +503,18 @@ async fn reliable<S>(
             guard.waker = None;
             guard.detached_at = Some(std::time::Instant::now());
             guard.drain(metrics);
+            // Messages delivered by the engine but not yet handed over.
+            let delivered: Vec<Payload> = std::mem::take(&mut guard.pending)
+                .into_iter()
+                .filter_map(|output| match output {
+                    Output::Event(Event::Message(payload)) => Some(payload),
+                    _ => None,
+                })
+                .collect();
+            drop(guard);
+            for payload in delivered {
+                shared.handler.on_message(&handle, &peer, payload);
+            }
         }
     }
     match ended {
@@ -470,6 +541,28 @@ async fn inject(shared: &Shared, faults: &mut ConnFaults) -> bool {
             true
         }
         None => false,
+    }
+}
+
+/// Frames held back by flow control, at most, before reading stops.
+const MAX_PARKED_BYTES: usize = 16 * 1024 * 1024;
+
+/// Frames read in one go (those already buffered) before acting on them.
+const READ_BATCH: usize = 64;
+
+/// What a reliable connection makes of a WebSocket message: a frame
+/// (binary?, bytes), nothing (ping, pong), or the end.
+fn frame_of(
+    message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+) -> Result<Option<(bool, Vec<u8>)>, End> {
+    match message {
+        Some(Ok(Message::Binary(bytes))) => Ok(Some((true, bytes.to_vec()))),
+        Some(Ok(Message::Text(text))) => Ok(Some((false, text.as_bytes().to_vec()))),
+        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(None),
+        other => {
+            let (code, reason) = close_of(other);
+            Err(End::Lost(code, reason))
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use steadfast_core::codec::SUBPROTOCOL;
-use steadfast_core::{Engine, Output, Payload, SendError, SessionId, Stats};
+use steadfast_core::{Engine, Event, Output, Payload, SendError, SessionId, Stats};
 use tokio::sync::{mpsc, Notify};
 
 use crate::faults::FaultRecord;
@@ -74,9 +74,17 @@ impl Slot {
             Some(waker) if !self.pending.is_empty() => waker.notify_one(),
             Some(_) => {}
             // Nobody to hand them to: events of a detached session (a
-            // receipt the server does not track) are not needed.
-            None => self.pending.clear(),
+            // receipt the server does not track) are not needed; delivered
+            // messages are kept for whoever hands them over.
+            None => self.keep_delivered(),
         }
+    }
+
+    /// Drop pending outputs but the delivered messages: the engine counts
+    /// them delivered, so the application must still get them.
+    pub(crate) fn keep_delivered(&mut self) {
+        self.pending
+            .retain(|output| matches!(output, Output::Event(Event::Message(_))));
     }
 }
 
@@ -282,7 +290,8 @@ impl Shared {
             old.notify_one();
         }
         guard.detached_at = None;
-        guard.pending.clear();
+        // The new connection hands over what the old one did not get to.
+        guard.keep_delivered();
         guard.engine.handle_open(now, Some(SUBPROTOCOL));
         guard.engine.handle_frame(now, true, hello);
         guard.drain(&self.metrics);

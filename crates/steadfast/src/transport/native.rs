@@ -200,6 +200,9 @@ fn connect_error(error: ts::Error) -> Error {
     }
 }
 
+/// Bytes fed to the stream before it is flushed even with more queued.
+const FLUSH_AFTER: usize = 256 * 1024;
+
 /// How long a failed write waits for the reader to report the peer's close.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -218,21 +221,47 @@ async fn drive(
     let (mut sink, mut source) = stream.split();
     // Ends after sending a close frame (None), or on a fatal error (its close).
     let writer = async {
-        let close = loop {
-            match commands.next().await {
-                Some(Command::Send(message)) => {
-                    let len = message.len();
-                    let sent = sink.send(to_ws(message)).await;
-                    buffered.fetch_sub(len, Ordering::Relaxed);
-                    if let Err(error) = sent {
-                        if let Some(info) = fail(&events, error) {
-                            return Some(info);
+        let close = 'commands: loop {
+            // Wait for a command, then take every one already queued
+            // before flushing: one write for a burst, not one per message.
+            let mut next = commands.next().await;
+            let mut written = 0;
+            loop {
+                match next {
+                    Some(Command::Send(message)) => {
+                        let len = message.len();
+                        let fed = sink.feed(to_ws(message)).await;
+                        written += len;
+                        if let Err(error) = fed {
+                            buffered.fetch_sub(written, Ordering::Relaxed);
+                            if let Some(info) = fail(&events, error) {
+                                return Some(info);
+                            }
+                            written = 0;
                         }
                     }
+                    Some(Command::Close(code, reason)) => {
+                        break 'commands close_frame(code, reason);
+                    }
+                    // The Socket was dropped: close politely.
+                    None => break 'commands close_frame(super::CLOSE_NORMAL, String::new()),
                 }
-                Some(Command::Close(code, reason)) => break close_frame(code, reason),
-                // The Socket was dropped: close politely.
-                None => break close_frame(super::CLOSE_NORMAL, String::new()),
+                if written >= FLUSH_AFTER {
+                    break;
+                }
+                match commands.try_recv() {
+                    Ok(command) => next = Some(command),
+                    // Nothing more queued, or the channel ended: flush first
+                    // (the next wait sees the end).
+                    Err(_) => break,
+                }
+            }
+            let flushed = sink.flush().await;
+            buffered.fetch_sub(written, Ordering::Relaxed);
+            if let Err(error) = flushed {
+                if let Some(info) = fail(&events, error) {
+                    return Some(info);
+                }
             }
         };
         match sink.send(WsMessage::Close(Some(close))).await {
