@@ -621,14 +621,40 @@ async fn plain<S>(
             }
             command = rx.recv() => match command {
                 Some(PlainCmd::Send(payload)) => {
-                    metrics.inc(&metrics.frames_out);
-                    metrics.add(&metrics.bytes_out, payload.len() as u64);
-                    metrics.inc(&metrics.messages_out);
-                    let message = match payload {
-                        Payload::Text(text) => Message::Text(text.into()),
-                        Payload::Binary(bytes) => Message::Binary(bytes.into()),
-                    };
-                    if ws.send(message).await.is_err() {
+                    // This one and those queued behind it (up to a batch),
+                    // then one flush.
+                    let mut payload = payload;
+                    let mut written = true;
+                    let mut closing = None;
+                    for taken in 1.. {
+                        metrics.inc(&metrics.frames_out);
+                        metrics.add(&metrics.bytes_out, payload.len() as u64);
+                        metrics.inc(&metrics.messages_out);
+                        let message = match payload {
+                            Payload::Text(text) => Message::Text(text.into()),
+                            Payload::Binary(bytes) => Message::Binary(bytes.into()),
+                        };
+                        if ws.feed(message).await.is_err() {
+                            written = false;
+                            break;
+                        }
+                        if taken == READ_BATCH {
+                            break;
+                        }
+                        match rx.try_recv() {
+                            Ok(PlainCmd::Send(next)) => payload = next,
+                            Ok(PlainCmd::Close(code, reason)) => {
+                                closing = Some((code, reason));
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    if !written || ws.flush().await.is_err() {
+                        break;
+                    }
+                    if let Some((code, reason)) = closing {
+                        close(ws, code, &reason).await;
                         break;
                     }
                 }

@@ -43,6 +43,9 @@ pub(crate) enum Command {
 /// commit's batch).
 const MAX_BATCH: usize = 4096;
 
+/// Socket events taken per wake-up, at most, before the engine is drained.
+const SOCKET_BATCH: usize = 256;
+
 /// How often a full send buffer is looked at again (nothing reports it
 /// draining: not `WebSocket`, not the native writer).
 const SEND_BUFFER_POLL_MS: u64 = 5;
@@ -241,7 +244,10 @@ impl Driver {
                     };
                     self.engine.handle_auth_refreshed(rt::now_ms(), ok);
                 }
-                Wake::Socket(event) => self.socket_event(event),
+                Wake::Socket(event) => {
+                    self.socket_event(event);
+                    self.more_socket_events();
+                }
                 Wake::Hint(Some(hint)) => {
                     tracing::debug!(?hint, "lifecycle hint");
                     self.engine.handle_hint(rt::now_ms(), hint);
@@ -283,6 +289,7 @@ impl Driver {
             });
         }
         let may_read = self.shared.unread.load(Ordering::Relaxed) < self.max_unread;
+        let send_buffer = self.send_buffer;
         let Driver {
             commands,
             connecting,
@@ -338,7 +345,12 @@ impl Driver {
                 }
             }
             if let Some(sleep) = send_blocked {
-                if sleep.poll_unpin(cx).is_ready() {
+                // Natively the writer says when it drained; the browser
+                // does not, and the timer looks again.
+                let drained = socket
+                    .as_ref()
+                    .and_then(|socket| socket.poll_below(cx, send_buffer / 2));
+                if matches!(drained, Some(Poll::Ready(()))) || sleep.poll_unpin(cx).is_ready() {
                     return Poll::Ready(Wake::SendBuffer);
                 }
             }
@@ -403,6 +415,25 @@ impl Driver {
             Err(other) => {
                 let _ = reply.send(Err(Error::InvalidOption(other.to_string())));
                 true
+            }
+        }
+    }
+
+    /// Take the socket events that already arrived (up to a batch) before
+    /// draining: one drain, one store commit and one dispatch for a burst.
+    fn more_socket_events(&mut self) {
+        let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+        for taken in 1..SOCKET_BATCH {
+            // Each frame may be a message for the application (at most).
+            if self.shared.unread.load(Ordering::Relaxed) + taken >= self.max_unread {
+                break;
+            }
+            let Some(socket) = self.socket.as_mut() else {
+                break;
+            };
+            match socket.poll_event(&mut cx) {
+                Poll::Ready(event) => self.socket_event(event),
+                Poll::Pending => break,
             }
         }
     }

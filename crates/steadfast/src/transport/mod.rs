@@ -207,6 +207,16 @@ impl Socket {
         self.inner.buffered_amount()
     }
 
+    /// Ready once at most `low` bytes wait to be written; `None` where
+    /// nothing reports it (the browser: look at `buffered_amount` again later).
+    pub(crate) fn poll_below(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        low: usize,
+    ) -> Option<std::task::Poll<()>> {
+        self.inner.poll_below(cx, low)
+    }
+
     /// Start the closing handshake with `code` and `reason`.
     ///
     /// Applications may send 1000 or 3000–4999, and a reason of at most

@@ -5,8 +5,10 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use futures::channel::mpsc;
+use futures::task::AtomicWaker;
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -40,7 +42,9 @@ impl crate::ClientBuilder {
         self
     }
 
-    /// WebSocket write buffer per connection (default 4 KiB).
+    /// How many bytes of frames the writer collects before writing them to
+    /// the socket (default 64 KiB; a burst is flushed at its end anyway).
+    /// Memory is taken only while writing.
     pub fn write_buffer_size(mut self, bytes: usize) -> Self {
         self.connect.write_buffer_size = Some(bytes);
         self
@@ -52,8 +56,10 @@ impl crate::ClientBuilder {
 /// buffer just grows for them.
 const READ_BUFFER: usize = 4 * 1024;
 
-/// Write buffer per connection: frames are written through it.
-const WRITE_BUFFER: usize = 4 * 1024;
+/// Frames collect up to this before a write: a burst of small messages goes
+/// out in few syscalls. tungstenite allocates it only as it fills, so an
+/// idle connection does not pay for it.
+const WRITE_BUFFER: usize = 64 * 1024;
 
 type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -68,6 +74,8 @@ pub(super) struct Inner {
     commands: mpsc::UnboundedSender<Command>,
     /// Bytes sent to the task and not yet written out by it.
     buffered: Arc<AtomicUsize>,
+    /// Woken by the task each time it wrote some out.
+    drained: Arc<AtomicWaker>,
 }
 
 impl std::fmt::Debug for Command {
@@ -91,6 +99,19 @@ impl Inner {
 
     pub(super) fn buffered_amount(&self) -> usize {
         self.buffered.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn poll_below(&self, cx: &mut Context<'_>, low: usize) -> Option<Poll<()>> {
+        if self.buffered_amount() <= low {
+            return Some(Poll::Ready(()));
+        }
+        self.drained.register(cx.waker());
+        // Written out between the first look and the registration?
+        Some(if self.buffered_amount() <= low {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        })
     }
 
     pub(super) fn close(&self, code: u16, reason: &str) {
@@ -128,9 +149,22 @@ pub(super) async fn connect(url: &str, options: &ConnectOptions) -> Result<Opene
     let (commands, command_rx) = mpsc::unbounded();
     let (event_tx, events) = mpsc::unbounded();
     let buffered = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(drive(stream, command_rx, event_tx, Arc::clone(&buffered)));
+    let drained = Arc::new(AtomicWaker::new());
+    tokio::spawn(drive(
+        stream,
+        command_rx,
+        event_tx,
+        Written {
+            buffered: Arc::clone(&buffered),
+            drained: Arc::clone(&drained),
+        },
+    ));
     Ok(Opened {
-        inner: Inner { commands, buffered },
+        inner: Inner {
+            commands,
+            buffered,
+            drained,
+        },
         events,
         protocol,
     })
@@ -200,6 +234,19 @@ fn connect_error(error: ts::Error) -> Error {
     }
 }
 
+/// The writer's side of the count of bytes not yet written.
+struct Written {
+    buffered: Arc<AtomicUsize>,
+    drained: Arc<AtomicWaker>,
+}
+
+impl Written {
+    fn wrote(&self, bytes: usize) {
+        self.buffered.fetch_sub(bytes, Ordering::Relaxed);
+        self.drained.wake();
+    }
+}
+
 /// Bytes fed to the stream before it is flushed even with more queued.
 const FLUSH_AFTER: usize = 256 * 1024;
 
@@ -216,9 +263,10 @@ async fn drive(
     stream: Stream,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<SocketEvent>,
-    buffered: Arc<AtomicUsize>,
+    written: Written,
 ) {
     let (mut sink, mut source) = stream.split();
+    let done = &written;
     // Ends after sending a close frame (None), or on a fatal error (its close).
     let writer = async {
         let close = 'commands: loop {
@@ -233,7 +281,7 @@ async fn drive(
                         let fed = sink.feed(to_ws(message)).await;
                         written += len;
                         if let Err(error) = fed {
-                            buffered.fetch_sub(written, Ordering::Relaxed);
+                            done.wrote(written);
                             if let Some(info) = fail(&events, error) {
                                 return Some(info);
                             }
@@ -257,7 +305,7 @@ async fn drive(
                 }
             }
             let flushed = sink.flush().await;
-            buffered.fetch_sub(written, Ordering::Relaxed);
+            done.wrote(written);
             if let Err(error) = flushed {
                 if let Some(info) = fail(&events, error) {
                     return Some(info);

@@ -60,6 +60,15 @@ impl Inner {
         self.socket.buffered_amount() as usize
     }
 
+    /// The browser reports no draining: the caller polls `buffered_amount`.
+    pub(super) fn poll_below(
+        &self,
+        _cx: &mut std::task::Context<'_>,
+        _low: usize,
+    ) -> Option<std::task::Poll<()>> {
+        None
+    }
+
     pub(super) fn close(&self, code: u16, reason: &str) {
         // Throws only for codes and reasons validated away by the caller, or
         // never for an already closing socket.
