@@ -1017,3 +1017,92 @@ async fn a_client_outpacing_its_echoes_is_slowed_down_not_dropped() {
     }
     client.close(1000, "").await.expect("closes");
 }
+
+/// `send` returns at once when there is no store and the outbox certainly
+/// has room; otherwise it waits for the client task. With many tasks
+/// racing into a small outbox, a send that returned `Ok` must never be
+/// refused later (its receipt resolves `Acked`), a refusal comes from
+/// `send` itself, the outbox never holds more than its bound, and every
+/// accepted message arrives once, each task's in its order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_sends_never_overfill_the_outbox_or_lose_an_accepted_message() {
+    const TASKS: usize = 8;
+    const EACH: usize = 300;
+    const BOUND: usize = 32;
+    for overflow in [SendOverflow::Reject, SendOverflow::Wait] {
+        let recorder = Recorder::quiet();
+        let server = serve(&recorder).await;
+        let client = Client::builder(server.url())
+            .outbox(OutboxConfig {
+                max_messages: BOUND,
+                ..OutboxConfig::default()
+            })
+            .overflow(overflow)
+            .backoff(fast_backoff())
+            .connect()
+            .await
+            .expect("valid options");
+        within("open", client.wait_for_state(ConnectionState::is_open)).await;
+        let senders: Vec<_> = (0..TASKS)
+            .map(|task| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let mut accepted = Vec::new();
+                    for i in 0..EACH {
+                        let text = format!("{task}:{i}");
+                        match client.send(text.clone()).await {
+                            Ok(receipt) => accepted.push((text, receipt)),
+                            Err(error) => assert_eq!(error.code(), "ERR_QUEUE_FULL"),
+                        }
+                        assert!(client.stats().queued <= BOUND, "the outbox bound holds");
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        let mut accepted = Vec::new();
+        for sender in senders {
+            accepted.extend(within("a sender", sender).await.expect("no panic"));
+        }
+        if overflow == SendOverflow::Wait {
+            assert_eq!(accepted.len(), TASKS * EACH, "waiting sends all get in");
+        }
+        let mut texts: Vec<String> = Vec::new();
+        for (text, receipt) in accepted {
+            assert_eq!(
+                within("an ACK", receipt).await,
+                Ok(Delivery::Acked),
+                "{text} ({overflow:?})"
+            );
+            texts.push(text);
+        }
+        let got: Vec<String> = recorder
+            .payloads()
+            .into_iter()
+            .map(|p| match p {
+                Payload::Text(t) => t,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            got.len(),
+            texts.len(),
+            "each accepted message once ({overflow:?})"
+        );
+        for task in 0..TASKS {
+            let prefix = format!("{task}:");
+            let mine = |list: &[String]| -> Vec<String> {
+                list.iter()
+                    .filter(|t| t.starts_with(&prefix))
+                    .cloned()
+                    .collect()
+            };
+            assert_eq!(
+                mine(&got),
+                mine(&texts),
+                "task {task} in order ({overflow:?})"
+            );
+        }
+        client.close(1000, "").await.expect("closes");
+    }
+}

@@ -72,6 +72,8 @@ pub struct Engine {
     outbox: Outbox,
     inbound: Inbound,
     next_receipt: u64,
+    /// Emit `Persist` outputs (off: nothing would keep them).
+    persist: bool,
     conn: Option<Conn>,
     /// Consecutive connections that did not become healthy.
     attempt: u32,
@@ -193,6 +195,7 @@ impl Engine {
             outbox: Outbox::new(next_seq),
             inbound: Inbound::new(delivered),
             next_receipt: 0,
+            persist: true,
             conn: None,
             attempt: 0,
             failing_since: None,
@@ -222,6 +225,34 @@ impl Engine {
     /// The session id.
     pub fn session(&self) -> SessionId {
         self.session
+    }
+
+    /// Whether to emit [`Output::Persist`] (on by default). A driver with
+    /// no store turns it off: the engine then skips building records,
+    /// which copy each payload.
+    pub fn set_persistence(&mut self, on: bool) {
+        self.persist = on;
+    }
+
+    /// The highest receipt handed out so far (by `send`, or to the
+    /// messages `restore` put back); 0 for none.
+    pub fn last_receipt(&self) -> u64 {
+        self.next_receipt
+    }
+
+    /// The largest payload `send` accepts.
+    pub fn max_message_size(&self) -> u64 {
+        self.config
+            .limits
+            .max_message_size
+            .min(self.config.outbox.max_bytes as u64)
+    }
+
+    /// Whether a `size`-byte message fits in the outbox now, without
+    /// dropping anything.
+    pub fn has_room(&self, size: usize) -> bool {
+        self.outbox.len() < self.config.outbox.max_messages
+            && self.outbox.bytes().saturating_add(size) <= self.config.outbox.max_bytes
     }
 
     /// Messages waiting for an ACK (or to be sent).
@@ -339,12 +370,24 @@ impl Engine {
     /// survives restarts). The receipt resolves with `Acked` (reliable),
     /// `Sent` (plain) or `Failed`.
     pub fn send(&mut self, now: u64, wall_ms: u64, payload: Payload) -> Result<Receipt, SendError> {
+        let receipt = Receipt(self.next_receipt + 1);
+        self.send_with_receipt(now, wall_ms, payload, receipt)
+    }
+
+    /// [`Engine::send`] with the receipt chosen by the caller: a driver
+    /// that hands receipts out before the engine sees the message. Each
+    /// must be unique and above [`Engine::last_receipt`] as it was after
+    /// [`Engine::restore`]; the engine's own numbering continues above the
+    /// highest one used.
+    pub fn send_with_receipt(
+        &mut self,
+        now: u64,
+        wall_ms: u64,
+        payload: Payload,
+        receipt: Receipt,
+    ) -> Result<Receipt, SendError> {
         let size = payload.len();
-        let limit = self
-            .config
-            .limits
-            .max_message_size
-            .min(self.config.outbox.max_bytes as u64);
+        let limit = self.max_message_size();
         if size as u64 > limit {
             return Err(SendError::TooLarge {
                 size: size as u64,
@@ -369,7 +412,7 @@ impl Engine {
             };
             self.fail(dropped, FailReason::Dropped);
         }
-        let receipt = self.new_receipt();
+        self.next_receipt = self.next_receipt.max(receipt.0);
         let (binary, payload) = payload.into_parts();
         let ttl = self.config.outbox.ttl_ms;
         let message = Message {
@@ -382,16 +425,19 @@ impl Engine {
             expires_at: ttl.map(|t| now.saturating_add(t)),
             maybe_sent: false,
         };
-        let record = StoredMessage {
+        // Without persistence, no copy of the payload for a record.
+        let record = self.persist.then(|| StoredMessage {
             seq: self.outbox.next_seq,
             binary: message.binary,
             payload: message.payload.clone(),
             enqueued_wall_ms: message.enqueued_wall_ms,
             expires_wall_ms: message.expires_wall_ms,
-        };
+        });
         self.outbox.push(message);
-        self.emit(Output::Persist(PersistOp::Put(record)));
-        self.persist_session();
+        if let Some(record) = record {
+            self.emit(Output::Persist(PersistOp::Put(record)));
+            self.persist_session();
+        }
         self.arm_expiry();
         self.transmit_more();
         Ok(receipt)
@@ -729,6 +775,9 @@ impl Engine {
     // ----- internals -----
 
     fn emit(&mut self, output: Output) {
+        if !self.persist && matches!(output, Output::Persist(_)) {
+            return;
+        }
         self.out.push_back(output);
     }
 

@@ -1,7 +1,7 @@
 //! The reliable client: [`Client`], built with [`ClientBuilder`].
 
 use std::future::{Future, IntoFuture};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -14,9 +14,9 @@ use steadfast_core::{
     SuspendReason,
 };
 
-use crate::driver::{self, Command};
+use crate::driver::{self, Command, SendRequest};
 use crate::rt::{self, BoxFuture, MaybeSend, MaybeSync};
-use crate::store::{MemoryStore, Store};
+use crate::store::Store;
 use crate::transport::{validate_close, ConnectOptions};
 use crate::watch::Watch;
 use crate::Error;
@@ -183,7 +183,10 @@ impl ClientBuilder {
         self
     }
 
-    /// Where queued messages are kept ([`MemoryStore`] unless set). Use a
+    /// Where queued messages are kept. Unless set, only in the client's
+    /// memory (`send` then returns without waiting for the client task,
+    /// while the outbox has room); a [`MemoryStore`](crate::store::MemoryStore) outlives the client
+    /// (another client given a clone resumes from it). Use a
     /// [`DurableStore`](crate::store::DurableStore) for messages that must
     /// survive a crash.
     pub fn store(mut self, store: impl Store) -> Self {
@@ -290,17 +293,11 @@ impl ClientBuilder {
         self.config
             .validate()
             .map_err(|e| Error::InvalidConfig(e.0.to_owned()))?;
-        let store = self
-            .store
-            .take()
-            .unwrap_or_else(|| Box::new(MemoryStore::new()));
+        // No store given: messages live in the engine's outbox only.
+        let store = self.store.take();
         let (commands, command_rx) = mpsc::unbounded();
         let (events_tx, events) = mpsc::unbounded();
-        let shared = Arc::new(Shared {
-            state: Watch::new(ConnectionState::Idle),
-            stats: Mutex::new(ClientStats::default()),
-            unread: AtomicUsize::new(0),
-        });
+        let shared = Arc::new(Shared::new(&self.config, store.is_none()));
         let run = driver::start(self, store, command_rx, events_tx, shared.clone()).await?;
         rt::spawn(run);
         Ok(Client {
@@ -514,11 +511,80 @@ pub(crate) struct Shared {
     pub(crate) state: Watch<ConnectionState>,
     pub(crate) stats: Mutex<ClientStats>,
     pub(crate) unread: AtomicUsize,
+    /// The next receipt number (the driver starts it above the restored ones).
+    pub(crate) next_id: AtomicU64,
+    /// Held while a send reserves room and queues its command.
+    order: Mutex<()>,
+    /// Room in the outbox taken by sends the driver has not yet offered to
+    /// the engine (messages, bytes).
+    reserved: AtomicUsize,
+    reserved_bytes: AtomicUsize,
+    /// The outbox as the driver last counted it (messages, bytes).
+    queued: AtomicUsize,
+    queued_bytes: AtomicUsize,
+    /// No store: a `send` with certain room returns without waiting for
+    /// the driver (nothing is written before "queued").
+    fast: bool,
+    max_messages: usize,
+    max_bytes: usize,
+    max_size: u64,
 }
 
 impl Shared {
+    fn new(config: &Config, fast: bool) -> Shared {
+        Shared {
+            state: Watch::new(ConnectionState::Idle),
+            stats: Mutex::new(ClientStats::default()),
+            unread: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            order: Mutex::new(()),
+            reserved: AtomicUsize::new(0),
+            reserved_bytes: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            fast,
+            max_messages: config.outbox.max_messages,
+            max_bytes: config.outbox.max_bytes,
+            max_size: config
+                .limits
+                .max_message_size
+                .min(config.outbox.max_bytes as u64),
+        }
+    }
+
     pub(crate) fn set_stats(&self, stats: ClientStats) {
         *self.stats.lock().unwrap_or_else(PoisonError::into_inner) = stats;
+    }
+
+    /// Take room for a `size`-byte send until the driver offered it to the
+    /// engine; true if the send may return at once: there is no store,
+    /// and the outbox has room for it and for every send ahead of it.
+    fn reserve(&self, size: usize) -> bool {
+        let messages = self.reserved.fetch_add(1, Ordering::SeqCst) + 1;
+        let bytes = self
+            .reserved_bytes
+            .fetch_add(size, Ordering::SeqCst)
+            .saturating_add(size);
+        self.fast
+            && self.queued.load(Ordering::SeqCst) + messages <= self.max_messages
+            && self
+                .queued_bytes
+                .load(Ordering::SeqCst)
+                .saturating_add(bytes)
+                <= self.max_bytes
+    }
+
+    /// The driver offered a reserved send to the engine (or dropped it).
+    pub(crate) fn release(&self, size: usize) {
+        self.reserved.fetch_sub(1, Ordering::SeqCst);
+        self.reserved_bytes.fetch_sub(size, Ordering::SeqCst);
+    }
+
+    /// The driver's count of the outbox; set before a reservation is
+    /// released, so a reservation check never sees room that is not there.
+    pub(crate) fn set_queued(&self, messages: usize, bytes: usize) {
+        self.queued.store(messages, Ordering::SeqCst);
+        self.queued_bytes.store(bytes, Ordering::SeqCst);
     }
 }
 
@@ -572,11 +638,55 @@ impl Client {
     /// Errors: `ERR_MESSAGE_TOO_LARGE`, `ERR_QUEUE_FULL` (overflow
     /// `Reject`), `ERR_CLOSED` (the client task is gone).
     pub async fn send(&self, message: impl Into<Payload>) -> Result<Receipt, Error> {
-        let (reply, queued) = oneshot::channel();
-        self.commands
-            .unbounded_send(Command::Send(message.into(), reply))
-            .map_err(|_| Error::Closed)?;
-        queued.await.unwrap_or(Err(Error::Closed))
+        let payload = message.into();
+        let size = payload.len();
+        let shared = &self.shared;
+        if size as u64 > shared.max_size {
+            return Err(Error::MessageTooLarge {
+                size: size as u64,
+                limit: shared.max_size,
+            });
+        }
+        let (done, outcome) = oneshot::channel();
+        // With no store and certain room, nothing can refuse the message
+        // or has to be written first: return without a round trip to the
+        // driver. Reserving and queueing the command happen under one
+        // lock, so the driver meets sends in the order they reserved: a
+        // send found full cannot overtake one that counted on the room.
+        let (id, answer) = {
+            let _order = shared.order.lock().unwrap_or_else(PoisonError::into_inner);
+            let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+            let (queued, answer) = if shared.reserve(size) {
+                (None, None)
+            } else {
+                let (queued, answer) = oneshot::channel();
+                (Some(queued), Some(answer))
+            };
+            let request = SendRequest {
+                id,
+                payload,
+                done,
+                queued,
+            };
+            if self
+                .commands
+                .unbounded_send(Command::Send(request))
+                .is_err()
+            {
+                shared.release(size);
+                return Err(Error::Closed);
+            }
+            (id, answer)
+        };
+        let durable = match answer {
+            None => false,
+            Some(answer) => answer.await.unwrap_or(Err(Error::Closed))?,
+        };
+        Ok(Receipt {
+            id,
+            durable,
+            done: outcome,
+        })
     }
 
     /// The next event, or `None` once the client task has ended.

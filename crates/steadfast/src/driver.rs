@@ -27,11 +27,24 @@ use crate::store::{Snapshot, Store, StoreError};
 use crate::transport::{ConnectOptions, Message, Socket, SocketEvent};
 use crate::Error;
 
-type Queued = oneshot::Sender<Result<crate::Receipt, Error>>;
+/// Answers a `send` that waits until its message is queued (stored): with
+/// whether it is on disk, or why it was refused.
+pub(crate) type Queued = oneshot::Sender<Result<bool, Error>>;
+
+/// A message from `Client::send`, with the receipt it was given.
+pub(crate) struct SendRequest {
+    pub(crate) id: u64,
+    pub(crate) payload: Payload,
+    /// The receipt's outcome.
+    pub(crate) done: oneshot::Sender<Result<Delivery, Error>>,
+    /// `None`: `send` already returned (the fast path: no store to wait
+    /// for, room reserved); an error then goes to `done`.
+    pub(crate) queued: Option<Queued>,
+}
 
 /// What the application asks of the driver.
 pub(crate) enum Command {
-    Send(Payload, Queued),
+    Send(SendRequest),
     Close(u16, String, oneshot::Sender<()>),
     Reconnect,
     Hint(Hint),
@@ -75,9 +88,9 @@ struct Driver {
     /// Receipts waiting for their outcome.
     receipts: HashMap<u64, oneshot::Sender<Result<Delivery, Error>>>,
     /// Sends the engine took whose store write is not yet committed.
-    unflushed: Vec<(steadfast_core::Receipt, Queued)>,
+    unflushed: Vec<Queued>,
     /// Sends waiting for room in the outbox (`SendOverflow::Wait`).
-    waiting: VecDeque<(Payload, Queued)>,
+    waiting: VecDeque<SendRequest>,
     /// Store operations not yet applied.
     batch: Vec<PersistOp>,
     /// Events to hand over after the drain.
@@ -103,20 +116,22 @@ enum Wake {
 /// Load the store, build the engine, and return the driver's task.
 pub(crate) async fn start(
     builder: ClientBuilder,
-    store: Box<dyn Store>,
+    store: Option<Box<dyn Store>>,
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<ClientEvent>,
     shared: Arc<Shared>,
 ) -> Result<impl std::future::Future<Output = ()>, Error> {
-    let mut store = store;
-    let loaded = store.load().await;
-    let (store, snapshot, load_failed) = match loaded {
-        Ok(snapshot) => (Some(store), snapshot, None),
-        // The same fallback as a failed write: no store, memory only.
-        Err(StoreError(reason)) if builder.memory_fallback => {
-            (None, Snapshot::default(), Some(reason))
-        }
-        Err(StoreError(reason)) => return Err(Error::Store(reason)),
+    let persist = store.is_some();
+    let (store, snapshot, load_failed) = match store {
+        None => (None, Snapshot::default(), None),
+        Some(mut store) => match store.load().await {
+            Ok(snapshot) => (Some(store), snapshot, None),
+            // The same fallback as a failed write: no store, memory only.
+            Err(StoreError(reason)) if builder.memory_fallback => {
+                (None, Snapshot::default(), Some(reason))
+            }
+            Err(StoreError(reason)) => return Err(Error::Store(reason)),
+        },
     };
     let seed = builder.seed.unwrap_or_else(rt::random_seed);
     let now = rt::now_ms();
@@ -148,6 +163,11 @@ pub(crate) async fn start(
             })
             .collect()
     };
+    // Nothing would keep the records: the engine need not make them.
+    engine.set_persistence(persist);
+    shared
+        .next_id
+        .store(engine.last_receipt() + 1, Ordering::Relaxed);
     engine.connect(now);
     let span = tracing::info_span!("steadfast", url = %builder.url);
     span.in_scope(|| tracing::debug!(restored, "client started"));
@@ -362,12 +382,12 @@ impl Driver {
     fn command(&mut self, command: Command) {
         let now = rt::now_ms();
         match command {
-            Command::Send(payload, reply) => {
+            Command::Send(request) => {
                 if self.waiting.is_empty() {
-                    self.enqueue(payload, reply);
+                    self.enqueue(request);
                 } else {
                     // Keep the order: behind those already waiting.
-                    self.waiting.push_back((payload, reply));
+                    self.waiting.push_back(request);
                 }
             }
             Command::Close(code, reason, done) => {
@@ -389,34 +409,58 @@ impl Driver {
 
     /// Offer a message to the engine; on a full outbox, wait or fail.
     /// Returns false if it had to wait.
-    fn enqueue(&mut self, payload: Payload, reply: Queued) -> bool {
-        if reply.is_canceled() {
+    fn enqueue(&mut self, request: SendRequest) -> bool {
+        let SendRequest {
+            id,
+            payload,
+            done,
+            queued,
+        } = request;
+        let size = payload.len();
+        if queued.as_ref().is_some_and(oneshot::Sender::is_canceled) {
             // The caller gave up before it was queued: nothing to do.
+            self.shared.release(size);
             return true;
         }
+        if self.overflow == SendOverflow::Wait && !self.engine.has_room(size) {
+            self.waiting.push_front(SendRequest {
+                id,
+                payload,
+                done,
+                queued,
+            });
+            return false;
+        }
         let now = rt::now_ms();
-        match self.engine.send(now, rt::wall_ms(), payload.clone()) {
-            Ok(receipt) => {
-                self.unflushed.push((receipt, reply));
-                true
+        let result =
+            self.engine
+                .send_with_receipt(now, rt::wall_ms(), payload, steadfast_core::Receipt(id));
+        // Counted as queued before the reservation goes: a fast-path
+        // `send` never sees room that is not there.
+        self.shared
+            .set_queued(self.engine.queued(), self.engine.queued_bytes());
+        self.shared.release(size);
+        let refused = match result {
+            Ok(_) => {
+                self.receipts.insert(id, done);
+                if let Some(queued) = queued {
+                    self.unflushed.push(queued);
+                }
+                return true;
             }
-            Err(SendError::QueueFull { .. }) if self.overflow == SendOverflow::Wait => {
-                self.waiting.push_front((payload, reply));
-                false
+            Err(SendError::QueueFull { messages, bytes }) => Error::QueueFull { messages, bytes },
+            Err(SendError::TooLarge { size, limit }) => Error::MessageTooLarge { size, limit },
+            Err(other) => Error::InvalidOption(other.to_string()),
+        };
+        match queued {
+            Some(queued) => {
+                let _ = queued.send(Err(refused));
             }
-            Err(SendError::QueueFull { messages, bytes }) => {
-                let _ = reply.send(Err(Error::QueueFull { messages, bytes }));
-                true
-            }
-            Err(SendError::TooLarge { size, limit }) => {
-                let _ = reply.send(Err(Error::MessageTooLarge { size, limit }));
-                true
-            }
-            Err(other) => {
-                let _ = reply.send(Err(Error::InvalidOption(other.to_string())));
-                true
+            None => {
+                let _ = done.send(Err(refused));
             }
         }
+        true
     }
 
     /// Take the socket events that already arrived (up to a batch) before
@@ -511,8 +555,8 @@ impl Driver {
             self.dispatch();
             // Room may have been made: let waiting sends in.
             let mut progressed = false;
-            while let Some((payload, reply)) = self.waiting.pop_front() {
-                if !self.enqueue(payload, reply) {
+            while let Some(request) = self.waiting.pop_front() {
+                if !self.enqueue(request) {
                     break;
                 }
                 progressed = true;
@@ -541,16 +585,8 @@ impl Driver {
                 self.store_failed(reason);
             }
         }
-        for (receipt, reply) in self.unflushed.drain(..) {
-            let (done, outcome) = oneshot::channel();
-            let queued = crate::Receipt {
-                id: receipt.0,
-                durable: self.durable,
-                done: outcome,
-            };
-            if reply.send(Ok(queued)).is_ok() {
-                self.receipts.insert(receipt.0, done);
-            }
+        for queued in self.unflushed.drain(..) {
+            let _ = queued.send(Ok(self.durable));
         }
     }
 
@@ -670,6 +706,8 @@ impl Driver {
     }
 
     fn publish_stats(&self) {
+        self.shared
+            .set_queued(self.engine.queued(), self.engine.queued_bytes());
         self.shared.set_stats(ClientStats {
             queued: self.engine.queued(),
             queued_bytes: self.engine.queued_bytes(),
