@@ -260,10 +260,12 @@ impl Shared {
                         SessionId(random_bytes())
                     };
                     let seed = u64::from_le_bytes(random_bytes::<8>());
-                    let engine = match Engine::server(self.config.engine.clone(), seed, id) {
+                    let mut engine = match Engine::server(self.config.engine.clone(), seed, id) {
                         Ok(engine) => engine,
                         Err(error) => return Err(AttachError::Engine(error)),
                     };
+                    // Sessions live in memory: no records (each copies a payload).
+                    engine.set_persistence(false);
                     let peer = self.new_peer_id();
                     let slot = Arc::new(Mutex::new(Slot {
                         engine,
