@@ -232,6 +232,27 @@ pub enum PersistOp {
     Clear,
 }
 
+impl PersistOp {
+    /// Shorten a batch that is applied as one unit (one transaction) without
+    /// changing what it leaves behind: every `Session` but the last is
+    /// overwritten within the batch, so it is dropped. A batch of sends
+    /// carries one per message.
+    pub fn coalesce(ops: &mut Vec<PersistOp>) {
+        let Some(last) = ops
+            .iter()
+            .rposition(|op| matches!(op, PersistOp::Session(_)))
+        else {
+            return;
+        };
+        let mut index = 0;
+        ops.retain(|op| {
+            let keep = index == last || !matches!(op, PersistOp::Session(_));
+            index += 1;
+            keep
+        });
+    }
+}
+
 /// One WebSocket message to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
@@ -323,5 +344,58 @@ impl Stats {
     pub(crate) fn record_out_plain(&mut self, len: usize) {
         self.frames_out += 1;
         self.bytes_out += len as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::SessionId;
+    use crate::record::{StoredMessage, StoredSession};
+
+    fn session(next_seq: u64) -> PersistOp {
+        PersistOp::Session(StoredSession {
+            session: SessionId([1; 16]),
+            welcomed: true,
+            inbound_delivered: 0,
+            next_seq,
+        })
+    }
+
+    fn put(seq: u64) -> PersistOp {
+        PersistOp::Put(StoredMessage {
+            seq,
+            binary: true,
+            payload: vec![seq as u8],
+            enqueued_wall_ms: 0,
+            expires_wall_ms: 0,
+        })
+    }
+
+    #[test]
+    fn coalescing_keeps_the_last_session_record_and_everything_else_in_order() {
+        let mut ops = vec![
+            put(1),
+            session(2),
+            put(2),
+            session(3),
+            PersistOp::Delete { seq: 1 },
+            session(4),
+            put(4),
+        ];
+        PersistOp::coalesce(&mut ops);
+        assert_eq!(
+            ops,
+            vec![
+                put(1),
+                put(2),
+                PersistOp::Delete { seq: 1 },
+                session(4),
+                put(4)
+            ]
+        );
+        let mut none = vec![put(1), PersistOp::Clear];
+        PersistOp::coalesce(&mut none);
+        assert_eq!(none, vec![put(1), PersistOp::Clear]);
     }
 }

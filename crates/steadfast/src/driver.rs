@@ -576,7 +576,9 @@ impl Driver {
     /// queued for real.
     async fn flush(&mut self) {
         if !self.batch.is_empty() {
-            let ops = std::mem::take(&mut self.batch);
+            let mut ops = std::mem::take(&mut self.batch);
+            // Applied as one transaction: the superseded session records go.
+            PersistOp::coalesce(&mut ops);
             let result = match self.store.as_mut() {
                 Some(store) => store.apply(ops).await,
                 None => Ok(()),
