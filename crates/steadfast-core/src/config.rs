@@ -154,6 +154,15 @@ pub struct OutboxConfig {
     pub max_in_flight_bytes: usize,
 }
 
+impl OutboxConfig {
+    /// Whether an outbox of `messages` holding `bytes` of payload is within
+    /// bounds (the engine's test before it queues; a driver's before it
+    /// promises room).
+    pub fn fits(&self, messages: usize, bytes: usize) -> bool {
+        messages <= self.max_messages && bytes <= self.max_bytes
+    }
+}
+
 impl Default for OutboxConfig {
     fn default() -> Self {
         OutboxConfig {
@@ -299,6 +308,14 @@ impl ConfigError {
 }
 
 impl Config {
+    /// The largest payload `send` accepts: the message size limit, and
+    /// never more than the whole outbox.
+    pub fn max_send_size(&self) -> u64 {
+        self.limits
+            .max_message_size
+            .min(self.outbox.max_bytes as u64)
+    }
+
     /// Check the configuration for contradictions.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.chunk_size < crate::codec::MIN_CHUNK_SIZE {

@@ -242,17 +242,16 @@ impl Engine {
 
     /// The largest payload `send` accepts.
     pub fn max_message_size(&self) -> u64 {
-        self.config
-            .limits
-            .max_message_size
-            .min(self.config.outbox.max_bytes as u64)
+        self.config.max_send_size()
     }
 
     /// Whether a `size`-byte message fits in the outbox now, without
     /// dropping anything.
     pub fn has_room(&self, size: usize) -> bool {
-        self.outbox.len() < self.config.outbox.max_messages
-            && self.outbox.bytes().saturating_add(size) <= self.config.outbox.max_bytes
+        self.config.outbox.fits(
+            self.outbox.len() + 1,
+            self.outbox.bytes().saturating_add(size),
+        )
     }
 
     /// Messages waiting for an ACK (or to be sent).
@@ -394,12 +393,8 @@ impl Engine {
                 limit,
             });
         }
-        let (max_messages, max_bytes) = (
-            self.config.outbox.max_messages,
-            self.config.outbox.max_bytes,
-        );
         let overflow = self.config.outbox.overflow;
-        while self.outbox.len() + 1 > max_messages || self.outbox.bytes() + size > max_bytes {
+        while !self.has_room(size) {
             let full = SendError::QueueFull {
                 messages: self.outbox.len(),
                 bytes: self.outbox.bytes(),

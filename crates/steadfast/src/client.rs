@@ -525,8 +525,7 @@ pub(crate) struct Shared {
     /// No store: a `send` with certain room returns without waiting for
     /// the driver (nothing is written before "queued").
     fast: bool,
-    max_messages: usize,
-    max_bytes: usize,
+    outbox: OutboxConfig,
     max_size: u64,
 }
 
@@ -543,12 +542,8 @@ impl Shared {
             queued: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
             fast,
-            max_messages: config.outbox.max_messages,
-            max_bytes: config.outbox.max_bytes,
-            max_size: config
-                .limits
-                .max_message_size
-                .min(config.outbox.max_bytes as u64),
+            outbox: config.outbox.clone(),
+            max_size: config.max_send_size(),
         }
     }
 
@@ -566,12 +561,12 @@ impl Shared {
             .fetch_add(size, Ordering::SeqCst)
             .saturating_add(size);
         self.fast
-            && self.queued.load(Ordering::SeqCst) + messages <= self.max_messages
-            && self
-                .queued_bytes
-                .load(Ordering::SeqCst)
-                .saturating_add(bytes)
-                <= self.max_bytes
+            && self.outbox.fits(
+                self.queued.load(Ordering::SeqCst) + messages,
+                self.queued_bytes
+                    .load(Ordering::SeqCst)
+                    .saturating_add(bytes),
+            )
     }
 
     /// The driver offered a reserved send to the engine (or dropped it).
