@@ -1,4 +1,4 @@
-import { useEffect, useState } from "react";
+import { useEffect, useReducer, useState } from "react";
 import { useSteadfast } from "steadfast/react";
 import {
   clientOptions,
@@ -13,15 +13,20 @@ import {
 
 const url = serverUrl();
 
-/** Date.now(), refreshed every 100 ms while `ticking` (the countdown). */
+/**
+ * Date.now() at each render; while `ticking` (the countdown) a render every
+ * 100 ms. The time is read at render, not kept from the last tick: a new
+ * wait would otherwise be shown against a clock up to a tick (or, after a
+ * pause, a whole phase) old, and count down from too high.
+ */
 function useNow(ticking) {
-  const [now, setNow] = useState(Date.now);
+  const [, tick] = useReducer((n) => n + 1, 0);
   useEffect(() => {
     if (!ticking) return undefined;
-    const timer = setInterval(() => setNow(Date.now()), 100);
+    const timer = setInterval(tick, 100);
     return () => clearInterval(timer);
   }, [ticking]);
-  return ticking ? now : Date.now();
+  return Date.now();
 }
 
 function Payload({ data }) {
