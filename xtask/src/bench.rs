@@ -1,10 +1,10 @@
 //! `cargo xtask bench`: run the benchmarks, then write docs/BENCHMARKS.md
 //! and docs/benchmarks.json from criterion's estimates.
 //!
-//! Today: the engine alone (criterion, `steadfast-core/benches/engine.rs`),
+//! The engine alone (criterion, `steadfast-core/benches/engine.rs`),
 //! reconnect spread and recovery (`steadfast-core/benches/reconnect.rs`),
-//! and the npm payload. The socket and browser comparisons join here as
-//! they land.
+//! the native side-by-side suite (`steadfast bench --suite`), the browser
+//! comparison (`js-examples/e2e/browser-bench.js`) and the npm payload.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -53,17 +53,72 @@ pub(crate) fn bench(root: &Path, quick: bool) -> Result<(), String> {
         )
         .status()
         .map_err(|e| format!("cannot run steadfast bench: {e}"))?;
-        return if status.success() {
-            Ok(())
-        } else {
-            Err("steadfast bench --suite --quick failed".into())
-        };
+        if !status.success() {
+            return Err("steadfast bench --suite --quick failed".into());
+        }
+        browser_suite(root, true)?;
+        return Ok(());
     }
     let native = native_suite(root)?;
+    let browser = browser_suite(root, false)?;
     let criterion = crate::target_dir(root).join("criterion");
     let results = read_group(&criterion.join("engine_pair"))?;
     let sizes = crate::pkg::measure(root)?;
-    write_report(root, &results, &reconnect, &native, &sizes)
+    write_report(root, &results, &reconnect, &native, &browser, &sizes)
+}
+
+/// The npm package against the raw browser `WebSocket` in headless
+/// Chromium (js-examples/e2e/browser-bench.js through playwright-core),
+/// against the reference server; `quick`: every case once, small, with
+/// the debug server.
+fn browser_suite(root: &Path, quick: bool) -> Result<Value, String> {
+    crate::setup::chromium()?;
+    crate::setup::npm(root, &["pkg", "js-examples/e2e"])?;
+    crate::pkg::build(root)?;
+    let mut build = vec![
+        "build",
+        "-p",
+        "steadfast-server",
+        "--bin",
+        "steadfast-server",
+    ];
+    if !quick {
+        build.insert(1, "--release");
+    }
+    let status = crate::cargo(root, &build)
+        .status()
+        .map_err(|e| format!("cannot run cargo build: {e}"))?;
+    if !status.success() {
+        return Err("the build of steadfast-server failed".into());
+    }
+    let target = crate::target_dir(root);
+    let profile = if quick { "debug" } else { "release" };
+    let json = target.join(if quick {
+        "bench-browser-quick.json"
+    } else {
+        "bench-browser.json"
+    });
+    let mut node = std::process::Command::new("timeout");
+    node.args(["900", "node", "browser-bench.js"])
+        .arg(&json)
+        .env(
+            "STEADFAST_SERVER",
+            target.join(profile).join("steadfast-server"),
+        )
+        .env("CHROMIUM", crate::setup::CHROMIUM)
+        .current_dir(root.join("js-examples/e2e"));
+    if quick {
+        node.env("BENCH_QUICK", "1");
+    }
+    let status = node
+        .status()
+        .map_err(|e| format!("cannot run node browser-bench.js: {e}"))?;
+    if !status.success() {
+        return Err("the browser benchmark failed".into());
+    }
+    let text =
+        std::fs::read_to_string(&json).map_err(|e| format!("read {}: {e}", json.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("parse {}: {e}", json.display()))
 }
 
 /// `steadfast bench --suite` from a release build: the native side-by-side
@@ -98,6 +153,89 @@ fn native_suite(root: &Path) -> Result<Value, String> {
     let text =
         std::fs::read_to_string(&json).map_err(|e| format!("read {}: {e}", json.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("parse {}: {e}", json.display()))
+}
+
+fn browser_section(md: &mut String, browser: &Value) {
+    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let _ = writeln!(
+        md,
+        "\n## Browser: the npm package and the raw `WebSocket`\n\n\
+         Headless Chromium ({}) driven by playwright-core; one page imports \
+         the npm package as a browser does (`pkg/src/browser.js`, the wasm \
+         fetched beside its glue) and runs every case against the same \
+         reference server (release build): the raw `WebSocket` and steadfast \
+         plain get its plain echo, steadfast reliable its steadfast.v1 \
+         sessions. Each run sends its messages (binary, `Uint8Array`) all at \
+         once and times until every echo is back; steadfast keeps its outbox \
+         in memory. The three kinds are interleaved, their order rotating \
+         run by run; medians of {} runs. Source: \
+         `js-examples/e2e/browser-bench.js` and `js-examples/e2e/bench-page/`.\n\n\
+         Target: the package ≥ 0.95 × the raw `WebSocket` up to 16 KiB, \
+         ≥ 0.85 × at 1 MiB.\n\n\
+         | payload | messages | raw msg/s (MB/s) | reliable msg/s (MB/s) | plain msg/s (MB/s) | reliable / raw | plain / raw | target |\n\
+         |---|---|---|---|---|---|---|---|",
+        browser["browser"].as_str().unwrap_or("?"),
+        browser["runs"]
+    );
+    let cell = |v: &Value| {
+        format!(
+            "{:.0} ({:.1})",
+            num(&v["messages_per_s"]),
+            num(&v["mb_per_s"])
+        )
+    };
+    for row in browser["throughput"].as_array().into_iter().flatten() {
+        let size = row["size"].as_u64().unwrap_or(0);
+        let (r, p, w) = (
+            num(&row["reliable"]["messages_per_s"]),
+            num(&row["plain"]["messages_per_s"]),
+            num(&row["raw"]["messages_per_s"]),
+        );
+        let target = match size {
+            0..=16384 => Some(0.95),
+            1_048_576.. => Some(0.85),
+            _ => None,
+        };
+        let verdict = target.map_or("—".to_owned(), |t| {
+            format!("≥ {t}: {}", if r / w >= t { "met" } else { "missed" })
+        });
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {verdict} |",
+            human_size(size),
+            row["messages"],
+            cell(&row["raw"]),
+            cell(&row["reliable"]),
+            cell(&row["plain"]),
+            ratio(r, w),
+            ratio(p, w)
+        );
+    }
+    let d = &browser["indexeddb"];
+    let concurrent = num(&d["concurrent_us_per_message"]);
+    let _ = writeln!(
+        md,
+        "\n### IndexedDB outbox, 64 B messages\n\n\
+         `persist: \"indexeddb\"`, nothing listening, so everything stays \
+         queued; a message counts once its `onQueued` reports it committed \
+         and durable. Target: ≤ 100 µs amortised ({}).\n\n\
+         | senders | messages | µs each |\n|---|---|---|\n\
+         | all at once | {} | {concurrent:.1} |\n\
+         | one, awaiting each `onQueued` | {} | {:.0} |",
+        if concurrent <= 100.0 { "met" } else { "missed" },
+        d["messages"],
+        d["sequential_messages"],
+        num(&d["sequential_us_per_message"]),
+    );
+}
+
+/// 64 B, 16 KiB, 1 MiB.
+fn human_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} B"),
+    }
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -405,6 +543,7 @@ fn write_report(
     results: &[Estimate],
     reconnect: &[Value],
     native: &Value,
+    browser: &Value,
     sizes: &[crate::pkg::FileSize],
 ) -> Result<(), String> {
     let machine = machine();
@@ -450,6 +589,7 @@ fn write_report(
     );
     reconnect_section(&mut md, reconnect);
     native_section(&mut md, native);
+    browser_section(&mut md, browser);
     let _ = writeln!(
         md,
         "\n## npm payload\n\n\
@@ -474,8 +614,7 @@ fn write_report(
          25 KB; futures' channels 10 KB; VecDeque and Vec code for each \
          element type about 15 KB; panic and error strings 18 KB; the \
          allocator 7 KB. BTreeMap (21 KB) and the library sorts (12 KB) are \
-         already gone. Shrinking the rest is issue 9's work.\n\n\
-         Not here yet: the browser comparison (issue 9, in progress).",
+         already gone. Shrinking the rest is issue 9's work.",
         sizes.iter().map(|s| s.1).sum::<usize>(),
         total as f64 / 1024.0
     );
@@ -488,6 +627,7 @@ fn write_report(
         "engine_pair": raw,
         "reconnect": reconnect,
         "native": native,
+        "browser": browser,
         "npm_payload": size_raw,
     });
     let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;

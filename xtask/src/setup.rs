@@ -129,7 +129,7 @@ pub(crate) fn cargo_fuzz() -> Result<(), String> {
     cargo_install("cargo-fuzz", CARGO_FUZZ, &["cargo", "fuzz", "--version"])
 }
 
-fn chromium() -> Result<(), String> {
+pub(crate) fn chromium() -> Result<(), String> {
     if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
         println!("xtask setup: chromium and chromedriver present");
         return Ok(());
