@@ -15,11 +15,22 @@ const TYPES = {
   ".ico": "image/x-icon",
 };
 
-/** Serve `root` on 127.0.0.1 (port 0: any free one, or `port`); `{ url, close }`. */
-export async function serveStatic(root, port = 0) {
+/**
+ * Serve `root` on 127.0.0.1 (port 0: any free one, or `port`); `{ url, close }`.
+ * `onPost(path, body)`, if given, receives each POST request's path and text.
+ */
+export async function serveStatic(root, port = 0, onPost = null) {
   const base = normalize(root + sep);
   const server = createServer(async (request, response) => {
     const path = decodeURIComponent(new URL(request.url, "http://x").pathname);
+    if (request.method === "POST" && onPost) {
+      let body = "";
+      request.setEncoding("utf8");
+      for await (const chunk of request) body += chunk;
+      response.writeHead(204).end();
+      onPost(path, body);
+      return;
+    }
     let file = normalize(join(base, path));
     if (!file.startsWith(base)) {
       response.writeHead(403).end();

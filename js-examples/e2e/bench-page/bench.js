@@ -1,8 +1,10 @@
-// The browser side of `cargo xtask bench`: each case runs in this page and
-// reports back to browser-bench.js, which drives Chromium through
-// playwright-core. The npm package is imported as a browser would
-// (pkg/src/browser.js, the wasm fetched beside its glue), from the same
-// static server as this page.
+// The browser side of `cargo xtask bench`. browser-bench.js starts
+// Chromium on this page with a plan (`?plan=` JSON); the page runs every
+// case and POSTs what it measured to the server that served it: /log for
+// progress lines, /result at the end, /error if anything failed. No
+// DevTools client is attached (it would report every WebSocket frame).
+// The npm package is imported as a browser would (pkg/src/browser.js, the
+// wasm fetched beside its glue), from the same server as this page.
 import { Steadfast } from "/pkg/src/browser.js";
 
 /** `count` binary messages of `size` bytes, all sent at once, through a raw WebSocket; seconds until every echo is back. */
@@ -127,5 +129,63 @@ async function indexeddb(url, count, sequentialCount) {
   };
 }
 
-window.bench = { raw, steadfast, indexeddb, userAgent: navigator.userAgent };
-window.benchReady = true;
+const post = (path, body) => fetch(path, { method: "POST", body: JSON.stringify(body) });
+const log = (line) => post("/log", { line });
+const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+
+/**
+ * Run `plan`: `{ url, closedUrl, runs, kinds: [key], sizes: [{ size, count }],
+ * indexeddb: { messages, sequential } }`. Kinds are interleaved, their order
+ * rotating run by run.
+ */
+async function run(plan) {
+  const throughput = [];
+  for (const { size, count } of plan.sizes) {
+    const seconds = Object.fromEntries(plan.kinds.map((k) => [k, []]));
+    for (let r = 0; r < plan.runs; r++) {
+      for (let i = 0; i < plan.kinds.length; i++) {
+        const kind = plan.kinds[(r + i) % plan.kinds.length];
+        const s =
+          kind === "raw"
+            ? await raw(plan.url, size, count)
+            : await steadfast(plan.url, kind === "reliable" ? "on" : "off", size, count);
+        seconds[kind].push(s);
+      }
+    }
+    const row = { size, messages: count, runs: plan.runs };
+    for (const kind of plan.kinds) {
+      const perS = seconds[kind].map((s) => count / s);
+      const m = median(perS);
+      row[kind] = { messages_per_s: m, mb_per_s: (m * size) / 1e6, runs_per_s: perS };
+    }
+    throughput.push(row);
+    await log(
+      `${String(size).padStart(8)} B × ${count}: ` +
+        plan.kinds.map((k) => `${k} ${Math.round(row[k].messages_per_s)}/s`).join(", ") +
+        (row.raw && row.reliable ? `; reliable/raw ${(row.reliable.messages_per_s / row.raw.messages_per_s).toFixed(2)}` : ""),
+    );
+  }
+  const idbRuns = [];
+  for (let r = 0; r < plan.runs; r++) {
+    idbRuns.push(await indexeddb(plan.closedUrl, plan.indexeddb.messages, plan.indexeddb.sequential));
+  }
+  const idb = {
+    messages: plan.indexeddb.messages,
+    sequential_messages: plan.indexeddb.sequential,
+    concurrent_us_per_message: median(idbRuns.map((r) => r.concurrentUs)),
+    sequential_us_per_message: median(idbRuns.map((r) => r.sequentialUs)),
+  };
+  await log(
+    `IndexedDB enqueue: ${idb.concurrent_us_per_message.toFixed(1)} µs/message all at once, ` +
+      `${idb.sequential_us_per_message.toFixed(0)} µs awaiting each`,
+  );
+  return { browser: navigator.userAgent, runs: plan.runs, throughput, indexeddb: idb };
+}
+
+const fail = (error) => post("/error", { message: String(error?.stack ?? error?.message ?? error) });
+addEventListener("error", (event) => fail(event.error ?? event.message));
+addEventListener("unhandledrejection", (event) => fail(event.reason));
+const plan = new URLSearchParams(location.search).get("plan");
+if (plan) {
+  run(JSON.parse(plan)).then((result) => post("/result", result), fail);
+}
