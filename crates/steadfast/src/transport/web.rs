@@ -25,6 +25,9 @@ const READY_STATE_OPEN: u16 = 1;
 /// handlers it calls (kept alive as long as the socket is).
 pub(super) struct Inner {
     socket: WebSocket,
+    /// The socket copies what `send` is given before it returns (a
+    /// browser's own `WebSocket`), so a view into wasm memory will do.
+    copies_on_send: bool,
     _on_open: Closure<dyn FnMut(Event)>,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
     _on_error: Closure<dyn FnMut(Event)>,
@@ -47,11 +50,17 @@ impl Inner {
         }
         let sent = match message {
             Message::Text(text) => self.socket.send_with_str(&text),
-            // Copy out of wasm memory: a view into it could change under a
-            // socket implementation that queues the buffer (the `ws` package).
-            Message::Binary(bytes) => self
-                .socket
-                .send_with_array_buffer_view(&Uint8Array::from(bytes.as_slice())),
+            Message::Binary(bytes) => {
+                // In a browser, a view of the bytes where they are, in wasm
+                // memory: `send` copies them before it returns (the
+                // WebSocket standard queues a copy; Chromium, Firefox and
+                // Safari do), and nothing runs in wasm while the view is in
+                // use. Elsewhere a copy: a view could change under a socket
+                // that queues the buffer it is given (the `ws` package).
+                let view = self.copies_on_send.then(|| wasm_view(&bytes)).flatten();
+                let data = view.unwrap_or_else(|| Uint8Array::from(bytes.as_slice()));
+                self.socket.send_with_array_buffer_view(&data)
+            }
         };
         sent.map_err(|_| Error::Closed)
     }
@@ -160,6 +169,7 @@ pub(super) async fn connect(url: &str, options: &ConnectOptions) -> Result<Opene
 
     let inner = Inner {
         socket,
+        copies_on_send: options.constructor.is_none() && in_browser(),
         _on_open: on_open,
         _on_message: on_message,
         _on_error: on_error,
@@ -235,6 +245,29 @@ impl crate::ClientBuilder {
         self.connect.constructor = Some(constructor);
         self
     }
+}
+
+/// A `Uint8Array` over `bytes` in wasm memory (no copy). Valid until wasm
+/// memory grows or `bytes` changes: use it at once. None only where
+/// addresses do not fit 32 bits (not wasm32).
+fn wasm_view(bytes: &[u8]) -> Option<Uint8Array> {
+    let start = u32::try_from(bytes.as_ptr() as usize).ok()?;
+    let length = u32::try_from(bytes.len()).ok()?;
+    let memory: js_sys::WebAssembly::Memory = wasm_bindgen::memory().unchecked_into();
+    Some(Uint8Array::new_with_byte_offset_and_length(
+        &memory.buffer(),
+        start,
+        length,
+    ))
+}
+
+/// A page or a worker (not Node.js, Deno or Bun, whose sockets may keep
+/// the buffer they are given).
+fn in_browser() -> bool {
+    let global = js_sys::global();
+    ["document", "WorkerGlobalScope"]
+        .iter()
+        .any(|name| Reflect::has(&global, &JsValue::from_str(name)).unwrap_or(false))
 }
 
 fn global_constructor() -> Option<Function> {
