@@ -601,11 +601,17 @@ async fn chaos_ten_thousand_each_way_through_hundreds_of_cuts() {
     let echoed = within("the echoes", reader).await.expect("reader ran");
     let expected = texts(0..N, "c");
     let received = recorder.payloads();
+    let first_difference = received.iter().zip(&expected).position(|(a, b)| a != b);
+    let around = |list: &[Payload]| {
+        first_difference.map(|at| list[at.saturating_sub(2)..(at + 6).min(list.len())].to_vec())
+    };
     assert!(
         received == expected,
-        "server side: {} messages, first difference at {:?} (seed {seed})",
+        "server side: {} messages, first difference at {first_difference:?}: {:?} where {:?} \
+         was expected (seed {seed})",
         received.len(),
-        received.iter().zip(&expected).position(|(a, b)| a != b)
+        around(&received),
+        around(&expected)
     );
     assert!(
         echoed == expected,

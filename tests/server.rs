@@ -137,6 +137,73 @@ async fn cut_connections_resume_with_nothing_lost_or_duplicated() {
     server.stop().await;
 }
 
+/// Records messages in the order the application is handed them; the
+/// first time `message 10` arrives it blocks its connection's task for a
+/// while (an application doing slow work) and says so.
+#[derive(Clone)]
+struct SlowAtTen {
+    recorder: Recorder,
+    blocked: std::sync::Arc<tokio::sync::Notify>,
+    once: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Handler for SlowAtTen {
+    fn on_message(
+        &self,
+        server: &steadfast_server::ServerHandle,
+        peer: &steadfast_server::Peer,
+        message: Payload,
+    ) {
+        let slow =
+            message == text(10) && !self.once.swap(true, std::sync::atomic::Ordering::SeqCst);
+        self.recorder.on_message(server, peer, message);
+        if slow {
+            self.blocked.notify_one();
+            std::thread::sleep(Duration::from_millis(400));
+        }
+    }
+}
+
+/// A connection hands its batch of delivered messages to the application
+/// while the client has already cut it and resumed on a new one: the new
+/// connection must not hand over later messages until the old one has
+/// handed over all it took. (Without the session's hand-over lock the
+/// application saw 0-10, then the resent tail, then 11 onwards.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resumed_connection_waits_for_the_old_one_to_hand_over_its_messages() {
+    let handler = SlowAtTen {
+        recorder: Recorder::default(),
+        blocked: std::sync::Arc::default(),
+        once: std::sync::Arc::default(),
+    };
+    let server = start(ServerConfig::default(), handler.clone()).await;
+    let mut client = EngineClient::start(&server.url(), client_config(), 1);
+    let total = 200;
+    let blocked = handler.blocked.notified();
+    for i in 0..total {
+        client.send(text(i)).await.expect("queued");
+    }
+    tokio::time::timeout(WAIT, blocked)
+        .await
+        .expect("message 10 reached the application");
+    // The old connection is busy handing over; the client moves on.
+    client.cut();
+    let (echoes, acked, _) = collect(&mut client, total).await;
+    let want: Vec<Payload> = (0..total).map(text).collect();
+    assert_eq!(
+        handler.recorder.payloads(),
+        want,
+        "the application saw each message once, in order"
+    );
+    assert_eq!(echoes, want, "the echoes came back once, in order");
+    assert_eq!(acked, total);
+    assert!(
+        server.handle().metrics().get("resumes").unwrap_or(0) >= 1,
+        "the session was resumed"
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_lost_the_session_makes_the_client_resync() {
     let recorder = Recorder::default();

@@ -365,35 +365,53 @@ async fn reliable<S>(
     // The loop: act on pending outputs (letting parked frames in as room
     // allows), flush once, then wait for the socket, a timer, a wake-up
     // (the application sent something) or shutdown.
+    let handover = lock(&slot).handover.clone();
     let ended = 'conn: loop {
         let deadline = loop {
+            // Take the pending outputs and hand their messages to the
+            // application in one go, under the session's hand-over lock;
+            // what goes to the socket is written after, without it.
             let (outputs, deadline, unparked) = {
-                let mut guard = lock(&slot);
-                if guard.generation != generation {
-                    break 'conn End::Superseded;
-                }
-                // One parked frame at a time, once what the last one
-                // delivered was handed over (its answer is then queued).
-                let mut unparked = false;
-                if guard.pending.is_empty() && !busy(&guard) {
-                    if let Some(frame) = parked.pop_front() {
-                        parked_bytes -= frame.len();
-                        guard.engine.handle_frame(shared.now_ms(), true, &frame);
-                        guard.drain(metrics);
-                        unparked = true;
+                let _order = lock(&handover);
+                let (outputs, deadline, unparked) = {
+                    let mut guard = lock(&slot);
+                    if guard.generation != generation {
+                        break 'conn End::Superseded;
+                    }
+                    // One parked frame at a time, once what the last one
+                    // delivered was handed over (its answer is then queued).
+                    let mut unparked = false;
+                    if guard.pending.is_empty() && !busy(&guard) {
+                        if let Some(frame) = parked.pop_front() {
+                            parked_bytes -= frame.len();
+                            guard.engine.handle_frame(shared.now_ms(), true, &frame);
+                            guard.drain(metrics);
+                            unparked = true;
+                        }
+                    }
+                    (
+                        std::mem::take(&mut guard.pending),
+                        guard.engine.poll_timeout(),
+                        unparked,
+                    )
+                };
+                // Every delivered message reaches the application, also
+                // when the connection ends partway: the engine counts it
+                // delivered.
+                let mut rest = Vec::with_capacity(outputs.len());
+                for output in outputs {
+                    match output {
+                        Output::Event(Event::Message(payload)) => {
+                            shared.handler.on_message(&handle, &peer, payload);
+                        }
+                        output => rest.push(output),
                     }
                 }
-                (
-                    std::mem::take(&mut guard.pending),
-                    guard.engine.poll_timeout(),
-                    unparked,
-                )
+                (rest, deadline, unparked)
             };
             if outputs.is_empty() && !unparked {
                 break deadline;
             }
-            // Every delivered message reaches the application, also when
-            // the connection ends partway: the engine counts it delivered.
             let mut end = None;
             for output in outputs {
                 match output {
@@ -407,9 +425,6 @@ async fn reliable<S>(
                         if ws.feed(message).await.is_err() {
                             end = Some(End::Lost(1006, String::new()));
                         }
-                    }
-                    Output::Event(Event::Message(payload)) => {
-                        shared.handler.on_message(&handle, &peer, payload);
                     }
                     Output::Disconnect { code, reason } if end.is_none() => {
                         end = Some(End::Engine(code, reason));
@@ -486,6 +501,7 @@ async fn reliable<S>(
 
     // Detach (unless another connection took the session over).
     {
+        let _order = lock(&handover);
         let mut guard = lock(&slot);
         if guard.generation == generation {
             match &ended {
@@ -515,6 +531,7 @@ async fn reliable<S>(
             for payload in delivered {
                 shared.handler.on_message(&handle, &peer, payload);
             }
+            drop(_order);
         }
     }
     match ended {

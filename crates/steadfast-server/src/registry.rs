@@ -54,6 +54,11 @@ pub(crate) struct Slot {
     pub(crate) detached_at: Option<Instant>,
     /// The `sub` that created the session (authentication on).
     pub(crate) subject: Option<String>,
+    /// Held (before the slot's lock, never inside it) from taking
+    /// `pending` until its messages are handed to the application: a
+    /// connection superseding another must not hand over messages while
+    /// the old one is still handing over earlier ones it took.
+    pub(crate) handover: Arc<Mutex<()>>,
     seen: Stats,
 }
 
@@ -274,6 +279,7 @@ impl Shared {
                         waker: None,
                         detached_at: None,
                         subject: subject.map(str::to_owned),
+                        handover: Arc::default(),
                         seen: Stats::default(),
                     }));
                     registry.sessions.insert(id, peer);
