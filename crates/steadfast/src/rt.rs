@@ -73,6 +73,11 @@ mod imp {
         tokio::spawn(future);
     }
 
+    /// Let every other ready task run before this one goes on.
+    pub(crate) async fn yield_now() {
+        tokio::task::yield_now().await;
+    }
+
     /// Natively nothing tells the client about the network or visibility
     /// (the application calls `Client::hint`).
     #[derive(Debug)]
@@ -147,6 +152,13 @@ mod imp {
 
     pub(crate) fn spawn(future: impl Future<Output = ()> + 'static) {
         wasm_bindgen_futures::spawn_local(future);
+    }
+
+    /// Let what is already queued run first: the continuations of awaited
+    /// promises (application code) as well as other tasks.
+    pub(crate) async fn yield_now() {
+        let resolved = js_sys::Promise::resolve(&wasm_bindgen::JsValue::UNDEFINED);
+        let _ = wasm_bindgen_futures::JsFuture::from(resolved).await;
     }
 
     type Listener = (EventTarget, &'static str, Closure<dyn FnMut(Event)>);
@@ -226,7 +238,7 @@ mod imp {
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use imp::blocking;
-pub(crate) use imp::{lifecycle, now_ms, random_seed, spawn, wall_ms, Lifecycle};
+pub(crate) use imp::{lifecycle, now_ms, random_seed, spawn, wall_ms, yield_now, Lifecycle};
 
 /// Hints from the environment (see [`lifecycle`]).
 pub(crate) type Hints = futures::channel::mpsc::UnboundedReceiver<steadfast_core::Hint>;
