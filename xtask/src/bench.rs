@@ -160,7 +160,12 @@ fn browser_section(md: &mut String, browser: &Value) {
     let _ = writeln!(
         md,
         "\n## Browser: the npm package and the raw `WebSocket`\n\n\
-         Headless Chromium ({}) driven by playwright-core; one page imports \
+         Headless Chromium ({}), started directly on a bench page with no \
+         DevTools client attached (playwright's instrumentation reports every \
+         WebSocket frame to its driver: here 30–65 µs of CPU per message and \
+         the raw socket's 64 B rate cut from ~27,000 to ~11,000/s, a cost that \
+         grows with the number of frames and no user's browser pays; the \
+         page POSTs its figures back instead). The page imports \
          the npm package as a browser does (`pkg/src/browser.js`, the wasm \
          fetched beside its glue) and runs every case against the same \
          reference server (release build): the raw `WebSocket` and steadfast \
@@ -226,6 +231,29 @@ fn browser_section(md: &mut String, browser: &Value) {
         d["messages"],
         d["sequential_messages"],
         num(&d["sequential_us_per_message"]),
+    );
+    let _ = writeln!(
+        md,
+        "\nWhat limits the package in the browser (CPU per message of each \
+         process from /proc, and the DevTools profiler attached to the \
+         Profiler domain only). At 64 B the raw socket costs the page ~23 µs \
+         per round trip and Chromium's network process ~17 µs; the package \
+         ~36 µs (plain) and ~44 µs (reliable) in the page: each message \
+         crosses into wasm and back out, `send` makes a promise and the \
+         reader an `Event`, and reliable mode adds ACK frames, each another \
+         WebSocket message through the network process. At 16 KiB and above \
+         it is bytes and frames: reliable mode sends 32 KiB chunks (proxies \
+         and gateways cap frames; one 1 MiB message is 32 frames each way \
+         instead of one), the server reassembles and re-chunks on the same \
+         two cores (about twice plain's server CPU per 64 KiB message), and \
+         the payload is copied into wasm memory on `send` (the outbox owns \
+         it), framed, copied into wasm again on receipt, reassembled and \
+         copied out to the application's `Uint8Array`. Cut so far: frames go \
+         to `WebSocket.send` as views of wasm memory instead of fresh copies \
+         (reliable / raw 0.62 → 0.75 at 16 KiB, 0.41 → 0.53 at 1 MiB). Still \
+         ours: handing received `ArrayBuffer`s to the application without the \
+         round trip through wasm memory in plain mode, and fewer chunks where \
+         the server accepts larger frames."
     );
 }
 
@@ -375,8 +403,11 @@ fn native_section(md: &mut String, native: &Value) {
         "\n### Durable outbox (redb, fsync per commit), 64 B messages\n\n\
          The server unreachable, so everything stays queued. Target: ≤ 10 µs \
          amortised per message ({}). Concurrent sends share one commit (the \
-         driver takes every waiting command before it writes); one sender \
-         awaiting each send pays a whole fsync per message.\n\n\
+         driver takes every waiting command before it writes, and after a \
+         commit that released several senders it yields a few times so they \
+         make the next batch: without that, batches alternated at half the \
+         senders, 13.5 µs); one sender awaiting each send pays a whole fsync \
+         per message.\n\n\
          | senders | messages | messages/s | µs each |\n|---|---|---|---|\n\
          | {} concurrent | {} | {:.0} | {:.1} |\n\
          | 1, awaiting each | {} | {:.0} | {:.1} |",

@@ -1,0 +1,16 @@
+import { spawn, execSync } from "node:child_process";
+import { TestServer } from "../../pkg/test/server.js";
+import { serveStatic } from "./static.js";
+const [kind = "reliable", size = "65536", count = "1024", runs = "6"] = process.argv.slice(2);
+const server = new TestServer(0, []); await server.start();
+let settle; const done = new Promise((r) => (settle = r));
+const site = await serveStatic("/work/main/", 0, (path, body) => { if (path !== "/log") settle(JSON.parse(body)); });
+const plan = { url: server.url, closedUrl: "ws://127.0.0.1:1", runs: Number(runs), kinds: [kind], sizes: [{ size: Number(size), count: Number(count) }], indexeddb: { messages: 1, sequential: 1 } };
+const chrome = spawn("/usr/bin/chromium", ["--headless", "--no-sandbox", "--disable-gpu", "--user-data-dir=/tmp/diag/perf-profile", `${site.url}js-examples/e2e/bench-page/index.html?plan=${encodeURIComponent(JSON.stringify(plan))}`], { stdio: "ignore" });
+await new Promise((r) => setTimeout(r, 1200));
+const renderer = execSync("pgrep -f 'type=renderer' | head -1").toString().trim();
+const perf = spawn("perf", ["record", "-F", "2000", "-g", "-o", `/tmp/diag/perf-${kind}.data`, "-p", renderer], { stdio: "ignore" });
+const result = await done;
+perf.kill("SIGINT"); await new Promise((r) => perf.once("exit", r));
+console.log(kind, Math.round(result.throughput?.[0]?.[kind]?.messages_per_s));
+chrome.kill("SIGKILL"); await site.close(); await server.stop(); process.exit(0);

@@ -1,0 +1,26 @@
+import { spawn } from "node:child_process";
+import { TestServer } from "../../pkg/test/server.js";
+import { serveStatic } from "./static.js";
+const [kind = "reliable", size = "65536", count = "1024", runs = "3"] = process.argv.slice(2);
+const server = new TestServer(0, []); await server.start();
+let settle; const done = new Promise((r) => (settle = r));
+const site = await serveStatic("/work/main/", 0, (path, body) => { if (path !== "/log") settle(JSON.parse(body)); });
+const plan = { url: server.url, closedUrl: "ws://127.0.0.1:1", runs: Number(runs), kinds: [kind], sizes: [{ size: Number(size), count: Number(count) }], indexeddb: { messages: 10, sequential: 2 } };
+const chrome = spawn("/usr/bin/chromium", ["--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=9333", "--user-data-dir=/tmp/diag/prof-profile", "about:blank"], { stdio: "ignore" });
+let targets;
+for (;;) { try { targets = await (await fetch("http://127.0.0.1:9333/json")).json(); if (targets.some(t => t.type === "page")) break; } catch {} await new Promise(r => setTimeout(r, 100)); }
+const ws = new WebSocket(targets.find((t) => t.type === "page").webSocketDebuggerUrl);
+await new Promise((r) => (ws.onopen = r));
+let id = 0; const pending = new Map();
+ws.onmessage = (e) => { const m = JSON.parse(e.data); if (m.id && pending.has(m.id)) { pending.get(m.id)(m.result); pending.delete(m.id); } };
+const cdp = (method, params = {}) => new Promise((r) => { pending.set(++id, r); ws.send(JSON.stringify({ id, method, params })); });
+await cdp("Profiler.enable"); await cdp("Profiler.setSamplingInterval", { interval: 200 }); await cdp("Profiler.start");
+await cdp("Page.navigate", { url: `${site.url}js-examples/e2e/bench-page/index.html?plan=${encodeURIComponent(JSON.stringify(plan))}` });
+const result = await done;
+const { profile } = await cdp("Profiler.stop");
+console.log(kind, size, JSON.stringify(result.throughput?.[0]?.[kind]?.messages_per_s ?? result));
+const self = {}; const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+const total = profile.timeDeltas.reduce((a, b) => a + b, 0);
+profile.samples.forEach((sid, i) => { const cf = byId.get(sid).callFrame; const key = `${cf.functionName || "(anon)"} ${cf.url.split("/").pop()}:${cf.lineNumber}`; self[key] = (self[key] || 0) + (profile.timeDeltas[i] || 0); });
+Object.entries(self).sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.TOP ?? 25)).forEach(([k, v]) => console.log((100 * v / total).toFixed(1).padStart(5), k));
+chrome.kill("SIGKILL"); await site.close(); await server.stop(); process.exit(0);
