@@ -201,9 +201,7 @@ fn browser_section(md: &mut String, browser: &Value) {
             1_048_576.. => Some(0.85),
             _ => None,
         };
-        let verdict = target.map_or("—".to_owned(), |t| {
-            format!("≥ {t}: {}", if r / w >= t { "met" } else { "missed" })
-        });
+        let verdict = ratio_verdict(r / w, target);
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} | {} | {verdict} |",
@@ -266,6 +264,13 @@ fn human_size(bytes: u64) -> String {
     }
 }
 
+/// "≥ 0.85: met" (or missed) for a ratio against its target; "—" without one.
+fn ratio_verdict(ratio: f64, target: Option<f64>) -> String {
+    target.map_or("—".to_owned(), |t| {
+        format!("≥ {t}: {}", if ratio >= t { "met" } else { "missed" })
+    })
+}
+
 fn ratio(a: f64, b: f64) -> String {
     format!("{:.2}", a / b)
 }
@@ -293,9 +298,7 @@ fn native_section(md: &mut String, native: &Value) {
             65536.. => Some(0.95),
             _ => None,
         };
-        let verdict = target.map_or("—".to_owned(), |t| {
-            format!("≥ {t}: {}", if r / w >= t { "met" } else { "missed" })
-        });
+        let verdict = ratio_verdict(r / w, target);
         let _ = writeln!(
             md,
             "| {size} B | {} | {r:.0} | {p:.0} | {w:.0} | {} | {} | {verdict} |",
