@@ -27,35 +27,28 @@ pub(crate) fn bench(root: &Path, quick: bool) -> Result<(), String> {
         // A smoke run: every benchmark once, no statistics.
         args.extend(["--", "--test"]);
     }
-    let status = crate::cargo(root, &args)
-        .status()
-        .map_err(|e| format!("cannot run cargo bench: {e}"))?;
-    if !status.success() {
-        return Err("cargo bench failed".into());
-    }
+    crate::run("cargo bench (engine)", &mut crate::cargo(root, &args))?;
     let reconnect = reconnect_spread(root, quick)?;
     if quick {
         // The native side-by-side suite, every case once and small.
-        let status = crate::cargo(
-            root,
-            &[
-                "run",
-                "-q",
-                "-p",
-                "steadfast-cli",
-                "--bin",
-                "steadfast",
-                "--",
-                "bench",
-                "--suite",
-                "--quick",
-            ],
-        )
-        .status()
-        .map_err(|e| format!("cannot run steadfast bench: {e}"))?;
-        if !status.success() {
-            return Err("steadfast bench --suite --quick failed".into());
-        }
+        crate::run(
+            "steadfast bench --suite --quick",
+            &mut crate::cargo(
+                root,
+                &[
+                    "run",
+                    "-q",
+                    "-p",
+                    "steadfast-cli",
+                    "--bin",
+                    "steadfast",
+                    "--",
+                    "bench",
+                    "--suite",
+                    "--quick",
+                ],
+            ),
+        )?;
         browser_suite(root, true)?;
         return Ok(());
     }
@@ -68,9 +61,9 @@ pub(crate) fn bench(root: &Path, quick: bool) -> Result<(), String> {
 }
 
 /// The npm package against the raw browser `WebSocket` in headless
-/// Chromium (js-examples/e2e/browser-bench.js through playwright-core),
-/// against the reference server; `quick`: every case once, small, with
-/// the debug server.
+/// Chromium (js-examples/e2e/browser-bench.js, which starts Chromium on its
+/// bench page), against the reference server; `quick`: every case once,
+/// small, with the debug server.
 fn browser_suite(root: &Path, quick: bool) -> Result<Value, String> {
     crate::setup::chromium()?;
     crate::setup::npm(root, &["pkg", "js-examples/e2e"])?;
@@ -85,12 +78,7 @@ fn browser_suite(root: &Path, quick: bool) -> Result<Value, String> {
     if !quick {
         build.insert(1, "--release");
     }
-    let status = crate::cargo(root, &build)
-        .status()
-        .map_err(|e| format!("cannot run cargo build: {e}"))?;
-    if !status.success() {
-        return Err("the build of steadfast-server failed".into());
-    }
+    crate::run("build steadfast-server", &mut crate::cargo(root, &build))?;
     let target = crate::target_dir(root);
     let profile = if quick { "debug" } else { "release" };
     let json = target.join(if quick {
@@ -110,49 +98,43 @@ fn browser_suite(root: &Path, quick: bool) -> Result<Value, String> {
     if quick {
         node.env("BENCH_QUICK", "1");
     }
-    let status = node
-        .status()
-        .map_err(|e| format!("cannot run node browser-bench.js: {e}"))?;
-    if !status.success() {
-        return Err("the browser benchmark failed".into());
-    }
+    crate::run("the browser benchmark", &mut node)?;
+    read_json(&json)
+}
+
+/// A JSON file a benchmark wrote.
+fn read_json(path: &Path) -> Result<Value, String> {
     let text =
-        std::fs::read_to_string(&json).map_err(|e| format!("read {}: {e}", json.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("parse {}: {e}", json.display()))
+        std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("parse {}: {e}", path.display()))
 }
 
 /// `steadfast bench --suite` from a release build: the native side-by-side
 /// figures (servers in their own processes).
 fn native_suite(root: &Path) -> Result<Value, String> {
-    let status = crate::cargo(
-        root,
-        &[
-            "build",
-            "--release",
-            "-p",
-            "steadfast-cli",
-            "--bin",
-            "steadfast",
-        ],
-    )
-    .status()
-    .map_err(|e| format!("cannot run cargo build: {e}"))?;
-    if !status.success() {
-        return Err("the release build of steadfast failed".into());
-    }
+    crate::run(
+        "release build of steadfast",
+        &mut crate::cargo(
+            root,
+            &[
+                "build",
+                "--release",
+                "-p",
+                "steadfast-cli",
+                "--bin",
+                "steadfast",
+            ],
+        ),
+    )?;
     let target = crate::target_dir(root);
     let json = target.join("bench-native.json");
-    let status = std::process::Command::new(target.join("release/steadfast"))
-        .args(["bench", "--suite", "--json"])
-        .arg(&json)
-        .status()
-        .map_err(|e| format!("cannot run steadfast bench: {e}"))?;
-    if !status.success() {
-        return Err("steadfast bench --suite failed".into());
-    }
-    let text =
-        std::fs::read_to_string(&json).map_err(|e| format!("read {}: {e}", json.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("parse {}: {e}", json.display()))
+    crate::run(
+        "steadfast bench --suite",
+        std::process::Command::new(target.join("release/steadfast"))
+            .args(["bench", "--suite", "--json"])
+            .arg(&json),
+    )?;
+    read_json(&json)
 }
 
 fn browser_section(md: &mut String, browser: &Value) {

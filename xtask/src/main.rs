@@ -76,6 +76,25 @@ fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
+/// Run `command` to completion (`what` says what it is, in progress lines
+/// and errors); an error unless it started and exited with success.
+pub(crate) fn run(what: &str, command: &mut Command) -> Result<(), String> {
+    let started = Instant::now();
+    println!("xtask: {what} ...");
+    let status = command
+        .status()
+        .map_err(|e| format!("{what}: cannot start: {e}"))?;
+    if status.success() {
+        println!(
+            "xtask: {what} done in {:.0}s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
 pub(crate) fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -384,30 +403,28 @@ fn example_tests(root: &Path, step: &mut impl FnMut(&str, Command) -> bool) {
 }
 
 fn demo(root: &Path) -> Result<(), String> {
-    let build = cargo(
-        root,
-        &[
-            "build",
-            "--quiet",
-            "-p",
-            "steadfast-server",
-            "-p",
-            "steadfast-cli",
-            "--bin",
-            "steadfast-server",
-            "--example",
-            "echo_demo",
-            "-p",
-            "steadfast",
-            "--example",
-            "exactly_once",
-        ],
-    )
-    .status()
-    .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !build.success() {
-        return Err("the demo did not build".into());
-    }
+    run(
+        "build the demo",
+        &mut cargo(
+            root,
+            &[
+                "build",
+                "--quiet",
+                "-p",
+                "steadfast-server",
+                "-p",
+                "steadfast-cli",
+                "--bin",
+                "steadfast-server",
+                "--example",
+                "echo_demo",
+                "-p",
+                "steadfast",
+                "--example",
+                "exactly_once",
+            ],
+        ),
+    )?;
     // Port 0: the server picks a free port and tells us.
     let server = ServerGuard::start(root, 0)?;
     println!("demo: reference server listening on {}", server.url());
@@ -456,12 +473,10 @@ fn react_demo(root: &Path) -> Result<(), String> {
     setup::wasm_bindgen_cli(root)?;
     setup::npm(root, &["pkg", "js-examples/react"])?;
     pkg::build(root)?;
-    let status = vite_build(root, "react")
-        .status()
-        .map_err(|e| format!("cannot run npx vite: {e}"))?;
-    if !status.success() {
-        return Err("vite build of js-examples/react failed".into());
-    }
+    run(
+        "vite build of js-examples/react",
+        &mut vite_build(root, "react"),
+    )?;
     let site = serve::serve_dir(&root.join("js-examples/react/dist"))?;
     let server = ServerGuard::start(root, 0)?;
     let ws = server.url().to_owned();

@@ -12,45 +12,41 @@ use crate::{cargo, WASM};
 /// wasm-bindgen over it, then wasm-opt (`--target web`: ES modules that Vite, webpack and
 /// Node.js load; `pkg/src/node.js` instantiates from the file).
 pub(crate) fn build(root: &Path) -> Result<(), String> {
-    let status = cargo(
-        root,
-        &[
-            "build",
-            "--target",
-            WASM,
-            "-p",
-            "steadfast-js",
-            "--profile",
-            "release-wasm",
-        ],
-    )
-    .status()
-    .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
-        return Err("building steadfast-js for wasm32 failed".into());
-    }
+    crate::run(
+        "build steadfast-js for wasm32",
+        &mut cargo(
+            root,
+            &[
+                "build",
+                "--target",
+                WASM,
+                "-p",
+                "steadfast-js",
+                "--profile",
+                "release-wasm",
+            ],
+        ),
+    )?;
     let wasm = crate::target_dir(root)
         .join(WASM)
         .join("release-wasm/steadfast_js.wasm");
     let out = root.join("pkg/wasm");
     let _ = std::fs::remove_dir_all(&out);
-    let status = Command::new("wasm-bindgen")
-        .args([
-            "--target",
-            "web",
-            "--remove-name-section",
-            "--remove-producers-section",
-            "--out-name",
-            "steadfast",
-            "--out-dir",
-        ])
-        .arg(&out)
-        .arg(&wasm)
-        .status()
-        .map_err(|e| format!("cannot run wasm-bindgen (cargo xtask setup installs it): {e}"))?;
-    if !status.success() {
-        return Err("wasm-bindgen failed".into());
-    }
+    crate::run(
+        "wasm-bindgen (cargo xtask setup installs it)",
+        Command::new("wasm-bindgen")
+            .args([
+                "--target",
+                "web",
+                "--remove-name-section",
+                "--remove-producers-section",
+                "--out-name",
+                "steadfast",
+                "--out-dir",
+            ])
+            .arg(&out)
+            .arg(&wasm),
+    )?;
     wasm_opt(root, &out.join("steadfast_bg.wasm"))?;
     println!("xtask pkg: built {}", out.display());
     Ok(())
@@ -67,27 +63,24 @@ fn wasm_opt(root: &Path, wasm: &Path) -> Result<(), String> {
             tool.display()
         ));
     }
-    let status = Command::new("node")
-        .arg(&tool)
-        .args([
-            "-Oz",
-            // What rustc's wasm32 target emits and every engine we support runs.
-            "--enable-reference-types",
-            "--enable-bulk-memory",
-            "--enable-sign-ext",
-            "--enable-mutable-globals",
-            "--enable-nontrapping-float-to-int",
-            "--enable-multivalue",
-            "-o",
-        ])
-        .arg(wasm)
-        .arg(wasm)
-        .status()
-        .map_err(|e| format!("cannot run node for wasm-opt: {e}"))?;
-    if !status.success() {
-        return Err("wasm-opt failed".into());
-    }
-    Ok(())
+    crate::run(
+        "wasm-opt -Oz",
+        Command::new("node")
+            .arg(&tool)
+            .args([
+                "-Oz",
+                // What rustc's wasm32 target emits and every engine we support runs.
+                "--enable-reference-types",
+                "--enable-bulk-memory",
+                "--enable-sign-ext",
+                "--enable-mutable-globals",
+                "--enable-nontrapping-float-to-int",
+                "--enable-multivalue",
+                "-o",
+            ])
+            .arg(wasm)
+            .arg(wasm),
+    )
 }
 
 /// Gzipped size (level 9) of `bytes`.

@@ -2,7 +2,6 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
 
 pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 pub(crate) const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -25,23 +24,6 @@ pub(crate) fn setup(root: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn run(what: &str, command: &mut Command) -> Result<(), String> {
-    let started = Instant::now();
-    println!("xtask setup: {what} ...");
-    let status = command
-        .status()
-        .map_err(|e| format!("{what}: cannot start: {e}"))?;
-    if status.success() {
-        println!(
-            "xtask setup: {what} done in {:.0}s",
-            started.elapsed().as_secs_f64()
-        );
-        Ok(())
-    } else {
-        Err(format!("{what} failed ({status})"))
-    }
-}
-
 fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
     out.status
@@ -55,7 +37,7 @@ pub(crate) fn wasm_target() -> Result<(), String> {
         println!("xtask setup: {} target present", crate::WASM);
         return Ok(());
     }
-    run(
+    crate::run(
         "rustup target add wasm32-unknown-unknown",
         Command::new("rustup").args(["target", "add", crate::WASM]),
     )
@@ -114,7 +96,7 @@ fn cargo_install(krate: &str, version: &str, probe: &[&str]) -> Result<(), Strin
         if locked {
             command.arg("--locked");
         }
-        run(
+        crate::run(
             &format!("cargo install {krate} --version {version} (locked: {locked})"),
             &mut command,
         )
@@ -134,11 +116,11 @@ pub(crate) fn chromium() -> Result<(), String> {
         println!("xtask setup: chromium and chromedriver present");
         return Ok(());
     }
-    run(
+    crate::run(
         "apt-get update",
         Command::new("apt-get").args(["update", "-qq"]),
     )?;
-    run(
+    crate::run(
         "apt-get install chromium chromium-driver",
         Command::new("apt-get")
             .args(["install", "-y", "-qq", "chromium", "chromium-driver"])
@@ -169,7 +151,7 @@ pub(crate) fn npm(root: &Path, dirs: &[&str]) -> Result<(), String> {
             continue;
         }
         let verb = if lock.exists() { "ci" } else { "install" };
-        run(
+        crate::run(
             &format!("npm {verb} in {}", dir.display()),
             Command::new("npm")
                 .args([verb, "--no-audit", "--no-fund"])
