@@ -610,84 +610,110 @@ async fn plain<S>(
     let (tx, mut rx) = mpsc::channel(capacity);
     shared.register_plain(peer.id, tx);
     shared.handler.on_connect(&handle, &peer);
-    loop {
-        // Backpressure: while this connection's outgoing queue is over half
-        // full, stop reading, so what the handler answers (an echo) finds
-        // room instead of being dropped as busy.
-        let may_read = rx.len() <= capacity / 2;
+    // Backpressure: while this connection's outgoing queue is over half
+    // full, stop reading, so what the handler answers (an echo) finds room
+    // instead of being dropped as busy.
+    let may_read = |rx: &mpsc::Receiver<PlainCmd>| rx.len() <= capacity / 2;
+    // Each wake-up takes what is ready (up to a batch of reads), lets the
+    // handler answer, writes every answer queued and flushes once: a burst
+    // of small messages costs one write, not one per message.
+    'conn: loop {
         tokio::select! {
-            message = ws.next(), if may_read => {
-                let payload = match message {
-                    Some(Ok(Message::Text(text))) => Payload::Text(text.as_str().to_owned()),
-                    Some(Ok(Message::Binary(bytes))) => Payload::Binary(bytes.to_vec()),
-                    Some(Ok(_)) => continue,
-                    other => {
-                        if let (1009, _) = close_of(other) {
-                            close(ws, 1009, "message too big").await;
-                        }
-                        break;
-                    }
-                };
-                if inject(shared, &mut faults).await {
-                    break;
-                }
-                metrics.inc(&metrics.frames_in);
-                metrics.add(&metrics.bytes_in, payload.len() as u64);
-                metrics.inc(&metrics.messages_in);
-                shared.handler.on_message(&handle, &peer, payload);
-            }
-            command = rx.recv() => match command {
-                Some(PlainCmd::Send(payload)) => {
-                    // This one and those queued behind it (up to a batch),
-                    // then one flush.
-                    let mut payload = payload;
-                    let mut written = true;
-                    let mut closing = None;
-                    for taken in 1.. {
-                        metrics.inc(&metrics.frames_out);
-                        metrics.add(&metrics.bytes_out, payload.len() as u64);
-                        metrics.inc(&metrics.messages_out);
-                        let message = match payload {
-                            Payload::Text(text) => Message::Text(text.into()),
-                            Payload::Binary(bytes) => Message::Binary(bytes.into()),
-                        };
-                        if ws.feed(message).await.is_err() {
-                            written = false;
-                            break;
-                        }
-                        if taken == READ_BATCH {
-                            break;
-                        }
-                        match rx.try_recv() {
-                            Ok(PlainCmd::Send(next)) => payload = next,
-                            Ok(PlainCmd::Close(code, reason)) => {
-                                closing = Some((code, reason));
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    if !written || ws.flush().await.is_err() {
-                        break;
-                    }
-                    if let Some((code, reason)) = closing {
-                        close(ws, code, &reason).await;
-                        break;
-                    }
-                }
-                Some(PlainCmd::Close(code, reason)) => {
-                    close(ws, code, &reason).await;
-                    break;
-                }
-                // The registry dropped us (cannot happen while registered).
-                None => break,
-            },
+            biased;
             _ = stop.changed() => {
                 close(ws, CLOSE_GOING_AWAY, "server shutting down").await;
                 break;
             }
+            message = ws.next(), if may_read(&rx) => {
+                let mut message = message;
+                for taken in 1.. {
+                    let payload = match message {
+                        Some(Ok(Message::Text(text))) => Some(Payload::Text(text.as_str().to_owned())),
+                        Some(Ok(Message::Binary(bytes))) => Some(Payload::Binary(bytes.to_vec())),
+                        // Pings are answered by tungstenite.
+                        Some(Ok(_)) => None,
+                        other => {
+                            if let (1009, _) = close_of(other) {
+                                close(ws, 1009, "message too big").await;
+                            }
+                            break 'conn;
+                        }
+                    };
+                    if let Some(payload) = payload {
+                        if inject(shared, &mut faults).await {
+                            break 'conn;
+                        }
+                        metrics.inc(&metrics.frames_in);
+                        metrics.add(&metrics.bytes_in, payload.len() as u64);
+                        metrics.inc(&metrics.messages_in);
+                        shared.handler.on_message(&handle, &peer, payload);
+                    }
+                    if taken == READ_BATCH || !may_read(&rx) {
+                        break;
+                    }
+                    match ws.next().now_or_never() {
+                        Some(next) => message = next,
+                        None => break,
+                    }
+                }
+            }
+            command = rx.recv() => match command {
+                Some(command) => {
+                    if !write_plain(shared, ws, &mut rx, Some(command)).await {
+                        break;
+                    }
+                }
+                // The registry dropped us (cannot happen while registered).
+                None => break,
+            },
+        }
+        if !write_plain(shared, ws, &mut rx, None).await {
+            break;
         }
     }
     shared.unregister_plain(peer.id);
     shared.handler.on_disconnect(&handle, &peer);
+}
+
+/// Write `first` and every command queued behind it for a plain
+/// connection, then flush once. False: the connection is over (closed as
+/// asked, or the write failed).
+async fn write_plain<S>(
+    shared: &Shared,
+    ws: &mut Ws<S>,
+    rx: &mut mpsc::Receiver<PlainCmd>,
+    first: Option<PlainCmd>,
+) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let metrics = &shared.metrics;
+    let mut fed = false;
+    let mut next = first.or_else(|| rx.try_recv().ok());
+    while let Some(command) = next {
+        match command {
+            PlainCmd::Send(payload) => {
+                metrics.inc(&metrics.frames_out);
+                metrics.add(&metrics.bytes_out, payload.len() as u64);
+                metrics.inc(&metrics.messages_out);
+                let message = match payload {
+                    Payload::Text(text) => Message::Text(text.into()),
+                    Payload::Binary(bytes) => Message::Binary(bytes.into()),
+                };
+                if ws.feed(message).await.is_err() {
+                    return false;
+                }
+                fed = true;
+            }
+            PlainCmd::Close(code, reason) => {
+                if fed && ws.flush().await.is_err() {
+                    return false;
+                }
+                close(ws, code, &reason).await;
+                return false;
+            }
+        }
+        next = rx.try_recv().ok();
+    }
+    !fed || ws.flush().await.is_ok()
 }
