@@ -83,6 +83,9 @@ pub(crate) struct Outbox {
     latest_expiry: u64,
     /// The highest seq put in place by `restore`.
     restored_through: u64,
+    /// Where the first unsent entry was last found: it is usually there
+    /// or one step on (checked before use; a binary search otherwise).
+    unsent_hint: usize,
 }
 
 impl Outbox {
@@ -99,6 +102,7 @@ impl Outbox {
             expiry_ordered: true,
             latest_expiry: 0,
             restored_through: 0,
+            unsent_hint: 0,
         };
         // Seqs before `next_seq` that we hold nothing for were acked or
         // dropped before a restart: skip them (a peer that has them ignores it).
@@ -214,6 +218,7 @@ impl Outbox {
                 }
                 break;
             }
+            self.unsent_hint = self.unsent_hint.saturating_sub(1);
             if let Some(Entry::Message(m)) = self.entries.pop_front() {
                 self.removed(m.payload.len());
                 if m.seq <= self.sent_through {
@@ -244,11 +249,27 @@ impl Outbox {
         self.in_flight = 0;
     }
 
-    /// The position of the first entry not (wholly) on the wire. Entries
-    /// are in seq order, so this is a binary search, not a scan.
+    /// The position of the first entry not (wholly) on the wire: where
+    /// it was last found or the entry after (the usual cases: nothing
+    /// sent since, or one more entry sent), else a binary search (entries
+    /// are in seq order). The search alone was 8% of a client's CPU with
+    /// 50,000 small messages queued.
     fn first_unsent(&self) -> usize {
         let after = self.sent_through;
-        self.entries.partition_point(|e| e.last() <= after)
+        let entries = &self.entries;
+        let is_first_unsent = |pos: usize| {
+            pos <= entries.len()
+                && (pos == 0 || entries[pos - 1].last() <= after)
+                && entries.get(pos).is_none_or(|e| e.last() > after)
+        };
+        let hint = self.unsent_hint;
+        if is_first_unsent(hint) {
+            return hint;
+        }
+        if is_first_unsent(hint + 1) {
+            return hint + 1;
+        }
+        entries.partition_point(|e| e.last() <= after)
     }
 
     /// The position of the first message not on the wire. Skips merge, so
@@ -261,6 +282,7 @@ impl Outbox {
     /// The next entry to put on the wire, if any.
     pub(crate) fn next_unsent(&mut self) -> Option<&mut Entry> {
         let pos = self.first_unsent();
+        self.unsent_hint = pos;
         self.entries.get_mut(pos)
     }
 
@@ -526,7 +548,8 @@ mod tests {
         rng.up_to(n - 1)
     }
 
-    /// The binary searches and the ordered-expiry shortcut agree with a
+    /// The lookups (the remembered first-unsent position, the binary
+    /// searches, the ordered-expiry shortcut) agree with a
     /// plain scan of the entries, whatever order the expiries come in.
     #[test]
     fn lookups_match_a_scan() {
