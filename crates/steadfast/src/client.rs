@@ -297,7 +297,7 @@ impl ClientBuilder {
         let store = self.store.take();
         let (commands, command_rx) = mpsc::unbounded();
         let (events_tx, events) = mpsc::unbounded();
-        let shared = Arc::new(Shared::new(&self.config, store.is_none()));
+        let shared = Arc::new(Shared::new(&self.config, store.is_none(), self.max_unread));
         let run = driver::start(self, store, command_rx, events_tx, shared.clone()).await?;
         rt::spawn(run);
         Ok(Client {
@@ -511,6 +511,8 @@ pub(crate) struct Shared {
     pub(crate) state: Watch<ConnectionState>,
     pub(crate) stats: Mutex<ClientStats>,
     pub(crate) unread: AtomicUsize,
+    /// The driver stops reading the socket at this many unread messages.
+    max_unread: usize,
     /// The next receipt number (the driver starts it above the restored ones).
     pub(crate) next_id: AtomicU64,
     /// Held while a send reserves room and queues its command.
@@ -530,11 +532,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn new(config: &Config, fast: bool) -> Shared {
+    fn new(config: &Config, fast: bool, max_unread: usize) -> Shared {
         Shared {
             state: Watch::new(ConnectionState::Idle),
             stats: Mutex::new(ClientStats::default()),
             unread: AtomicUsize::new(0),
+            max_unread,
             next_id: AtomicU64::new(1),
             order: Mutex::new(()),
             reserved: AtomicUsize::new(0),
@@ -688,9 +691,14 @@ impl Client {
     pub async fn next_event(&self) -> Option<ClientEvent> {
         let event = self.events.lock().await.next().await;
         if matches!(event, Some(ClientEvent::Message(_))) {
-            self.shared.unread.fetch_sub(1, Ordering::Relaxed);
-            // Reading may let the driver read the socket again.
-            let _ = self.commands.unbounded_send(Command::Read);
+            let unread = self.shared.unread.fetch_sub(1, Ordering::Relaxed);
+            // The driver stopped reading the socket at `max_unread` (or
+            // is about to): this read lets it go on. Below that it is
+            // reading anyway, and a command per message read would wake
+            // it for nothing (one wake-up per message received).
+            if unread >= self.shared.max_unread {
+                let _ = self.commands.unbounded_send(Command::Read);
+            }
         }
         event
     }

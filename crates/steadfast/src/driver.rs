@@ -104,6 +104,11 @@ struct Driver {
     /// Hints from the page's lifecycle events (wasm32), and the listeners.
     hints: Option<(rt::Lifecycle, rt::Hints)>,
     released: usize,
+    /// The driver clock and wall clock, read once per wake-up (and after
+    /// each store commit) rather than once per message: a burst of 4096
+    /// sends read the clock 8192 times, 8% of a client's CPU.
+    now: u64,
+    wall: u64,
 }
 
 enum Wake {
@@ -205,6 +210,8 @@ pub(crate) async fn start(
         closed_waiters: Vec::new(),
         hints: rt::lifecycle(),
         released: 0,
+        now,
+        wall: rt::wall_ms(),
     };
     if !restored_messages.is_empty() {
         driver.emit(ClientEvent::Restored(restored_messages));
@@ -222,21 +229,23 @@ impl Driver {
         loop {
             self.drain().await;
             self.gather().await;
-            match self.wait().await {
+            let wake = self.wait().await;
+            self.tick();
+            match wake {
                 Wake::Commands(commands, open) => {
                     for command in commands {
                         self.command(command);
                     }
                     if !open {
                         // Every Client is gone: close, keep what is stored, end.
-                        self.engine.close(rt::now_ms());
+                        self.engine.close(self.now);
                         self.drain().await;
                         return;
                     }
                 }
                 Wake::Connected(result) => {
                     self.connecting = None;
-                    let now = rt::now_ms();
+                    let now = self.now;
                     match result {
                         Ok(socket) => {
                             let protocol = socket.protocol().map(str::to_owned);
@@ -268,7 +277,7 @@ impl Driver {
                             false
                         }
                     };
-                    self.engine.handle_auth_refreshed(rt::now_ms(), ok);
+                    self.engine.handle_auth_refreshed(self.now, ok);
                 }
                 Wake::Socket(event) => {
                     self.socket_event(event);
@@ -276,12 +285,12 @@ impl Driver {
                 }
                 Wake::Hint(Some(hint)) => {
                     tracing::debug!(?hint, "lifecycle hint");
-                    self.engine.handle_hint(rt::now_ms(), hint);
+                    self.engine.handle_hint(self.now, hint);
                 }
                 Wake::Hint(None) => self.hints = None,
                 Wake::Timer => {
                     self.timer = None;
-                    self.engine.handle_timeout(rt::now_ms());
+                    self.engine.handle_timeout(self.now);
                 }
                 Wake::SendBuffer => {
                     self.send_blocked = None;
@@ -386,7 +395,7 @@ impl Driver {
     }
 
     fn command(&mut self, command: Command) {
-        let now = rt::now_ms();
+        let now = self.now;
         match command {
             Command::Send(request) => {
                 if self.waiting.is_empty() {
@@ -437,10 +446,12 @@ impl Driver {
             });
             return false;
         }
-        let now = rt::now_ms();
-        let result =
-            self.engine
-                .send_with_receipt(now, rt::wall_ms(), payload, steadfast_core::Receipt(id));
+        let result = self.engine.send_with_receipt(
+            self.now,
+            self.wall,
+            payload,
+            steadfast_core::Receipt(id),
+        );
         // Counted as queued before the reservation goes: a fast-path
         // `send` never sees room that is not there.
         self.shared
@@ -489,7 +500,7 @@ impl Driver {
     }
 
     fn socket_event(&mut self, event: Option<SocketEvent>) {
-        let now = rt::now_ms();
+        let now = self.now;
         match event {
             Some(SocketEvent::Message(Message::Text(text))) => {
                 self.engine.handle_frame(now, false, text.as_bytes());
@@ -559,7 +570,9 @@ impl Driver {
             }
             self.flush().await;
             self.dispatch();
-            // Room may have been made: let waiting sends in.
+            // Room may have been made: let waiting sends in (at the time
+            // after the commit).
+            self.tick();
             let mut progressed = false;
             while let Some(request) = self.waiting.pop_front() {
                 if !self.enqueue(request) {
@@ -576,6 +589,12 @@ impl Driver {
             let _ = done.send(());
         }
         self.publish_stats();
+    }
+
+    /// Read the clocks (see `Driver::now`).
+    fn tick(&mut self) {
+        self.now = rt::now_ms();
+        self.wall = rt::wall_ms();
     }
 
     /// Group commit: a commit that released several waiting senders will
@@ -689,7 +708,7 @@ impl Driver {
     fn start_refresh(&mut self) {
         let Some(auth) = &self.auth else {
             // Without a hook the engine never asks; answer anyway.
-            self.engine.handle_auth_refreshed(rt::now_ms(), false);
+            self.engine.handle_auth_refreshed(self.now, false);
             return;
         };
         self.refreshing = Some((auth.hook)());
