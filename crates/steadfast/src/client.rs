@@ -5,9 +5,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::channel::{mpsc, oneshot};
+use futures::channel::oneshot;
 use futures::lock::Mutex as AsyncMutex;
-use futures::StreamExt;
 use steadfast_core::{
     AckConfig, BackoffConfig, ClosePolicy, Config, DisconnectReason, FailReason, HeartbeatConfig,
     Hint, Limits, Mode, OutboxConfig, Overflow, Payload, Reliability, State, Stats, StopReason,
@@ -295,8 +294,8 @@ impl ClientBuilder {
             .map_err(|e| Error::InvalidConfig(e.0.to_owned()))?;
         // No store given: messages live in the engine's outbox only.
         let store = self.store.take();
-        let (commands, command_rx) = mpsc::unbounded();
-        let (events_tx, events) = mpsc::unbounded();
+        let (commands, command_rx) = crate::queue::unbounded();
+        let (events_tx, events) = crate::queue::unbounded();
         let shared = Arc::new(Shared::new(&self.config, store.is_none(), self.max_unread));
         let run = driver::start(self, store, command_rx, events_tx, shared.clone()).await?;
         rt::spawn(run);
@@ -609,8 +608,8 @@ impl Shared {
 /// ```
 #[derive(Clone)]
 pub struct Client {
-    commands: mpsc::UnboundedSender<Command>,
-    events: Arc<AsyncMutex<mpsc::UnboundedReceiver<ClientEvent>>>,
+    commands: crate::queue::Sender<Command>,
+    events: Arc<AsyncMutex<crate::queue::Receiver<ClientEvent>>>,
     shared: Arc<Shared>,
 }
 
@@ -668,7 +667,7 @@ impl Client {
             };
             if self
                 .commands
-                .unbounded_send(Command::Send(request))
+                .send(Command::Send(request))
                 .is_err()
             {
                 shared.release(size);
@@ -697,7 +696,7 @@ impl Client {
             // reading anyway, and a command per message read would wake
             // it for nothing (one wake-up per message received).
             if unread >= self.shared.max_unread {
-                let _ = self.commands.unbounded_send(Command::Read);
+                let _ = self.commands.send(Command::Read);
             }
         }
         event
@@ -738,7 +737,7 @@ impl Client {
         validate_close(code, reason)?;
         let (done, closed) = oneshot::channel();
         self.commands
-            .unbounded_send(Command::Close(code, reason.to_owned(), done))
+            .send(Command::Close(code, reason.to_owned(), done))
             .map_err(|_| Error::Closed)?;
         closed.await.map_err(|_| Error::Closed)
     }
@@ -747,13 +746,13 @@ impl Client {
     /// any backoff wait. Works in every state, also after `close` or after
     /// the server rejected the client, and after the machine slept.
     pub fn reconnect(&self) {
-        let _ = self.commands.unbounded_send(Command::Reconnect);
+        let _ = self.commands.send(Command::Reconnect);
     }
 
     /// Tell the client about its environment: `Offline` closes and waits,
     /// `Online` reconnects at once, `Visible` checks the connection.
     pub fn hint(&self, hint: Hint) {
-        let _ = self.commands.unbounded_send(Command::Hint(hint));
+        let _ = self.commands.send(Command::Hint(hint));
     }
 }
 

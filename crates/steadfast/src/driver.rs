@@ -12,8 +12,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
 
-use futures::channel::{mpsc, oneshot};
-use futures::{FutureExt, StreamExt};
+use futures::channel::oneshot;
+use futures::FutureExt;
 use steadfast_core::codec::SUBPROTOCOL;
 use steadfast_core::{Engine, Event, Hint, Output, Payload, PersistOp, SendError, State};
 use tracing::Instrument;
@@ -22,6 +22,7 @@ use crate::client::{
     failed, Auth, AuthPlacement, ClientBuilder, ClientEvent, ClientStats, ConnectionState,
     Delivery, QueuedMessage, SendOverflow, Shared,
 };
+use crate::queue;
 use crate::rt::{self, BoxFuture};
 use crate::store::{Snapshot, Store, StoreError};
 use crate::transport::{ConnectOptions, Message, Socket, SocketEvent};
@@ -80,8 +81,8 @@ struct Driver {
     progress: bool,
     /// The socket's buffer went over `send_buffer`: a timer to look again.
     send_blocked: Option<BoxFuture<'static, ()>>,
-    commands: mpsc::UnboundedReceiver<Command>,
-    events: mpsc::UnboundedSender<ClientEvent>,
+    commands: queue::Receiver<Command>,
+    events: queue::Sender<ClientEvent>,
     shared: Arc<Shared>,
     socket: Option<Socket>,
     connecting: Option<BoxFuture<'static, Result<Socket, Error>>>,
@@ -126,8 +127,8 @@ enum Wake {
 pub(crate) async fn start(
     builder: ClientBuilder,
     store: Option<Box<dyn Store>>,
-    commands: mpsc::UnboundedReceiver<Command>,
-    events: mpsc::UnboundedSender<ClientEvent>,
+    commands: queue::Receiver<Command>,
+    events: queue::Sender<ClientEvent>,
     shared: Arc<Shared>,
 ) -> Result<impl std::future::Future<Output = ()>, Error> {
     let persist = store.is_some();
@@ -336,14 +337,14 @@ impl Driver {
             ..
         } = self;
         futures::future::poll_fn(|cx| {
-            if let Poll::Ready(first) = commands.poll_next_unpin(cx) {
+            if let Poll::Ready(first) = commands.poll_next(cx) {
                 let Some(first) = first else {
                     return Poll::Ready(Wake::Commands(Vec::new(), false));
                 };
                 let mut batch = vec![first];
                 let mut open = true;
                 while batch.len() < MAX_BATCH {
-                    match commands.poll_next_unpin(cx) {
+                    match commands.poll_next(cx) {
                         Poll::Ready(Some(command)) => batch.push(command),
                         Poll::Ready(None) => {
                             open = false;
@@ -370,7 +371,7 @@ impl Driver {
                 }
             }
             if let Some((_, hints)) = hints {
-                if let Poll::Ready(hint) = hints.poll_next_unpin(cx) {
+                if let Poll::Ready(hint) = hints.poll_next(cx) {
                     return Poll::Ready(Wake::Hint(hint));
                 }
             }
@@ -483,7 +484,6 @@ impl Driver {
     /// Take the socket events that already arrived (up to a batch) before
     /// draining: one drain, one store commit and one dispatch for a burst.
     fn more_socket_events(&mut self) {
-        let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
         for taken in 1..SOCKET_BATCH {
             // Each frame may be a message for the application (at most).
             if self.shared.unread.load(Ordering::Relaxed) + taken >= self.max_unread {
@@ -492,7 +492,7 @@ impl Driver {
             let Some(socket) = self.socket.as_mut() else {
                 break;
             };
-            match socket.poll_event(&mut cx) {
+            match socket.try_event() {
                 Poll::Ready(event) => self.socket_event(event),
                 Poll::Pending => break,
             }
@@ -690,7 +690,7 @@ impl Driver {
 
     fn emit(&self, event: ClientEvent) {
         // No reader left means no Client left; the driver ends soon.
-        let _ = self.events.unbounded_send(event);
+        let _ = self.events.send(event);
     }
 
     fn resolve(&mut self, receipt: u64, outcome: Result<Delivery, Error>) {

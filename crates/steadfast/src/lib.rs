@@ -42,6 +42,7 @@
 mod client;
 mod driver;
 mod error;
+mod queue;
 mod rt;
 pub mod store;
 pub mod transport;

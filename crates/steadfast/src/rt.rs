@@ -109,7 +109,6 @@ mod imp {
 mod imp {
     use std::future::Future;
 
-    use futures::channel::mpsc;
     use js_sys::Reflect;
     use steadfast_core::Hint;
     use wasm_bindgen::closure::Closure;
@@ -192,13 +191,13 @@ mod imp {
     pub(crate) fn lifecycle() -> Option<(Lifecycle, super::Hints)> {
         let global = js_sys::global();
         let scope = global.dyn_ref::<EventTarget>()?;
-        let (tx, hints) = mpsc::unbounded();
+        let (tx, hints) = crate::queue::unbounded();
         let mut listeners = Vec::new();
         let mut listen = |target: &EventTarget, name: &'static str, hint: fn() -> Option<Hint>| {
             let tx = tx.clone();
             let listener = Closure::<dyn FnMut(Event)>::new(move |_: Event| {
                 if let Some(hint) = hint() {
-                    let _ = tx.unbounded_send(hint);
+                    let _ = tx.send(hint);
                 }
             });
             if target
@@ -230,7 +229,7 @@ mod imp {
             .ok()
             .and_then(|o| o.as_bool());
         if online == Some(false) {
-            let _ = tx.unbounded_send(Hint::Offline);
+            let _ = tx.send(Hint::Offline);
         }
         Some((Lifecycle { listeners }, hints))
     }
@@ -241,7 +240,7 @@ pub(crate) use imp::blocking;
 pub(crate) use imp::{lifecycle, now_ms, random_seed, spawn, wall_ms, yield_now, Lifecycle};
 
 /// Hints from the environment (see [`lifecycle`]).
-pub(crate) type Hints = futures::channel::mpsc::UnboundedReceiver<steadfast_core::Hint>;
+pub(crate) type Hints = crate::queue::Receiver<steadfast_core::Hint>;
 
 /// Sleep until `now_ms() >= deadline` (timers may fire late, e.g. in a
 /// background tab; never early).

@@ -13,8 +13,7 @@
 //! Reconnecting, queueing and delivery guarantees are *not* done here: they
 //! are decided by `steadfast-core` and driven by the client on top.
 
-use futures::channel::mpsc;
-use futures::StreamExt;
+use crate::queue;
 
 use crate::Error;
 
@@ -161,7 +160,7 @@ impl ConnectOptions {
 #[derive(Debug)]
 pub struct Socket {
     inner: imp::Inner,
-    events: mpsc::UnboundedReceiver<SocketEvent>,
+    events: queue::Receiver<SocketEvent>,
     protocol: Option<String>,
     closed: bool,
 }
@@ -241,7 +240,20 @@ impl Socket {
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<SocketEvent>> {
-        let polled = self.events.poll_next_unpin(cx);
+        let polled = self.events.poll_next(cx);
+        self.note_closed(polled)
+    }
+
+    /// The next event if one is already there (no wake-up is registered).
+    pub(crate) fn try_event(&mut self) -> std::task::Poll<Option<SocketEvent>> {
+        let polled = self.events.try_next();
+        self.note_closed(polled)
+    }
+
+    fn note_closed(
+        &mut self,
+        polled: std::task::Poll<Option<SocketEvent>>,
+    ) -> std::task::Poll<Option<SocketEvent>> {
         if let std::task::Poll::Ready(Some(SocketEvent::Closed(_))) = &polled {
             self.closed = true;
             self.events.close();
@@ -287,7 +299,7 @@ pub fn validate_close(code: u16, reason: &str) -> Result<(), Error> {
 /// What a target's `connect` hands back.
 struct Opened {
     inner: imp::Inner,
-    events: mpsc::UnboundedReceiver<SocketEvent>,
+    events: queue::Receiver<SocketEvent>,
     protocol: Option<String>,
 }
 

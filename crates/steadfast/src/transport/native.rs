@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::channel::mpsc;
 use futures::task::AtomicWaker;
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -71,7 +70,7 @@ enum Command {
 /// The native half of a [`Socket`](super::Socket).
 #[derive(Debug)]
 pub(super) struct Inner {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: crate::queue::Sender<Command>,
     /// Bytes sent to the task and not yet written out by it.
     buffered: Arc<AtomicUsize>,
     /// Woken by the task each time it wrote some out.
@@ -91,7 +90,7 @@ impl Inner {
     pub(super) fn send(&self, message: Message) -> Result<(), Error> {
         let len = message.len();
         self.commands
-            .unbounded_send(Command::Send(message))
+            .send(Command::Send(message))
             .map_err(|_| Error::Closed)?;
         self.buffered.fetch_add(len, Ordering::Relaxed);
         Ok(())
@@ -118,7 +117,7 @@ impl Inner {
         // If the task is gone the connection is already closed: nothing to do.
         let _ = self
             .commands
-            .unbounded_send(Command::Close(code, reason.to_owned()));
+            .send(Command::Close(code, reason.to_owned()));
     }
 }
 
@@ -146,8 +145,8 @@ pub(super) async fn connect(url: &str, options: &ConnectOptions) -> Result<Opene
     }
     .map_err(connect_error)?;
 
-    let (commands, command_rx) = mpsc::unbounded();
-    let (event_tx, events) = mpsc::unbounded();
+    let (commands, command_rx) = crate::queue::unbounded();
+    let (event_tx, events) = crate::queue::unbounded();
     let buffered = Arc::new(AtomicUsize::new(0));
     let drained = Arc::new(AtomicWaker::new());
     tokio::spawn(drive(
@@ -261,8 +260,8 @@ const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// does) deadlocks with us.
 async fn drive(
     stream: Stream,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    events: mpsc::UnboundedSender<SocketEvent>,
+    mut commands: crate::queue::Receiver<Command>,
+    events: crate::queue::Sender<SocketEvent>,
     written: Written,
 ) {
     let (mut sink, mut source) = stream.split();
@@ -297,11 +296,11 @@ async fn drive(
                 if written >= FLUSH_AFTER {
                     break;
                 }
-                match commands.try_recv() {
-                    Ok(command) => next = Some(command),
+                match commands.try_next() {
+                    Poll::Ready(Some(command)) => next = Some(command),
                     // Nothing more queued, or the channel ended: flush first
                     // (the next wait sees the end).
-                    Err(_) => break,
+                    Poll::Ready(None) | Poll::Pending => break,
                 }
             }
             let flushed = sink.flush().await;
@@ -323,13 +322,13 @@ async fn drive(
         while let Some(frame) = source.next().await {
             match frame {
                 Ok(WsMessage::Text(text)) => {
-                    let _ = events.unbounded_send(SocketEvent::Message(Message::Text(
+                    let _ = events.send(SocketEvent::Message(Message::Text(
                         text.as_str().to_owned(),
                     )));
                 }
                 Ok(WsMessage::Binary(bytes)) => {
                     let _ = events
-                        .unbounded_send(SocketEvent::Message(Message::Binary(bytes.to_vec())));
+                        .send(SocketEvent::Message(Message::Binary(bytes.to_vec())));
                 }
                 Ok(WsMessage::Close(frame)) => {
                     // tungstenite answers the close frame itself; keep reading
@@ -379,17 +378,17 @@ async fn drive(
         }
     };
     let info = close.unwrap_or_else(|| CloseInfo::abnormal("connection lost"));
-    let _ = events.unbounded_send(SocketEvent::Closed(info));
+    let _ = events.send(SocketEvent::Closed(info));
 }
 
 /// Report a transport error; returns the close it implies, if it is fatal.
-fn fail(events: &mpsc::UnboundedSender<SocketEvent>, error: ts::Error) -> Option<CloseInfo> {
+fn fail(events: &crate::queue::Sender<SocketEvent>, error: ts::Error) -> Option<CloseInfo> {
     match error {
         // The closing handshake finished (or we already closed): not an error.
         ts::Error::ConnectionClosed | ts::Error::AlreadyClosed => None,
         other => {
             let text = other.to_string();
-            let _ = events.unbounded_send(SocketEvent::Error(text.clone()));
+            let _ = events.send(SocketEvent::Error(text.clone()));
             Some(CloseInfo::abnormal(text))
         }
     }

@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use futures::channel::{mpsc, oneshot};
+use futures::channel::oneshot;
 use js_sys::{Array, ArrayBuffer, Function, Reflect, Uint8Array};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
@@ -103,7 +103,7 @@ pub(super) async fn connect(url: &str, options: &ConnectOptions) -> Result<Opene
     let socket = construct(url, options)?;
     socket.set_binary_type(BinaryType::Arraybuffer);
 
-    let (event_tx, events) = mpsc::unbounded();
+    let (event_tx, events) = crate::queue::unbounded();
     let (open_tx, open_rx) = oneshot::channel::<Result<(), CloseInfo>>();
     let open_tx = Rc::new(RefCell::new(Some(open_tx)));
 
@@ -118,7 +118,7 @@ pub(super) async fn connect(url: &str, options: &ConnectOptions) -> Result<Opene
     let on_message = {
         let event_tx = event_tx.clone();
         Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
-            let _ = event_tx.unbounded_send(decode_message(&event.data()));
+            let _ = event_tx.send(decode_message(&event.data()));
         })
     };
     let on_error = {
@@ -139,7 +139,7 @@ pub(super) async fn connect(url: &str, options: &ConnectOptions) -> Result<Opene
                     let _ = tx.send(Err(CloseInfo::abnormal(detail)));
                 }
                 None => {
-                    let _ = event_tx.unbounded_send(SocketEvent::Error(detail));
+                    let _ = event_tx.send(SocketEvent::Error(detail));
                 }
             }
         })
@@ -157,7 +157,7 @@ pub(super) async fn connect(url: &str, options: &ConnectOptions) -> Result<Opene
                     let _ = tx.send(Err(info));
                 }
                 None => {
-                    let _ = event_tx.unbounded_send(SocketEvent::Closed(info));
+                    let _ = event_tx.send(SocketEvent::Closed(info));
                 }
             }
         })
