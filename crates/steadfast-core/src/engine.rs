@@ -1,5 +1,6 @@
 //! The engine: one session's state machine, for the client or the server.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use crate::codec::{self, Frame, SessionId, MIN_CHUNK_SIZE, SUBPROTOCOL};
@@ -532,6 +533,16 @@ impl Engine {
 
     /// One WebSocket message from the peer.
     pub fn handle_frame(&mut self, now: u64, binary: bool, data: &[u8]) {
+        self.frame_in(now, binary, Cow::Borrowed(data));
+    }
+
+    /// [`Engine::handle_frame`] for a message the caller owns: in plain
+    /// mode it becomes the application's message without a copy.
+    pub fn handle_frame_owned(&mut self, now: u64, binary: bool, data: Vec<u8>) {
+        self.frame_in(now, binary, Cow::Owned(data));
+    }
+
+    fn frame_in(&mut self, now: u64, binary: bool, data: Cow<'_, [u8]>) {
         let Some(conn) = self.conn.as_ref().filter(|c| c.open) else {
             return;
         };
@@ -543,10 +554,10 @@ impl Engine {
         self.arm_liveness(now);
         if mode == Some(Mode::Plain) {
             let payload = if binary {
-                Payload::Binary(data.to_vec())
+                Payload::Binary(data.into_owned())
             } else {
-                match std::str::from_utf8(data) {
-                    Ok(text) => Payload::Text(text.to_owned()),
+                match String::from_utf8(data.into_owned()) {
+                    Ok(text) => Payload::Text(text),
                     Err(_) => {
                         return self.emit(Output::Event(Event::Error(EngineError::InvalidUtf8)))
                     }
@@ -559,7 +570,7 @@ impl Engine {
             return self
                 .protocol_error(now, EngineError::Protocol("text message in reliable mode"));
         }
-        let frame = match codec::decode(data, self.config.limits.max_message_size) {
+        let frame = match codec::decode(&data, self.config.limits.max_message_size) {
             Ok(frame) => frame,
             Err(e) => return self.protocol_error(now, EngineError::Decode(e)),
         };
@@ -1265,18 +1276,19 @@ impl Engine {
                     }
                 }
                 Mode::Plain => {
-                    if let Entry::Message(m) = entry {
-                        let data = m.payload.clone();
-                        let binary = m.binary;
-                        self.stats.record_out_plain(data.len());
-                        self.plain_pending += data.len().max(1);
-                        self.out
-                            .push_back(Output::Transmit(Transmit { binary, data }));
-                    }
                     self.outbox.mark_sent(last, bytes);
-                    // Handed to the socket is all plain mode can promise.
+                    // Handed to the socket is all plain mode can promise:
+                    // the message leaves the outbox, its payload (moved,
+                    // not copied) goes to the socket.
                     if let Some(sent) = self.outbox.ack_through(last) {
                         for m in sent {
+                            let data = m.payload;
+                            self.stats.record_out_plain(data.len());
+                            self.plain_pending += data.len().max(1);
+                            self.out.push_back(Output::Transmit(Transmit {
+                                binary: m.binary,
+                                data,
+                            }));
                             self.emit(Output::Persist(PersistOp::Delete { seq: m.seq }));
                             self.emit(Output::Event(Event::Sent(m.receipt)));
                         }

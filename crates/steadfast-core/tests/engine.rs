@@ -725,6 +725,23 @@ fn plain_mode_sends_messages_as_they_are() {
     assert!(
         events(&drain(&mut engine)).contains(&Event::Message(Payload::Text("from server".into())))
     );
+    // A message the driver owns is handed over as it is (moved, not
+    // copied); text must still be UTF-8.
+    engine.handle_frame_owned(3, true, vec![0, 1, 2]);
+    engine.handle_frame_owned(3, false, "owned".into());
+    engine.handle_frame_owned(3, false, vec![0xff, 0xfe]);
+    let got = events(&drain(&mut engine));
+    assert_eq!(
+        got,
+        vec![
+            Event::Message(Payload::Binary(vec![0, 1, 2])),
+            Event::Message(Payload::Text("owned".into())),
+            Event::Error(EngineError::InvalidUtf8),
+        ]
+    );
+    assert_eq!(engine.stats().messages_in, 3);
+    // The outbox gave up the message it transmitted: nothing is queued.
+    assert_eq!((engine.queued(), engine.queued_bytes()), (0, 0));
 }
 
 #[test]

@@ -503,10 +503,11 @@ impl Driver {
         let now = self.now;
         match event {
             Some(SocketEvent::Message(Message::Text(text))) => {
-                self.engine.handle_frame(now, false, text.as_bytes());
+                self.engine
+                    .handle_frame_owned(now, false, text.into_bytes());
             }
             Some(SocketEvent::Message(Message::Binary(bytes))) => {
-                self.engine.handle_frame(now, true, &bytes);
+                self.engine.handle_frame_owned(now, true, bytes);
             }
             Some(SocketEvent::Error(error)) => tracing::debug!(%error, "transport error"),
             Some(SocketEvent::Closed(close)) => {
