@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::{self, AuthError, Claims, CLOSE_UNAUTHORIZED};
@@ -359,7 +359,7 @@ async fn reliable<S>(
         }
         messages * 2 >= outbox.max_messages || bytes * 2 >= outbox.max_bytes
     };
-    let mut parked: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut parked: VecDeque<Bytes> = VecDeque::new();
     let mut parked_bytes = 0usize;
 
     // The loop: act on pending outputs (letting parked frames in as room
@@ -571,10 +571,11 @@ const READ_BATCH: usize = 64;
 /// (binary?, bytes), nothing (ping, pong), or the end.
 fn frame_of(
     message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
-) -> Result<Option<(bool, Vec<u8>)>, End> {
+) -> Result<Option<(bool, Bytes)>, End> {
     match message {
-        Some(Ok(Message::Binary(bytes))) => Ok(Some((true, bytes.to_vec()))),
-        Some(Ok(Message::Text(text))) => Ok(Some((false, text.as_bytes().to_vec()))),
+        // As tungstenite read it: no copy, also when parked.
+        Some(Ok(Message::Binary(bytes))) => Ok(Some((true, bytes))),
+        Some(Ok(Message::Text(text))) => Ok(Some((false, Bytes::from(text)))),
         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(None),
         other => {
             let (code, reason) = close_of(other);
