@@ -665,11 +665,7 @@ impl Client {
                 done,
                 queued,
             };
-            if self
-                .commands
-                .send(Command::Send(request))
-                .is_err()
-            {
+            if self.commands.send(Command::Send(request)).is_err() {
                 shared.release(size);
                 return Err(Error::Closed);
             }

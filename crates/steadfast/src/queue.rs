@@ -240,7 +240,11 @@ mod tests {
         assert_eq!(rx.poll_next(&mut cx), Poll::Ready(Some(2)));
         assert_eq!(rx.poll_next(&mut cx), Poll::Pending);
         drop(tx2);
-        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the last sender's drop wakes");
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "the last sender's drop wakes"
+        );
         assert_eq!(rx.poll_next(&mut cx), Poll::Ready(None));
         assert_eq!(rx.poll_next(&mut cx), Poll::Ready(None));
     }
@@ -251,7 +255,11 @@ mod tests {
         tx.send(1).expect("open");
         rx.close();
         assert_eq!(tx.send(2), Err(2));
-        assert_eq!(rx.try_next(), Poll::Ready(Some(1)), "queued before the close");
+        assert_eq!(
+            rx.try_next(),
+            Poll::Ready(Some(1)),
+            "queued before the close"
+        );
         assert_eq!(rx.try_next(), Poll::Ready(None));
         let (tx, rx) = unbounded();
         drop(rx);

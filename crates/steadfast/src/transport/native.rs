@@ -115,9 +115,7 @@ impl Inner {
 
     pub(super) fn close(&self, code: u16, reason: &str) {
         // If the task is gone the connection is already closed: nothing to do.
-        let _ = self
-            .commands
-            .send(Command::Close(code, reason.to_owned()));
+        let _ = self.commands.send(Command::Close(code, reason.to_owned()));
     }
 }
 
@@ -327,8 +325,7 @@ async fn drive(
                     )));
                 }
                 Ok(WsMessage::Binary(bytes)) => {
-                    let _ = events
-                        .send(SocketEvent::Message(Message::Binary(bytes.to_vec())));
+                    let _ = events.send(SocketEvent::Message(Message::Binary(bytes.to_vec())));
                 }
                 Ok(WsMessage::Close(frame)) => {
                     // tungstenite answers the close frame itself; keep reading
