@@ -292,26 +292,32 @@ fn native_section(md: &mut String, native: &Value) {
     let _ = writeln!(
         md,
         "\nWhat limits reliable mode (perf and strace on this machine, \
-         `steadfast bench` at 64 B and 4 KiB). About two thirds of the CPU \
-         time is the kernel: loopback TCP, and futex wake-ups as each \
-         message crosses tasks — the application's `send`, the client's \
-         driver, its socket writer, the server's connection task and the \
-         echo, then the socket reader, the driver and `next_event` on the \
-         way back. Raw tokio-tungstenite is one task writing into one \
-         buffer. Every hop batches what is waiting (the driver takes up to \
-         4096 commands and 256 socket events per wake-up, the writer \
-         flushes once per burst, the server reads up to 64 frames before \
-         one flush, `send` without a store returns without a round trip to \
-         the driver), so the gap narrows as messages grow. The floor is the \
+         `steadfast bench --suite` at 64 B–64 KiB). The floor is the \
          protocol itself: the two engines alone, with no sockets (the \
          engine table above), take about as long per 64 B message as raw \
          takes for its whole round trip — sequence numbers, the outbox, \
          ACK frames, dedup and the reorder window at both ends — so 0.85 × \
          raw at 64 B–1 KiB is out of reach for a reliable protocol built \
-         this way. What is still ours to cut: the two socket tasks (merging \
-         them into the driver removes a hop each way) and, at 64 KiB, the \
-         copies (each payload is copied into the outbox, framed, masked, \
-         unframed and reassembled, at each end)."
+         this way. Above that floor, each message crosses tasks (the \
+         application's `send`, the client's driver, its socket task, the \
+         server's connection task and handler, and back); with a fifth of \
+         both cores idle during the reliable run, the hand-offs bound it, \
+         not either process's CPU. Raw tokio-tungstenite is one task \
+         writing into one buffer. Cut so far, each measured: the server's \
+         plain echo flushed after every answer (a `sendto` per message; a \
+         raw client against it went from 0.73 M to 1.6 M msg/s at 64 B); \
+         the client's outbox binary-searched its first unsent message on \
+         every transmit (8% of its CPU) and the driver read two clocks per \
+         message (another 8%); futures' unbounded channels allocated a \
+         node and woke the receiver per item (a fifth of a plain client's \
+         CPU), replaced by a queue the receiver takes whole; `next_event` \
+         sent the driver a command per message read; plain mode copied \
+         each payload on its way to the socket and each received message \
+         into the engine. What is still ours to cut: the socket task \
+         (merging it into the driver removes a hop each way), a oneshot \
+         and a map entry per receipt, and at 64 KiB the copies (each \
+         payload is copied into its 32 KiB chunk frames, masked, unframed \
+         and reassembled, at each end)."
     );
     let _ = writeln!(
         md,
@@ -386,7 +392,8 @@ fn native_section(md: &mut String, native: &Value) {
     let _ = writeln!(
         md,
         "\n### Durable outbox (redb, fsync per commit), 64 B messages\n\n\
-         The server unreachable, so everything stays queued. Target: ≤ 10 µs \
+         The server unreachable, so everything stays queued; 64 senders, \
+         the median of three fresh stores (fsync times vary). Target: ≤ 10 µs \
          amortised per message ({}). Concurrent sends share one commit (the \
          driver takes every waiting command before it writes, and after a \
          commit that released several senders it yields a few times so they \

@@ -246,8 +246,11 @@ pub(crate) async fn run(
     report.insert("idle_memory".into(), Value::Array(rows));
 
     // The durable outbox.
-    println!("\ndurable outbox (redb, each commit fsynced), 64 B messages");
-    let durable = durable_enqueue(scale.durable_messages).await?;
+    println!(
+        "\ndurable outbox (redb, each commit fsynced), 64 B messages, median of {}",
+        scale.runs.min(3)
+    );
+    let durable = durable_enqueue(scale.durable_messages, scale.runs.min(3)).await?;
     println!(
         "  64 concurrent senders {:>8.0} msg/s ({:.1} µs each amortised); one sender awaiting each {:>6.0} msg/s",
         durable["concurrent_per_s"].as_f64().unwrap_or(0.0),
@@ -632,7 +635,8 @@ pub(crate) async fn raw_echo() -> Result<(), String> {
 }
 
 /// Enqueue into a durable outbox with the server unreachable.
-async fn durable_enqueue(count: usize) -> Result<Value, String> {
+async fn durable_enqueue(count: usize, runs: usize) -> Result<Value, String> {
+    const SENDERS: usize = 64;
     let dir = std::env::temp_dir().join(format!("steadfast-bench-durable-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -659,35 +663,40 @@ async fn durable_enqueue(count: usize) -> Result<Value, String> {
     };
     let payload = vec![0x42_u8; 64];
 
-    let client = open("concurrent.redb").await?;
-    let start = Instant::now();
-    let senders = 64;
-    let mut tasks = Vec::new();
-    for s in 0..senders {
-        let client = client.clone();
-        let payload = payload.clone();
-        let share = count / senders + usize::from(s < count % senders);
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..share {
-                let receipt = client.send(payload.clone()).await?;
-                if !receipt.is_durable() {
-                    return Err(steadfast::Error::Store("not durable".into()));
+    // fsync times vary run to run: the median of a few fresh stores.
+    let mut concurrent_runs = Vec::new();
+    for run in 0..runs {
+        let client = open(&format!("concurrent-{run}.redb")).await?;
+        let start = Instant::now();
+        let senders = SENDERS;
+        let mut tasks = Vec::new();
+        for s in 0..senders {
+            let client = client.clone();
+            let payload = payload.clone();
+            let share = count / senders + usize::from(s < count % senders);
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..share {
+                    let receipt = client.send(payload.clone()).await?;
+                    if !receipt.is_durable() {
+                        return Err(steadfast::Error::Store("not durable".into()));
+                    }
                 }
-            }
-            Ok(())
-        }));
+                Ok(())
+            }));
+        }
+        for task in tasks {
+            task.await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        }
+        concurrent_runs.push(start.elapsed().as_secs_f64());
+        if client.stats().queued != count {
+            return Err(format!("{} of {count} queued", client.stats().queued));
+        }
+        let _ = client.close(1000, "").await;
+        drop(client);
     }
-    for task in tasks {
-        task.await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-    }
-    let concurrent = start.elapsed().as_secs_f64();
-    if client.stats().queued != count {
-        return Err(format!("{} of {count} queued", client.stats().queued));
-    }
-    let _ = client.close(1000, "").await;
-    drop(client);
+    let concurrent = median(&mut concurrent_runs.clone());
 
     let client = open("sequential.redb").await?;
     let sequential_count = (count / 20).max(50);
@@ -706,8 +715,12 @@ async fn durable_enqueue(count: usize) -> Result<Value, String> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(json!({
         "messages": count,
-        "senders": senders,
+        "senders": SENDERS,
         "concurrent_per_s": count as f64 / concurrent,
+        "concurrent_runs_us_per_message": concurrent_runs
+            .iter()
+            .map(|t| t * 1e6 / count as f64)
+            .collect::<Vec<_>>(),
         "concurrent_us_per_message": concurrent * 1e6 / count as f64,
         "sequential_messages": sequential_count,
         "sequential_per_s": sequential_count as f64 / sequential,
