@@ -634,7 +634,8 @@ fn write_report(
          `panic = \"abort\"`, then `wasm-opt -Oz` (binaryen 132, from npm). \
          Where its bytes go (twiggy, before wasm-opt): the engine and the \
          driver about 55 KB; js-sys, web-sys and wasm-bindgen glue about \
-         25 KB; futures' channels 10 KB; VecDeque and Vec code for each \
+         25 KB; futures' channels 10 KB (the mpsc ones since replaced by \
+         `queue.rs`, 0.8 KiB gzipped less); VecDeque and Vec code for each \
          element type about 15 KB; panic and error strings 18 KB; the \
          allocator 7 KB. BTreeMap (21 KB) and the library sorts (12 KB) are \
          already gone. Shrinking the rest is issue 9's work.",
