@@ -668,12 +668,11 @@ async fn durable_enqueue(count: usize, runs: usize) -> Result<Value, String> {
     for run in 0..runs {
         let client = open(&format!("concurrent-{run}.redb")).await?;
         let start = Instant::now();
-        let senders = SENDERS;
         let mut tasks = Vec::new();
-        for s in 0..senders {
+        for s in 0..SENDERS {
             let client = client.clone();
             let payload = payload.clone();
-            let share = count / senders + usize::from(s < count % senders);
+            let share = count / SENDERS + usize::from(s < count % SENDERS);
             tasks.push(tokio::spawn(async move {
                 for _ in 0..share {
                     let receipt = client.send(payload.clone()).await?;

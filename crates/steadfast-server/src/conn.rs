@@ -619,7 +619,8 @@ async fn plain<S>(
     // handler answer, writes every answer queued and flushes once: a burst
     // of small messages costs one write, not one per message.
     'conn: loop {
-        tokio::select! {
+        // The command that woke us, if one did; the rest are taken below.
+        let first = tokio::select! {
             biased;
             _ = stop.changed() => {
                 close(ws, CLOSE_GOING_AWAY, "server shutting down").await;
@@ -629,8 +630,12 @@ async fn plain<S>(
                 let mut message = message;
                 for taken in 1.. {
                     let payload = match message {
-                        Some(Ok(Message::Text(text))) => Some(Payload::Text(text.as_str().to_owned())),
-                        Some(Ok(Message::Binary(bytes))) => Some(Payload::Binary(bytes.to_vec())),
+                        Some(Ok(Message::Text(text))) => {
+                            Some(Payload::Text(text.as_str().to_owned()))
+                        }
+                        Some(Ok(Message::Binary(bytes))) => {
+                            Some(Payload::Binary(bytes.to_vec()))
+                        }
                         // Pings are answered by tungstenite.
                         Some(Ok(_)) => None,
                         other => {
@@ -657,18 +662,15 @@ async fn plain<S>(
                         None => break,
                     }
                 }
+                None
             }
             command = rx.recv() => match command {
-                Some(command) => {
-                    if !write_plain(shared, ws, &mut rx, Some(command)).await {
-                        break;
-                    }
-                }
+                Some(command) => Some(command),
                 // The registry dropped us (cannot happen while registered).
                 None => break,
             },
-        }
-        if !write_plain(shared, ws, &mut rx, None).await {
+        };
+        if !write_plain(shared, ws, &mut rx, first).await {
             break;
         }
     }

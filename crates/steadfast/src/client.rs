@@ -510,8 +510,9 @@ pub(crate) struct Shared {
     pub(crate) state: Watch<ConnectionState>,
     pub(crate) stats: Mutex<ClientStats>,
     pub(crate) unread: AtomicUsize,
-    /// The driver stops reading the socket at this many unread messages.
-    max_unread: usize,
+    /// The driver stops reading the socket at this many unread messages
+    /// (`next_event` wakes it when it drops below).
+    pub(crate) max_unread: usize,
     /// The next receipt number (the driver starts it above the restored ones).
     pub(crate) next_id: AtomicU64,
     /// Held while a send reserves room and queues its command.

@@ -75,7 +75,6 @@ struct Driver {
     connect: ConnectOptions,
     auth: Option<Auth>,
     overflow: SendOverflow,
-    max_unread: usize,
     send_buffer: usize,
     /// Report `Transmitted` and `Settled` events.
     progress: bool,
@@ -190,7 +189,6 @@ pub(crate) async fn start(
         connect: builder.connect,
         auth: builder.auth,
         overflow: builder.overflow,
-        max_unread: builder.max_unread,
         send_buffer: builder.send_buffer,
         progress: builder.progress_events,
         send_blocked: None,
@@ -324,7 +322,7 @@ impl Driver {
                 (at, sleep)
             });
         }
-        let may_read = self.shared.unread.load(Ordering::Relaxed) < self.max_unread;
+        let may_read = self.shared.unread.load(Ordering::Relaxed) < self.shared.max_unread;
         let send_buffer = self.send_buffer;
         let Driver {
             commands,
@@ -486,7 +484,7 @@ impl Driver {
     fn more_socket_events(&mut self) {
         for taken in 1..SOCKET_BATCH {
             // Each frame may be a message for the application (at most).
-            if self.shared.unread.load(Ordering::Relaxed) + taken >= self.max_unread {
+            if self.shared.unread.load(Ordering::Relaxed) + taken >= self.shared.max_unread {
                 break;
             }
             let Some(socket) = self.socket.as_mut() else {
