@@ -378,6 +378,7 @@ async fn reliable<S>(
                     if guard.generation != generation {
                         break 'conn End::Superseded;
                     }
+                    guard.absorb(metrics);
                     // One parked frame at a time, once what the last one
                     // delivered was handed over (its answer is then queued).
                     let mut unparked = false;
@@ -399,14 +400,16 @@ async fn reliable<S>(
                 // when the connection ends partway: the engine counts it
                 // delivered.
                 let mut rest = Vec::with_capacity(outputs.len());
-                for output in outputs {
-                    match output {
-                        Output::Event(Event::Message(payload)) => {
-                            shared.handler.on_message(&handle, &peer, payload);
+                shared.at_one_instant(|| {
+                    for output in outputs {
+                        match output {
+                            Output::Event(Event::Message(payload)) => {
+                                shared.handler.on_message(&handle, &peer, payload);
+                            }
+                            output => rest.push(output),
                         }
-                        output => rest.push(output),
                     }
-                }
+                });
                 (rest, deadline, unparked)
             };
             if outputs.is_empty() && !unparked {
@@ -456,6 +459,8 @@ async fn reliable<S>(
                 // This frame and those already buffered behind it (up to a
                 // batch): one flush answers them all.
                 let mut message = message;
+                // One clock read for the batch (it takes microseconds).
+                let now = shared.now_ms();
                 for taken in 1.. {
                     let frame = match frame_of(message) {
                         Ok(frame) => frame,
@@ -474,7 +479,7 @@ async fn reliable<S>(
                             parked_bytes += data.len();
                             parked.push_back(data);
                         } else {
-                            guard.engine.handle_frame(shared.now_ms(), binary, &data);
+                            guard.engine.handle_frame(now, binary, &data);
                             guard.drain(metrics);
                         }
                     }
