@@ -1,7 +1,7 @@
 //! The reliable client: [`Client`], built with [`ClientBuilder`].
 
 use std::future::{Future, IntoFuture};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use steadfast_core::{
 };
 
 use crate::driver::{self, Command, SendRequest};
+use crate::ledger::Ledger;
 use crate::rt::{self, BoxFuture, MaybeSend, MaybeSync};
 use crate::store::Store;
 use crate::transport::{validate_close, ConnectOptions};
@@ -442,12 +443,26 @@ pub enum Delivery {
 }
 
 /// A queued message. Await it (or [`Receipt::acked`]) for the outcome.
-#[derive(Debug)]
 #[must_use = "a receipt does nothing unless awaited; drop it if the outcome does not matter"]
 pub struct Receipt {
-    pub(crate) id: u64,
-    pub(crate) durable: bool,
-    pub(crate) done: oneshot::Receiver<Result<Delivery, Error>>,
+    id: u64,
+    durable: bool,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receipt")
+            .field("id", &self.id)
+            .field("durable", &self.durable)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Receipt {
+    fn drop(&mut self) {
+        self.shared.ledger.release(self.id);
+    }
 }
 
 impl Receipt {
@@ -466,7 +481,7 @@ impl Receipt {
     /// error if the message expired, was dropped for room, or the client
     /// went away with it unsent (`ERR_CLOSED`; a durable store still has it).
     pub async fn acked(self) -> Result<Delivery, Error> {
-        self.done.await.unwrap_or(Err(Error::Closed))
+        futures::future::poll_fn(|cx| self.shared.ledger.poll(self.id, cx)).await
     }
 }
 
@@ -513,10 +528,9 @@ pub(crate) struct Shared {
     /// The driver stops reading the socket at this many unread messages
     /// (`next_event` wakes it when it drops below).
     pub(crate) max_unread: usize,
-    /// The next receipt number (the driver starts it above the restored ones).
-    pub(crate) next_id: AtomicU64,
-    /// Held while a send reserves room and queues its command.
-    order: Mutex<()>,
+    /// Receipt numbers and outcomes. Its lock is held while a send takes
+    /// its number, reserves room and queues its command.
+    pub(crate) ledger: Ledger,
     /// Room in the outbox taken by sends the driver has not yet offered to
     /// the engine (messages, bytes).
     reserved: AtomicUsize,
@@ -538,8 +552,7 @@ impl Shared {
             stats: Mutex::new(ClientStats::default()),
             unread: AtomicUsize::new(0),
             max_unread,
-            next_id: AtomicU64::new(1),
-            order: Mutex::new(()),
+            ledger: Ledger::new(),
             reserved: AtomicUsize::new(0),
             reserved_bytes: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
@@ -645,15 +658,14 @@ impl Client {
                 limit: shared.max_size,
             });
         }
-        let (done, outcome) = oneshot::channel();
         // With no store and certain room, nothing can refuse the message
         // or has to be written first: return without a round trip to the
         // driver. Reserving and queueing the command happen under one
         // lock, so the driver meets sends in the order they reserved: a
         // send found full cannot overtake one that counted on the room.
         let (id, answer) = {
-            let _order = shared.order.lock().unwrap_or_else(PoisonError::into_inner);
-            let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+            let mut ledger = shared.ledger.lock();
+            let id = ledger.open();
             let (queued, answer) = if shared.reserve(size) {
                 (None, None)
             } else {
@@ -663,24 +675,26 @@ impl Client {
             let request = SendRequest {
                 id,
                 payload,
-                done,
                 queued,
             };
             if self.commands.send(Command::Send(request)).is_err() {
+                ledger.abandon(id);
                 shared.release(size);
                 return Err(Error::Closed);
             }
             (id, answer)
         };
-        let durable = match answer {
-            None => false,
-            Some(answer) => answer.await.unwrap_or(Err(Error::Closed))?,
-        };
-        Ok(Receipt {
+        // From here the slot is the receipt's: dropping this future (or
+        // failing) releases it.
+        let mut receipt = Receipt {
             id,
-            durable,
-            done: outcome,
-        })
+            durable: false,
+            shared: Arc::clone(shared),
+        };
+        if let Some(answer) = answer {
+            receipt.durable = answer.await.unwrap_or(Err(Error::Closed))?;
+        }
+        Ok(receipt)
     }
 
     /// The next event, or `None` once the client task has ended.

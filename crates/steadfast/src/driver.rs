@@ -7,7 +7,7 @@
 //! - the engine is never borrowed while application code runs: events are
 //!   collected during a drain and handed over after it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
@@ -22,6 +22,7 @@ use crate::client::{
     failed, Auth, AuthPlacement, ClientBuilder, ClientEvent, ClientStats, ConnectionState,
     Delivery, QueuedMessage, SendOverflow, Shared,
 };
+use crate::ledger::Outcome;
 use crate::queue;
 use crate::rt::{self, BoxFuture};
 use crate::store::{Snapshot, Store, StoreError};
@@ -36,10 +37,8 @@ pub(crate) type Queued = oneshot::Sender<Result<bool, Error>>;
 pub(crate) struct SendRequest {
     pub(crate) id: u64,
     pub(crate) payload: Payload,
-    /// The receipt's outcome.
-    pub(crate) done: oneshot::Sender<Result<Delivery, Error>>,
     /// `None`: `send` already returned (the fast path: no store to wait
-    /// for, room reserved); an error then goes to `done`.
+    /// for, room reserved); an error then goes to the receipt.
     pub(crate) queued: Option<Queued>,
 }
 
@@ -88,8 +87,8 @@ struct Driver {
     refreshing: Option<BoxFuture<'static, Result<String, String>>>,
     fresh_token: Option<String>,
     timer: Option<(u64, BoxFuture<'static, ()>)>,
-    /// Receipts waiting for their outcome.
-    receipts: HashMap<u64, oneshot::Sender<Result<Delivery, Error>>>,
+    /// Outcomes to hand to the receipts at the end of a dispatch.
+    settled: Vec<(u64, Outcome)>,
     /// Sends the engine took whose store write is not yet committed.
     unflushed: Vec<Queued>,
     /// Sends waiting for room in the outbox (`SendOverflow::Wait`).
@@ -174,9 +173,7 @@ pub(crate) async fn start(
     };
     // Nothing would keep the records: the engine need not make them.
     engine.set_persistence(persist);
-    shared
-        .next_id
-        .store(engine.last_receipt() + 1, Ordering::Relaxed);
+    shared.ledger.start_at(engine.last_receipt() + 1);
     engine.connect(now);
     let span = tracing::info_span!("steadfast", url = %builder.url);
     span.in_scope(|| tracing::debug!(restored, "client started"));
@@ -200,7 +197,7 @@ pub(crate) async fn start(
         refreshing: None,
         fresh_token: None,
         timer: None,
-        receipts: HashMap::new(),
+        settled: Vec::new(),
         unflushed: Vec::new(),
         waiting: VecDeque::new(),
         batch: Vec::new(),
@@ -221,6 +218,14 @@ pub(crate) async fn start(
     }
     driver.publish_stats();
     Ok(driver.run().instrument(span))
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // However the driver ends (closed, every client gone, or its
+        // runtime shut down), no receipt waits forever.
+        self.shared.ledger.end();
+    }
 }
 
 impl Driver {
@@ -427,20 +432,19 @@ impl Driver {
         let SendRequest {
             id,
             payload,
-            done,
             queued,
         } = request;
         let size = payload.len();
         if queued.as_ref().is_some_and(oneshot::Sender::is_canceled) {
             // The caller gave up before it was queued: nothing to do.
             self.shared.release(size);
+            self.shared.ledger.settle([(id, Err(Error::Closed))]);
             return true;
         }
         if self.overflow == SendOverflow::Wait && !self.engine.has_room(size) {
             self.waiting.push_front(SendRequest {
                 id,
                 payload,
-                done,
                 queued,
             });
             return false;
@@ -458,7 +462,6 @@ impl Driver {
         self.shared.release(size);
         let refused = match result {
             Ok(_) => {
-                self.receipts.insert(id, done);
                 if let Some(queued) = queued {
                     self.unflushed.push(queued);
                 }
@@ -468,14 +471,10 @@ impl Driver {
             Err(SendError::TooLarge { size, limit }) => Error::MessageTooLarge { size, limit },
             Err(other) => Error::InvalidOption(other.to_string()),
         };
-        match queued {
-            Some(queued) => {
-                let _ = queued.send(Err(refused));
-            }
-            None => {
-                let _ = done.send(Err(refused));
-            }
+        if let Some(queued) = queued {
+            let _ = queued.send(Err(refused.clone()));
         }
+        self.shared.ledger.settle([(id, Err(refused))]);
         true
     }
 
@@ -675,6 +674,9 @@ impl Driver {
                 }
             }
         }
+        if !self.settled.is_empty() {
+            self.shared.ledger.settle(self.settled.drain(..));
+        }
     }
 
     /// Go on without the store: messages are kept in memory only.
@@ -699,9 +701,7 @@ impl Driver {
                 outcome: outcome.clone(),
             });
         }
-        if let Some(done) = self.receipts.remove(&receipt) {
-            let _ = done.send(outcome);
-        }
+        self.settled.push((receipt, outcome));
     }
 
     fn start_refresh(&mut self) {

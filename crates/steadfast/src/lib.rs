@@ -42,6 +42,7 @@
 mod client;
 mod driver;
 mod error;
+mod ledger;
 mod queue;
 mod rt;
 pub mod store;
