@@ -1,13 +1,15 @@
 //! Receipt numbers and their outcomes, shared by `Client::send`, the
 //! [`Receipt`](crate::Receipt)s and the driver.
 //!
-//! One slot per receipt, in number order, from the oldest one still
-//! wanted: no allocation, channel or hash per message (a oneshot and a
-//! map entry per receipt were 15% of a pipelined client's time). The
-//! driver settles outcomes in batches under one lock; a receipt dropped
-//! unawaited costs a lock and a flag.
+//! One slot per receipt, in number order, from the oldest unsettled one:
+//! a message whose receipt is dropped unawaited costs no allocation,
+//! channel or hash (a oneshot and a map entry per receipt were 15% of a
+//! pipelined client's time), only a flag set under the lock. The driver
+//! settles outcomes in batches under one lock. Settled outcomes whose
+//! receipts are still held move to a map, so a receipt kept for ever
+//! pins nothing but itself.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -30,6 +32,9 @@ pub(crate) struct Slots {
     /// The receipt number of `slots[0]`.
     base: u64,
     slots: VecDeque<Slot>,
+    /// Settled slots below `base` whose receipts are still held: a
+    /// receipt kept and never awaited must not pin every later slot.
+    kept: HashMap<u64, Slot>,
     /// The driver is gone: what is unsettled now never will be.
     ended: bool,
 }
@@ -43,6 +48,7 @@ impl Ledger {
         Ledger(Mutex::new(Slots {
             base: 1,
             slots: VecDeque::new(),
+            kept: HashMap::new(),
             ended: false,
         }))
     }
@@ -120,6 +126,9 @@ impl Ledger {
     /// The receipt `id` was dropped (or consumed).
     pub(crate) fn release(&self, id: u64) {
         let mut slots = self.lock();
+        if slots.kept.remove(&id).is_some() {
+            return;
+        }
         if let Some(slot) = slots.get_mut(id) {
             slot.held = false;
             slot.waker = None;
@@ -150,18 +159,27 @@ impl Slots {
     }
 
     fn get_mut(&mut self, id: u64) -> Option<&mut Slot> {
-        let index = usize::try_from(id.checked_sub(self.base)?).ok()?;
-        self.slots.get_mut(index)
+        match id.checked_sub(self.base) {
+            Some(offset) => self.slots.get_mut(usize::try_from(offset).ok()?),
+            None => self.kept.get_mut(&id),
+        }
     }
 
-    /// Forget the oldest slots nobody holds any more once they settled.
+    /// Move the settled slots off the front: forgotten if their receipt
+    /// is gone, set aside in `kept` if it is still held. The queue then
+    /// spans only unsettled messages (bounded by the outbox) and what
+    /// follows them.
     fn trim(&mut self) {
         while self
             .slots
             .front()
-            .is_some_and(|slot| !slot.held && slot.outcome.is_some())
+            .is_some_and(|slot| slot.outcome.is_some())
         {
-            self.slots.pop_front();
+            if let Some(slot) = self.slots.pop_front() {
+                if slot.held {
+                    self.kept.insert(self.base, slot);
+                }
+            }
             self.base += 1;
         }
     }
@@ -253,8 +271,33 @@ mod tests {
         ledger.release(ids[1]);
         ledger.release(ids[3]);
         let slots = ledger.lock();
-        assert!(slots.slots.is_empty());
+        assert!(slots.slots.is_empty() && slots.kept.is_empty());
         assert_eq!(slots.base, ids[3] + 1);
+    }
+
+    #[test]
+    fn a_receipt_kept_unawaited_does_not_pin_later_slots() {
+        let ledger = Ledger::new();
+        let first = open(&ledger, 1)[0];
+        ledger.settle([(first, Ok(Delivery::Acked))]);
+        for _ in 0..1000 {
+            let id = open(&ledger, 1)[0];
+            ledger.settle([(id, Ok(Delivery::Acked))]);
+            ledger.release(id);
+        }
+        {
+            let slots = ledger.lock();
+            assert_eq!(slots.slots.len(), 0, "settled slots leave the queue");
+            assert_eq!(slots.kept.len(), 1, "only the held one is kept");
+        }
+        let (_, w) = waker();
+        let mut cx = Context::from_waker(&w);
+        assert!(matches!(
+            ledger.poll(first, &mut cx),
+            Poll::Ready(Ok(Delivery::Acked))
+        ));
+        ledger.release(first);
+        assert!(ledger.lock().kept.is_empty());
     }
 
     #[test]
@@ -277,7 +320,8 @@ mod tests {
         ));
         // Unknown numbers (restored messages, long gone ones) are ignored.
         ledger.settle([(0, Ok(Delivery::Acked)), (999, Ok(Delivery::Acked))]);
-        assert_eq!(ledger.lock().slots.len(), 2);
+        let slots = ledger.lock();
+        assert_eq!((slots.slots.len(), slots.kept.len()), (1, 1));
     }
 
     #[test]
