@@ -442,12 +442,14 @@ async fn reliable<S>(
         if ws.flush().await.is_err() {
             break End::Lost(1006, String::new());
         }
+        let wait = deadline.map(|at| at.saturating_sub(shared.now_ms()));
         let sleep = async {
-            match deadline {
-                Some(at) => {
-                    let wait = at.saturating_sub(shared.now_ms());
-                    tokio::time::sleep(Duration::from_millis(wait)).await;
-                }
+            match wait {
+                // Due now (an ACK after `every` messages): tokio's timer
+                // would round it up to its next 1 ms tick, and with
+                // nothing else to do the connection sat idle that long.
+                Some(0) => {}
+                Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
                 None => std::future::pending().await,
             }
         };
