@@ -131,6 +131,8 @@ export class Steadfast extends EventTarget {
   #started;
   #state = { state: "connecting", attempt: 0 };
   #stopped = false;
+  /** Sends queued at once, by id: their promises settle with `settled`. */
+  #waiting = new Map();
 
   constructor(url, options = {}) {
     super();
@@ -195,14 +197,35 @@ export class Steadfast extends EventTarget {
    * Queue a message; resolves on the server's ACK with `{ id, acked, durable }`.
    * Strings go as text, bytes as binary, anything else as JSON text.
    */
-  async send(data, options = {}) {
-    const payload = payloadOf(data);
-    const core = await this.#started;
+  send(data, options = {}) {
     try {
-      return await core.send(payload, options.onQueued);
+      const payload = payloadOf(data);
+      const core = this.#core;
+      if (core) return this.#send(core, payload, options.onQueued);
+      return this.#started.then((started) => this.#send(started, payload, options.onQueued));
     } catch (error) {
-      throw toError(error);
+      return Promise.reject(toError(error));
     }
+  }
+
+  /**
+   * Queued at once, the core returns the id and the outcome comes as the
+   * `settled` event (which cannot come before this returns); otherwise it
+   * returns a promise of the outcome.
+   */
+  #send(core, payload, onQueued) {
+    let queued;
+    try {
+      queued = core.send(payload, onQueued);
+    } catch (error) {
+      return Promise.reject(toError(error));
+    }
+    if (typeof queued === "number") {
+      return new Promise((resolve, reject) => this.#waiting.set(queued, { resolve, reject }));
+    }
+    return queued.catch((error) => {
+      throw toError(error);
+    });
   }
 
   /** Close (1000 or 3000-4999) and stop reconnecting; queued messages stay queued. */
@@ -295,10 +318,19 @@ export class Steadfast extends EventTarget {
       case "sent":
         this.dispatchEvent(new SteadfastSentEvent(value));
         break;
-      case "settled":
-        if (value.error) this.dispatchEvent(new SteadfastFailedEvent(value.id, toError(value.error)));
-        else this.dispatchEvent(new SteadfastAckEvent(value));
+      case "settled": {
+        const waiting = this.#waiting.get(value.id);
+        if (waiting) this.#waiting.delete(value.id);
+        if (value.error) {
+          const error = toError(value.error);
+          waiting?.reject(error);
+          this.dispatchEvent(new SteadfastFailedEvent(value.id, error));
+        } else {
+          waiting?.resolve(value);
+          this.dispatchEvent(new SteadfastAckEvent(value));
+        }
         break;
+      }
       case "skipped": {
         const event = new Event("skipped");
         event.count = value;

@@ -1,5 +1,6 @@
 //! The exports: [`open`] and [`Core`].
 
+use futures::FutureExt;
 use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
 use steadfast::store::{IndexedDbStore, JsStore};
 use steadfast::{
@@ -409,20 +410,39 @@ fn state_to_js(state: &ConnectionState) -> JsValue {
 impl Core {
     /// Queue `data` (a string or a `Uint8Array`). `on_queued(id, durable)`
     /// is called once the message is in the outbox (and, with a durable
-    /// store, committed); the promise resolves with `{ id, acked, durable }`
-    /// when the server acknowledged it (`acked: false`: plain mode, handed
-    /// to the socket), or rejects with an error carrying a `code`.
-    pub fn send(&self, data: JsValue, on_queued: Option<Function>) -> Promise {
+    /// store, committed).
+    ///
+    /// Returns the message's id when it was queued at once (no store to
+    /// wait for, room in the outbox): its outcome then comes only as the
+    /// `settled` event, which the JS side turns into the promise `send`
+    /// returned — no Rust future or promise per message. Otherwise returns
+    /// a promise that resolves with `{ id, acked, durable }` when the
+    /// server acknowledged it (`acked: false`: plain mode, handed to the
+    /// socket). Throws, or rejects, with an error carrying a `code`.
+    pub fn send(&self, data: JsValue, on_queued: Option<Function>) -> Result<JsValue, JsValue> {
+        let payload = if let Some(text) = data.as_string() {
+            Payload::Text(text)
+        } else if let Some(bytes) = data.dyn_ref::<Uint8Array>() {
+            Payload::Binary(bytes.to_vec())
+        } else {
+            return Err(invalid("data", "a string or a Uint8Array"));
+        };
         let client = self.client.clone();
-        future_to_promise(async move {
-            let payload = if let Some(text) = data.as_string() {
-                Payload::Text(text)
-            } else if let Some(bytes) = data.dyn_ref::<Uint8Array>() {
-                Payload::Binary(bytes.to_vec())
-            } else {
-                return Err(invalid("data", "a string or a Uint8Array"));
-            };
-            let receipt = client.send(payload).await.map_err(|e| js_error(&e))?;
+        let mut queue = Box::pin(async move { client.send(payload).await });
+        // Polled once here; if it waits (for the store, or for room) the
+        // same future goes on in the promise: dropping it would give the
+        // message up.
+        if let Some(queued) = queue.as_mut().now_or_never() {
+            let receipt = queued.map_err(|e| js_error(&e))?;
+            let id = receipt.id();
+            if let Some(on_queued) = on_queued {
+                let _ =
+                    on_queued.call2(&JsValue::UNDEFINED, &num(id), &receipt.is_durable().into());
+            }
+            return Ok(num(id));
+        }
+        Ok(future_to_promise(async move {
+            let receipt = queue.await.map_err(|e| js_error(&e))?;
             let (id, durable) = (receipt.id(), receipt.is_durable());
             if let Some(on_queued) = on_queued {
                 let _ = on_queued.call2(&JsValue::UNDEFINED, &num(id), &durable.into());
@@ -434,6 +454,7 @@ impl Core {
                 ("durable", durable.into()),
             ]))
         })
+        .into())
     }
 
     /// Close with `code` (1000 or 3000–4999) and `reason`; queued messages
