@@ -230,7 +230,13 @@ fn browser_section(md: &mut String, browser: &Value) {
          it), framed, copied into wasm again on receipt, reassembled and \
          copied out to the application's `Uint8Array`. Cut so far: frames go \
          to `WebSocket.send` as views of wasm memory instead of fresh copies \
-         (reliable / raw 0.62 → 0.75 at 16 KiB, 0.41 → 0.53 at 1 MiB). Still \
+         (reliable / raw 0.62 → 0.75 at 16 KiB, 0.41 → 0.53 at 1 MiB); a \
+         `send` queued at once returns its id from wasm and its promise \
+         settles from the `settled` event, where it had been a Rust future \
+         turned into a promise per message (an A/B of two rounds at 64 B: \
+         reliable / raw 0.75 and 0.77 before, 0.82 and 0.89 after; plain \
+         within the noise, the raw socket alone varying 19–24k msg/s \
+         between runs). Still \
          ours: handing received `ArrayBuffer`s to the application without the \
          round trip through wasm memory in plain mode, and fewer chunks where \
          the server accepts larger frames."
@@ -300,24 +306,28 @@ fn native_section(md: &mut String, native: &Value) {
          raw at 64 B–1 KiB is out of reach for a reliable protocol built \
          this way. Above that floor, each message crosses tasks (the \
          application's `send`, the client's driver, its socket task, the \
-         server's connection task and handler, and back); with a fifth of \
-         both cores idle during the reliable run, the hand-offs bound it, \
-         not either process's CPU. Raw tokio-tungstenite is one task \
-         writing into one buffer. Cut so far, each measured: the server's \
-         plain echo flushed after every answer (a `sendto` per message; a \
-         raw client against it went from 0.73 M to 1.6 M msg/s at 64 B); \
-         the client's outbox binary-searched its first unsent message on \
-         every transmit (8% of its CPU) and the driver read two clocks per \
-         message (another 8%); futures' unbounded channels allocated a \
-         node and woke the receiver per item (a fifth of a plain client's \
-         CPU), replaced by a queue the receiver takes whole; `next_event` \
-         sent the driver a command per message read; plain mode copied \
-         each payload on its way to the socket and each received message \
-         into the engine. What is still ours to cut: the socket task \
-         (merging it into the driver removes a hop each way), a oneshot \
-         and a map entry per receipt, and at 64 KiB the copies (each \
-         payload is copied into its 32 KiB chunk frames, masked, unframed \
-         and reassembled, at each end)."
+         server's connection task and handler, and back); with both \
+         processes' worker threads on two cores, the wake-ups between them \
+         cost about a tenth of the CPU in the scheduler. Raw \
+         tokio-tungstenite is one task writing into one buffer. Cut this \
+         round, each measured at 64 B reliable: when an ACK was due at once \
+         (after `ack.every` messages) the server's connection slept until \
+         tokio's next 1 ms timer tick, and both processes sat idle a fifth \
+         of the time; it now acts at once (about 0.6 to 0.7–1.0 M msg/s). \
+         The server read the clock per frame and per send and added the \
+         engine's counters to its metrics per message (11% of its CPU; \
+         about 500k to 580k msg/s); receipts were a oneshot channel and a \
+         map entry each (15% of the client's CPU), now slots in one ledger \
+         (to about 615k). Cut before: the server's plain echo flushed after \
+         every answer; the client's outbox binary-searched its first \
+         unsent message on every transmit; the driver read two clocks per \
+         message; futures' unbounded channels allocated and woke per item; \
+         `next_event` sent the driver a command per message read; plain \
+         mode copied each payload on its way to the socket and into the \
+         engine. What is still ours to cut: the socket task (merging it \
+         into the driver removes a hop each way), and at 64 KiB the copies \
+         (each payload is copied into its 32 KiB chunk frames, masked, \
+         unframed and reassembled, at each end)."
     );
     let _ = writeln!(
         md,
@@ -638,7 +648,15 @@ fn write_report(
          `queue.rs`, 0.8 KiB gzipped less); VecDeque and Vec code for each \
          element type about 15 KB; panic and error strings 18 KB; the \
          allocator 7 KB. BTreeMap (21 KB) and the library sorts (12 KB) are \
-         already gone. Shrinking the rest is issue 9's work.",
+         already gone. The send fast path and the receipt ledger added \
+         2 KiB gzipped for their throughput. What limits it: the engine \
+         alone — steadfast-core behind a minimal wasm-bindgen facade, built \
+         and optimised the same way — is 24 KiB gzipped with its JS glue \
+         2.7 KiB, already the target; everything else is the Rust driver \
+         (an async state machine of about 48 KB), the IndexedDB store, the \
+         WebSocket transport and futures' executor glue. Reaching 25 KiB \
+         would take a much smaller engine or moving the driver out of \
+         wasm; neither is done.",
         sizes.iter().map(|s| s.1).sum::<usize>(),
         total as f64 / 1024.0
     );
