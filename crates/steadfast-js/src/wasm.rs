@@ -276,6 +276,15 @@ pub async fn open(url: String, options: JsValue, on_event: Function) -> Result<C
     Ok(Core { client })
 }
 
+/// Call `send`'s `onQueued(id, durable)`, if given (a throwing callback
+/// changes nothing: the message is queued).
+fn tell_queued(on_queued: Option<&Function>, receipt: &steadfast::Receipt) {
+    if let Some(on_queued) = on_queued {
+        let durable = JsValue::from(receipt.is_durable());
+        let _ = on_queued.call2(&JsValue::UNDEFINED, &num(receipt.id()), &durable);
+    }
+}
+
 const PERSIST: &str = "\"indexeddb\", \"memory\" or a store object";
 
 fn object(entries: &[(&str, JsValue)]) -> JsValue {
@@ -434,19 +443,13 @@ impl Core {
         // message up.
         if let Some(queued) = queue.as_mut().now_or_never() {
             let receipt = queued.map_err(|e| js_error(&e))?;
-            let id = receipt.id();
-            if let Some(on_queued) = on_queued {
-                let _ =
-                    on_queued.call2(&JsValue::UNDEFINED, &num(id), &receipt.is_durable().into());
-            }
-            return Ok(num(id));
+            tell_queued(on_queued.as_ref(), &receipt);
+            return Ok(num(receipt.id()));
         }
         Ok(future_to_promise(async move {
             let receipt = queue.await.map_err(|e| js_error(&e))?;
+            tell_queued(on_queued.as_ref(), &receipt);
             let (id, durable) = (receipt.id(), receipt.is_durable());
-            if let Some(on_queued) = on_queued {
-                let _ = on_queued.call2(&JsValue::UNDEFINED, &num(id), &durable.into());
-            }
             let delivery = receipt.acked().await.map_err(|e| js_error(&e))?;
             Ok(object(&[
                 ("id", num(id)),

@@ -188,21 +188,7 @@ impl Slots {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    use std::task::Wake;
-
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn waker() -> (Arc<Count>, Waker) {
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        (count.clone(), Waker::from(count))
-    }
+    use crate::testing::counting_waker as waker;
 
     fn open(ledger: &Ledger, n: usize) -> Vec<u64> {
         let mut slots = ledger.lock();
@@ -239,7 +225,7 @@ mod tests {
         let mut cx = Context::from_waker(&w);
         assert!(ledger.poll(ids[1], &mut cx).is_pending());
         ledger.settle([(ids[0], Ok(Delivery::Acked))]);
-        assert_eq!(count.0.load(Ordering::SeqCst), 0, "another receipt settled");
+        assert_eq!(count.get(), 0, "another receipt settled");
         ledger.settle([(
             ids[1],
             Err(Error::QueueFull {
@@ -247,7 +233,7 @@ mod tests {
                 bytes: 2,
             }),
         )]);
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(count.get(), 1);
         assert!(matches!(
             ledger.poll(ids[1], &mut cx),
             Poll::Ready(Err(Error::QueueFull { .. }))
@@ -309,7 +295,7 @@ mod tests {
         let mut cx = Context::from_waker(&w);
         assert!(ledger.poll(ids[1], &mut cx).is_pending());
         ledger.end();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(count.get(), 1);
         assert!(matches!(
             ledger.poll(ids[0], &mut cx),
             Poll::Ready(Ok(Delivery::Acked))

@@ -46,6 +46,8 @@ mod ledger;
 mod queue;
 mod rt;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod transport;
 mod watch;
 

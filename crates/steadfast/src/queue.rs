@@ -192,20 +192,8 @@ impl<T> std::fmt::Debug for Receiver<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::testing::counting_waker as counter;
     use std::task::Wake;
-
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn counter() -> (Arc<Count>, Waker) {
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        (Arc::clone(&count), Waker::from(count))
-    }
 
     #[test]
     fn items_come_out_in_order_and_a_burst_wakes_once() {
@@ -216,13 +204,13 @@ mod tests {
         for i in 0..5 {
             tx.send(i).expect("open");
         }
-        assert_eq!(count.0.load(Ordering::SeqCst), 1, "one wake for the burst");
+        assert_eq!(count.get(), 1, "one wake for the burst");
         for i in 0..5 {
             assert_eq!(rx.poll_next(&mut cx), Poll::Ready(Some(i)));
         }
         assert_eq!(rx.poll_next(&mut cx), Poll::Pending);
         tx.send(5).expect("open");
-        assert_eq!(count.0.load(Ordering::SeqCst), 2, "woken again once empty");
+        assert_eq!(count.get(), 2, "woken again once empty");
         assert_eq!(rx.try_next(), Poll::Ready(Some(5)));
         assert_eq!(rx.try_next(), Poll::Pending);
     }
@@ -240,11 +228,7 @@ mod tests {
         assert_eq!(rx.poll_next(&mut cx), Poll::Ready(Some(2)));
         assert_eq!(rx.poll_next(&mut cx), Poll::Pending);
         drop(tx2);
-        assert_eq!(
-            count.0.load(Ordering::SeqCst),
-            1,
-            "the last sender's drop wakes"
-        );
+        assert_eq!(count.get(), 1, "the last sender's drop wakes");
         assert_eq!(rx.poll_next(&mut cx), Poll::Ready(None));
         assert_eq!(rx.poll_next(&mut cx), Poll::Ready(None));
     }
