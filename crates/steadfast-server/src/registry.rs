@@ -221,22 +221,15 @@ impl Shared {
     /// Milliseconds since the server started: the engines' clock. Inside
     /// [`Shared::at_one_instant`] the instant it began.
     pub(crate) fn now_ms(&self) -> u64 {
-        let now = FROZEN.with(|frozen| match frozen.get() {
-            None => Instant::now(),
-            Some((Some(now), _)) => now,
-            Some((None, wall)) => {
-                let now = Instant::now();
-                frozen.set(Some((Some(now), wall)));
-                now
-            }
-        });
+        let now = frozen_or(|frozen| &mut frozen.now, Instant::now);
         now.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
     /// Run `f` with the clock read at most once: every `now_ms` and
     /// wall-clock read inside it (the handler's sends for a batch of
-    /// messages) sees the instant of the first. The batch takes microseconds; reading the clock
-    /// for each message cost 7% of the server's time in a pipelined echo.
+    /// messages) sees the instant of the first. The batch takes
+    /// microseconds; reading the clock for each message cost 7% of the
+    /// server's time in a pipelined echo.
     pub(crate) fn at_one_instant<R>(&self, f: impl FnOnce() -> R) -> R {
         /// Restores the clock also if `f` panics (a handler bug must not
         /// stop the thread's clock).
@@ -249,7 +242,7 @@ impl Shared {
         let previous = FROZEN.with(|frozen| {
             let previous = frozen.get();
             if previous.is_none() {
-                frozen.set(Some((None, None)));
+                frozen.set(Some(Frozen::default()));
             }
             previous
         });
@@ -423,19 +416,28 @@ thread_local! {
     static FROZEN: Cell<Option<Frozen>> = const { Cell::new(None) };
 }
 
-type Frozen = (Option<Instant>, Option<u64>);
+#[derive(Clone, Copy, Default)]
+struct Frozen {
+    now: Option<Instant>,
+    wall: Option<u64>,
+}
+
+/// Read a clock: outside [`Shared::at_one_instant`] now; inside, the
+/// first read of it there (`field` picks which clock).
+fn frozen_or<T: Copy>(field: fn(&mut Frozen) -> &mut Option<T>, read: fn() -> T) -> T {
+    FROZEN.with(|cell| {
+        let Some(mut frozen) = cell.get() else {
+            return read();
+        };
+        let value = *field(&mut frozen).get_or_insert_with(read);
+        cell.set(Some(frozen));
+        value
+    })
+}
 
 /// Wall-clock ms (the frozen ones inside [`Shared::at_one_instant`]).
 fn wall_ms() -> u64 {
-    FROZEN.with(|frozen| match frozen.get() {
-        None => read_wall_ms(),
-        Some((_, Some(wall))) => wall,
-        Some((now, None)) => {
-            let wall = read_wall_ms();
-            frozen.set(Some((now, Some(wall))));
-            wall
-        }
-    })
+    frozen_or(|frozen| &mut frozen.wall, read_wall_ms)
 }
 
 fn read_wall_ms() -> u64 {

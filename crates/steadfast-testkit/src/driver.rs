@@ -179,11 +179,13 @@ async fn run(
             let _ = socket.flush().await;
         }
         let deadline = engine.poll_timeout();
+        let wait = deadline.map(|at| at.saturating_sub(now()));
         let sleep = async {
-            match deadline {
-                Some(at) => {
-                    tokio::time::sleep(Duration::from_millis(at.saturating_sub(now()))).await
-                }
+            match wait {
+                // Due now: tokio's sleep would wait for its next 1 ms tick
+                // (the reference server's connection loop does the same).
+                Some(0) => {}
+                Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
                 None => std::future::pending().await,
             }
         };
