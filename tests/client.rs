@@ -1024,6 +1024,83 @@ async fn a_client_outpacing_its_echoes_is_slowed_down_not_dropped() {
     client.close(1000, "").await.expect("closes");
 }
 
+/// A client whose own in-flight limit is larger than what the server
+/// holds back for it. While the session's outbox is busy the server parks
+/// the client's DATA; it used to stop reading at 16 MiB parked, which also
+/// stranded the client's ACKs behind the data: neither side moved again.
+/// The server announces its receive window in WELCOME and the client keeps
+/// within it, so the server always reads the ACKs that make room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_a_larger_window_than_the_server_holds_is_kept_within_it() {
+    let mut config = ServerConfig::default();
+    config.engine.outbox.max_messages = 50;
+    config.engine.limits.receive_window = 1 << 20;
+    config.engine.limits.max_message_size = 1 << 20;
+    let server = TestServer::start_with(config, steadfast_server::Echo)
+        .await
+        .expect("bind loopback");
+    let client = Client::builder(server.url())
+        .reliability(Reliability::Required)
+        .max_unread(4)
+        .outbox(OutboxConfig {
+            max_bytes: 256 << 20,
+            max_in_flight_bytes: 64 << 20,
+            ..OutboxConfig::default()
+        })
+        .connect()
+        .await
+        .expect("valid options");
+    within("open", client.wait_for_state(ConnectionState::is_open)).await;
+    // 24 MiB: far more than the server's 1 MiB window and than where it
+    // stops reading a client that ignores it (twice the window plus one
+    // largest message: 4 MiB).
+    const COUNT: usize = 384;
+    let payload = |i: usize| {
+        let mut p = vec![0x5a_u8; 64 * 1024];
+        p[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        p
+    };
+    let sender = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut receipts = Vec::with_capacity(COUNT);
+            for i in 0..COUNT {
+                receipts.push(client.send(payload(i)).await.expect("queued"));
+            }
+            receipts
+        })
+    };
+    let receipts = within("every send queued", sender)
+        .await
+        .expect("the sender finished");
+    let mut next = 0;
+    while next < COUNT {
+        match tokio::time::timeout(WAIT, client.next_event()).await {
+            Ok(Some(ClientEvent::Message(Payload::Binary(data)))) => {
+                assert_eq!(data, payload(next), "echo {next}: once, in order");
+                next += 1;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the client ended after {next} echoes"),
+            Err(_) => panic!(
+                "no echo after {next} of {COUNT}; client {:?}; server {}",
+                client.stats(),
+                server.handle().metrics().render()
+            ),
+        }
+    }
+    for receipt in receipts {
+        let delivery = within("an ACK", receipt).await;
+        assert_eq!(delivery.expect("acked"), Delivery::Acked);
+    }
+    let stats = client.stats();
+    assert_eq!(
+        stats.engine.connects, 1,
+        "no reconnect was needed: {stats:?}"
+    );
+    client.close(1000, "").await.expect("closes");
+}
+
 /// `send` returns at once when there is no store and the outbox certainly
 /// has room; otherwise it waits for the client task. With many tasks
 /// racing into a small outbox, a send that returned `Ok` must never be

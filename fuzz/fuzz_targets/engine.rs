@@ -55,6 +55,7 @@ fuzz_target!(|data: &[u8]| {
                     session,
                     delivered,
                     max_message_size,
+                    window: (first & 4 == 4).then_some(u64::from(first) * 1024 + 1),
                 }
             } else {
                 Frame::Hello {

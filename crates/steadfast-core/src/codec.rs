@@ -23,6 +23,7 @@ const PONG: u8 = 0x07;
 
 const HELLO_NEW: u8 = 0x01;
 const WELCOME_RESUMED: u8 = 0x01;
+const WELCOME_WINDOW: u8 = 0x02;
 const DATA_BINARY: u8 = 0x01;
 const DATA_CHUNKED: u8 = 0x02;
 
@@ -82,6 +83,9 @@ pub enum Frame<'a> {
         delivered: u64,
         /// The largest message the server accepts.
         max_message_size: u64,
+        /// Payload bytes the client may have unacknowledged (≥ 1); none:
+        /// only the client's own limit applies.
+        window: Option<u64>,
     },
     /// A message, or one chunk of one.
     Data {
@@ -196,7 +200,12 @@ pub fn decode(bytes: &[u8], max_message_size: u64) -> Result<Frame<'_>, DecodeEr
                 return Err(DecodeError::UnsupportedVersion(version));
             }
             let flags = r.u8()?;
-            if flags & !0x01 != 0 {
+            let known = if kind == HELLO {
+                HELLO_NEW
+            } else {
+                WELCOME_RESUMED | WELCOME_WINDOW
+            };
+            if flags & !known != 0 {
                 return Err(DecodeError::UnknownFlags(flags));
             }
             let session = SessionId(r.array()?);
@@ -213,11 +222,20 @@ pub fn decode(bytes: &[u8], max_message_size: u64) -> Result<Frame<'_>, DecodeEr
                     max_message_size: max,
                 }
             } else {
+                let window = if flags & WELCOME_WINDOW != 0 {
+                    match r.varint()? {
+                        0 => return Err(DecodeError::Invalid("window 0")),
+                        w => Some(w),
+                    }
+                } else {
+                    None
+                };
                 Frame::Welcome {
                     resumed: flags & WELCOME_RESUMED != 0,
                     session,
                     delivered,
                     max_message_size: max,
+                    window,
                 }
             }
         }
@@ -319,9 +337,16 @@ impl Frame<'_> {
                 session,
                 delivered,
                 max_message_size,
+                window,
             } => {
-                let flags = if *resumed { WELCOME_RESUMED } else { 0 };
+                let mut flags = if *resumed { WELCOME_RESUMED } else { 0 };
+                if window.is_some() {
+                    flags |= WELCOME_WINDOW;
+                }
                 put_handshake(out, WELCOME, flags, session, *delivered, *max_message_size);
+                if let Some(w) = window {
+                    put_varint(out, *w);
+                }
             }
             Frame::Data {
                 seq,

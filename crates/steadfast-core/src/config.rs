@@ -192,6 +192,12 @@ pub struct Limits {
     pub gap_timeout_ms: u64,
     /// Time from open to WELCOME (client) before giving up.
     pub handshake_timeout_ms: u64,
+    /// Server: the payload bytes a client may have unacknowledged, announced
+    /// in WELCOME. A client sends no more than this (or its own
+    /// `max_in_flight_bytes`, whichever is less) ahead of the ACKs, so a
+    /// server holding its frames back for flow control can bound what it
+    /// holds and still read the ACKs behind them. Unused by a client.
+    pub receive_window: u64,
 }
 
 impl Default for Limits {
@@ -204,6 +210,7 @@ impl Default for Limits {
             max_partial_age_ms: 60_000,
             gap_timeout_ms: 5_000,
             handshake_timeout_ms: 10_000,
+            receive_window: 8 * 1024 * 1024,
         }
     }
 }
@@ -338,6 +345,9 @@ impl Config {
             return Err(ConfigError(
                 "backoff needs 0 < initial_ms <= max_ms <= slow_max_ms",
             ));
+        }
+        if self.limits.receive_window == 0 {
+            return Err(ConfigError("limits.receive_window must be at least 1"));
         }
         if self.outbox.max_messages == 0 || self.outbox.max_in_flight_bytes == 0 {
             return Err(ConfigError("outbox bounds must be at least 1"));

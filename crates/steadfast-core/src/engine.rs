@@ -86,6 +86,8 @@ pub struct Engine {
     auth_refreshed: bool,
     chunk_size: usize,
     peer_max_message: u64,
+    /// The receive window the server announced on this connection.
+    peer_window: Option<u64>,
     /// Deliveries (or duplicates) since the last ACK.
     pending_ack: u64,
     /// Payload bytes delivered since the last ACK.
@@ -204,6 +206,7 @@ impl Engine {
             auth_refreshed: false,
             chunk_size,
             peer_max_message,
+            peer_window: None,
             pending_ack: 0,
             pending_ack_bytes: 0,
             last_rx: 0,
@@ -591,9 +594,10 @@ impl Engine {
                 session,
                 delivered,
                 max_message_size,
+                window,
                 ..
             } if self.role == Role::Client && !handshaken => {
-                self.on_welcome(now, session, delivered, max_message_size)
+                self.on_welcome(now, session, delivered, max_message_size, window)
             }
             Frame::Hello {
                 session,
@@ -995,7 +999,14 @@ impl Engine {
         }
     }
 
-    fn on_welcome(&mut self, now: u64, session: SessionId, delivered: u64, max: u64) {
+    fn on_welcome(
+        &mut self,
+        now: u64,
+        session: SessionId,
+        delivered: u64,
+        max: u64,
+        window: Option<u64>,
+    ) {
         if session != self.session {
             // The server lost our session: start a new one, renumber, re-send.
             let messages = self.outbox.drain_messages();
@@ -1018,6 +1029,7 @@ impl Engine {
             self.stats.resumes += 1;
         }
         self.peer_max_message = max;
+        self.peer_window = window;
         let Some(acked) = self.outbox.ack_through(delivered) else {
             return self.protocol_error(
                 now,
@@ -1052,6 +1064,7 @@ impl Engine {
             session: self.session,
             delivered: self.inbound.delivered,
             max_message_size: self.config.limits.max_message_size,
+            window: Some(self.config.limits.receive_window),
         };
         self.transmit(&welcome);
         self.welcomed = true;
@@ -1234,7 +1247,15 @@ impl Engine {
         else {
             return;
         };
-        let max_in_flight = self.config.outbox.max_in_flight_bytes;
+        let mut max_in_flight = self.config.outbox.max_in_flight_bytes;
+        if mode == Mode::Reliable {
+            // Within the window the server announced: beyond it, it would
+            // hold our frames back and could not read our ACKs behind them.
+            let window = self
+                .peer_window
+                .map_or(usize::MAX, |w| usize::try_from(w).unwrap_or(usize::MAX));
+            max_in_flight = max_in_flight.min(window);
+        }
         // Plain mode has no ACKs to bound it: at most `max_in_flight_bytes`
         // wait in `out` for the driver; the next pass starts when they were
         // taken (and the driver could report a full send buffer).

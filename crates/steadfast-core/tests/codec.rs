@@ -36,8 +36,19 @@ fn snapshots() -> Vec<(Frame<'static>, &'static str)> {
                 session: session(),
                 delivered: 300,
                 max_message_size: MAX,
+                window: None,
             },
             "020101000102030405060708090a0b0c0d0e0fac0280808008",
+        ),
+        (
+            Frame::Welcome {
+                resumed: false,
+                session: session(),
+                delivered: 0,
+                max_message_size: MAX,
+                window: Some(8 * 1024 * 1024),
+            },
+            "020102000102030405060708090a0b0c0d0e0f008080800880808004",
         ),
         (
             Frame::Data {
@@ -153,6 +164,38 @@ fn malformed_frames_are_specific_errors() {
     assert_eq!(
         decode(&[0x05, 0x04, 0x03], MAX),
         Err(DecodeError::Invalid("skip range"))
+    );
+    // WELCOME's window flag: its varint must be there and not 0; HELLO
+    // has no such flag.
+    let handshake = |kind: u8, flags: u8, tail: &[u8]| {
+        let mut bytes = vec![kind, 0x01, flags];
+        bytes.extend_from_slice(&[1; 16]);
+        bytes.extend_from_slice(&[0x00, 0x7f]);
+        bytes.extend_from_slice(tail);
+        bytes
+    };
+    assert!(matches!(
+        decode(&handshake(0x02, 0x02, &[0x10]), MAX),
+        Ok(Frame::Welcome {
+            window: Some(16),
+            ..
+        })
+    ));
+    assert_eq!(
+        decode(&handshake(0x02, 0x02, &[]), MAX),
+        Err(DecodeError::Truncated)
+    );
+    assert_eq!(
+        decode(&handshake(0x02, 0x02, &[0x00]), MAX),
+        Err(DecodeError::Invalid("window 0"))
+    );
+    assert_eq!(
+        decode(&handshake(0x02, 0x00, &[0x10]), MAX),
+        Err(DecodeError::Trailing(1))
+    );
+    assert_eq!(
+        decode(&handshake(0x01, 0x02, &[0x10]), MAX),
+        Err(DecodeError::UnknownFlags(2))
     );
     // Sequence numbers stop at 2^63-1, so a receiver's `seq + 1` cannot
     // overflow (the engine fuzzer found a SKIP through u64::MAX).

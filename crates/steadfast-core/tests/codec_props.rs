@@ -34,7 +34,10 @@ proptest! {
         let seq = a % (MAX_SEQ + 1); // sequence numbers stop at MAX_SEQ
         let frame = match kind {
             0 => Frame::Hello { new: flag, session: SessionId(id), delivered: seq, max_message_size: b },
-            1 => Frame::Welcome { resumed: flag, session: SessionId(id), delivered: seq, max_message_size: b },
+            1 => Frame::Welcome {
+                resumed: flag, session: SessionId(id), delivered: seq, max_message_size: b,
+                window: (count % 2 == 0).then_some(b.max(1)),
+            },
             2 => Frame::Data { seq: seq.max(1), binary: flag, chunk: None, payload: &payload },
             3 => Frame::Data {
                 seq: seq.max(1), binary: flag,

@@ -83,6 +83,7 @@ fn welcome(engine: &mut Engine, now: u64, session: SessionId, delivered: u64) ->
         session,
         delivered,
         max_message_size: 1 << 24,
+        window: None,
     };
     engine.handle_frame(now, true, &w.to_vec());
     drain(engine)
@@ -805,6 +806,82 @@ fn a_full_send_buffer_holds_messages_in_the_outbox() {
         fs.iter()
             .any(|f| matches!(f, Frame::Data { payload, .. } if *payload == b"held")),
         "{fs:?}"
+    );
+}
+
+/// Seqs of the DATA frames in `outputs`.
+fn data_seqs(outputs: &[Output]) -> Vec<u64> {
+    frames(outputs)
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Data { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_client_keeps_within_the_window_the_server_announced() {
+    let mut engine = Engine::client(config(), 4).expect("config");
+    engine.connect(0);
+    let _ = drain(&mut engine);
+    engine.handle_open(1, Some(SUBPROTOCOL));
+    let _ = drain(&mut engine);
+    let session = engine.session();
+    for _ in 0..10 {
+        engine.send(2, WALL, vec![7u8; 300].into()).expect("room");
+    }
+    let w = Frame::Welcome {
+        resumed: false,
+        session,
+        delivered: 0,
+        max_message_size: 1 << 24,
+        window: Some(1_000),
+    };
+    engine.handle_frame(3, true, &w.to_vec());
+    // Below 1,000 bytes in flight another may go: 4 (1,200 bytes), not the
+    // client's own 1 MiB's worth (all 10).
+    assert_eq!(data_seqs(&drain(&mut engine)), [1, 2, 3, 4]);
+    // An ACK for two makes room for two more.
+    engine.handle_frame(4, true, &Frame::Ack { delivered: 2 }.to_vec());
+    assert_eq!(data_seqs(&drain(&mut engine)), [5, 6]);
+    // A server that announces no window: only the client's own limit.
+    engine.handle_close(5, 1006, "");
+    let _ = drain(&mut engine);
+    engine.reconnect(6);
+    let _ = run_timers(&mut engine, 6, 2_000);
+    engine.handle_open(2_001, Some(SUBPROTOCOL));
+    let _ = drain(&mut engine);
+    let out = welcome(&mut engine, 2_002, session, 2);
+    assert_eq!(data_seqs(&out), [3, 4, 5, 6, 7, 8, 9, 10]);
+}
+
+#[test]
+fn a_server_announces_its_receive_window() {
+    let mut config = config();
+    config.limits.receive_window = 12_345;
+    let client = Engine::client(config.clone(), 5).expect("config");
+    let mut server = Engine::server(config, 6, client.session()).expect("config");
+    server.handle_open(0, Some(SUBPROTOCOL));
+    let _ = drain(&mut server);
+    let hello = Frame::Hello {
+        new: true,
+        session: client.session(),
+        delivered: 0,
+        max_message_size: 1 << 24,
+    };
+    server.handle_frame(1, true, &hello.to_vec());
+    let out = drain(&mut server);
+    assert!(
+        matches!(
+            frames(&out).first(),
+            Some(Frame::Welcome {
+                window: Some(12_345),
+                ..
+            })
+        ),
+        "{:?}",
+        frames(&out)
     );
 }
 

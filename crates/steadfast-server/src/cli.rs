@@ -87,6 +87,11 @@ pub struct ServeArgs {
     /// How far ahead of the next expected sequence number a frame may be.
     #[arg(long, value_name = "N", default_value_t = 1024, help_heading = LIMITS)]
     pub reorder_window: u64,
+    /// Payload bytes a client may have unacknowledged, announced in WELCOME
+    /// (the client keeps within it; frames held back for flow control stay
+    /// bounded by it).
+    #[arg(long, value_name = "BYTES", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..), help_heading = LIMITS)]
+    pub receive_window: u64,
     /// Chunked messages a session may have half-received at once.
     #[arg(long, value_name = "N", default_value_t = 16, help_heading = LIMITS)]
     pub max_partial_messages: usize,
@@ -226,6 +231,7 @@ impl ServeArgs {
         engine.limits.max_message_size = self.max_message_size;
         engine.limits.max_buffered_bytes = self.max_buffered_bytes;
         engine.limits.reorder_window = self.reorder_window;
+        engine.limits.receive_window = self.receive_window;
         engine.limits.max_partial_messages = self.max_partial_messages;
         engine
             .validate()
@@ -445,6 +451,7 @@ mod tests {
             "--max-message-size=1000000",
             "--max-buffered-bytes=2000000",
             "--reorder-window=64",
+            "--receive-window=65536",
             "--max-partial-messages=3",
             "--chunk-size=4096",
             "--ack-delay=10ms",
@@ -471,6 +478,7 @@ mod tests {
         assert_eq!(engine.limits.max_message_size, 1_000_000);
         assert_eq!(engine.limits.max_buffered_bytes, 2_000_000);
         assert_eq!(engine.limits.reorder_window, 64);
+        assert_eq!(engine.limits.receive_window, 65_536);
         assert_eq!(engine.limits.max_partial_messages, 3);
         assert_eq!(engine.chunk_size, 4096);
         assert_eq!(engine.ack.delay_ms, 10);
@@ -509,6 +517,7 @@ mod tests {
         for bad in [
             &["--fault-drop=1.5"][..],
             &["--fault-drop-every=0"],
+            &["--receive-window=0"],
             &["--fault-delay-ms=50-5"],
             &["--fault-forget-sessions-every=0s"],
             &["--tls-cert=cert.pem"],

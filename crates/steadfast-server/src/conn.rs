@@ -347,8 +347,20 @@ async fn reliable<S>(
     // and it stops sending. Its ACKs still go through, and they are what
     // makes room. (Stopping the reads instead would strand those ACKs
     // behind the data: a deadlock.) Messages delivered but not yet handed
-    // to the application count as queued: each may be answered.
+    // to the application count as queued: each may be answered. What the
+    // client may have unacknowledged, and so what waits here, is bounded
+    // by the receive window WELCOME announced (plus the message that
+    // crossed it, plus frame headers); reading stops only past twice that,
+    // which a client keeping to the window does not reach.
     let outbox = &shared.config.engine.outbox;
+    let limits = &shared.config.engine.limits;
+    let max_parked = usize::try_from(
+        limits
+            .receive_window
+            .saturating_add(limits.max_message_size)
+            .saturating_mul(2),
+    )
+    .unwrap_or(usize::MAX);
     let busy = |slot: &Slot| {
         let (mut messages, mut bytes) = (slot.engine.queued(), slot.engine.queued_bytes());
         for output in &slot.pending {
@@ -453,9 +465,9 @@ async fn reliable<S>(
                 None => std::future::pending().await,
             }
         };
-        // A client that ignores its own in-flight limit is not read further
+        // A client that ignores the announced window is not read further
         // until room is made (its heartbeat may then time out: it resumes).
-        let may_read = parked_bytes < MAX_PARKED_BYTES;
+        let may_read = parked_bytes < max_parked;
         tokio::select! {
             message = ws.next(), if may_read => {
                 // This frame and those already buffered behind it (up to a
@@ -485,7 +497,7 @@ async fn reliable<S>(
                             guard.drain(metrics);
                         }
                     }
-                    if taken == READ_BATCH || parked_bytes >= MAX_PARKED_BYTES {
+                    if taken == READ_BATCH || parked_bytes >= max_parked {
                         break;
                     }
                     match ws.next().now_or_never() {
@@ -567,9 +579,6 @@ async fn inject(shared: &Shared, faults: &mut ConnFaults) -> bool {
         None => false,
     }
 }
-
-/// Frames held back by flow control, at most, before reading stops.
-const MAX_PARKED_BYTES: usize = 16 * 1024 * 1024;
 
 /// Frames read in one go (those already buffered) before acting on them.
 const READ_BATCH: usize = 64;
