@@ -967,25 +967,29 @@ async fn pipelining_large_messages_against_a_pushing_back_echo_does_not_deadlock
     }
 }
 
+/// The echo with a 50-message session outbox, and a reliable client whose
+/// driver stops reading the socket while 4 messages wait for the
+/// application: the server's messages pile up in that outbox, and it holds
+/// the client's DATA back until there is room.
+async fn outpaced_echo(mut config: ServerConfig) -> (TestServer, steadfast::ClientBuilder) {
+    config.engine.outbox.max_messages = 50;
+    let server = TestServer::start_with(config, steadfast_server::Echo)
+        .await
+        .expect("bind loopback");
+    let builder = Client::builder(server.url())
+        .reliability(Reliability::Required)
+        .max_unread(4);
+    (server, builder)
+}
+
 /// A client that sends faster than it reads, against the echo: the
 /// session's outbox to the client fills up. The server must slow the client
 /// down (its DATA waits, unacknowledged, until the outbox has room) rather
 /// than drop the echoes that no longer fit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_outpacing_its_echoes_is_slowed_down_not_dropped() {
-    let mut config = ServerConfig::default();
-    config.engine.outbox.max_messages = 50;
-    let server = TestServer::start_with(config, steadfast_server::Echo)
-        .await
-        .expect("bind loopback");
-    // The client's driver stops reading the socket while 4 messages wait
-    // for the application, so the server's messages pile up in its outbox.
-    let client = Client::builder(server.url())
-        .reliability(Reliability::Required)
-        .max_unread(4)
-        .connect()
-        .await
-        .expect("valid options");
+    let (server, builder) = outpaced_echo(ServerConfig::default()).await;
+    let client = builder.connect().await.expect("valid options");
     within("open", client.wait_for_state(ConnectionState::is_open)).await;
     const COUNT: usize = 1_000;
     let sender = {
@@ -1033,15 +1037,10 @@ async fn a_client_outpacing_its_echoes_is_slowed_down_not_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_with_a_larger_window_than_the_server_holds_is_kept_within_it() {
     let mut config = ServerConfig::default();
-    config.engine.outbox.max_messages = 50;
     config.engine.limits.receive_window = 1 << 20;
     config.engine.limits.max_message_size = 1 << 20;
-    let server = TestServer::start_with(config, steadfast_server::Echo)
-        .await
-        .expect("bind loopback");
-    let client = Client::builder(server.url())
-        .reliability(Reliability::Required)
-        .max_unread(4)
+    let (server, builder) = outpaced_echo(config).await;
+    let client = builder
         .outbox(OutboxConfig {
             max_bytes: 256 << 20,
             max_in_flight_bytes: 64 << 20,
