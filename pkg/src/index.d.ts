@@ -56,6 +56,7 @@ export interface SteadfastOptions {
     maxBytes?: number;
     /** Messages not acknowledged within this time fail with ERR_EXPIRED. */
     ttlMs?: number;
+    /** Payload bytes sent and not yet acknowledged before sending waits (default 1 MiB; a steadfast server's announced receive window caps it). */
     maxInFlightBytes?: number;
   };
   /** What `send` does when the outbox is full: wait for room (default), reject with ERR_QUEUE_FULL, or drop the oldest (its promise rejects with ERR_DROPPED). */

@@ -150,7 +150,9 @@ pub struct OutboxConfig {
     pub ttl_ms: Option<u64>,
     /// What to do when full.
     pub overflow: Overflow,
-    /// Payload bytes on the wire without an ACK before the engine waits.
+    /// Payload bytes on the wire without an ACK before the engine waits
+    /// (in reliable mode, or the server's announced receive window if that
+    /// is smaller; one message may cross either).
     pub max_in_flight_bytes: usize,
 }
 
