@@ -982,6 +982,48 @@ async fn outpaced_echo(mut config: ServerConfig) -> (TestServer, steadfast::Clie
     (server, builder)
 }
 
+/// Queue every one of `payloads` before reading anything (the outbox holds
+/// them all), then read their echoes: each once, in order, and every
+/// receipt `Acked`. A stall fails with both sides' counters.
+async fn echo_all(client: &Client, server: &TestServer, payloads: Vec<Payload>) {
+    let count = payloads.len();
+    let sender = {
+        let (client, payloads) = (client.clone(), payloads.clone());
+        tokio::spawn(async move {
+            let mut receipts = Vec::with_capacity(payloads.len());
+            for payload in payloads {
+                receipts.push(client.send(payload).await.expect("queued"));
+            }
+            receipts
+        })
+    };
+    let receipts = within("every send queued", sender)
+        .await
+        .expect("the sender finished");
+    let mut got = Vec::with_capacity(count);
+    while got.len() < count {
+        match tokio::time::timeout(WAIT, client.next_event()).await {
+            Ok(Some(ClientEvent::Message(message))) => got.push(message),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the client ended after {} messages", got.len()),
+            Err(_) => panic!(
+                "no echo after {} of {count}; client {:?}; server {}",
+                got.len(),
+                client.stats(),
+                server.handle().metrics().render()
+            ),
+        }
+    }
+    // Each echo once and in order (compared by index: a 24 MiB diff helps no one).
+    if let Some(i) = (0..count).find(|&i| got[i] != payloads[i]) {
+        panic!("echo {i} of {count} is not message {i}: lost, repeated or out of order");
+    }
+    for receipt in receipts {
+        let delivery = within("an ACK", receipt).await;
+        assert_eq!(delivery.expect("acked"), Delivery::Acked);
+    }
+}
+
 /// A client that sends faster than it reads, against the echo: the
 /// session's outbox to the client fills up. The server must slow the client
 /// down (its DATA waits, unacknowledged, until the outbox has room) rather
@@ -991,40 +1033,7 @@ async fn a_client_outpacing_its_echoes_is_slowed_down_not_dropped() {
     let (server, builder) = outpaced_echo(ServerConfig::default()).await;
     let client = builder.connect().await.expect("valid options");
     within("open", client.wait_for_state(ConnectionState::is_open)).await;
-    const COUNT: usize = 1_000;
-    let sender = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            let mut receipts = Vec::with_capacity(COUNT);
-            for i in 0..COUNT {
-                receipts.push(client.send(Payload::Text(format!("m{i}"))).await);
-            }
-            receipts
-        })
-    };
-    // Read nothing until every send is queued (the outbox holds them all).
-    let receipts = within("every send queued", sender)
-        .await
-        .expect("the sender finished");
-    let mut got = Vec::with_capacity(COUNT);
-    while got.len() < COUNT {
-        match tokio::time::timeout(WAIT, client.next_event()).await {
-            Ok(Some(ClientEvent::Message(message))) => got.push(message),
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("the client ended after {} messages", got.len()),
-            Err(_) => panic!(
-                "no echo after {} of {COUNT}; client {:?}; server {}",
-                got.len(),
-                client.stats(),
-                server.handle().metrics().render()
-            ),
-        }
-    }
-    assert_eq!(got, texts(0..COUNT, "m"), "every echo, once, in order");
-    for receipt in receipts {
-        let delivery = within("an ACK", receipt.expect("queued")).await;
-        assert_eq!(delivery.expect("acked"), Delivery::Acked);
-    }
+    echo_all(&client, &server, texts(0..1_000, "m")).await;
     client.close(1000, "").await.expect("closes");
 }
 
@@ -1053,45 +1062,14 @@ async fn a_client_with_a_larger_window_than_the_server_holds_is_kept_within_it()
     // 24 MiB: far more than the server's 1 MiB window and than where it
     // stops reading a client that ignores it (twice the window plus one
     // largest message: 4 MiB).
-    const COUNT: usize = 384;
-    let payload = |i: usize| {
-        let mut p = vec![0x5a_u8; 64 * 1024];
-        p[..8].copy_from_slice(&(i as u64).to_le_bytes());
-        p
-    };
-    let sender = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            let mut receipts = Vec::with_capacity(COUNT);
-            for i in 0..COUNT {
-                receipts.push(client.send(payload(i)).await.expect("queued"));
-            }
-            receipts
+    let payloads = (0..384u64)
+        .map(|i| {
+            let mut p = vec![0x5a_u8; 64 * 1024];
+            p[..8].copy_from_slice(&i.to_le_bytes());
+            Payload::Binary(p)
         })
-    };
-    let receipts = within("every send queued", sender)
-        .await
-        .expect("the sender finished");
-    let mut next = 0;
-    while next < COUNT {
-        match tokio::time::timeout(WAIT, client.next_event()).await {
-            Ok(Some(ClientEvent::Message(Payload::Binary(data)))) => {
-                assert_eq!(data, payload(next), "echo {next}: once, in order");
-                next += 1;
-            }
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("the client ended after {next} echoes"),
-            Err(_) => panic!(
-                "no echo after {next} of {COUNT}; client {:?}; server {}",
-                client.stats(),
-                server.handle().metrics().render()
-            ),
-        }
-    }
-    for receipt in receipts {
-        let delivery = within("an ACK", receipt).await;
-        assert_eq!(delivery.expect("acked"), Delivery::Acked);
-    }
+        .collect();
+    echo_all(&client, &server, payloads).await;
     let stats = client.stats();
     assert_eq!(
         stats.engine.connects, 1,

@@ -86,8 +86,9 @@ pub struct Engine {
     auth_refreshed: bool,
     chunk_size: usize,
     peer_max_message: u64,
-    /// The receive window the server announced on this connection.
-    peer_window: Option<u64>,
+    /// The receive window the server announced on this connection
+    /// (`usize::MAX`: none).
+    peer_window: usize,
     /// Deliveries (or duplicates) since the last ACK.
     pending_ack: u64,
     /// Payload bytes delivered since the last ACK.
@@ -206,7 +207,7 @@ impl Engine {
             auth_refreshed: false,
             chunk_size,
             peer_max_message,
-            peer_window: None,
+            peer_window: usize::MAX,
             pending_ack: 0,
             pending_ack_bytes: 0,
             last_rx: 0,
@@ -1029,7 +1030,7 @@ impl Engine {
             self.stats.resumes += 1;
         }
         self.peer_max_message = max;
-        self.peer_window = window;
+        self.peer_window = window.map_or(usize::MAX, |w| usize::try_from(w).unwrap_or(usize::MAX));
         let Some(acked) = self.outbox.ack_through(delivered) else {
             return self.protocol_error(
                 now,
@@ -1251,10 +1252,7 @@ impl Engine {
         if mode == Mode::Reliable {
             // Within the window the server announced: beyond it, it would
             // hold our frames back and could not read our ACKs behind them.
-            let window = self
-                .peer_window
-                .map_or(usize::MAX, |w| usize::try_from(w).unwrap_or(usize::MAX));
-            max_in_flight = max_in_flight.min(window);
+            max_in_flight = max_in_flight.min(self.peer_window);
         }
         // Plain mode has no ACKs to bound it: at most `max_in_flight_bytes`
         // wait in `out` for the driver; the next pass starts when they were

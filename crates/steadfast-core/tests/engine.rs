@@ -78,12 +78,22 @@ fn open_reliable(engine: &mut Engine, now: u64, server_delivered: u64) -> Vec<Ou
 }
 
 fn welcome(engine: &mut Engine, now: u64, session: SessionId, delivered: u64) -> Vec<Output> {
+    welcome_with_window(engine, now, session, delivered, None)
+}
+
+fn welcome_with_window(
+    engine: &mut Engine,
+    now: u64,
+    session: SessionId,
+    delivered: u64,
+    window: Option<u64>,
+) -> Vec<Output> {
     let w = Frame::Welcome {
         resumed: true,
         session,
         delivered,
         max_message_size: 1 << 24,
-        window: None,
+        window,
     };
     engine.handle_frame(now, true, &w.to_vec());
     drain(engine)
@@ -831,17 +841,10 @@ fn a_client_keeps_within_the_window_the_server_announced() {
     for _ in 0..10 {
         engine.send(2, WALL, vec![7u8; 300].into()).expect("room");
     }
-    let w = Frame::Welcome {
-        resumed: false,
-        session,
-        delivered: 0,
-        max_message_size: 1 << 24,
-        window: Some(1_000),
-    };
-    engine.handle_frame(3, true, &w.to_vec());
+    let out = welcome_with_window(&mut engine, 3, session, 0, Some(1_000));
     // Below 1,000 bytes in flight another may go: 4 (1,200 bytes), not the
     // client's own 1 MiB's worth (all 10).
-    assert_eq!(data_seqs(&drain(&mut engine)), [1, 2, 3, 4]);
+    assert_eq!(data_seqs(&out), [1, 2, 3, 4]);
     // An ACK for two makes room for two more.
     engine.handle_frame(4, true, &Frame::Ack { delivered: 2 }.to_vec());
     assert_eq!(data_seqs(&drain(&mut engine)), [5, 6]);
