@@ -1166,3 +1166,48 @@ async fn racing_sends_never_overfill_the_outbox_or_lose_an_accepted_message() {
         client.close(1000, "").await.expect("closes");
     }
 }
+
+/// A sender that awaits each message before the next (a form submit, a
+/// request and its reply) hears the ACK one round trip after the peer read
+/// it, both ways: with the ACK delay at a minute on both sides and fewer
+/// messages than `ack.every`, only the end of each read burst can
+/// acknowledge within the test's wait.
+#[tokio::test]
+async fn awaited_sends_are_acknowledged_when_the_read_burst_ends() {
+    let slow_acks = steadfast_core::AckConfig {
+        delay_ms: 60_000,
+        every: 1_000,
+        every_bytes: 1 << 30,
+        ..steadfast_core::AckConfig::default()
+    };
+    let recorder = Recorder::default();
+    let mut config = ServerConfig::default();
+    config.engine.ack = slow_acks.clone();
+    let server = TestServer::start_with(config, recorder.clone())
+        .await
+        .expect("bind loopback");
+    let client = Client::builder(server.url())
+        .backoff(fast_backoff())
+        .ack(slow_acks)
+        .seed(1)
+        .connect()
+        .await
+        .expect("valid options");
+    within("open", client.wait_for_state(ConnectionState::is_open)).await;
+    let sent = texts(0..20, "q");
+    for message in sent.clone() {
+        let receipt = client.send(message).await.expect("queued");
+        assert_eq!(within("the ack", receipt).await, Ok(Delivery::Acked));
+    }
+    assert_eq!(
+        recorder.payloads(),
+        sent,
+        "the server got each once, in order"
+    );
+    assert_eq!(receive(&client, 20).await, sent, "each echo once, in order");
+    // The client acknowledged the echoes too, long before its delay.
+    eventually("the server to hear the client's ACKs", WAIT, || {
+        server.handle().metrics().get("acks_in").unwrap_or(0) >= 1
+    })
+    .await;
+}

@@ -150,7 +150,8 @@ for (const name of ["react", "vue"]) {
         }
       });
 
-    // The server waits 1.5 s before acknowledging: long enough to see "sent".
+    // The server waits 1.5 s before acknowledging (not at the end of the
+    // read burst, --ack-delay-only): long enough to see "sent".
     scenario("1. send and receive; each message queued, sent, then acknowledged", "1-send-receive", async () => {
       await open(page, app, server);
       await send(page, "hello from " + name);
@@ -177,7 +178,7 @@ for (const name of ["react", "vue"]) {
       );
       assert.equal(await ui.queued(page), 0);
       assert.equal(await metric(server, "messages_in"), 2, "the server got each once");
-    }, ["--ack-delay", "1500ms"]);
+    }, ["--ack-delay", "1500ms", "--ack-delay-only"]);
 
     scenario("2. server down: reconnecting with a countdown; 5 sends delivered once after the restart", "2-restart", async () => {
       await open(page, app, server);

@@ -345,6 +345,37 @@ fn native_section(md: &mut String, native: &Value) {
     }
     let _ = writeln!(
         md,
+        "\n### One message at a time, 64 B (µs)\n\n\
+         Each message is sent once the previous one came back: what an \
+         application that awaits each send (a form, a request and its \
+         reply) waits. `await send()` resolves on the server's ACK. \
+         Target: its p50 ≤ 1.5 × raw's echo round trip, p99 ≤ 2 ×.\n\n\
+         | client | waits for | p50 | p99 | p50 / raw | p99 / raw |\n|---|---|---|---|---|---|"
+    );
+    let sequential: Vec<&Value> = native["sequential"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let raw_sequential = sequential
+        .iter()
+        .find(|row| row["client"] == "raw")
+        .map_or((f64::NAN, f64::NAN), |row| {
+            (num(&row["p50_us"]), num(&row["p99_us"]))
+        });
+    for row in &sequential {
+        let (p50, p99) = (num(&row["p50_us"]), num(&row["p99_us"]));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {p50:.0} | {p99:.0} | {:.2} | {:.2} |",
+            row["client"].as_str().unwrap_or("?"),
+            row["awaits"].as_str().unwrap_or("?"),
+            p50 / raw_sequential.0,
+            p99 / raw_sequential.1,
+        );
+    }
+    let _ = writeln!(
+        md,
         "\n### One 16 MiB message there and back\n\n\
          Reliable mode sends it in 32 KiB chunks, reassembled at each end; \
          raw and plain send one WebSocket message. MB/s: 16 MiB over the \

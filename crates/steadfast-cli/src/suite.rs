@@ -29,6 +29,8 @@ pub(crate) struct Scale {
     pub(crate) messages: usize,
     pub(crate) idle_connections: usize,
     pub(crate) latency_ms: u64,
+    /// Round trips per sequential run (one message at a time).
+    pub(crate) sequential: usize,
     pub(crate) durable_messages: usize,
 }
 
@@ -39,6 +41,7 @@ impl Scale {
             messages: 50_000,
             idle_connections: 10_000,
             latency_ms: 3_000,
+            sequential: 2_000,
             durable_messages: 20_000,
         }
     }
@@ -50,6 +53,7 @@ impl Scale {
             messages: 2_000,
             idle_connections: 200,
             latency_ms: 300,
+            sequential: 200,
             durable_messages: 1_000,
         }
     }
@@ -207,6 +211,36 @@ pub(crate) async fn run(
         rows.push(json!({ "client": kind.key(), "p50_us": p50, "p99_us": p99 }));
     }
     report.insert("latency".into(), Value::Array(rows));
+
+    // One message at a time: what an application awaiting each send sees.
+    println!("\none 64 B message at a time, sequential round trips (µs)");
+    let cases = [
+        (
+            Kind::Reliable,
+            Await::Ack,
+            "reliable, `await send()` (the ACK)",
+        ),
+        (Kind::Reliable, Await::Echo, "reliable, send then the echo"),
+        (Kind::Raw, Await::Echo, "raw, send then the echo"),
+    ];
+    let mut runs: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); cases.len()];
+    for _ in 0..scale.runs.min(3) {
+        for (i, (kind, wait, _)) in cases.iter().enumerate() {
+            let (p50, p99) = sequential(*kind, url(*kind), *wait, scale.sequential).await?;
+            runs[i].0.push(p50);
+            runs[i].1.push(p99);
+        }
+    }
+    let mut rows = Vec::new();
+    for ((kind, wait, name), (p50s, p99s)) in cases.iter().zip(&mut runs) {
+        let (p50, p99) = (median(p50s), median(p99s));
+        println!("  {name:<36} p50 {p50:>7.0}  p99 {p99:>7.0}");
+        rows.push(json!({
+            "client": kind.key(), "awaits": wait.key(), "messages": scale.sequential,
+            "p50_us": p50, "p99_us": p99,
+        }));
+    }
+    report.insert("sequential".into(), Value::Array(rows));
 
     // One 16 MiB message.
     println!("\none 16 MiB message, round trip (MB/s of payload one way)");
@@ -446,6 +480,81 @@ async fn latency(kind: Kind, url: &str, duration_ms: u64) -> Result<(f64, f64), 
     }
     rtts.sort_by(f64::total_cmp);
     let at = |p: f64| rtts[((rtts.len() - 1) as f64 * p) as usize];
+    Ok((at(0.5), at(0.99)))
+}
+
+/// What a sequential round trip waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Await {
+    /// The send's receipt: the server acknowledged the message.
+    Ack,
+    /// The echo of the message.
+    Echo,
+}
+
+impl Await {
+    fn key(self) -> &'static str {
+        match self {
+            Await::Ack => "ack",
+            Await::Echo => "echo",
+        }
+    }
+}
+
+/// `count` 64 B messages, each sent once the last one's `wait` came back;
+/// the p50 and p99 of those waits in µs.
+async fn sequential(
+    kind: Kind,
+    url: &str,
+    wait: Await,
+    count: usize,
+) -> Result<(f64, f64), String> {
+    let payload = vec![0x5a_u8; 64];
+    let mut times = Vec::with_capacity(count);
+    if kind == Kind::Raw {
+        let mut ws = raw_client(url).await?;
+        for _ in 0..count {
+            let start = Instant::now();
+            ws.send(Message::binary(payload.clone()))
+                .await
+                .map_err(|e| e.to_string())?;
+            loop {
+                match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+                    Ok(Some(Ok(Message::Binary(_)))) => break,
+                    Ok(Some(Ok(_))) => {}
+                    other => return Err(format!("raw sequential: {other:?}")),
+                }
+            }
+            times.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+        let _ = ws.close(None).await;
+    } else {
+        let client = steadfast_client(kind, url).await?;
+        for _ in 0..count {
+            let start = Instant::now();
+            let receipt = client
+                .send(payload.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            match wait {
+                Await::Ack => {
+                    tokio::time::timeout(Duration::from_secs(30), receipt)
+                        .await
+                        .map_err(|_| "no ACK in 30 s".to_owned())?
+                        .map_err(|e| e.to_string())?;
+                    times.push(start.elapsed().as_secs_f64() * 1e6);
+                    next_message(&client).await?;
+                }
+                Await::Echo => {
+                    next_message(&client).await?;
+                    times.push(start.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+        }
+        let _ = client.close(1000, "").await;
+    }
+    times.sort_by(f64::total_cmp);
+    let at = |p: f64| times[((times.len() - 1) as f64 * p) as usize];
     Ok((at(0.5), at(0.99)))
 }
 

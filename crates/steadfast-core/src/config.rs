@@ -217,7 +217,12 @@ impl Default for Limits {
     }
 }
 
-/// ACK coalescing.
+/// ACK coalescing. An ACK covers everything delivered in a burst of reads
+/// and goes out when the burst ends (see [`Engine::handle_read_burst_end`]);
+/// these are the upper bounds for a burst that goes on, or a driver that
+/// does not report its ends.
+///
+/// [`Engine::handle_read_burst_end`]: crate::Engine::handle_read_burst_end
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AckConfig {
     /// An ACK goes out at most this long after the first unacknowledged delivery.
@@ -228,6 +233,10 @@ pub struct AckConfig {
     /// last ACK, so a sender bounded by `max_in_flight_bytes` never stalls
     /// for `delay_ms` on large messages.
     pub every_bytes: u64,
+    /// Acknowledge when a read burst ends (on by default). Off, ACKs wait
+    /// for the bounds above only: fewer ACK frames for a peer that never
+    /// awaits a single message, and `delay_ms` for one that does.
+    pub at_read_burst_end: bool,
 }
 
 impl Default for AckConfig {
@@ -236,6 +245,7 @@ impl Default for AckConfig {
             delay_ms: 50,
             every: 32,
             every_bytes: 256 * 1024,
+            at_read_burst_end: true,
         }
     }
 }

@@ -44,6 +44,10 @@ struct Conn {
 ///   order: a [`Output::Persist`] must be applied before the outputs after it
 ///   (so a message is durable before it is transmitted, and the inbound
 ///   high-water mark before the ACK that depends on it).
+/// - **Read bursts**: when the socket has nothing more to read right now,
+///   hand the application what was delivered, then call
+///   [`handle_read_burst_end`](Engine::handle_read_burst_end) and drain
+///   again: the burst's coalesced ACK goes out then.
 /// - **Time**: sleep until the `Timeout`'s deadline or the next input, then
 ///   call [`handle_timeout`](Engine::handle_timeout) with the *current* time —
 ///   re-read the clock on waking; a late wake-up (throttled tab, sleeping
@@ -684,6 +688,27 @@ impl Engine {
         let was = std::mem::replace(&mut conn.send_blocked, blocked);
         if was && !blocked {
             self.transmit_more();
+        }
+    }
+
+    /// The driver has read everything the socket had for now (its next
+    /// read would wait), and the application has been handed what the
+    /// drains after those reads delivered.
+    ///
+    /// The ACK coalesced over the burst goes out now, instead of waiting
+    /// for `ack.delay_ms` or `ack.every`: a sender that awaits each message
+    /// hears back one round trip after its peer read it, and a stream read
+    /// in bursts costs one ACK per burst. The ACK tells the peer it may
+    /// forget the messages: it must not reach the wire before the
+    /// application has them. A driver that dispatches events after a drain
+    /// calls this in a drain of its own; one that hands messages over in
+    /// output order, or before it writes a drain's frames, may call it
+    /// right after the reads. A driver that reads one message at a time
+    /// may call it after each.
+    pub fn handle_read_burst_end(&mut self, now: u64) {
+        let _ = now;
+        if self.pending_ack > 0 && self.config.ack.at_read_burst_end {
+            self.send_ack();
         }
     }
 

@@ -981,6 +981,7 @@ fn acks_are_coalesced_and_follow_the_persisted_mark() {
                 delay_ms: 50,
                 every: 100,
                 every_bytes: 1 << 20,
+                ..AckConfig::default()
             },
             ..config()
         },
@@ -1039,6 +1040,130 @@ fn acks_are_coalesced_and_follow_the_persisted_mark() {
 }
 
 #[test]
+fn a_read_burst_is_acknowledged_when_it_ends_once_for_all_it_delivered() {
+    let mut engine = Engine::client(
+        Config {
+            ack: AckConfig {
+                delay_ms: 10_000,
+                every: 100,
+                every_bytes: 1 << 20,
+                ..AckConfig::default()
+            },
+            ..config()
+        },
+        1,
+    )
+    .expect("config");
+    let _ = open_reliable(&mut engine, 0, 0);
+    // Nothing to acknowledge: the end of a burst sends nothing.
+    engine.handle_read_burst_end(5);
+    assert!(frames(&drain(&mut engine)).is_empty());
+    // One burst of three messages, read at 10.
+    for seq in 1..=3u64 {
+        let data = Frame::Data {
+            seq,
+            binary: true,
+            chunk: None,
+            payload: &[seq as u8],
+        };
+        engine.handle_frame(10, true, &data.to_vec());
+    }
+    let out = drain(&mut engine);
+    assert_eq!(
+        events(&out)
+            .iter()
+            .filter(|e| matches!(e, Event::Message(_)))
+            .count(),
+        3
+    );
+    assert!(
+        frames(&out).iter().all(|f| !matches!(f, Frame::Ack { .. })),
+        "never in the drain that delivered"
+    );
+    // The burst ends: one ACK for all three, long before the 10 s delay,
+    // after the mark that it depends on is persisted.
+    engine.handle_read_burst_end(10);
+    let out = drain(&mut engine);
+    let persisted = out.iter().position(
+        |o| matches!(o, Output::Persist(PersistOp::Session(s)) if s.inbound_delivered == 3),
+    );
+    let acked = out.iter().position(|o| matches!(o, Output::Transmit(_)));
+    assert!(
+        persisted.expect("mark persisted") < acked.expect("one ACK"),
+        "{out:?}"
+    );
+    assert_eq!(frames(&out), vec![Frame::Ack { delivered: 3 }]);
+    // Its delay timer went with it: nothing left to fire at 10 s.
+    engine.handle_timeout(10_010);
+    assert!(frames(&drain(&mut engine)).is_empty());
+    // A second end without a read in between sends nothing again.
+    engine.handle_read_burst_end(10_011);
+    assert!(frames(&drain(&mut engine)).is_empty());
+    // A duplicate alone is re-acknowledged at the end of its burst.
+    let dup = Frame::Data {
+        seq: 2,
+        binary: true,
+        chunk: None,
+        payload: &[2],
+    };
+    engine.handle_frame(10_020, true, &dup.to_vec());
+    let _ = drain(&mut engine);
+    engine.handle_read_burst_end(10_020);
+    assert_eq!(
+        frames(&drain(&mut engine)),
+        vec![Frame::Ack { delivered: 3 }]
+    );
+}
+
+#[test]
+fn with_acks_at_burst_end_off_the_delay_alone_decides() {
+    let mut engine = Engine::client(
+        Config {
+            ack: AckConfig {
+                delay_ms: 50,
+                at_read_burst_end: false,
+                ..AckConfig::default()
+            },
+            ..config()
+        },
+        1,
+    )
+    .expect("config");
+    let _ = open_reliable(&mut engine, 0, 0);
+    let data = Frame::Data {
+        seq: 1,
+        binary: true,
+        chunk: None,
+        payload: b"x",
+    };
+    engine.handle_frame(10, true, &data.to_vec());
+    let _ = drain(&mut engine);
+    engine.handle_read_burst_end(10);
+    assert!(frames(&drain(&mut engine)).is_empty());
+    engine.handle_timeout(60);
+    assert_eq!(
+        frames(&drain(&mut engine)),
+        vec![Frame::Ack { delivered: 1 }]
+    );
+}
+
+#[test]
+fn a_read_burst_end_sends_nothing_in_plain_mode_or_before_the_handshake() {
+    let mut engine = started(config(), 1);
+    engine.handle_open(1, None);
+    let _ = drain(&mut engine);
+    engine.handle_frame(2, false, b"plain");
+    let out = drain(&mut engine);
+    assert_eq!(events(&out).len(), 1, "{out:?}");
+    engine.handle_read_burst_end(2);
+    let out = drain(&mut engine);
+    assert!(
+        out.iter().all(|o| !matches!(o, Output::Transmit(_))),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn a_large_delivery_is_acknowledged_without_waiting_out_the_delay() {
     let mut engine = Engine::client(
         Config {
@@ -1046,6 +1171,7 @@ fn a_large_delivery_is_acknowledged_without_waiting_out_the_delay() {
                 delay_ms: 50,
                 every: 100,
                 every_bytes: 4096,
+                ..AckConfig::default()
             },
             ..config()
         },

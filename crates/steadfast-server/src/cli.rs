@@ -63,9 +63,15 @@ pub struct ServeArgs {
     /// Messages above this are sent in chunks of this size.
     #[arg(long, value_name = "BYTES", default_value_t = 32 * 1024, help_heading = SESSIONS)]
     pub chunk_size: usize,
-    /// Longest wait before acknowledging a delivery.
+    /// Longest wait before acknowledging a delivery while reads go on (a
+    /// burst of reads is acknowledged when it ends).
     #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = parse_duration, help_heading = SESSIONS)]
     pub ack_delay: Duration,
+    /// Acknowledge only after --ack-delay (or 32 messages, or 256 KiB), not
+    /// as soon as a read burst ends: fewer ACK frames, and a client awaiting
+    /// each send waits the delay.
+    #[arg(long, help_heading = SESSIONS)]
+    pub ack_delay_only: bool,
     /// Heartbeat PING interval; 0 turns the server's heartbeat off.
     #[arg(long, value_name = "DURATION", default_value = "25s", value_parser = parse_duration, help_heading = SESSIONS)]
     pub heartbeat_interval: Duration,
@@ -220,6 +226,7 @@ impl ServeArgs {
         engine.outbox.max_bytes = self.session_outbox_bytes;
         engine.chunk_size = self.chunk_size;
         engine.ack.delay_ms = millis(self.ack_delay);
+        engine.ack.at_read_burst_end = !self.ack_delay_only;
         engine.heartbeat = match millis(self.heartbeat_interval) {
             0 => None,
             interval_ms => engine.heartbeat.take().map(|mut heartbeat| {
@@ -455,6 +462,7 @@ mod tests {
             "--max-partial-messages=3",
             "--chunk-size=4096",
             "--ack-delay=10ms",
+            "--ack-delay-only",
             "--heartbeat-interval=5s",
             "--session-outbox-messages=99",
             "--session-outbox-bytes=123456",
@@ -482,6 +490,7 @@ mod tests {
         assert_eq!(engine.limits.max_partial_messages, 3);
         assert_eq!(engine.chunk_size, 4096);
         assert_eq!(engine.ack.delay_ms, 10);
+        assert!(!engine.ack.at_read_burst_end);
         assert_eq!(engine.heartbeat.as_ref().map(|h| h.interval_ms), Some(5000));
         assert_eq!(
             (engine.outbox.max_messages, engine.outbox.max_bytes),

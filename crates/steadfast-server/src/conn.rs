@@ -502,7 +502,19 @@ async fn reliable<S>(
                     }
                     match ws.next().now_or_never() {
                         Some(next) => message = next,
-                        None => break,
+                        None => {
+                            // Nothing more to read: the burst's ACK goes
+                            // now. It is written after the messages it
+                            // covers reach the application (the loop
+                            // above hands them over before it writes).
+                            let mut guard = lock(&slot);
+                            if guard.generation != generation {
+                                break 'conn End::Superseded;
+                            }
+                            guard.engine.handle_read_burst_end(now);
+                            guard.drain(metrics);
+                            break;
+                        }
                     }
                 }
             }

@@ -212,9 +212,17 @@ async fn run(
                     Err(_) => engine.handle_close(now(), 1006, "connect failed"),
                 }
             }
+            // Each message read is a burst of its own: its ACK follows its
+            // event (handed over first, in output order).
             message = next_message => match message {
-                Some(Ok(Message::Binary(bytes))) => engine.handle_frame(now(), true, &bytes),
-                Some(Ok(Message::Text(text))) => engine.handle_frame(now(), false, text.as_bytes()),
+                Some(Ok(Message::Binary(bytes))) => {
+                    engine.handle_frame(now(), true, &bytes);
+                    engine.handle_read_burst_end(now());
+                }
+                Some(Ok(Message::Text(text))) => {
+                    engine.handle_frame(now(), false, text.as_bytes());
+                    engine.handle_read_burst_end(now());
+                }
                 Some(Ok(Message::Close(frame))) => {
                     ws = None;
                     let (code, reason) = frame

@@ -375,6 +375,11 @@ impl Sim {
             self.drain();
         }
         self.deliver_due(now);
+        // Every frame due now was read (and its messages observed by the
+        // drains): each side's burst ends.
+        self.client.handle_read_burst_end(now);
+        self.server.handle_read_burst_end(now);
+        self.drain();
         self.client.handle_timeout(now);
         self.server.handle_timeout(now);
         self.drain();

@@ -27,6 +27,7 @@ fn config() -> Config {
             delay_ms: 20,
             every: 8,
             every_bytes: 64 * 1024,
+            ..AckConfig::default()
         },
         heartbeat: Some(HeartbeatConfig {
             interval_ms: 400,
