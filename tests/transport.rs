@@ -134,7 +134,7 @@ async fn server_shutdown_closes_clients_with_going_away() {
     let stopping = tokio::spawn(server.stop());
     match next(&mut socket).await {
         SocketEvent::Closed(close) => {
-            assert_eq!(close.code, steadfast_server::CLOSE_GOING_AWAY);
+            assert_eq!(close.code, steadfast_server::close::GOING_AWAY);
             assert_eq!(close.reason, "server shutting down");
         }
         other => panic!("expected a close, got {other:?}"),

@@ -5,6 +5,7 @@ use std::fmt;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
+use crate::close;
 use crate::Payload;
 
 /// Whether the engine uses the steadfast protocol.
@@ -97,19 +98,27 @@ impl Default for ClosePolicy {
         use CloseAction::*;
         ClosePolicy {
             rules: vec![
-                (1008..=1008, Stop),          // policy violation
-                (4001..=4001, RefreshAuth),   // unauthorized: refresh once
-                (4002..=4099, Stop),          // other auth/policy rejections
-                (4905..=4905, Stop),          // protocol version not supported
+                (1008..=1008, Stop),                                      // policy violation
+                (close::UNAUTHORIZED..=close::UNAUTHORIZED, RefreshAuth), // refresh once
+                (4002..=4099, Stop), // other auth/policy rejections
+                (
+                    close::UNSUPPORTED_VERSION..=close::UNSUPPORTED_VERSION,
+                    Stop,
+                ),
                 (1002..=1003, ReconnectSlow), // protocol error / unsupported data
                 (1007..=1007, ReconnectSlow), // invalid payload
-                (1009..=1009, ReconnectSlow), // too big (the engine also halves chunk_size)
-                (1013..=1013, ReconnectSlow), // try again later
+                // Too big (the engine also halves chunk_size).
+                (close::TOO_BIG..=close::TOO_BIG, ReconnectSlow),
+                (close::OVERLOADED..=close::OVERLOADED, ReconnectSlow), // try again later
                 // The server is restarting: every client heard it at once, so
                 // spread the herd wider from the first retry.
-                (1001..=1001, ReconnectSlow), // going away
+                (close::GOING_AWAY..=close::GOING_AWAY, ReconnectSlow),
                 (1012..=1012, ReconnectSlow), // service restart
-                (4900..=4904, ReconnectSlow), // steadfast protocol trouble
+                // steadfast protocol trouble
+                (
+                    close::PROTOCOL_ERROR..=close::PARTIAL_TIMEOUT,
+                    ReconnectSlow,
+                ),
             ],
             predicate: None,
         }

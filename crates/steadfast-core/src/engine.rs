@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
+use crate::close;
 use crate::codec::{self, Frame, SessionId, MIN_CHUNK_SIZE, SUBPROTOCOL};
 use crate::config::{CloseAction, Config, ConfigError, Reliability};
 use crate::error::{EngineError, SendError};
@@ -341,7 +342,7 @@ impl Engine {
         let _ = now;
         if self.conn.take().is_some() {
             self.emit(Output::Disconnect {
-                code: 1000,
+                code: close::NORMAL,
                 reason: String::new(),
             });
         }
@@ -358,7 +359,7 @@ impl Engine {
         }
         if self.conn.take().is_some() {
             self.emit(Output::Disconnect {
-                code: 1000,
+                code: close::NORMAL,
                 reason: "reconnect".into(),
             });
             self.end_connection();
@@ -527,7 +528,7 @@ impl Engine {
         } else if self.config.reliability == Reliability::Required {
             self.conn = None;
             self.emit(Output::Disconnect {
-                code: 1000,
+                code: close::NORMAL,
                 reason: "steadfast.v1 required".into(),
             });
             self.stop(
@@ -662,7 +663,7 @@ impl Engine {
             self.set_state(State::Idle);
             return;
         }
-        if code == 1009 {
+        if code == close::TOO_BIG {
             // The server (or a proxy) found a message too big: send smaller chunks.
             self.chunk_size = (self.chunk_size / 2).max(MIN_CHUNK_SIZE);
         }
@@ -724,7 +725,7 @@ impl Engine {
                 }
                 if self.conn.take().is_some() {
                     self.emit(Output::Disconnect {
-                        code: 4907,
+                        code: close::OFFLINE,
                         reason: "offline".into(),
                     });
                     self.end_connection();
@@ -991,7 +992,7 @@ impl Engine {
     fn abort(&mut self, error: EngineError) -> Option<u16> {
         let code = error.close_code();
         let mut reason = error.to_string();
-        reason.truncate(floor_char_boundary(&reason, 123));
+        close::truncate_reason(&mut reason);
         self.conn = None;
         self.stats.errors += 1;
         self.emit(Output::Disconnect { code, reason });
@@ -1342,15 +1343,4 @@ impl Engine {
         }
         self.arm_expiry();
     }
-}
-
-/// The largest index ≤ `max` on a char boundary of `s`.
-fn floor_char_boundary(s: &str, max: usize) -> usize {
-    if max >= s.len() {
-        return s.len();
-    }
-    (0..=max)
-        .rev()
-        .find(|&i| s.is_char_boundary(i))
-        .unwrap_or(0)
 }

@@ -1,3 +1,4 @@
+use crate::close;
 use crate::codec::DecodeError;
 
 /// Something that went wrong inside a session. Each variant has a stable
@@ -80,18 +81,18 @@ impl EngineError {
     /// The close code the engine sends for this error (docs/PROTOCOL.md §8).
     pub fn close_code(&self) -> u16 {
         match self {
-            EngineError::Decode(DecodeError::TooLarge { .. }) => 4901,
-            EngineError::Decode(DecodeError::UnsupportedVersion(_)) => 4905,
-            EngineError::Decode(_) | EngineError::Protocol(_) => 4900,
-            EngineError::BufferLimit | EngineError::PartialLimit => 4901,
-            EngineError::SequenceGap { .. } | EngineError::GapTimeout => 4902,
-            EngineError::DeadPeer => 4903,
-            EngineError::PartialTimeout => 4904,
-            EngineError::ConnectTimeout => 4906,
-            EngineError::InvalidUtf8 => 4908,
+            EngineError::Decode(DecodeError::TooLarge { .. }) => close::LIMIT_EXCEEDED,
+            EngineError::Decode(DecodeError::UnsupportedVersion(_)) => close::UNSUPPORTED_VERSION,
+            EngineError::Decode(_) | EngineError::Protocol(_) => close::PROTOCOL_ERROR,
+            EngineError::BufferLimit | EngineError::PartialLimit => close::LIMIT_EXCEEDED,
+            EngineError::SequenceGap { .. } | EngineError::GapTimeout => close::SEQUENCE_GAP,
+            EngineError::DeadPeer => close::DEAD_PEER,
+            EngineError::PartialTimeout => close::PARTIAL_TIMEOUT,
+            EngineError::ConnectTimeout => close::CONNECT_TIMEOUT,
+            EngineError::InvalidUtf8 => close::INVALID_UTF8,
             EngineError::SubprotocolRefused
             | EngineError::Rejected { .. }
-            | EngineError::AuthFailed => 1000,
+            | EngineError::AuthFailed => close::NORMAL,
         }
     }
 }

@@ -34,6 +34,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod close;
 pub mod codec;
 mod config;
 mod engine;

@@ -4,15 +4,13 @@
 //! query string (`?token=…`) or as a subprotocol entry `bearer.<token>`
 //! (never selected back). A missing, malformed, badly signed, expired or
 //! not-yet-valid token is refused after the upgrade with close code
-//! [`CLOSE_UNAUTHORIZED`] (4001): clients with an auth hook fetch a new token
-//! once, others stop — nobody retries in a loop.
+//! [`close::UNAUTHORIZED`](steadfast_core::close::UNAUTHORIZED) (4001):
+//! clients with an auth hook fetch a new token once, others stop — nobody
+//! retries in a loop.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ring::hmac;
-
-/// Close code for a refused token.
-pub const CLOSE_UNAUTHORIZED: u16 = 4001;
 
 /// HS256 verification settings.
 #[derive(Clone)]

@@ -20,12 +20,12 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::auth::{self, AuthError, Claims, CLOSE_UNAUTHORIZED};
+use crate::auth::{self, AuthError, Claims};
 use crate::faults::{ConnFaults, FaultRecord};
 use crate::handler::{Peer, PeerId, ECHO_PROTOCOL};
 use crate::http::{self, Head, HeadError, Rewind};
 use crate::registry::{lock, AttachError, Attached, PlainCmd, Shared, Slot};
-use crate::{CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_OVERLOADED, CLOSE_SUPERSEDED};
+use steadfast_core::close;
 use steadfast_core::SessionId;
 
 type Ws<S> = WebSocketStream<Rewind<S>>;
@@ -241,11 +241,11 @@ async fn upgrade<S>(
     };
     if open as usize >= shared.config.max_connections {
         metrics.inc(&metrics.connections_refused);
-        close(&mut ws, CLOSE_OVERLOADED, "server overloaded").await;
+        close(&mut ws, close::OVERLOADED, "server overloaded").await;
     } else if let Err(error) = claims {
         metrics.inc(&metrics.connections_refused);
         tracing::debug!(%remote, code = error.code(), "token refused");
-        close(&mut ws, CLOSE_UNAUTHORIZED, &error.to_string()).await;
+        close(&mut ws, close::UNAUTHORIZED, &error.to_string()).await;
     } else {
         caller.subject = claims.ok().and_then(|c| c.subject);
         match kind {
@@ -329,11 +329,11 @@ async fn reliable<S>(
         Ok(attached) => attached,
         Err(AttachError::Overloaded) => {
             metrics.inc(&metrics.connections_refused);
-            return close(ws, CLOSE_OVERLOADED, "too many sessions").await;
+            return close(ws, close::OVERLOADED, "too many sessions").await;
         }
         Err(AttachError::Engine(error)) => {
             tracing::error!(%error, "the session engine refused the server's configuration");
-            return close(ws, CLOSE_INTERNAL_ERROR, "server configuration error").await;
+            return close(ws, close::INTERNAL_ERROR, "server configuration error").await;
         }
     };
     let session = lock(&slot).engine.session();
@@ -542,7 +542,7 @@ async fn reliable<S>(
                 End::Shutdown => {
                     guard
                         .engine
-                        .handle_close(shared.now_ms(), CLOSE_GOING_AWAY, "");
+                        .handle_close(shared.now_ms(), close::GOING_AWAY, "");
                 }
                 // The engine asked for this close (or was told of it).
                 End::Engine(..) | End::Superseded => {}
@@ -566,9 +566,9 @@ async fn reliable<S>(
         }
     }
     match ended {
-        End::Superseded => close(ws, CLOSE_SUPERSEDED, "session taken over").await,
+        End::Superseded => close(ws, close::SUPERSEDED, "session taken over").await,
         End::Engine(code, reason) => close(ws, code, &reason).await,
-        End::Shutdown => close(ws, CLOSE_GOING_AWAY, "server shutting down").await,
+        End::Shutdown => close(ws, close::GOING_AWAY, "server shutting down").await,
         End::Lost(..) => {}
     }
     shared.handler.on_disconnect(&handle, &peer);
@@ -651,7 +651,7 @@ async fn plain<S>(
         let first = tokio::select! {
             biased;
             _ = stop.changed() => {
-                close(ws, CLOSE_GOING_AWAY, "server shutting down").await;
+                close(ws, close::GOING_AWAY, "server shutting down").await;
                 break;
             }
             message = ws.next(), if may_read(&rx) => {

@@ -61,7 +61,7 @@ mod metrics;
 mod registry;
 mod tls;
 
-pub use auth::{AuthError, Claims, JwtAuth, CLOSE_UNAUTHORIZED};
+pub use auth::{AuthError, Claims, JwtAuth};
 pub use config::ServerConfig;
 pub use faults::{FaultRecord, Faults};
 pub use handler::{
@@ -77,17 +77,8 @@ pub use tokio_rustls::rustls;
 
 use registry::Shared;
 
-/// Close code sent to every client when the server shuts down.
-pub const CLOSE_GOING_AWAY: u16 = 1001;
-
-/// Close code for "overloaded, try again later".
-pub const CLOSE_OVERLOADED: u16 = 1013;
-
-/// Close code for "the server hit an unexpected condition" (a bug).
-pub const CLOSE_INTERNAL_ERROR: u16 = 1011;
-
-/// Close code for a connection whose session another connection took over.
-pub const CLOSE_SUPERSEDED: u16 = 4909;
+/// The close codes the server sends (one table with the client's).
+pub use steadfast_core::close;
 
 /// Builds a [`Server`].
 #[derive(Default)]

@@ -14,6 +14,7 @@ use std::task::Poll;
 
 use futures::channel::oneshot;
 use futures::FutureExt;
+use steadfast_core::close;
 use steadfast_core::codec::SUBPROTOCOL;
 use steadfast_core::{Engine, Event, Hint, Output, Payload, PersistOp, SendError, State};
 use tracing::Instrument;
@@ -273,7 +274,7 @@ impl Driver {
                             if no_credentials {
                                 self.engine.handle_auth_unavailable(now);
                             } else {
-                                self.engine.handle_close(now, 1006, &reason);
+                                self.engine.handle_close(now, close::ABNORMAL, &reason);
                             }
                         }
                     }
@@ -527,7 +528,8 @@ impl Driver {
             }
             None => {
                 self.socket = None;
-                self.engine.handle_close(now, 1006, "connection lost");
+                self.engine
+                    .handle_close(now, close::ABNORMAL, "connection lost");
             }
         }
     }

@@ -56,6 +56,8 @@ pub use client::{
     Delivery, QueuedMessage, Receipt, SendOverflow,
 };
 pub use error::Error;
+/// The close codes steadfast sends or acts on.
+pub use steadfast_core::close;
 /// The engine's settings and vocabulary, re-exported.
 pub use steadfast_core::{
     AckConfig, BackoffConfig, CloseAction, ClosePolicy, Config, DisconnectReason, HeartbeatConfig,

@@ -13,6 +13,8 @@
 //! Reconnecting, queueing and delivery guarantees are *not* done here: they
 //! are decided by `steadfast-core` and driven by the client on top.
 
+use steadfast_core::close;
+
 use crate::queue;
 
 use crate::Error;
@@ -71,19 +73,12 @@ impl CloseInfo {
     /// The close reported when the connection dropped without a close frame.
     pub fn abnormal(reason: impl Into<String>) -> Self {
         CloseInfo {
-            code: CLOSE_ABNORMAL,
+            code: close::ABNORMAL,
             reason: reason.into(),
             was_clean: false,
         }
     }
 }
-
-/// Close code: the connection was lost without a close frame.
-pub const CLOSE_ABNORMAL: u16 = 1006;
-/// Close code: the close frame carried no status code.
-pub const CLOSE_NO_STATUS: u16 = 1005;
-/// Close code: normal closure.
-pub const CLOSE_NORMAL: u16 = 1000;
 
 /// What a [`Socket`] reports after it opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,10 +282,10 @@ pub(crate) fn validate_url(url: &str) -> Result<(), Error> {
 
 /// Check a close code and reason the application wants to send.
 pub fn validate_close(code: u16, reason: &str) -> Result<(), Error> {
-    if code != CLOSE_NORMAL && !(3000..=4999).contains(&code) {
+    if !close::is_sendable(code) {
         return Err(Error::InvalidCloseCode(code));
     }
-    if reason.len() > 123 {
+    if reason.len() > close::MAX_REASON_BYTES {
         return Err(Error::CloseReasonTooLong(reason.len()));
     }
     Ok(())

@@ -19,7 +19,9 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self as ts, Message as WsMessage};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-use super::{CloseInfo, ConnectOptions, Message, Opened, SocketEvent, CLOSE_NO_STATUS};
+use steadfast_core::close;
+
+use super::{CloseInfo, ConnectOptions, Message, Opened, SocketEvent};
 use crate::Error;
 
 /// Everything connects natively; nothing to refuse up front.
@@ -289,7 +291,7 @@ async fn drive(
                         break 'commands close_frame(code, reason);
                     }
                     // The Socket was dropped: close politely.
-                    None => break 'commands close_frame(super::CLOSE_NORMAL, String::new()),
+                    None => break 'commands close_frame(close::NORMAL, String::new()),
                 }
                 if written >= FLUSH_AFTER {
                     break;
@@ -337,7 +339,7 @@ async fn drive(
                             was_clean: true,
                         },
                         None => CloseInfo {
-                            code: CLOSE_NO_STATUS,
+                            code: close::NO_STATUS,
                             reason: String::new(),
                             was_clean: true,
                         },

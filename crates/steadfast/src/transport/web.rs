@@ -94,7 +94,7 @@ impl Drop for Inner {
         self.socket.set_onerror(None);
         self.socket.set_onclose(None);
         if self.socket.ready_state() <= READY_STATE_OPEN {
-            let _ = self.socket.close_with_code(super::CLOSE_NORMAL);
+            let _ = self.socket.close_with_code(steadfast_core::close::NORMAL);
         }
     }
 }
