@@ -1,6 +1,6 @@
 //! A server application for tests: echoes, and remembers what arrived.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use steadfast_server::{Handler, Payload, Peer, PeerId, ServerHandle};
 
@@ -21,12 +21,15 @@ impl Recorder {
         }
     }
 
+    /// The record, also after a panicking test thread poisoned its lock
+    /// (each change is one push).
+    fn record(&self) -> MutexGuard<'_, Vec<(PeerId, Payload)>> {
+        self.seen.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Everything received, in order.
     pub fn seen(&self) -> Vec<(PeerId, Payload)> {
-        self.seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.record().clone()
     }
 
     /// The payloads received, in order.
@@ -36,10 +39,7 @@ impl Recorder {
 
     /// How many messages arrived.
     pub fn len(&self) -> usize {
-        self.seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.record().len()
     }
 
     /// Whether nothing arrived.
@@ -50,10 +50,7 @@ impl Recorder {
 
 impl Handler for Recorder {
     fn on_message(&self, server: &ServerHandle, peer: &Peer, message: Payload) {
-        self.seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((peer.id, message.clone()));
+        self.record().push((peer.id, message.clone()));
         if !self.quiet {
             let _ = server.send(peer.id, message);
         }

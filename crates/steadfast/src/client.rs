@@ -2,7 +2,7 @@
 
 use std::future::{Future, IntoFuture};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::channel::oneshot;
@@ -564,7 +564,7 @@ impl Shared {
     }
 
     pub(crate) fn set_stats(&self, stats: ClientStats) {
-        *self.stats.lock().unwrap_or_else(PoisonError::into_inner) = stats;
+        *rt::lock(&self.stats) = stats;
     }
 
     /// Take room for a `size`-byte send until the driver offered it to the
@@ -732,11 +732,7 @@ impl Client {
 
     /// Counters: queue depth and bytes, resends, duplicates, RTT, reconnects.
     pub fn stats(&self) -> ClientStats {
-        *self
-            .shared
-            .stats
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        *rt::lock(&self.shared.stats)
     }
 
     /// Close the connection with `code` (1000 or 3000–4999) and `reason`,

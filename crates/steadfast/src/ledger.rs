@@ -10,7 +10,7 @@
 //! pins nothing but itself.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use crate::client::Delivery;
@@ -54,7 +54,7 @@ impl Ledger {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Slots> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::rt::lock(&self.0)
     }
 
     /// Number receipts from `next` on (the driver, before any send: the

@@ -9,7 +9,7 @@
 //! only after finding it empty).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 struct State<T> {
@@ -27,9 +27,8 @@ struct Chan<T> {
 
 impl<T> Chan<T> {
     fn lock(&self) -> MutexGuard<'_, State<T>> {
-        // Nothing panics while holding it; if something did, the queue is
-        // still consistent (every change is a single push, take or flag).
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        // Every change is a single push, take or flag.
+        crate::rt::lock(&self.state)
     }
 }
 

@@ -7,6 +7,16 @@
 //!   (through gloo-timers) and `spawn_local`, all of which exist in a page,
 //!   a worker and Node.js (`window` is never touched).
 
+/// Lock `mutex`, also after a panic elsewhere poisoned it. Every lock in
+/// this crate guards state that one step updates whole (a push, a take, a
+/// flag, a value replaced), and none runs user code while held, so what a
+/// panicking holder left behind is still consistent.
+pub(crate) fn lock<T: ?Sized>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A boxed future: `Send` natively (tokio's multi-threaded runtime moves
 /// tasks between threads), not on wasm32 (JS values are not `Send`).
 #[cfg(not(target_arch = "wasm32"))]

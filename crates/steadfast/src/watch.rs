@@ -1,7 +1,7 @@
 //! A value that tasks can wait on for changes (a tiny `watch` channel that
 //! needs no runtime).
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
 #[derive(Debug)]
@@ -29,9 +29,7 @@ impl<T: Clone> Watch<T> {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner<T>> {
-        // Nothing runs user code under this lock; a poisoned lock still
-        // holds a whole value.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::rt::lock(&self.inner)
     }
 
     /// Replace the value and wake every waiter.

@@ -139,11 +139,7 @@ impl MemoryStore {
     }
 
     fn records(&self) -> std::sync::MutexGuard<'_, Records> {
-        // A panic while holding the lock cannot leave `Records` half
-        // updated in a way that matters more than losing the process.
-        self.records
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::rt::lock(&self.records)
     }
 }
 
