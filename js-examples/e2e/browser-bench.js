@@ -60,6 +60,7 @@ const plan = {
   runs: quick ? 1 : 5,
   kinds: KINDS.map((k) => k.key),
   sizes: SIZES.map((size) => ({ size, count: countFor(size) })),
+  sequential: quick ? 100 : 1000,
   indexeddb: { messages: quick ? 200 : 5000, sequential: quick ? 50 : 500 },
 };
 const profile = mkdtempSync(join(tmpdir(), "steadfast-bench-chromium-"));

@@ -137,6 +137,38 @@ fn native_suite(root: &Path) -> Result<Value, String> {
     read_json(&json)
 }
 
+/// The one-message-at-a-time table (native and browser rows alike:
+/// `client`, `awaits`, `p50_us`, `p99_us`), with each row against raw's.
+fn sequential_table(md: &mut String, rows: &Value) {
+    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let _ = writeln!(
+        md,
+        "Each message is sent once the previous one came back: what an \
+         application that awaits each send (a form, a request and its \
+         reply) waits. `await send()` resolves on the server's ACK. \
+         Target: its p50 ≤ 1.5 × raw's echo round trip, p99 ≤ 2 ×.\n\n\
+         | client | waits for | p50 | p99 | p50 / raw | p99 / raw |\n|---|---|---|---|---|---|"
+    );
+    let rows: Vec<&Value> = rows.as_array().into_iter().flatten().collect();
+    let raw = rows
+        .iter()
+        .find(|row| row["client"] == "raw")
+        .map_or((f64::NAN, f64::NAN), |row| {
+            (num(&row["p50_us"]), num(&row["p99_us"]))
+        });
+    for row in rows {
+        let (p50, p99) = (num(&row["p50_us"]), num(&row["p99_us"]));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {p50:.0} | {p99:.0} | {:.2} | {:.2} |",
+            row["client"].as_str().unwrap_or("?"),
+            row["awaits"].as_str().unwrap_or("?"),
+            p50 / raw.0,
+            p99 / raw.1,
+        );
+    }
+}
+
 fn browser_section(md: &mut String, browser: &Value) {
     let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     let _ = writeln!(
@@ -196,6 +228,13 @@ fn browser_section(md: &mut String, browser: &Value) {
             ratio(p, w)
         );
     }
+    let _ = writeln!(md, "\n### One message at a time, 64 B (µs)\n");
+    sequential_table(md, &browser["sequential"]);
+    let _ = writeln!(
+        md,
+        "\nThe page's clock (`performance.now()`, no cross-origin \
+         isolation) ticks in 100 µs steps: these figures are multiples of it."
+    );
     let d = &browser["indexeddb"];
     let concurrent = num(&d["concurrent_us_per_message"]);
     let _ = writeln!(
@@ -343,37 +382,8 @@ fn native_section(md: &mut String, native: &Value) {
             num(&row["p99_us"])
         );
     }
-    let _ = writeln!(
-        md,
-        "\n### One message at a time, 64 B (µs)\n\n\
-         Each message is sent once the previous one came back: what an \
-         application that awaits each send (a form, a request and its \
-         reply) waits. `await send()` resolves on the server's ACK. \
-         Target: its p50 ≤ 1.5 × raw's echo round trip, p99 ≤ 2 ×.\n\n\
-         | client | waits for | p50 | p99 | p50 / raw | p99 / raw |\n|---|---|---|---|---|---|"
-    );
-    let sequential: Vec<&Value> = native["sequential"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .collect();
-    let raw_sequential = sequential
-        .iter()
-        .find(|row| row["client"] == "raw")
-        .map_or((f64::NAN, f64::NAN), |row| {
-            (num(&row["p50_us"]), num(&row["p99_us"]))
-        });
-    for row in &sequential {
-        let (p50, p99) = (num(&row["p50_us"]), num(&row["p99_us"]));
-        let _ = writeln!(
-            md,
-            "| {} | {} | {p50:.0} | {p99:.0} | {:.2} | {:.2} |",
-            row["client"].as_str().unwrap_or("?"),
-            row["awaits"].as_str().unwrap_or("?"),
-            p50 / raw_sequential.0,
-            p99 / raw_sequential.1,
-        );
-    }
+    let _ = writeln!(md, "\n### One message at a time, 64 B (µs)\n");
+    sequential_table(md, &native["sequential"]);
     let _ = writeln!(
         md,
         "\n### One 16 MiB message there and back\n\n\

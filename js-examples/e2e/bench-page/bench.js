@@ -35,13 +35,9 @@ async function raw(url, size, count) {
   return seconds;
 }
 
-/** The same through the npm package (`reliable`: "on" or "off"), outbox in memory; seconds until every echo is back. */
-async function steadfast(url, reliable, size, count) {
-  const client = new Steadfast(url, {
-    reliable,
-    persist: "memory",
-    queue: { maxMessages: Math.max(count, 1000), maxBytes: Math.max(size * count, 64 << 20) },
-  });
+/** Open a steadfast client (`reliable`: "on" or "off") on `url`, outbox in memory; resolves once it is open. */
+async function openSteadfast(url, reliable, options = {}) {
+  const client = new Steadfast(url, { reliable, persist: "memory", ...options });
   await client.ready;
   await new Promise((resolve, reject) => {
     const check = () => {
@@ -51,6 +47,14 @@ async function steadfast(url, reliable, size, count) {
     };
     client.addEventListener("state", check);
     check();
+  });
+  return client;
+}
+
+/** The same through the npm package (`reliable`: "on" or "off"), outbox in memory; seconds until every echo is back. */
+async function steadfast(url, reliable, size, count) {
+  const client = await openSteadfast(url, reliable, {
+    queue: { maxMessages: Math.max(count, 1000), maxBytes: Math.max(size * count, 64 << 20) },
   });
   const payload = new Uint8Array(size).fill(0x5a);
   let received = 0;
@@ -72,6 +76,53 @@ async function steadfast(url, reliable, size, count) {
   await client.close();
   if (bytes !== size * count) throw new Error(`steadfast: ${bytes} bytes echoed, ${size * count} sent`);
   return seconds;
+}
+
+const percentile = (sorted, p) => sorted[Math.floor((sorted.length - 1) * p)];
+
+/**
+ * One 64 B message at a time, `count` times: each sent once the previous
+ * one came back. `kind` "raw" waits for the raw WebSocket's echo;
+ * "reliable-ack" for `await send()` (the server's ACK); "reliable-echo" for
+ * the echo. p50 and p99 in µs.
+ */
+async function sequential(url, kind, count) {
+  const payload = new Uint8Array(64).fill(0x5a);
+  const times = [];
+  if (kind === "raw") {
+    const ws = new WebSocket(url);
+    ws.binaryType = "arraybuffer";
+    await new Promise((resolve, reject) => {
+      ws.onopen = resolve;
+      ws.onerror = () => reject(new Error(`raw: cannot connect to ${url}`));
+    });
+    let echoed = null;
+    ws.onmessage = () => echoed?.();
+    for (let i = 0; i < count; i++) {
+      const start = performance.now();
+      const back = new Promise((resolve) => (echoed = resolve));
+      ws.send(payload);
+      await back;
+      times.push((performance.now() - start) * 1000);
+    }
+    ws.close();
+  } else {
+    const client = await openSteadfast(url, "on");
+    let echoed = null;
+    client.addEventListener("message", () => echoed?.());
+    for (let i = 0; i < count; i++) {
+      const start = performance.now();
+      const back = new Promise((resolve) => (echoed = resolve));
+      const receipt = await client.send(payload);
+      if (!receipt.acked) throw new Error(`steadfast: send ${i} resolved without an ACK`);
+      if (kind === "reliable-ack") times.push((performance.now() - start) * 1000);
+      await back;
+      if (kind === "reliable-echo") times.push((performance.now() - start) * 1000);
+    }
+    await client.close();
+  }
+  times.sort((a, b) => a - b);
+  return { p50: percentile(times, 0.5), p99: percentile(times, 0.99) };
 }
 
 /**
@@ -135,7 +186,7 @@ const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.l
 
 /**
  * Run `plan`: `{ url, closedUrl, runs, kinds: [key], sizes: [{ size, count }],
- * indexeddb: { messages, sequential } }`. Kinds are interleaved, their order
+ * sequential, indexeddb: { messages, sequential } }`. Kinds are interleaved, their order
  * rotating run by run.
  */
 async function run(plan) {
@@ -165,6 +216,25 @@ async function run(plan) {
         (row.raw && row.reliable ? `; reliable/raw ${(row.reliable.messages_per_s / row.raw.messages_per_s).toFixed(2)}` : ""),
     );
   }
+  const sequentialKinds = ["raw", "reliable-ack", "reliable-echo"];
+  const sequentialRuns = Object.fromEntries(sequentialKinds.map((k) => [k, []]));
+  for (let r = 0; r < plan.runs; r++) {
+    for (let i = 0; i < sequentialKinds.length; i++) {
+      const kind = sequentialKinds[(r + i) % sequentialKinds.length];
+      sequentialRuns[kind].push(await sequential(plan.url, kind, plan.sequential));
+    }
+  }
+  const oneAtATime = sequentialKinds.map((kind) => ({
+    client: kind === "raw" ? "raw" : "reliable",
+    awaits: kind === "reliable-ack" ? "ack" : "echo",
+    messages: plan.sequential,
+    p50_us: median(sequentialRuns[kind].map((r) => r.p50)),
+    p99_us: median(sequentialRuns[kind].map((r) => r.p99)),
+  }));
+  await log(
+    "one 64 B message at a time: " +
+      oneAtATime.map((r) => `${r.client} (${r.awaits}) p50 ${r.p50_us.toFixed(0)} µs p99 ${r.p99_us.toFixed(0)} µs`).join(", "),
+  );
   const idbRuns = [];
   for (let r = 0; r < plan.runs; r++) {
     idbRuns.push(await indexeddb(plan.closedUrl, plan.indexeddb.messages, plan.indexeddb.sequential));
@@ -179,7 +249,7 @@ async function run(plan) {
     `IndexedDB enqueue: ${idb.concurrent_us_per_message.toFixed(1)} µs/message all at once, ` +
       `${idb.sequential_us_per_message.toFixed(0)} µs awaiting each`,
   );
-  return { browser: navigator.userAgent, runs: plan.runs, throughput, indexeddb: idb };
+  return { browser: navigator.userAgent, runs: plan.runs, throughput, sequential: oneAtATime, indexeddb: idb };
 }
 
 const fail = (error) => post("/error", { message: String(error?.stack ?? error?.message ?? error) });
