@@ -77,6 +77,42 @@ fn open_reliable(engine: &mut Engine, now: u64, server_delivered: u64) -> Vec<Ou
     welcome(engine, now, session, server_delivered)
 }
 
+/// A client with `ack` as its ACK policy, open in reliable mode at 0.
+fn open_with_acks(ack: AckConfig) -> Engine {
+    let mut engine = Engine::client(Config { ack, ..config() }, 1).expect("config");
+    let _ = open_reliable(&mut engine, 0, 0);
+    engine
+}
+
+/// Feed one-byte DATA frames for `seqs`, each at `at(seq)`, and drain:
+/// every one is delivered, and no ACK leaves in the drain that delivered.
+fn deliver_unacknowledged(
+    engine: &mut Engine,
+    seqs: std::ops::RangeInclusive<u64>,
+    at: impl Fn(u64) -> u64,
+) {
+    let count = seqs.clone().count();
+    for seq in seqs {
+        let data = Frame::Data {
+            seq,
+            binary: true,
+            chunk: None,
+            payload: &[seq as u8],
+        };
+        engine.handle_frame(at(seq), true, &data.to_vec());
+    }
+    let out = drain(engine);
+    let delivered = events(&out)
+        .iter()
+        .filter(|e| matches!(e, Event::Message(_)))
+        .count();
+    assert_eq!(delivered, count, "{out:?}");
+    assert!(
+        frames(&out).iter().all(|f| !matches!(f, Frame::Ack { .. })),
+        "never in the drain that delivered: {out:?}"
+    );
+}
+
 fn welcome(engine: &mut Engine, now: u64, session: SessionId, delivered: u64) -> Vec<Output> {
     welcome_with_window(engine, now, session, delivered, None)
 }
@@ -975,41 +1011,13 @@ fn a_1009_close_halves_the_chunk_size() {
 
 #[test]
 fn acks_are_coalesced_and_follow_the_persisted_mark() {
-    let mut engine = Engine::client(
-        Config {
-            ack: AckConfig {
-                delay_ms: 50,
-                every: 100,
-                every_bytes: 1 << 20,
-                ..AckConfig::default()
-            },
-            ..config()
-        },
-        1,
-    )
-    .expect("config");
-    let _ = open_reliable(&mut engine, 0, 0);
-    for seq in 1..=5u64 {
-        let data = Frame::Data {
-            seq,
-            binary: true,
-            chunk: None,
-            payload: &[seq as u8],
-        };
-        engine.handle_frame(10 + seq, true, &data.to_vec());
-    }
-    let out = drain(&mut engine);
-    assert_eq!(
-        events(&out)
-            .iter()
-            .filter(|e| matches!(e, Event::Message(_)))
-            .count(),
-        5
-    );
-    assert!(
-        frames(&out).iter().all(|f| !matches!(f, Frame::Ack { .. })),
-        "no ACK yet"
-    );
+    let mut engine = open_with_acks(AckConfig {
+        delay_ms: 50,
+        every: 100,
+        every_bytes: 1 << 20,
+        ..AckConfig::default()
+    });
+    deliver_unacknowledged(&mut engine, 1..=5, |seq| 10 + seq);
     engine.handle_timeout(11 + 50);
     let out = drain(&mut engine);
     let persisted = out.iter().position(
@@ -1041,45 +1049,17 @@ fn acks_are_coalesced_and_follow_the_persisted_mark() {
 
 #[test]
 fn a_read_burst_is_acknowledged_when_it_ends_once_for_all_it_delivered() {
-    let mut engine = Engine::client(
-        Config {
-            ack: AckConfig {
-                delay_ms: 10_000,
-                every: 100,
-                every_bytes: 1 << 20,
-                ..AckConfig::default()
-            },
-            ..config()
-        },
-        1,
-    )
-    .expect("config");
-    let _ = open_reliable(&mut engine, 0, 0);
+    let mut engine = open_with_acks(AckConfig {
+        delay_ms: 10_000,
+        every: 100,
+        every_bytes: 1 << 20,
+        ..AckConfig::default()
+    });
     // Nothing to acknowledge: the end of a burst sends nothing.
     engine.handle_read_burst_end(5);
     assert!(frames(&drain(&mut engine)).is_empty());
     // One burst of three messages, read at 10.
-    for seq in 1..=3u64 {
-        let data = Frame::Data {
-            seq,
-            binary: true,
-            chunk: None,
-            payload: &[seq as u8],
-        };
-        engine.handle_frame(10, true, &data.to_vec());
-    }
-    let out = drain(&mut engine);
-    assert_eq!(
-        events(&out)
-            .iter()
-            .filter(|e| matches!(e, Event::Message(_)))
-            .count(),
-        3
-    );
-    assert!(
-        frames(&out).iter().all(|f| !matches!(f, Frame::Ack { .. })),
-        "never in the drain that delivered"
-    );
+    deliver_unacknowledged(&mut engine, 1..=3, |_| 10);
     // The burst ends: one ACK for all three, long before the 10 s delay,
     // after the mark that it depends on is persisted.
     engine.handle_read_burst_end(10);
@@ -1117,19 +1097,11 @@ fn a_read_burst_is_acknowledged_when_it_ends_once_for_all_it_delivered() {
 
 #[test]
 fn with_acks_at_burst_end_off_the_delay_alone_decides() {
-    let mut engine = Engine::client(
-        Config {
-            ack: AckConfig {
-                delay_ms: 50,
-                at_read_burst_end: false,
-                ..AckConfig::default()
-            },
-            ..config()
-        },
-        1,
-    )
-    .expect("config");
-    let _ = open_reliable(&mut engine, 0, 0);
+    let mut engine = open_with_acks(AckConfig {
+        delay_ms: 50,
+        at_read_burst_end: false,
+        ..AckConfig::default()
+    });
     let data = Frame::Data {
         seq: 1,
         binary: true,
@@ -1165,20 +1137,12 @@ fn a_read_burst_end_sends_nothing_in_plain_mode_or_before_the_handshake() {
 
 #[test]
 fn a_large_delivery_is_acknowledged_without_waiting_out_the_delay() {
-    let mut engine = Engine::client(
-        Config {
-            ack: AckConfig {
-                delay_ms: 50,
-                every: 100,
-                every_bytes: 4096,
-                ..AckConfig::default()
-            },
-            ..config()
-        },
-        1,
-    )
-    .expect("config");
-    let _ = open_reliable(&mut engine, 0, 0);
+    let mut engine = open_with_acks(AckConfig {
+        delay_ms: 50,
+        every: 100,
+        every_bytes: 4096,
+        ..AckConfig::default()
+    });
     let small = Frame::Data {
         seq: 1,
         binary: true,
