@@ -1211,3 +1211,73 @@ async fn awaited_sends_are_acknowledged_when_the_read_burst_ends() {
     })
     .await;
 }
+
+/// A message above the limit the server announced fails alone, with
+/// `ERR_MESSAGE_TOO_LARGE`: it is never sent (which would close the
+/// connection, 4901, again after every reconnect), and the messages queued
+/// behind it are delivered, once each, in order.
+#[tokio::test]
+async fn a_message_above_the_servers_limit_fails_alone() {
+    const LIMIT: u64 = 64 * 1024;
+    let recorder = Recorder::default();
+    let mut config = ServerConfig::default();
+    config.engine.limits.max_message_size = LIMIT;
+    let server = TestServer::start_with(config, recorder.clone())
+        .await
+        .expect("bind loopback");
+    // Queued before the handshake: the client does not know the limit yet.
+    let client = client(&server.url()).await;
+    let before = texts(0..5, "b");
+    let mut receipts = Vec::new();
+    for message in before.clone().into_iter().take(2) {
+        receipts.push(client.send(message).await.expect("queued"));
+    }
+    let big = client
+        .send(vec![1u8; 1 << 20])
+        .await
+        .expect("within the client's own limit");
+    for message in before.clone().into_iter().skip(2) {
+        receipts.push(client.send(message).await.expect("queued"));
+    }
+    assert_eq!(
+        within("the big one to fail", big).await,
+        Err(steadfast::Error::MessageTooLarge {
+            size: 1 << 20,
+            limit: LIMIT
+        })
+    );
+    for receipt in receipts {
+        assert_eq!(within("ack", receipt).await, Ok(Delivery::Acked));
+    }
+    // Known now: refused at once, while the small ones go on.
+    let after = texts(0..5, "a");
+    let mut receipts = Vec::new();
+    for (i, message) in after.clone().into_iter().enumerate() {
+        receipts.push(client.send(message).await.expect("queued"));
+        if i == 2 {
+            let refused = match client.send(vec![2u8; LIMIT as usize + 1]).await {
+                Ok(receipt) => within("the refusal", receipt).await.map(|_| ()),
+                Err(error) => Err(error),
+            };
+            assert_eq!(refused.map_err(|e| e.code()), Err("ERR_MESSAGE_TOO_LARGE"));
+        }
+    }
+    for receipt in receipts {
+        assert_eq!(within("ack", receipt).await, Ok(Delivery::Acked));
+    }
+    let mut expected = before;
+    expected.extend(after);
+    assert_eq!(
+        recorder.payloads(),
+        expected,
+        "the server got the small ones once each, in order, and no big one"
+    );
+    assert_eq!(receive(&client, expected.len()).await, expected);
+    let metrics = server.handle().metrics();
+    assert_eq!(metrics.get("protocol_errors"), Some(0), "no 4901 close");
+    assert_eq!(
+        metrics.get("connections_total"),
+        Some(1),
+        "never reconnected"
+    );
+}

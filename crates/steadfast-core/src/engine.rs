@@ -250,9 +250,11 @@ impl Engine {
         self.next_receipt
     }
 
-    /// The largest payload `send` accepts.
+    /// The largest payload `send` accepts: the configured limit, and the
+    /// peer's once a handshake announced it (the last one heard, also
+    /// while disconnected).
     pub fn max_message_size(&self) -> u64 {
-        self.config.max_send_size()
+        self.config.max_send_size().min(self.peer_max_message)
     }
 
     /// Whether a `size`-byte message fits in the outbox now, without
@@ -1069,6 +1071,7 @@ impl Engine {
         self.reset_backoff();
         self.auth_refreshed = false;
         self.outbox.rewind();
+        self.fail_oversized();
         // The peer may be behind what we dropped (plain-mode sends, a restart).
         if delivered < self.outbox.acked {
             self.transmit(&Frame::Skip {
@@ -1118,7 +1121,22 @@ impl Engine {
                 });
             }
         }
+        self.fail_oversized();
         self.become_open(now, Mode::Reliable);
+    }
+
+    /// The handshake announced the peer's limit: queued messages above it
+    /// fail now (their seqs become a SKIP) instead of closing every
+    /// connection they are sent on.
+    fn fail_oversized(&mut self) {
+        let limit = self.peer_max_message;
+        for m in self
+            .outbox
+            .drop_unsent_where(|m| m.payload.len() as u64 > limit)
+        {
+            let size = m.payload.len() as u64;
+            self.fail(m, FailReason::TooLarge { size, limit });
+        }
     }
 
     fn become_open(&mut self, now: u64, mode: Mode) {

@@ -294,15 +294,20 @@ impl Outbox {
 
     /// Replace every message not on the wire that expired by `now` with a skip.
     pub(crate) fn expire(&mut self, now: u64) -> Vec<Message> {
+        self.drop_unsent_where(|m| m.expires_at.is_some_and(|at| at <= now))
+    }
+
+    /// Replace every message not on the wire for which `doomed` holds with
+    /// a skip; returns them.
+    pub(crate) fn drop_unsent_where(&mut self, doomed: impl Fn(&Message) -> bool) -> Vec<Message> {
         let after = self.sent_through;
-        let mut expired = Vec::new();
+        let mut dropped = Vec::new();
         let mut pos = 0;
         while pos < self.entries.len() {
-            let due = matches!(&self.entries[pos],
-                Entry::Message(m) if m.seq > after && m.expires_at.is_some_and(|at| at <= now));
+            let due = matches!(&self.entries[pos], Entry::Message(m) if m.seq > after && doomed(m));
             if due {
                 if let Some(m) = self.tombstone(pos) {
-                    expired.push(m);
+                    dropped.push(m);
                 }
                 // Merging may have removed entries; re-scan from the previous one.
                 pos = pos.saturating_sub(1);
@@ -310,7 +315,7 @@ impl Outbox {
                 pos += 1;
             }
         }
-        expired
+        dropped
     }
 
     /// The earliest expiry among messages not on the wire.

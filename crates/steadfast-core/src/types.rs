@@ -174,6 +174,14 @@ pub enum FailReason {
     Dropped,
     /// The engine was closed for good with the message unsent.
     Closed,
+    /// Larger than the peer accepts (the limit its handshake announced):
+    /// it would close the connection each time it was sent.
+    TooLarge {
+        /// The payload's size in bytes.
+        size: u64,
+        /// The peer's limit.
+        limit: u64,
+    },
 }
 
 /// Something the application should hear about.

@@ -578,6 +578,58 @@ fn a_full_outbox_rejects_or_drops_the_oldest_with_events() {
 }
 
 #[test]
+fn a_message_above_the_peers_limit_fails_alone_and_is_skipped() {
+    let mut engine = started(config(), 1);
+    // Queued before the first handshake: the peer's limit is not known yet.
+    engine.send(0, WALL, "a".into()).expect("room");
+    let big = engine
+        .send(0, WALL, Payload::Binary(vec![7; 2_000]))
+        .expect("within our own limit");
+    engine.send(0, WALL, "c".into()).expect("room");
+    engine.handle_open(1, Some(SUBPROTOCOL));
+    let session = match frames(&drain(&mut engine)).first() {
+        Some(Frame::Hello { session, .. }) => *session,
+        other => panic!("expected HELLO, got {other:?}"),
+    };
+    let w = Frame::Welcome {
+        resumed: false,
+        session,
+        delivered: 0,
+        max_message_size: 1_000,
+        window: None,
+    };
+    engine.handle_frame(2, true, &w.to_vec());
+    let out = drain(&mut engine);
+    assert!(
+        events(&out).contains(&Event::Failed {
+            receipt: big,
+            reason: FailReason::TooLarge {
+                size: 2_000,
+                limit: 1_000
+            },
+            possibly_delivered: false,
+        }),
+        "{out:?}"
+    );
+    assert!(out.contains(&Output::Persist(PersistOp::Delete { seq: 2 })));
+    // Never on the wire: the peer hears seq 2 will not come.
+    let f = frames(&out);
+    assert!(matches!(f[0], Frame::Data { seq: 1, .. }), "{f:?}");
+    assert_eq!(f[1], Frame::Skip { first: 2, last: 2 });
+    assert!(matches!(f[2], Frame::Data { seq: 3, .. }), "{f:?}");
+    assert_eq!(f.len(), 3, "{f:?}");
+    assert_eq!(engine.max_message_size(), 1_000);
+    // Known now: a send above it is refused at once; at the limit it goes.
+    let err = engine
+        .send(3, WALL, Payload::Binary(vec![0; 1_001]))
+        .expect_err("above the peer's limit");
+    assert_eq!(err.code(), "ERR_MESSAGE_TOO_LARGE");
+    engine
+        .send(3, WALL, Payload::Binary(vec![0; 1_000]))
+        .expect("at the peer's limit");
+}
+
+#[test]
 fn a_message_that_waits_past_its_ttl_fails_and_is_skipped() {
     let outbox = OutboxConfig {
         ttl_ms: Some(60_000),

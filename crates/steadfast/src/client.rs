@@ -769,5 +769,6 @@ pub(crate) fn failed(reason: FailReason, possibly_delivered: bool) -> Error {
         FailReason::Expired => Error::Expired { possibly_delivered },
         FailReason::Dropped => Error::Dropped { possibly_delivered },
         FailReason::Closed => Error::Closed,
+        FailReason::TooLarge { size, limit } => Error::MessageTooLarge { size, limit },
     }
 }
