@@ -1212,10 +1212,11 @@ impl Engine {
     }
 
     fn on_received(&mut self, now: u64, result: Result<Received, EngineError>) {
-        let received = match result {
+        let mut received = match result {
             Ok(r) => r,
             Err(e) => return self.protocol_error(now, e),
         };
+        let error = received.error.take();
         if received.skipped > 0 {
             self.emit(Output::Event(Event::Skipped {
                 count: received.skipped,
@@ -1229,6 +1230,12 @@ impl Engine {
         }
         for payload in received.messages {
             self.emit(Output::Event(Event::Message(payload)));
+        }
+        if let Some(error) = error {
+            // The messages before the bad one are the application's and
+            // counted delivered: handed over above, then the connection
+            // fails (no ACK; the resume's HELLO carries the mark).
+            return self.protocol_error(now, error);
         }
         if delivered > 0 || received.duplicate {
             self.pending_ack += delivered.max(1);

@@ -42,6 +42,9 @@ pub(crate) struct Received {
     pub(crate) skipped: u64,
     /// The frame repeated something already delivered or held.
     pub(crate) duplicate: bool,
+    /// The next message could not be delivered (its text is not UTF-8):
+    /// `messages` are those before it; it is not counted delivered.
+    pub(crate) error: Option<EngineError>,
 }
 
 #[derive(Debug, Default)]
@@ -110,7 +113,6 @@ impl Inbound {
         }
         if chunk.is_none() && seq == self.delivered + 1 && self.held.is_empty() {
             // In order with nothing held: the common case needs no map.
-            self.delivered = seq;
             let message = if binary {
                 Payload::Binary(payload.to_vec())
             } else {
@@ -118,6 +120,7 @@ impl Inbound {
                     String::from_utf8(payload.to_vec()).map_err(|_| EngineError::InvalidUtf8)?,
                 )
             };
+            self.delivered = seq;
             return Ok(Received {
                 messages: vec![message],
                 ..Received::default()
@@ -254,7 +257,9 @@ impl Inbound {
         Ok(())
     }
 
-    /// Deliver from `delivered + 1` while it is complete.
+    /// Deliver from `delivered + 1` while it is complete. A message that
+    /// cannot be delivered stops it: those before it are delivered, it is
+    /// dropped (not counted delivered) and `error` says why.
     fn drain(&mut self) -> Result<Received, EngineError> {
         let mut out = Received::default();
         loop {
@@ -265,14 +270,18 @@ impl Inbound {
                         break; // just matched as Complete
                     };
                     self.held_bytes -= data.len();
-                    self.delivered = next;
                     let payload = if binary {
                         Payload::Binary(data)
                     } else {
-                        Payload::Text(
-                            String::from_utf8(data).map_err(|_| EngineError::InvalidUtf8)?,
-                        )
+                        match String::from_utf8(data) {
+                            Ok(text) => Payload::Text(text),
+                            Err(_) => {
+                                out.error = Some(EngineError::InvalidUtf8);
+                                break;
+                            }
+                        }
                     };
+                    self.delivered = next;
                     out.messages.push(payload);
                 }
                 Some(Held::Skip { last }) => {

@@ -1227,6 +1227,59 @@ fn a_large_delivery_is_acknowledged_without_waiting_out_the_delay() {
 }
 
 #[test]
+fn invalid_text_delivers_the_messages_before_it_then_fails_the_connection() {
+    let mut engine = Engine::client(config(), 1).expect("config");
+    let _ = open_reliable(&mut engine, 0, 0);
+    let data = |seq: u64, binary: bool, payload: &'static [u8]| {
+        Frame::Data {
+            seq,
+            binary,
+            chunk: None,
+            payload,
+        }
+        .to_vec()
+    };
+    // 2 and 3 arrive early and are held; 3 is text that is not UTF-8.
+    engine.handle_frame(1, true, &data(2, false, b"two"));
+    engine.handle_frame(1, true, &data(3, false, &[0xff, 0xfe]));
+    engine.handle_frame(1, true, &data(4, false, b"four"));
+    assert!(events(&drain(&mut engine)).is_empty());
+    engine.handle_frame(2, true, &data(1, false, b"one"));
+    let out = drain(&mut engine);
+    let messages: Vec<Event> = events(&out)
+        .into_iter()
+        .filter(|e| matches!(e, Event::Message(_)))
+        .collect();
+    assert_eq!(
+        messages,
+        vec![
+            Event::Message(Payload::from("one")),
+            Event::Message(Payload::from("two"))
+        ],
+        "{out:?}"
+    );
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Disconnect { code: 4908, .. })),
+        "{out:?}"
+    );
+    assert!(events(&out).contains(&Event::Error(EngineError::InvalidUtf8)));
+    assert_eq!(
+        engine.delivered(),
+        2,
+        "the bad one is not counted delivered"
+    );
+    assert!(frames(&out).iter().all(|f| !matches!(f, Frame::Ack { .. })));
+    // In order, with nothing held: the same.
+    let mut engine = Engine::client(config(), 2).expect("config");
+    let _ = open_reliable(&mut engine, 0, 0);
+    engine.handle_frame(1, true, &data(1, false, &[0xc3]));
+    let out = drain(&mut engine);
+    assert!(events(&out).contains(&Event::Error(EngineError::InvalidUtf8)));
+    assert_eq!(engine.delivered(), 0, "{out:?}");
+}
+
+#[test]
 fn garbage_from_the_peer_closes_with_a_protocol_code_and_never_panics() {
     let mut engine = Engine::client(config(), 1).expect("config");
     let _ = open_reliable(&mut engine, 0, 0);
