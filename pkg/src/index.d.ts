@@ -157,6 +157,7 @@ export type ErrorCode =
   | "ERR_EXPIRED"
   | "ERR_DROPPED"
   | "ERR_STORE"
+  | "ERR_STORE_UNREADABLE"
   | "ERR_AUTH_HOOK"
   | "ERR_INTERNAL"
   | (string & {});

@@ -148,6 +148,7 @@ pub(crate) async fn start(
     let seed = builder.seed.unwrap_or_else(rt::random_seed);
     let now = rt::now_ms();
     let restored = snapshot.messages.len();
+    let unreadable = snapshot.unreadable;
     let (mut engine, receipts) = Engine::restore(
         builder.config,
         seed,
@@ -216,6 +217,9 @@ pub(crate) async fn start(
     };
     if !restored_messages.is_empty() {
         driver.emit(ClientEvent::Restored(restored_messages));
+    }
+    if unreadable > 0 {
+        driver.emit(ClientEvent::Error(Error::UnreadableRecords(unreadable)));
     }
     // The restored outbox counts from the first moment.
     if let Some(reason) = load_failed {

@@ -77,6 +77,11 @@ pub enum Error {
     /// The store failed; the client keeps messages in memory from now on.
     #[error("{0}")]
     Store(String),
+    /// The store held records that could not be read (corrupt, or in an
+    /// unknown format) when the client started: they were skipped, and
+    /// whatever messages they held are lost.
+    #[error("the store held {0} unreadable record(s); they were skipped")]
+    UnreadableRecords(usize),
     /// The auth hook failed.
     #[error("the auth hook failed: {0}")]
     AuthHook(String),
@@ -111,6 +116,7 @@ impl Error {
             Error::Expired { .. } => "ERR_EXPIRED",
             Error::Dropped { .. } => "ERR_DROPPED",
             Error::Store(_) => "ERR_STORE",
+            Error::UnreadableRecords(_) => "ERR_STORE_UNREADABLE",
             Error::AuthHook(_) => "ERR_AUTH_HOOK",
             Error::Protocol { code, .. } => code,
         }

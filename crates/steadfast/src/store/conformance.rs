@@ -83,6 +83,7 @@ pub async fn check<S: Store>(mut open: impl FnMut(&str) -> S, durable: bool) {
             message(2, "é ✓ 🚀".as_bytes(), false),
             message(3, "trois".as_bytes(), false),
         ],
+        unreadable: 0,
     };
     assert_eq!(load(&mut store, "basic").await, expected, "[basic]");
     // Deleting what is not there is not an error.

@@ -40,6 +40,10 @@ pub struct Snapshot {
     pub session: Option<StoredSession>,
     /// Queued messages, by ascending seq.
     pub messages: Vec<StoredMessage>,
+    /// Records that were there but could not be read (corrupt, or from an
+    /// unknown format) and were skipped: the client reports them as an
+    /// `ERR_STORE_UNREADABLE` error, never silently.
+    pub unreadable: usize,
 }
 
 /// Why a store failed.
@@ -57,7 +61,8 @@ impl From<StoreError> for crate::Error {
 /// (run [`conformance::check`] against the implementation).
 pub trait Store: MaybeSend + 'static {
     /// Everything stored, for a client starting up. Records that do not
-    /// decode are skipped (and reported through `tracing`), not fatal.
+    /// decode are skipped and counted in [`Snapshot::unreadable`], not
+    /// fatal.
     fn load(&mut self) -> BoxFuture<'_, Result<Snapshot, StoreError>>;
 
     /// Apply `ops` in order, all or nothing, and resolve only once they
@@ -93,15 +98,17 @@ impl Records {
     }
 }
 
-/// Decode stored bytes, skipping (and reporting) what does not decode.
+/// Decode stored bytes, skipping and counting what does not decode.
 pub(crate) fn decode<'a>(
     session: Option<&[u8]>,
     messages: impl IntoIterator<Item = (u64, &'a [u8])>,
 ) -> Snapshot {
+    let mut unreadable = 0;
     let session = session.and_then(|bytes| match StoredSession::decode(bytes) {
         Ok(session) => Some(session),
         Err(error) => {
-            tracing::warn!(%error, "ignoring an unreadable session record");
+            tracing::warn!(%error, "skipping an unreadable session record");
+            unreadable += 1;
             None
         }
     });
@@ -110,11 +117,13 @@ pub(crate) fn decode<'a>(
         .filter_map(|(key, bytes)| match StoredMessage::decode(bytes) {
             Ok(message) if message.seq == key => Some(message),
             Ok(message) => {
-                tracing::warn!(key, seq = message.seq, "ignoring a misfiled message record");
+                tracing::warn!(key, seq = message.seq, "skipping a misfiled message record");
+                unreadable += 1;
                 None
             }
             Err(error) => {
-                tracing::warn!(key, %error, "ignoring an unreadable message record");
+                tracing::warn!(key, %error, "skipping an unreadable message record");
+                unreadable += 1;
                 None
             }
         })
@@ -123,6 +132,7 @@ pub(crate) fn decode<'a>(
     Snapshot {
         session,
         messages: decoded,
+        unreadable,
     }
 }
 
@@ -161,5 +171,76 @@ impl Store for MemoryStore {
 
     fn is_durable(&self) -> bool {
         false
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::{Client, ClientEvent, Error, Payload};
+
+    /// A memory store holding one good message and three records that do
+    /// not read: a corrupt session, a corrupt message, a misfiled one.
+    fn damaged() -> MemoryStore {
+        let store = MemoryStore::new();
+        let good = StoredMessage {
+            seq: 2,
+            binary: false,
+            payload: b"kept".to_vec(),
+            enqueued_wall_ms: 1,
+            expires_wall_ms: 0,
+        };
+        let misfiled = StoredMessage {
+            seq: 9,
+            ..good.clone()
+        };
+        let mut records = store.records();
+        records.session = Some(vec![0xff; 3]);
+        records.messages.insert(1, vec![0xff, 0x00]);
+        records.messages.insert(2, good.encode());
+        records.messages.insert(3, misfiled.encode());
+        drop(records);
+        store
+    }
+
+    #[test]
+    fn unreadable_records_are_counted_not_silently_dropped() {
+        let records = damaged().records().clone();
+        let snapshot = decode(
+            records.session.as_deref(),
+            records.messages.iter().map(|(k, v)| (k, v.as_slice())),
+        );
+        assert_eq!(snapshot.unreadable, 3);
+        assert_eq!(snapshot.session, None);
+        assert_eq!(snapshot.messages.len(), 1);
+        assert_eq!(snapshot.messages[0].payload, b"kept");
+    }
+
+    #[tokio::test]
+    async fn a_client_reports_the_records_it_could_not_read() {
+        // Nothing listens there: the client only loads its store.
+        let client = Client::builder("ws://127.0.0.1:9/")
+            .store(damaged())
+            .connect()
+            .await
+            .expect("valid options");
+        let mut errors = Vec::new();
+        let mut restored = Vec::new();
+        while errors.is_empty() || restored.is_empty() {
+            let event =
+                tokio::time::timeout(std::time::Duration::from_secs(30), client.next_event())
+                    .await
+                    .expect("events at start-up")
+                    .expect("the client runs");
+            match event {
+                ClientEvent::Error(error) => errors.push(error),
+                ClientEvent::Restored(messages) => restored = messages,
+                _ => {}
+            }
+        }
+        assert_eq!(errors[0], Error::UnreadableRecords(3));
+        assert_eq!(errors[0].code(), "ERR_STORE_UNREADABLE");
+        assert_eq!(restored.len(), 1);
+        assert_eq!(restored[0].payload, Payload::Text("kept".into()));
     }
 }
