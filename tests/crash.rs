@@ -146,3 +146,141 @@ async fn messages_whose_send_returned_survive_sigkill_exactly_once() {
     tokio::time::sleep(Duration::from_millis(1)).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Run the crash client with `args` until `enough` says so (given the
+/// `read` lines so far, and whether it printed `drained`) or 30 s pass,
+/// then SIGKILL it; the texts it read, in order.
+fn read_until_killed(
+    args: Vec<String>,
+    mut enough: impl FnMut(&[String], bool) -> bool,
+) -> Vec<String> {
+    let mut child = Command::new(CLIENT)
+        .args(&args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the client process");
+    let stdout = child.stdout.take().expect("piped");
+    let (lines, from_child) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut read = Vec::new();
+    let mut drained = false;
+    while let Ok(line) = from_child.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+    {
+        if let Some(text) = line.strip_prefix("read ") {
+            read.push(text.to_owned());
+        } else if line == "drained" {
+            drained = true;
+        }
+        if enough(&read, drained) {
+            break;
+        }
+    }
+    child.kill().expect("SIGKILL");
+    let status = child.wait().expect("reap the child");
+    assert!(!status.success(), "the child was killed");
+    read
+}
+
+/// The receiving side of a crash: the client process reads the first K of
+/// the M echoes the server sends it and then stops reading; the others
+/// arrive and wait, handed out but never read, while it is killed with
+/// SIGKILL. Restarted on the same store, it reads every one it had not:
+/// none lost, in order (an ACK, and the mark the store keeps, covers only
+/// what the application read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_received_but_not_read_survive_sigkill() {
+    const M: usize = 200;
+    const K: usize = 50;
+    let recorder = Recorder::default();
+    let server = TestServer::start_with(ServerConfig::default(), recorder.clone())
+        .await
+        .expect("bind loopback");
+    let dir = std::env::temp_dir().join(format!("steadfast-crash-read-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let store = dir.join("outbox.redb").display().to_string();
+    let url = server.url();
+
+    // First run: every message sent and acknowledged, K echoes read; the
+    // kill comes once the server has sent every echo and had time to hear
+    // any ACK the client would send.
+    let args = vec![
+        url.clone(),
+        store.clone(),
+        M.to_string(),
+        "--read".into(),
+        K.to_string(),
+    ];
+    let metrics = server.handle().clone();
+    let first = tokio::task::spawn_blocking(move || {
+        read_until_killed(args, |read, drained| {
+            if read.len() < K || !drained {
+                return false;
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while metrics.metrics().get("messages_out").unwrap_or(0) < M as u64
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // Time for the ACKs of what arrived (burst end, then 50 ms).
+            std::thread::sleep(Duration::from_millis(300));
+            true
+        })
+    })
+    .await
+    .expect("the first run");
+    let expected: Vec<String> = (0..M).map(|i| format!("k{i}")).collect();
+    assert_eq!(first, expected[..K], "the first run read the first K");
+
+    // Second run: nothing new to send; read until every echo was read.
+    let args = vec![url.clone(), store.clone(), "0".into(), "--read".into()];
+    let second = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        read_until_killed(args, |read, _| {
+            read.last()
+                .is_some_and(|last| last == &format!("k{}", M - 1))
+                || started.elapsed() > Duration::from_secs(30)
+        })
+    })
+    .await
+    .expect("the second run");
+    let indices: Vec<usize> = second
+        .iter()
+        .map(|text| index(&Payload::Text(text.clone())))
+        .collect();
+    eprintln!(
+        "crash while reading: {} read before SIGKILL, the restart read {} from k{:?}",
+        first.len(),
+        second.len(),
+        indices.first()
+    );
+    let start = *indices.first().unwrap_or(&M);
+    assert!(
+        start <= K,
+        "echoes k{K}..k{start} were received, never read, and lost"
+    );
+    assert_eq!(
+        indices,
+        (start..M).collect::<Vec<_>>(),
+        "the restart reads the rest once, in order"
+    );
+    assert_eq!(
+        recorder.payloads(),
+        expected
+            .iter()
+            .map(|t| Payload::Text(t.clone()))
+            .collect::<Vec<_>>(),
+        "the server got each message once, in order"
+    );
+    drop(server);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

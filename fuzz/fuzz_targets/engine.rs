@@ -73,8 +73,10 @@ fuzz_target!(|data: &[u8]| {
             let len = (*len as usize).min(tail.len());
             let (bytes, tail) = tail.split_at(len);
             rest = tail;
-            match op % 8 {
+            match op % 10 {
                 0..=3 => engine.handle_frame(now, op % 2 == 0, bytes),
+                8 => engine.handle_read_burst_end(),
+                9 => engine.handle_taken(len),
                 4 => {
                     now += u64::from(bytes.first().copied().unwrap_or(1)) * 10;
                     engine.handle_timeout(now);
@@ -86,6 +88,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             drain(&mut engine);
+            assert!(engine.taken() <= engine.delivered());
             let limit = config().limits.max_buffered_bytes;
             assert!(
                 engine.buffered_bytes() <= limit,

@@ -71,6 +71,8 @@ impl Pair {
                     Output::Event(Event::Message(p)) => {
                         black_box(p);
                         self.delivered += 1;
+                        // The application takes it at once.
+                        self.server.handle_taken(1);
                     }
                     Output::Timeout(_) => break,
                     _ => {}

@@ -45,6 +45,10 @@ struct Conn {
 ///   order: a [`Output::Persist`] must be applied before the outputs after it
 ///   (so a message is durable before it is transmitted, and the inbound
 ///   high-water mark before the ACK that depends on it).
+/// - **Taken**: a message is the application's only once the driver says
+///   it took it ([`handle_taken`](Engine::handle_taken), in the order the
+///   engine handed them out); only then may an ACK, a HELLO or the stored
+///   session cover it.
 /// - **Read bursts**: when the socket has nothing more to read right now,
 ///   hand the application what was delivered, then call
 ///   [`handle_read_burst_end`](Engine::handle_read_burst_end) and drain
@@ -94,6 +98,14 @@ pub struct Engine {
     /// The receive window the server announced on this connection
     /// (`usize::MAX`: none).
     peer_window: usize,
+    /// Seqs of the messages handed out (`Event::Message`) that the
+    /// application has not taken yet, oldest first; `None` for those of a
+    /// session a resync gave up. Everything before the first seq here is
+    /// the application's: the mark ACKs and the store carry.
+    untaken: VecDeque<Option<u64>>,
+    /// An ACK went out while messages were untaken: send another as the
+    /// application takes them.
+    ack_owed: bool,
     /// Deliveries (or duplicates) since the last ACK.
     pending_ack: u64,
     /// Payload bytes delivered since the last ACK.
@@ -213,6 +225,8 @@ impl Engine {
             chunk_size,
             peer_max_message,
             peer_window: usize::MAX,
+            untaken: VecDeque::new(),
+            ack_owed: false,
             pending_ack: 0,
             pending_ack_bytes: 0,
             last_rx: 0,
@@ -285,9 +299,32 @@ impl Engine {
         self.outbox.bytes()
     }
 
-    /// Highest inbound seq delivered in order.
+    /// Highest inbound seq delivered in order (handed out, taken or not).
     pub fn delivered(&self) -> u64 {
         self.inbound.delivered
+    }
+
+    /// Highest inbound seq the application has, with everything before
+    /// it: what ACKs, HELLO and the stored session carry. Below
+    /// [`delivered`](Engine::delivered) while handed-out messages wait to
+    /// be taken ([`handle_taken`](Engine::handle_taken)).
+    pub fn taken(&self) -> u64 {
+        match self.untaken.iter().flatten().next() {
+            Some(&seq) => seq - 1,
+            None => self.inbound.delivered,
+        }
+    }
+
+    /// Messages handed out that the application has not taken yet.
+    pub fn untaken(&self) -> usize {
+        self.untaken.len()
+    }
+
+    /// Whether an ACK waits for the application to take messages: a
+    /// driver that learns of takes lazily should tell the engine of the
+    /// next one at once.
+    pub fn ack_waits_for_take(&self) -> bool {
+        self.ack_owed
     }
 
     /// Bytes held for reordering and reassembly.
@@ -519,7 +556,7 @@ impl Engine {
             let hello = Frame::Hello {
                 new: !self.welcomed,
                 session: self.session,
-                delivered: self.inbound.delivered,
+                delivered: self.taken(),
                 max_message_size: self.config.limits.max_message_size,
             };
             self.transmit(&hello);
@@ -575,6 +612,8 @@ impl Engine {
                 }
             };
             self.stats.messages_in += 1;
+            // Counted for `handle_taken`, which counts every message.
+            self.untaken.push_back(None);
             return self.emit(Output::Event(Event::Message(payload)));
         }
         if !binary {
@@ -708,9 +747,22 @@ impl Engine {
     /// output order, or before it writes a drain's frames, may call it
     /// right after the reads. A driver that reads one message at a time
     /// may call it after each.
-    pub fn handle_read_burst_end(&mut self, now: u64) {
-        let _ = now;
+    pub fn handle_read_burst_end(&mut self) {
         if self.pending_ack > 0 && self.config.ack.at_read_burst_end {
+            self.send_ack();
+        }
+    }
+
+    /// The application took the next `count` messages the engine handed
+    /// out ([`Event::Message`], in order): they are its own now, and only
+    /// now may an ACK (or the stored session, or a HELLO) say so. A
+    /// message handed out but never taken is sent again after a crash,
+    /// never lost. If an ACK went out while they waited, another follows
+    /// now. Counts beyond what was handed out are ignored.
+    pub fn handle_taken(&mut self, count: usize) {
+        let count = count.min(self.untaken.len());
+        self.untaken.drain(..count);
+        if self.ack_owed && count > 0 {
             self.send_ack();
         }
     }
@@ -843,7 +895,7 @@ impl Engine {
         let record = StoredSession {
             session: self.session,
             welcomed: self.welcomed,
-            inbound_delivered: self.inbound.delivered,
+            inbound_delivered: self.taken(),
             next_seq: self.outbox.next_seq,
         };
         self.emit(Output::Persist(PersistOp::Session(record)));
@@ -1042,6 +1094,11 @@ impl Engine {
             self.outbox.renumber(messages);
             self.session = session;
             self.inbound.reset(0);
+            // Messages of the old session still waiting to be taken count
+            // for nothing in the new one.
+            for seq in &mut self.untaken {
+                *seq = None;
+            }
             self.welcomed = true;
             self.emit(Output::Persist(PersistOp::Clear));
             let records = self.outbox.records();
@@ -1092,7 +1149,7 @@ impl Engine {
         let welcome = Frame::Welcome {
             resumed: known && self.welcomed,
             session: self.session,
-            delivered: self.inbound.delivered,
+            delivered: self.taken(),
             max_message_size: self.config.limits.max_message_size,
             window: Some(self.config.limits.receive_window),
         };
@@ -1223,12 +1280,13 @@ impl Engine {
             }));
         }
         let delivered = received.messages.len() as u64 + u64::from(received.skipped > 0);
-        let bytes: u64 = received.messages.iter().map(|p| p.len() as u64).sum();
+        let bytes: u64 = received.messages.iter().map(|(_, p)| p.len() as u64).sum();
         self.stats.messages_in += received.messages.len() as u64;
         if received.duplicate {
             self.stats.duplicates += 1;
         }
-        for payload in received.messages {
+        for (seq, payload) in received.messages {
+            self.untaken.push_back(Some(seq));
             self.emit(Output::Event(Event::Message(payload)));
         }
         if let Some(error) = error {
@@ -1274,12 +1332,12 @@ impl Engine {
         }
         self.pending_ack = 0;
         self.pending_ack_bytes = 0;
+        let taken = self.taken();
+        self.ack_owed = taken < self.inbound.delivered;
         // The high-water mark is durable before the peer may forget the messages.
         self.persist_session();
         self.stats.acks_out += 1;
-        self.transmit(&Frame::Ack {
-            delivered: self.inbound.delivered,
-        });
+        self.transmit(&Frame::Ack { delivered: taken });
     }
 
     fn arm_expiry(&mut self) {

@@ -36,8 +36,8 @@ struct Partial {
 /// What one frame produced.
 #[derive(Debug, Default)]
 pub(crate) struct Received {
-    /// Messages now deliverable, in order.
-    pub(crate) messages: Vec<Payload>,
+    /// Messages now deliverable, in order, with their seqs.
+    pub(crate) messages: Vec<(u64, Payload)>,
     /// Seqs the peer skipped that were passed over.
     pub(crate) skipped: u64,
     /// The frame repeated something already delivered or held.
@@ -122,7 +122,7 @@ impl Inbound {
             };
             self.delivered = seq;
             return Ok(Received {
-                messages: vec![message],
+                messages: vec![(seq, message)],
                 ..Received::default()
             });
         }
@@ -282,7 +282,7 @@ impl Inbound {
                         }
                     };
                     self.delivered = next;
-                    out.messages.push(payload);
+                    out.messages.push((next, payload));
                 }
                 Some(Held::Skip { last }) => {
                     let last = *last;
@@ -335,7 +335,7 @@ mod tests {
     fn texts(r: &Received) -> Vec<String> {
         r.messages
             .iter()
-            .map(|p| match p {
+            .map(|(_, p)| match p {
                 Payload::Text(t) => t.clone(),
                 Payload::Binary(b) => format!("{b:?}"),
             })

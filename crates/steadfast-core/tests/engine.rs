@@ -9,7 +9,26 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 const WALL: u64 = 1_700_000_000_000;
 
+/// Drain the engine, as an application would: every message it hands out
+/// is taken at once (see `drain_untaken` for one that has not yet).
 fn drain(engine: &mut Engine) -> Vec<Output> {
+    let mut out = Vec::new();
+    loop {
+        let more = drain_untaken(engine);
+        if more.is_empty() {
+            return out;
+        }
+        let messages = more
+            .iter()
+            .filter(|o| matches!(o, Output::Event(Event::Message(_))))
+            .count();
+        out.extend(more);
+        engine.handle_taken(messages);
+    }
+}
+
+/// Drain the engine without taking the messages it hands out.
+fn drain_untaken(engine: &mut Engine) -> Vec<Output> {
     let mut out = Vec::new();
     while let Some(o) = engine.poll_output() {
         if matches!(o, Output::Timeout(_)) {
@@ -1108,13 +1127,13 @@ fn a_read_burst_is_acknowledged_when_it_ends_once_for_all_it_delivered() {
         ..AckConfig::default()
     });
     // Nothing to acknowledge: the end of a burst sends nothing.
-    engine.handle_read_burst_end(5);
+    engine.handle_read_burst_end();
     assert!(frames(&drain(&mut engine)).is_empty());
     // One burst of three messages, read at 10.
     deliver_unacknowledged(&mut engine, 1..=3, |_| 10);
     // The burst ends: one ACK for all three, long before the 10 s delay,
     // after the mark that it depends on is persisted.
-    engine.handle_read_burst_end(10);
+    engine.handle_read_burst_end();
     let out = drain(&mut engine);
     let persisted = out.iter().position(
         |o| matches!(o, Output::Persist(PersistOp::Session(s)) if s.inbound_delivered == 3),
@@ -1129,7 +1148,7 @@ fn a_read_burst_is_acknowledged_when_it_ends_once_for_all_it_delivered() {
     engine.handle_timeout(10_010);
     assert!(frames(&drain(&mut engine)).is_empty());
     // A second end without a read in between sends nothing again.
-    engine.handle_read_burst_end(10_011);
+    engine.handle_read_burst_end();
     assert!(frames(&drain(&mut engine)).is_empty());
     // A duplicate alone is re-acknowledged at the end of its burst.
     let dup = Frame::Data {
@@ -1140,11 +1159,76 @@ fn a_read_burst_is_acknowledged_when_it_ends_once_for_all_it_delivered() {
     };
     engine.handle_frame(10_020, true, &dup.to_vec());
     let _ = drain(&mut engine);
-    engine.handle_read_burst_end(10_020);
+    engine.handle_read_burst_end();
     assert_eq!(
         frames(&drain(&mut engine)),
         vec![Frame::Ack { delivered: 3 }]
     );
+}
+
+#[test]
+fn only_messages_the_application_took_are_acknowledged_or_stored_as_delivered() {
+    let mut engine = open_with_acks(AckConfig::default());
+    for seq in 1..=3u64 {
+        let data = Frame::Data {
+            seq,
+            binary: true,
+            chunk: None,
+            payload: &[seq as u8],
+        };
+        engine.handle_frame(10, true, &data.to_vec());
+    }
+    let out = drain_untaken(&mut engine);
+    assert_eq!(
+        events(&out)
+            .iter()
+            .filter(|e| matches!(e, Event::Message(_)))
+            .count(),
+        3
+    );
+    assert_eq!(
+        (engine.delivered(), engine.taken(), engine.untaken()),
+        (3, 0, 3)
+    );
+    // The burst ends with none taken: the ACK and the stored mark say 0.
+    engine.handle_read_burst_end();
+    let out = drain_untaken(&mut engine);
+    assert_eq!(frames(&out), vec![Frame::Ack { delivered: 0 }]);
+    assert!(
+        out.contains(&Output::Persist(PersistOp::Session(StoredSession {
+            session: engine.session(),
+            welcomed: true,
+            inbound_delivered: 0,
+            next_seq: 1,
+        })))
+    );
+    assert!(engine.ack_waits_for_take());
+    // Two taken: an ACK for them follows at once.
+    engine.handle_taken(2);
+    assert_eq!(
+        frames(&drain_untaken(&mut engine)),
+        vec![Frame::Ack { delivered: 2 }]
+    );
+    assert!(engine.ack_waits_for_take());
+    // The connection drops before the third is taken: the HELLO says 2,
+    // so the peer sends 3 again (a duplicate here, never a loss).
+    engine.handle_close(20, 1006, "");
+    let _ = drain_untaken(&mut engine);
+    engine.reconnect(21);
+    let _ = drain_untaken(&mut engine);
+    engine.handle_open(22, Some(SUBPROTOCOL));
+    let out = drain_untaken(&mut engine);
+    let hello = frames(&out);
+    assert!(
+        matches!(hello.first(), Some(Frame::Hello { delivered: 2, .. })),
+        "{hello:?}"
+    );
+    // Taking the last one: everything is the application's.
+    engine.handle_taken(1);
+    assert_eq!((engine.taken(), engine.untaken()), (3, 0));
+    // More takes than messages handed out are ignored.
+    engine.handle_taken(5);
+    assert_eq!((engine.taken(), engine.untaken()), (3, 0));
 }
 
 #[test]
@@ -1162,7 +1246,7 @@ fn with_acks_at_burst_end_off_the_delay_alone_decides() {
     };
     engine.handle_frame(10, true, &data.to_vec());
     let _ = drain(&mut engine);
-    engine.handle_read_burst_end(10);
+    engine.handle_read_burst_end();
     assert!(frames(&drain(&mut engine)).is_empty());
     engine.handle_timeout(60);
     assert_eq!(
@@ -1179,7 +1263,7 @@ fn a_read_burst_end_sends_nothing_in_plain_mode_or_before_the_handshake() {
     engine.handle_frame(2, false, b"plain");
     let out = drain(&mut engine);
     assert_eq!(events(&out).len(), 1, "{out:?}");
-    engine.handle_read_burst_end(2);
+    engine.handle_read_burst_end();
     let out = drain(&mut engine);
     assert!(
         out.iter().all(|o| !matches!(o, Output::Transmit(_))),

@@ -383,7 +383,9 @@ async fn reliable<S>(
             // Take the pending outputs and hand their messages to the
             // application in one go, under the session's hand-over lock;
             // what goes to the socket is written after, without it.
-            let (outputs, deadline, unparked) = {
+            // `again`: a parked frame went in, or messages were handed
+            // over; either may have queued more (look before waiting).
+            let (outputs, deadline, again) = {
                 let _order = lock(&handover);
                 let (outputs, deadline, unparked) = {
                     let mut guard = lock(&slot);
@@ -412,19 +414,33 @@ async fn reliable<S>(
                 // when the connection ends partway: the engine counts it
                 // delivered.
                 let mut rest = Vec::with_capacity(outputs.len());
+                let mut taken = 0;
                 shared.at_one_instant(|| {
                     for output in outputs {
                         match output {
                             Output::Event(Event::Message(payload)) => {
                                 shared.handler.on_message(&handle, &peer, payload);
+                                taken += 1;
                             }
                             output => rest.push(output),
                         }
                     }
                 });
-                (rest, deadline, unparked)
+                if taken > 0 {
+                    // The application has them: now an ACK may say so
+                    // (taken next time round, with what the handler sent).
+                    // Counted for the session even if another connection
+                    // took it over meanwhile: it is the session's mark.
+                    let mut guard = lock(&slot);
+                    guard.engine.handle_taken(taken);
+                    guard.drain(metrics);
+                    if guard.generation != generation {
+                        break 'conn End::Superseded;
+                    }
+                }
+                (rest, deadline, unparked || taken > 0)
             };
-            if outputs.is_empty() && !unparked {
+            if outputs.is_empty() && !again {
                 break deadline;
             }
             let mut end = None;
@@ -511,7 +527,7 @@ async fn reliable<S>(
                             if guard.generation != generation {
                                 break 'conn End::Superseded;
                             }
-                            guard.engine.handle_read_burst_end(now);
+                            guard.engine.handle_read_burst_end();
                             guard.drain(metrics);
                             break;
                         }
@@ -559,8 +575,15 @@ async fn reliable<S>(
                 })
                 .collect();
             drop(guard);
+            let taken = delivered.len();
             for payload in delivered {
                 shared.handler.on_message(&handle, &peer, payload);
+            }
+            if taken > 0 {
+                // Counted for the session, whichever connection has it now.
+                let mut guard = lock(&slot);
+                guard.engine.handle_taken(taken);
+                guard.drain(metrics);
             }
             drop(_order);
         }

@@ -170,7 +170,12 @@ async fn run(
                     connecting = None;
                 }
                 Output::Event(event) => {
+                    let message = matches!(event, Event::Message(_));
                     let _ = events.send(event);
+                    if message {
+                        // Handed to the test: taken.
+                        engine.handle_taken(1);
+                    }
                 }
                 Output::Persist(_) => {}
             }
@@ -217,11 +222,11 @@ async fn run(
             message = next_message => match message {
                 Some(Ok(Message::Binary(bytes))) => {
                     engine.handle_frame(now(), true, &bytes);
-                    engine.handle_read_burst_end(now());
+                    engine.handle_read_burst_end();
                 }
                 Some(Ok(Message::Text(text))) => {
                     engine.handle_frame(now(), false, text.as_bytes());
-                    engine.handle_read_burst_end(now());
+                    engine.handle_read_burst_end();
                 }
                 Some(Ok(Message::Close(frame))) => {
                     ws = None;

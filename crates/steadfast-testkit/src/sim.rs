@@ -257,9 +257,17 @@ impl Sim {
 
     fn on_event(&mut self, side: Side, event: Event) {
         let o = &mut self.observed;
+        // The application takes each message as it is handed out (after
+        // the engine is no longer borrowed by `poll_output`).
         match (side, event) {
-            (Side::Client, Event::Message(p)) => o.client_inbox.push(p),
-            (Side::Server, Event::Message(p)) => o.server_inbox.push(p),
+            (Side::Client, Event::Message(p)) => {
+                o.client_inbox.push(p);
+                self.client.handle_taken(1);
+            }
+            (Side::Server, Event::Message(p)) => {
+                o.server_inbox.push(p);
+                self.server.handle_taken(1);
+            }
             (Side::Client, Event::Acked(r)) => o.client_acked.push(r),
             (Side::Server, Event::Acked(r)) => o.server_acked.push(r),
             (_, Event::Failed { receipt, .. }) => o.failed.push(receipt),
@@ -377,8 +385,8 @@ impl Sim {
         self.deliver_due(now);
         // Every frame due now was read (and its messages observed by the
         // drains): each side's burst ends.
-        self.client.handle_read_burst_end(now);
-        self.server.handle_read_burst_end(now);
+        self.client.handle_read_burst_end();
+        self.server.handle_read_burst_end();
         self.drain();
         self.client.handle_timeout(now);
         self.server.handle_timeout(now);

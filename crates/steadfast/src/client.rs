@@ -1,7 +1,7 @@
 //! The reliable client: [`Client`], built with [`ClientBuilder`].
 
 use std::future::{Future, IntoFuture};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -524,10 +524,15 @@ impl ClientStats {
 pub(crate) struct Shared {
     pub(crate) state: Watch<ConnectionState>,
     pub(crate) stats: Mutex<ClientStats>,
+    /// Messages handed to the events queue and not yet read by the
+    /// application (`next_event`): what is not its own yet.
     pub(crate) unread: AtomicUsize,
     /// The driver stops reading the socket at this many unread messages
     /// (`next_event` wakes it when it drops below).
     pub(crate) max_unread: usize,
+    /// An ACK waits for the application to read messages: the next read
+    /// wakes the driver (which then tells the engine).
+    pub(crate) wake_on_read: AtomicBool,
     /// Receipt numbers and outcomes. Its lock is held while a send takes
     /// its number, reserves room and queues its command.
     pub(crate) ledger: Ledger,
@@ -552,6 +557,7 @@ impl Shared {
             stats: Mutex::new(ClientStats::default()),
             unread: AtomicUsize::new(0),
             max_unread,
+            wake_on_read: AtomicBool::new(false),
             ledger: Ledger::new(),
             reserved: AtomicUsize::new(0),
             reserved_bytes: AtomicUsize::new(0),
@@ -698,15 +704,23 @@ impl Client {
     }
 
     /// The next event, or `None` once the client task has ended.
+    ///
+    /// A message is the application's once this returns it: only then
+    /// does the client acknowledge it (and, with a durable store, record
+    /// it as delivered). Messages received but not yet returned here are
+    /// received again after a crash, never lost.
     pub async fn next_event(&self) -> Option<ClientEvent> {
         let event = self.events.lock().await.next().await;
         if matches!(event, Some(ClientEvent::Message(_))) {
-            let unread = self.shared.unread.fetch_sub(1, Ordering::Relaxed);
+            // SeqCst with the driver's `wake_on_read` store and `unread`
+            // load: either it sees this read, or this sees its flag.
+            let unread = self.shared.unread.fetch_sub(1, Ordering::SeqCst);
             // The driver stopped reading the socket at `max_unread` (or
-            // is about to): this read lets it go on. Below that it is
-            // reading anyway, and a command per message read would wake
-            // it for nothing (one wake-up per message received).
-            if unread >= self.shared.max_unread {
+            // is about to), or an ACK waits for this read: wake it. Else
+            // it needs no word (one wake-up per message would cost).
+            if unread >= self.shared.max_unread
+                || self.shared.wake_on_read.swap(false, Ordering::SeqCst)
+            {
                 let _ = self.commands.send(Command::Read);
             }
         }

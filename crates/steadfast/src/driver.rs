@@ -49,7 +49,8 @@ pub(crate) enum Command {
     Close(u16, String, oneshot::Sender<()>),
     Reconnect,
     Hint(Hint),
-    /// The application read a message (the driver may read again).
+    /// The application read a message (the driver may read again, or
+    /// acknowledge what was read).
     Read,
 }
 
@@ -104,6 +105,10 @@ struct Driver {
     /// Hints from the page's lifecycle events (wasm32), and the listeners.
     hints: Option<(rt::Lifecycle, rt::Hints)>,
     released: usize,
+    /// Messages handed to the events queue, and of those the application
+    /// had read when the engine last heard (`handle_taken`).
+    dispatched: usize,
+    reported_read: usize,
     /// The socket had nothing more to read after the last events taken:
     /// once they are handed over, the engine hears the burst ended.
     read_burst_ended: bool,
@@ -212,6 +217,8 @@ pub(crate) async fn start(
         hints: rt::lifecycle(),
         released: 0,
         read_burst_ended: false,
+        dispatched: 0,
+        reported_read: 0,
         now,
         wall: rt::wall_ms(),
     };
@@ -243,12 +250,23 @@ impl Driver {
             self.drain().await;
             if std::mem::take(&mut self.read_burst_ended) {
                 // After the drain that handed the burst's messages over.
-                self.engine.handle_read_burst_end(self.now);
+                self.engine.handle_read_burst_end();
+                self.drain().await;
+            }
+            // An ACK waits for the application to read: its next read
+            // wakes us (and if it read meanwhile, tell the engine now).
+            while self.engine.ack_waits_for_take() {
+                self.shared.wake_on_read.store(true, Ordering::SeqCst);
+                if !self.note_reads() {
+                    break;
+                }
+                self.shared.wake_on_read.store(false, Ordering::SeqCst);
                 self.drain().await;
             }
             self.gather().await;
             let wake = self.wait().await;
             self.tick();
+            self.note_reads();
             match wake {
                 Wake::Commands(commands, open) => {
                     for command in commands {
@@ -608,6 +626,23 @@ impl Driver {
         self.publish_stats();
     }
 
+    /// Tell the engine of the messages the application read since it last
+    /// heard: only those may be acknowledged. Returns whether there were.
+    fn note_reads(&mut self) -> bool {
+        // Only this task adds to `unread` (with `dispatched`), so it never
+        // exceeds `dispatched`, and `read` never goes back; saturating all
+        // the same, never a panic.
+        let read = self
+            .dispatched
+            .saturating_sub(self.shared.unread.load(Ordering::SeqCst));
+        let new = read.saturating_sub(self.reported_read);
+        self.reported_read = read;
+        if new > 0 {
+            self.engine.handle_taken(new);
+        }
+        new > 0
+    }
+
     /// Read the clocks (see `Driver::now`).
     fn tick(&mut self) {
         self.now = rt::now_ms();
@@ -656,7 +691,8 @@ impl Driver {
         for event in std::mem::take(&mut self.deferred) {
             match event {
                 Event::Message(payload) => {
-                    self.shared.unread.fetch_add(1, Ordering::Relaxed);
+                    self.shared.unread.fetch_add(1, Ordering::SeqCst);
+                    self.dispatched += 1;
                     self.emit(ClientEvent::Message(payload));
                 }
                 Event::Acked(receipt) => self.resolve(receipt.0, Ok(Delivery::Acked)),
