@@ -1281,3 +1281,88 @@ async fn a_message_above_the_servers_limit_fails_alone() {
         "never reconnected"
     );
 }
+
+/// Sessions whose state expires mid-stream (`expire_all_sessions`, 60
+/// times while 3,000 messages flow each way) resume from the small record
+/// the server keeps: its application gets every message once, in order
+/// (before the records, each expiry made the client resend what the old
+/// session had delivered: duplicates). Echoes the server had queued are
+/// lost with the state, and the client hears of them as skipped, never
+/// twice and never out of order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_expiring_mid_stream_resume_without_duplicates() {
+    const N: usize = 3_000;
+    let recorder = Recorder::default();
+    // The server acknowledges every 50 ms only: each expiry then lands
+    // with messages delivered to its application and not acknowledged.
+    let mut config = ServerConfig::default();
+    config.engine.ack.at_read_burst_end = false;
+    let server = TestServer::start_with(config, recorder.clone())
+        .await
+        .expect("bind loopback");
+    let client = client(&server.url()).await;
+    within("open", client.wait_for_state(ConnectionState::is_open)).await;
+    let expirer = {
+        let handle = server.handle().clone();
+        tokio::spawn(async move {
+            let mut expired = 0;
+            for _ in 0..60 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                expired += handle.expire_all_sessions();
+            }
+            expired
+        })
+    };
+    let reader = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let (mut echoes, mut skipped) = (Vec::new(), 0);
+            while echoes.len() + skipped < N {
+                match within("an echo", client.next_event()).await {
+                    Some(ClientEvent::Message(message)) => echoes.push(message),
+                    Some(ClientEvent::Skipped(count)) => skipped += count as usize,
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            (echoes, skipped)
+        })
+    };
+    let expected = texts(0..N, "e");
+    let mut receipts = Vec::with_capacity(N);
+    // Paced (10 a millisecond or less) so the stream outlasts the expiries.
+    for (i, message) in expected.clone().into_iter().enumerate() {
+        receipts.push(client.send(message).await.expect("queued"));
+        if i % 10 == 9 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    for receipt in receipts {
+        assert_eq!(within("every ack", receipt).await, Ok(Delivery::Acked));
+    }
+    let expired = expirer.await.expect("expirer ran");
+    assert!(expired >= 5, "only {expired} sessions expired");
+    let received = recorder.payloads();
+    let twice = received.len().saturating_sub(expected.len());
+    assert!(
+        received == expected,
+        "the server's application: {} messages ({twice} more than sent), first difference at {:?}",
+        received.len(),
+        received.iter().zip(&expected).position(|(a, b)| a != b)
+    );
+    let (echoes, skipped) = within("the echoes", reader).await.expect("reader ran");
+    let index = |p: &Payload| match p {
+        Payload::Text(t) => t[1..].parse::<usize>().expect("e<number>"),
+        Payload::Binary(_) => usize::MAX,
+    };
+    let indices: Vec<usize> = echoes.iter().map(index).collect();
+    assert!(
+        indices.windows(2).all(|w| w[0] < w[1]),
+        "echoes once each, in order"
+    );
+    assert_eq!(echoes.len() + skipped, N, "every echo received or skipped");
+    eprintln!(
+        "expired {expired} sessions mid-stream: {} echoes, {skipped} skipped",
+        echoes.len()
+    );
+}

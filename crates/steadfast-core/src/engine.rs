@@ -141,6 +141,32 @@ impl Engine {
         Ok(engine)
     }
 
+    /// The server side of session `session` rebuilt from the small record
+    /// kept after its state expired: the inbound seq it had delivered
+    /// (taken) through, and the next outbound seq it would have assigned.
+    /// The client resumes it: it drops what `delivered` covers and sends
+    /// the rest under the same seqs (no duplicates); the outbound messages
+    /// lost with the state reach it as a SKIP.
+    pub fn server_from_record(
+        config: Config,
+        seed: u64,
+        session: SessionId,
+        delivered: u64,
+        next_seq: u64,
+    ) -> Result<Engine, ConfigError> {
+        config.validate()?;
+        let mut engine = Engine::new(
+            Role::Server,
+            config,
+            Rng::new(seed),
+            session,
+            next_seq,
+            delivered,
+        );
+        engine.welcomed = true;
+        Ok(engine)
+    }
+
     /// Rebuild a client from a store's contents after a restart. Returns the
     /// engine and the receipts it gave the restored messages, by seq.
     ///
@@ -297,6 +323,11 @@ impl Engine {
     /// Payload bytes waiting.
     pub fn queued_bytes(&self) -> usize {
         self.outbox.bytes()
+    }
+
+    /// The next outbound seq `send` will assign.
+    pub fn next_seq(&self) -> u64 {
+        self.outbox.next_seq
     }
 
     /// Highest inbound seq delivered in order (handed out, taken or not).

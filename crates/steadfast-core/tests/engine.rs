@@ -649,6 +649,52 @@ fn a_message_above_the_peers_limit_fails_alone_and_is_skipped() {
 }
 
 #[test]
+fn a_server_rebuilt_from_a_session_record_resumes_the_session_without_duplicates() {
+    let session = SessionId([9; 16]);
+    // The record: inbound delivered through 5, outbound seqs 1..=9 used.
+    let mut server = Engine::server_from_record(config(), 1, session, 5, 10).expect("config");
+    server.handle_open(0, None);
+    let hello = Frame::Hello {
+        new: false,
+        session,
+        delivered: 7,
+        max_message_size: 1 << 24,
+    };
+    server.handle_frame(1, true, &hello.to_vec());
+    let out = drain(&mut server);
+    let f = frames(&out);
+    assert_eq!(
+        f[0],
+        Frame::Welcome {
+            resumed: true,
+            session,
+            delivered: 5,
+            max_message_size: config().limits.max_message_size,
+            window: Some(config().limits.receive_window),
+        }
+    );
+    // Its queued messages 8 and 9 went with the state: skipped, not lost silently.
+    assert_eq!(f[1], Frame::Skip { first: 8, last: 9 });
+    // The client's 6 is new here (5 was delivered), 5 a duplicate.
+    for seq in [5u64, 6] {
+        let data = Frame::Data {
+            seq,
+            binary: true,
+            chunk: None,
+            payload: &[seq as u8],
+        };
+        server.handle_frame(2, true, &data.to_vec());
+    }
+    let delivered: Vec<Event> = events(&drain(&mut server))
+        .into_iter()
+        .filter(|e| matches!(e, Event::Message(_)))
+        .collect();
+    assert_eq!(delivered, vec![Event::Message(Payload::Binary(vec![6]))]);
+    // New messages continue after the record's seqs.
+    assert_eq!(server.next_seq(), 10);
+}
+
+#[test]
 fn a_message_that_waits_past_its_ttl_fails_and_is_skipped() {
     let outbox = OutboxConfig {
         ttl_ms: Some(60_000),

@@ -53,6 +53,13 @@ pub struct ServeArgs {
     /// (e.g. 300, 90s, 10m).
     #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration, help_heading = SESSIONS)]
     pub session_ttl: Duration,
+    /// Expired sessions whose small record (seq delivered through, next
+    /// seq out) is kept so their clients resume without duplicates.
+    #[arg(long, value_name = "N", default_value_t = 100_000, help_heading = SESSIONS)]
+    pub session_records: usize,
+    /// How long such a record is kept (default 7 days).
+    #[arg(long, value_name = "DURATION", default_value = "168h", value_parser = parse_duration, help_heading = SESSIONS)]
+    pub session_record_ttl: Duration,
     /// Messages queued per session for its client; beyond this the
     /// application's send to it fails.
     #[arg(long, value_name = "N", default_value_t = 10_000, help_heading = SESSIONS)]
@@ -152,8 +159,9 @@ pub struct ServeArgs {
     /// Refuse this fraction of WebSocket connections, e.g. 0.2.
     #[arg(long, value_name = "P", default_value = "0", value_parser = parse_probability, help_heading = FAULTS)]
     pub fault_refuse: u32,
-    /// Forget every session this often, as a server that lost its state
-    /// (clients resynchronise), e.g. 30s.
+    /// Drop every session's state this often, as if each had expired, e.g.
+    /// 30s (their small records stay: clients resume without duplicates;
+    /// messages queued for them are lost and skipped).
     #[arg(long, value_name = "DURATION", value_parser = parse_nonzero_duration, help_heading = FAULTS)]
     pub fault_forget_sessions_every: Option<Duration>,
 }
@@ -204,6 +212,8 @@ impl ServeArgs {
     pub fn config(&self, jwt_env: Option<String>) -> Result<ServerConfig, ServeError> {
         let mut config = ServerConfig {
             session_ttl: self.session_ttl,
+            session_records: self.session_records,
+            session_record_ttl: self.session_record_ttl,
             max_sessions: self.max_sessions,
             max_connections: self.max_connections,
             handshake_timeout: self.handshake_timeout,
@@ -453,6 +463,8 @@ mod tests {
     fn every_option_reaches_the_config() {
         let args = parse(&[
             "--session-ttl=90s",
+            "--session-records=12",
+            "--session-record-ttl=1h",
             "--max-sessions=7",
             "--max-connections=8",
             "--max-message-size=1000000",
@@ -481,6 +493,8 @@ mod tests {
         .expect("valid options");
         let config = args.config(None).expect("valid settings");
         assert_eq!(config.session_ttl, Duration::from_secs(90));
+        assert_eq!(config.session_records, 12);
+        assert_eq!(config.session_record_ttl, Duration::from_secs(3600));
         assert_eq!((config.max_sessions, config.max_connections), (7, 8));
         let engine = &config.engine;
         assert_eq!(engine.limits.max_message_size, 1_000_000);

@@ -19,6 +19,12 @@ pub struct ServerConfig {
     pub engine: Config,
     /// How long a session outlives its last connection (resume window).
     pub session_ttl: Duration,
+    /// Sessions whose state expired (or was forgotten) whose small record
+    /// is kept (the seq delivered through, the next seq out), so their
+    /// clients resume them without duplicates; the oldest go first.
+    pub session_records: usize,
+    /// How long such a record is kept.
+    pub session_record_ttl: Duration,
     /// Sessions kept at once; a new session beyond this is refused with
     /// close 1013 (try again later), which clients back off from.
     pub max_sessions: usize,
@@ -48,6 +54,8 @@ impl Default for ServerConfig {
         ServerConfig {
             engine: Config::default(),
             session_ttl: Duration::from_secs(300),
+            session_records: 100_000,
+            session_record_ttl: Duration::from_secs(7 * 24 * 60 * 60),
             max_sessions: 100_000,
             max_connections: 100_000,
             handshake_timeout: Duration::from_secs(10),

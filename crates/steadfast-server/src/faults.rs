@@ -26,7 +26,8 @@ pub struct Faults {
     /// Chance (parts per million) that an upgrade request is refused (the
     /// TCP connection is closed before the handshake answer).
     pub refuse_ppm: u32,
-    /// Forget every session this often (a server that lost its state).
+    /// Drop every session's state this often, as if each had expired
+    /// (their records stay: clients resume without duplicates).
     pub forget_sessions_every: Option<Duration>,
 }
 

@@ -237,7 +237,8 @@ impl Server {
                     }
                 }
                 _ = forget.tick(), if forget_every.is_some() => {
-                    let sessions = shared.forget_all_sessions();
+                    // Their records stay, as when sessions expire.
+                    let sessions = shared.forget_all_sessions(true);
                     shared.log_fault(faults::FaultRecord::ForgetSessions { sessions });
                 }
                 // Reap finished connections so the set does not grow forever.

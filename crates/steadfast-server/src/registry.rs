@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use steadfast_core::codec::SUBPROTOCOL;
 use steadfast_core::{Engine, Event, Output, Payload, SendError, SessionId, Stats};
@@ -113,15 +113,73 @@ enum Entry {
     Plain(mpsc::Sender<PlainCmd>),
 }
 
+/// What is kept of a session after its state expired: enough for its
+/// client to resume it without duplicates.
+#[derive(Debug, Clone)]
+struct SessionRecord {
+    /// Inbound seqs delivered (taken by the application) through this.
+    delivered: u64,
+    /// The next outbound seq.
+    next_seq: u64,
+    subject: Option<String>,
+    at: Instant,
+}
+
 #[derive(Default)]
 struct Registry {
     sessions: HashMap<SessionId, PeerId>,
     peers: HashMap<PeerId, Entry>,
     rooms: HashMap<String, BTreeSet<PeerId>>,
     member_of: HashMap<PeerId, BTreeSet<String>>,
+    /// Records of expired sessions, and the order they were made in (a
+    /// session recorded again leaves a stale entry, skipped on eviction).
+    records: HashMap<SessionId, SessionRecord>,
+    record_order: VecDeque<(SessionId, Instant)>,
 }
 
 impl Registry {
+    /// Keep the record of `session` (its slot's state is about to go),
+    /// within `max` records, none older than `ttl`.
+    fn remember(&mut self, session: SessionId, slot: &Mutex<Slot>, max: usize, ttl: Duration) {
+        let slot = lock(slot);
+        let now = Instant::now();
+        self.records.insert(
+            session,
+            SessionRecord {
+                delivered: slot.engine.taken(),
+                next_seq: slot.engine.next_seq(),
+                subject: slot.subject.clone(),
+                at: now,
+            },
+        );
+        drop(slot);
+        self.record_order.push_back((session, now));
+        while let Some(&(oldest, at)) = self.record_order.front() {
+            if self.records.len() <= max && at.elapsed() < ttl {
+                break;
+            }
+            self.record_order.pop_front();
+            if self.records.get(&oldest).is_some_and(|r| r.at == at) {
+                self.records.remove(&oldest);
+            }
+        }
+    }
+
+    /// Take the record of `session`, if it is recent enough and was made
+    /// under the same identity.
+    fn take_record(
+        &mut self,
+        session: &SessionId,
+        subject: Option<&str>,
+        ttl: Duration,
+    ) -> Option<SessionRecord> {
+        let record = self.records.get(session)?;
+        if record.subject.as_deref() != subject || record.at.elapsed() >= ttl {
+            return None;
+        }
+        self.records.remove(session)
+    }
+
     /// Drop a session and its rooms; an attached connection closes (4909).
     fn remove_session(&mut self, session: &SessionId, peer: PeerId) {
         self.sessions.remove(session);
@@ -294,15 +352,39 @@ impl Shared {
                     if registry.sessions.len() >= self.config.max_sessions {
                         return Err(AttachError::Overloaded);
                     }
-                    // A NEW session keeps the client's id; an unknown old
-                    // one gets a fresh id, and the client resynchronises.
-                    let id = if new && !registry.sessions.contains_key(&session) {
-                        session
+                    // A session whose state expired resumes from its record
+                    // (same id and seqs: no duplicates). A NEW session keeps
+                    // the client's id; an unknown old one gets a fresh id,
+                    // and the client resynchronises.
+                    let record = if new {
+                        None
                     } else {
-                        SessionId(random_bytes())
+                        let ttl = self.config.session_record_ttl;
+                        registry.take_record(&session, subject, ttl)
                     };
                     let seed = u64::from_le_bytes(random_bytes::<8>());
-                    let mut engine = match Engine::server(self.config.engine.clone(), seed, id) {
+                    let config = self.config.engine.clone();
+                    let (id, built) = match record {
+                        Some(record) => (
+                            session,
+                            Engine::server_from_record(
+                                config,
+                                seed,
+                                session,
+                                record.delivered,
+                                record.next_seq,
+                            ),
+                        ),
+                        None => {
+                            let id = if new && !registry.sessions.contains_key(&session) {
+                                session
+                            } else {
+                                SessionId(random_bytes())
+                            };
+                            (id, Engine::server(config, seed, id))
+                        }
+                    };
+                    let mut engine = match built {
                         Ok(engine) => engine,
                         Err(error) => return Err(AttachError::Engine(error)),
                     };
@@ -378,23 +460,46 @@ impl Shared {
             .map(|(s, p)| (*s, *p))
             .collect();
         for (session, peer) in &expired {
-            registry.remove_session(session, *peer);
+            self.forget(&mut registry, session, *peer, true);
         }
         self.metrics
             .add(&self.metrics.sessions_expired, expired.len() as u64);
         expired.into_iter().map(|(_, p)| p).collect()
     }
 
-    /// Forget every session at once (fault injection: a server that lost its
-    /// state). Attached connections are closed.
-    pub(crate) fn forget_all_sessions(&self) -> usize {
+    /// Forget every session's state at once (fault injection), keeping
+    /// their records (`keep_records`: as if they had all expired) or not
+    /// (a server that lost everything). Attached connections are closed.
+    pub(crate) fn forget_all_sessions(&self, keep_records: bool) -> usize {
         let mut registry = lock(&self.registry);
         let sessions: Vec<(SessionId, PeerId)> =
             registry.sessions.iter().map(|(s, p)| (*s, *p)).collect();
         for (session, peer) in &sessions {
-            registry.remove_session(session, *peer);
+            self.forget(&mut registry, session, *peer, keep_records);
+        }
+        if !keep_records {
+            registry.records.clear();
+            registry.record_order.clear();
         }
         sessions.len()
+    }
+
+    /// Drop a session's state, keeping its record if asked.
+    fn forget(&self, registry: &mut Registry, session: &SessionId, peer: PeerId, keep: bool) {
+        let slot = match registry.peers.get(&peer) {
+            Some(Entry::Session(slot)) if keep => Some(slot.clone()),
+            _ => None,
+        };
+        if let Some(slot) = slot {
+            let config = &self.config;
+            registry.remember(
+                *session,
+                &slot,
+                config.session_records,
+                config.session_record_ttl,
+            );
+        }
+        registry.remove_session(session, peer);
     }
 
     fn entry(&self, peer: PeerId) -> Option<EntryRef> {
@@ -590,7 +695,15 @@ impl ServerHandle {
     /// connections close (4909), and clients that come back are given new
     /// sessions and report `ResyncRequired`. Returns how many were dropped.
     pub fn forget_all_sessions(&self) -> usize {
-        self.shared.forget_all_sessions()
+        self.shared.forget_all_sessions(false)
+    }
+
+    /// Drop every session's state as if each had expired: attached
+    /// connections close (4909), and clients that come back resume from
+    /// the small record kept of each (no duplicates; messages the server
+    /// had queued for them and lost are skipped). Returns how many.
+    pub fn expire_all_sessions(&self) -> usize {
+        self.shared.forget_all_sessions(true)
     }
 
     /// The faults injected so far, in order (at most 100,000 are kept).
