@@ -272,6 +272,11 @@ impl Engine {
         &self.state
     }
 
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// The session id.
     pub fn session(&self) -> SessionId {
         self.session

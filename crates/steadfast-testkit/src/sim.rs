@@ -30,6 +30,9 @@ pub struct Netem {
     pub server_down_ppm: u64,
     /// Server downtime range in ms.
     pub server_down_ms: (u64, u64),
+    /// Chance a cut also expires the server's session: its state goes,
+    /// and it is rebuilt from the small record a server keeps.
+    pub expire_ppm: u64,
 }
 
 impl Default for Netem {
@@ -41,6 +44,7 @@ impl Default for Netem {
             duplicate_ppm: 300_000,
             server_down_ppm: 200_000,
             server_down_ms: (100, 3_000),
+            expire_ppm: 0,
         }
     }
 }
@@ -88,6 +92,10 @@ pub struct Observed {
     pub duplicates: u64,
     /// Resyncs the client reported.
     pub resyncs: u64,
+    /// Server seqs the client heard were skipped.
+    pub client_skipped: u64,
+    /// Times the server's session state expired.
+    pub expiries: u64,
     /// Times the client asked to connect, with the time.
     pub connect_times: Vec<u64>,
 }
@@ -273,6 +281,7 @@ impl Sim {
             (_, Event::Failed { receipt, .. }) => o.failed.push(receipt),
             (_, Event::Error(e)) => o.errors.push(e),
             (Side::Client, Event::ResyncRequired) => o.resyncs += 1,
+            (Side::Client, Event::Skipped { count }) => o.client_skipped += count,
             _ => {}
         }
     }
@@ -326,6 +335,28 @@ impl Sim {
             self.server_down_until = self.now + lo + self.rng.up_to(hi - lo);
         }
         self.link = Some(link);
+        if self.chance(self.netem.expire_ppm) {
+            self.expire_server_session();
+        }
+    }
+
+    /// The server's session state expires: its engine is rebuilt from the
+    /// record a server keeps (the seq delivered through, the next seq out).
+    /// Messages it had queued are lost with the state; its receipts with
+    /// them.
+    fn expire_server_session(&mut self) {
+        let config = self.server.config().clone();
+        let rebuilt = Engine::server_from_record(
+            config,
+            self.rng.next_u64(),
+            self.server.session(),
+            self.server.taken(),
+            self.server.next_seq(),
+        )
+        .expect("the running config is valid");
+        self.server = rebuilt;
+        self.seen_by_server.clear();
+        self.observed.expiries += 1;
     }
 
     /// The next time anything happens.

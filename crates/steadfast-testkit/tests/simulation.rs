@@ -69,7 +69,23 @@ fn payload(sim: &mut Sim, side: &str, n: usize) -> Payload {
 
 /// Run one seed; `Err` describes the first broken property.
 fn run(seed: u64) -> Result<(), String> {
-    let mut sim = Sim::new(config(), seed, Netem::default());
+    run_with(seed, 0).map(|_| ())
+}
+
+/// Run one seed, where a cut expires the server's session state with
+/// `expire_ppm` (it is rebuilt from the server's small record). Then the
+/// server's application still gets every client message once, in order;
+/// the client gets the server's messages in order and never twice, and
+/// hears of those lost with the state as skipped.
+/// Returns how many expiries there were, and how many seqs the client
+/// heard were skipped.
+fn run_with(seed: u64, expire_ppm: u64) -> Result<(u64, u64), String> {
+    let expiring = expire_ppm > 0;
+    let netem = Netem {
+        expire_ppm,
+        ..Netem::default()
+    };
+    let mut sim = Sim::new(config(), seed, netem);
     let messages = 15 + sim.rng().up_to(15) as usize;
     let mut schedule: Vec<(u64, bool)> = (0..messages * 2)
         .map(|i| (sim.rng().up_to(4_000), i % 2 == 0))
@@ -111,10 +127,13 @@ fn run(seed: u64) -> Result<(), String> {
     sim.netem.server_down_ppm = 0;
     let (nc, ns) = (client_sent.len(), server_sent.len());
     sim.drive_until(200_000, |s| {
-        s.observed.client_acked.len() >= nc
-            && s.observed.server_acked.len() >= ns
-            && s.observed.server_inbox.len() >= nc
-            && s.observed.client_inbox.len() >= ns
+        let o = &s.observed;
+        let client_done = if expiring {
+            o.client_inbox.len() + o.client_skipped as usize >= ns
+        } else {
+            o.server_acked.len() >= ns && o.client_inbox.len() >= ns
+        };
+        o.client_acked.len() >= nc && o.server_inbox.len() >= nc && client_done
     })
     .map_err(|e| {
         format!(
@@ -138,7 +157,28 @@ fn run(seed: u64) -> Result<(), String> {
             &client_sent,
         ));
     }
-    if o.client_inbox != server_sent {
+    if expiring {
+        // In order, never twice: a subsequence of what the server sent.
+        let mut rest = server_sent.iter();
+        if let Some(stray) = o
+            .client_inbox
+            .iter()
+            .find(|got| !rest.by_ref().any(|sent| sent == *got))
+        {
+            return Err(format!(
+                "client inbox: {stray:?} twice or out of order ({} expiries)",
+                o.expiries
+            ));
+        }
+        if o.client_inbox.len() + o.client_skipped as usize != server_sent.len() {
+            return Err(format!(
+                "client inbox: {} received and {} skipped of {} sent",
+                o.client_inbox.len(),
+                o.client_skipped,
+                server_sent.len()
+            ));
+        }
+    } else if o.client_inbox != server_sent {
         return Err(first_difference(
             "client inbox",
             &o.client_inbox,
@@ -154,7 +194,8 @@ fn run(seed: u64) -> Result<(), String> {
     }
     let mut acked = o.server_acked.clone();
     acked.sort();
-    if acked != server_receipts {
+    // An expiry takes the receipts of the messages it lost with it.
+    if !expiring && acked != server_receipts {
         return Err(format!(
             "server receipts resolved {acked:?}, sent {server_receipts:?}"
         ));
@@ -194,7 +235,7 @@ fn run(seed: u64) -> Result<(), String> {
             sim.max_same_time_steps
         ));
     }
-    Ok(())
+    Ok((o.expiries, o.client_skipped))
 }
 
 fn first_difference(what: &str, got: &[Payload], want: &[Payload]) -> String {
@@ -246,6 +287,43 @@ fn every_message_is_delivered_exactly_once_in_order_for_every_seed() {
         failures.len(),
         seeds.len(),
         failures.join("\n")
+    );
+}
+
+#[test]
+fn expiring_server_sessions_never_duplicate_or_reorder_for_every_seed() {
+    let seeds: Vec<u64> = match std::env::var("STEADFAST_SIM_SEED") {
+        Ok(one) => vec![one.parse().expect("STEADFAST_SIM_SEED is a number")],
+        Err(_) => (0..300).collect(),
+    };
+    let mut failures = Vec::new();
+    let (mut expiries, mut skipped) = (0, 0);
+    for &seed in &seeds {
+        // Half the cuts expire the server's session.
+        match std::panic::catch_unwind(|| run_with(seed, 500_000)) {
+            Ok(Ok((e, s))) => {
+                expiries += e;
+                skipped += s;
+            }
+            Ok(Err(message)) => failures.push(format!("seed {seed}: {message}")),
+            Err(_) => failures.push(format!("seed {seed}: panicked")),
+        }
+        if failures.len() >= 5 {
+            break;
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} seeds failed (rerun one with STEADFAST_SIM_SEED=<seed>):\n{}",
+        failures.len(),
+        seeds.len(),
+        failures.join("\n")
+    );
+    // Guard against a run where nothing expired, or nothing was lost.
+    assert!(
+        expiries >= seeds.len() as u64 && skipped > 0,
+        "{expiries} expiries, {skipped} seqs skipped over {} seeds",
+        seeds.len()
     );
 }
 
