@@ -404,11 +404,9 @@ async fn reliable<S>(
                             unparked = true;
                         }
                     }
-                    (
-                        std::mem::take(&mut guard.pending),
-                        guard.engine.poll_timeout(),
-                        unparked,
-                    )
+                    let outputs = std::mem::take(&mut guard.pending);
+                    guard.handing_over = delivered_in(&outputs);
+                    (outputs, guard.engine.poll_timeout(), unparked)
                 };
                 // Every delivered message reaches the application, also
                 // when the connection ends partway: the engine counts it
@@ -433,6 +431,7 @@ async fn reliable<S>(
                     // took it over meanwhile: it is the session's mark.
                     let mut guard = lock(&slot);
                     guard.engine.handle_taken(taken);
+                    guard.handing_over = 0;
                     guard.drain(metrics);
                     if guard.generation != generation {
                         break 'conn End::Superseded;
@@ -574,6 +573,7 @@ async fn reliable<S>(
                     _ => None,
                 })
                 .collect();
+            guard.handing_over = delivered.len();
             drop(guard);
             let taken = delivered.len();
             for payload in delivered {
@@ -583,6 +583,7 @@ async fn reliable<S>(
                 // Counted for the session, whichever connection has it now.
                 let mut guard = lock(&slot);
                 guard.engine.handle_taken(taken);
+                guard.handing_over = 0;
                 guard.drain(metrics);
             }
             drop(_order);
@@ -595,6 +596,14 @@ async fn reliable<S>(
         End::Lost(..) => {}
     }
     shared.handler.on_disconnect(&handle, &peer);
+}
+
+/// How many of `outputs` are messages for the application.
+fn delivered_in(outputs: &VecDeque<Output>) -> usize {
+    outputs
+        .iter()
+        .filter(|output| matches!(output, Output::Event(Event::Message(_))))
+        .count()
 }
 
 /// A counted frame arrived: apply the fault plan's delay, and say whether

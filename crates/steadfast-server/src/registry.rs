@@ -60,6 +60,9 @@ pub(crate) struct Slot {
     /// connection superseding another must not hand over messages while
     /// the old one is still handing over earlier ones it took.
     pub(crate) handover: Arc<Mutex<()>>,
+    /// Messages a connection took from `pending` and is handing to the
+    /// application (they will reach it), not yet counted as taken.
+    pub(crate) handing_over: usize,
     seen: Stats,
 }
 
@@ -146,7 +149,8 @@ impl Registry {
         self.records.insert(
             session,
             SessionRecord {
-                delivered: slot.engine.taken(),
+                // Those being handed over reach the application: counted.
+                delivered: slot.engine.taken() + slot.handing_over as u64,
                 next_seq: slot.engine.next_seq(),
                 subject: slot.subject.clone(),
                 at: now,
@@ -335,8 +339,12 @@ impl Shared {
         hello: &[u8],
     ) -> Result<Attached, AttachError> {
         let now = self.now_ms();
+        // The registry stays locked until the connection holds the slot's
+        // generation: a session expiring in between would otherwise leave
+        // this connection on a slot nobody can reach (its messages
+        // delivered there, and again to the session rebuilt from the record).
+        let mut registry = lock(&self.registry);
         let (slot, peer) = {
-            let mut registry = lock(&self.registry);
             let known = registry
                 .sessions
                 .get(&session)
@@ -399,6 +407,7 @@ impl Shared {
                         detached_at: None,
                         subject: subject.map(str::to_owned),
                         handover: Arc::default(),
+                        handing_over: 0,
                         seen: Stats::default(),
                     }));
                     registry.sessions.insert(id, peer);
@@ -425,6 +434,7 @@ impl Shared {
         let resumed = guard.engine.stats().resumes > resumed_before;
         let generation = guard.generation;
         drop(guard);
+        drop(registry);
         Ok(Attached {
             slot,
             peer,
