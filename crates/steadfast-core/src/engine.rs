@@ -106,6 +106,12 @@ pub struct Engine {
     /// An ACK went out while messages were untaken: send another as the
     /// application takes them.
     ack_owed: bool,
+    /// The mark the peer last heard from us (ACK, HELLO or WELCOME): an
+    /// ACK that would say no more is not sent.
+    acked_out: u64,
+    /// A duplicate arrived since the last ACK: the peer may have missed
+    /// it, so the next ACK goes out even if the mark did not move.
+    duplicate_pending: bool,
     /// Deliveries (or duplicates) since the last ACK.
     pending_ack: u64,
     /// Payload bytes delivered since the last ACK.
@@ -253,6 +259,8 @@ impl Engine {
             peer_window: usize::MAX,
             untaken: VecDeque::new(),
             ack_owed: false,
+            acked_out: delivered,
+            duplicate_pending: false,
             pending_ack: 0,
             pending_ack_bytes: 0,
             last_rx: 0,
@@ -595,6 +603,7 @@ impl Engine {
                 delivered: self.taken(),
                 max_message_size: self.config.limits.max_message_size,
             };
+            self.acked_out = self.taken();
             self.transmit(&hello);
             self.timers.set(
                 Timer::Connect,
@@ -1135,6 +1144,7 @@ impl Engine {
             for seq in &mut self.untaken {
                 *seq = None;
             }
+            self.acked_out = 0;
             self.welcomed = true;
             self.emit(Output::Persist(PersistOp::Clear));
             let records = self.outbox.records();
@@ -1189,6 +1199,7 @@ impl Engine {
             max_message_size: self.config.limits.max_message_size,
             window: Some(self.config.limits.receive_window),
         };
+        self.acked_out = self.taken();
         self.transmit(&welcome);
         self.welcomed = true;
         self.peer_max_message = max;
@@ -1320,6 +1331,7 @@ impl Engine {
         self.stats.messages_in += received.messages.len() as u64;
         if received.duplicate {
             self.stats.duplicates += 1;
+            self.duplicate_pending = true;
         }
         for (seq, payload) in received.messages {
             self.untaken.push_back(Some(seq));
@@ -1370,6 +1382,12 @@ impl Engine {
         self.pending_ack_bytes = 0;
         let taken = self.taken();
         self.ack_owed = taken < self.inbound.delivered;
+        if taken <= self.acked_out && !std::mem::take(&mut self.duplicate_pending) {
+            // Nothing the peer has not heard (what arrived waits to be
+            // taken; `ack_owed` sends it then).
+            return;
+        }
+        self.acked_out = taken;
         // The high-water mark is durable before the peer may forget the messages.
         self.persist_session();
         self.stats.acks_out += 1;
