@@ -1229,14 +1229,14 @@ async fn a_message_above_the_servers_limit_fails_alone() {
     let client = client(&server.url()).await;
     let before = texts(0..5, "b");
     let mut receipts = Vec::new();
-    for message in before.clone().into_iter().take(2) {
+    for message in before[..2].iter().cloned() {
         receipts.push(client.send(message).await.expect("queued"));
     }
     let big = client
         .send(vec![1u8; 1 << 20])
         .await
         .expect("within the client's own limit");
-    for message in before.clone().into_iter().skip(2) {
+    for message in before[2..].iter().cloned() {
         receipts.push(client.send(message).await.expect("queued"));
     }
     assert_eq!(

@@ -270,10 +270,20 @@ fn every_message_is_delivered_exactly_once_in_order_for_every_seed() {
             (0..n).collect()
         }
     };
+    every_seed(&seeds, run);
+}
+
+/// Run `one` for each seed (a panic counts as a failure); fail naming the
+/// first five seeds that broke a property. Returns what the good runs gave.
+fn every_seed<T>(
+    seeds: &[u64],
+    one: impl Fn(u64) -> Result<T, String> + std::panic::RefUnwindSafe,
+) -> Vec<T> {
     let mut failures = Vec::new();
-    for &seed in &seeds {
-        match std::panic::catch_unwind(|| run(seed)) {
-            Ok(Ok(())) => {}
+    let mut results = Vec::new();
+    for &seed in seeds {
+        match std::panic::catch_unwind(|| one(seed)) {
+            Ok(Ok(result)) => results.push(result),
             Ok(Err(message)) => failures.push(format!("seed {seed}: {message}")),
             Err(_) => failures.push(format!("seed {seed}: panicked")),
         }
@@ -288,6 +298,7 @@ fn every_message_is_delivered_exactly_once_in_order_for_every_seed() {
         seeds.len(),
         failures.join("\n")
     );
+    results
 }
 
 #[test]
@@ -296,29 +307,10 @@ fn expiring_server_sessions_never_duplicate_or_reorder_for_every_seed() {
         Ok(one) => vec![one.parse().expect("STEADFAST_SIM_SEED is a number")],
         Err(_) => (0..300).collect(),
     };
-    let mut failures = Vec::new();
-    let (mut expiries, mut skipped) = (0, 0);
-    for &seed in &seeds {
-        // Half the cuts expire the server's session.
-        match std::panic::catch_unwind(|| run_with(seed, 500_000)) {
-            Ok(Ok((e, s))) => {
-                expiries += e;
-                skipped += s;
-            }
-            Ok(Err(message)) => failures.push(format!("seed {seed}: {message}")),
-            Err(_) => failures.push(format!("seed {seed}: panicked")),
-        }
-        if failures.len() >= 5 {
-            break;
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} seeds failed (rerun one with STEADFAST_SIM_SEED=<seed>):\n{}",
-        failures.len(),
-        seeds.len(),
-        failures.join("\n")
-    );
+    // Half the cuts expire the server's session.
+    let runs = every_seed(&seeds, |seed| run_with(seed, 500_000));
+    let expiries: u64 = runs.iter().map(|(e, _)| e).sum();
+    let skipped: u64 = runs.iter().map(|(_, s)| s).sum();
     // Guard against a run where nothing expired, or nothing was lost.
     assert!(
         expiries >= seeds.len() as u64 && skipped > 0,
