@@ -164,6 +164,11 @@ pub struct ServeArgs {
     /// messages queued for them are lost and skipped).
     #[arg(long, value_name = "DURATION", value_parser = parse_nonzero_duration, help_heading = FAULTS)]
     pub fault_forget_sessions_every: Option<Duration>,
+    /// With --fault-forget-sessions-every: drop the sessions' records too,
+    /// as a restart of a server that keeps sessions in memory would
+    /// (clients resync; messages in flight may arrive twice).
+    #[arg(long, requires = "fault_forget_sessions_every", help_heading = FAULTS)]
+    pub fault_forget_records: bool,
 }
 
 /// The built-in applications.
@@ -228,6 +233,7 @@ impl ServeArgs {
                 delay_ms: self.fault_delay_ms,
                 refuse_ppm: self.fault_refuse,
                 forget_sessions_every: self.fault_forget_sessions_every,
+                forget_records: self.fault_forget_records,
             },
             ..ServerConfig::default()
         };
@@ -489,6 +495,7 @@ mod tests {
             "--fault-delay-ms=1-2",
             "--fault-refuse=0.25",
             "--fault-forget-sessions-every=1m",
+            "--fault-forget-records",
         ])
         .expect("valid options");
         let config = args.config(None).expect("valid settings");
@@ -522,6 +529,7 @@ mod tests {
         assert_eq!(faults.delay_ms, Some((1, 2)));
         assert_eq!(faults.refuse_ppm, 250_000);
         assert_eq!(faults.forget_sessions_every, Some(Duration::from_secs(60)));
+        assert!(faults.forget_records);
         assert!(config.auth.is_none() && config.tls.is_none());
     }
 
@@ -543,6 +551,7 @@ mod tests {
             &["--receive-window=0"],
             &["--fault-delay-ms=50-5"],
             &["--fault-forget-sessions-every=0s"],
+            &["--fault-forget-records"],
             &["--tls-cert=cert.pem"],
             &["--tls-client-optional"],
             &["--session-ttl=soon"],

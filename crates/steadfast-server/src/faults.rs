@@ -29,6 +29,10 @@ pub struct Faults {
     /// Drop every session's state this often, as if each had expired
     /// (their records stay: clients resume without duplicates).
     pub forget_sessions_every: Option<Duration>,
+    /// With `forget_sessions_every`: drop the sessions' records too, as a
+    /// restart of a server with sessions in memory would (clients resync;
+    /// messages in flight may reach the application twice).
+    pub forget_records: bool,
 }
 
 impl Faults {

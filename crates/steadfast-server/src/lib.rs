@@ -237,8 +237,10 @@ impl Server {
                     }
                 }
                 _ = forget.tick(), if forget_every.is_some() => {
-                    // Their records stay, as when sessions expire.
-                    let sessions = shared.forget_all_sessions(true);
+                    // Their records stay, as when sessions expire, unless
+                    // the fault drops everything.
+                    let keep_records = !shared.config.faults.forget_records;
+                    let sessions = shared.forget_all_sessions(keep_records);
                     shared.log_fault(faults::FaultRecord::ForgetSessions { sessions });
                 }
                 // Reap finished connections so the set does not grow forever.
