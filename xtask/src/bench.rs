@@ -348,8 +348,13 @@ fn native_section(md: &mut String, native: &Value) {
          server's connection task and handler, and back); with both \
          processes' worker threads on two cores, the wake-ups between them \
          cost about a tenth of the CPU in the scheduler. Raw \
-         tokio-tungstenite is one task writing into one buffer. Cut this \
-         round, each measured at 64 B reliable: when an ACK was due at once \
+         tokio-tungstenite is one task writing into one buffer. This round \
+         cut latency, not throughput: a read burst is acknowledged when it \
+         ends, so `await send()` went from the 50 ms ACK delay to one round \
+         trip (the table below), and ACKs cover only what the application \
+         took; an A/B in one run against `--ack-delay-only` showed no \
+         throughput change beyond run-to-run spread. Cut the round before, \
+         each measured at 64 B reliable: when an ACK was due at once \
          (after `ack.every` messages) the server's connection slept until \
          tokio's next 1 ms timer tick, and both processes sat idle a fifth \
          of the time; it now acts at once (about 0.6 to 0.7–1.0 M msg/s). \
