@@ -30,7 +30,12 @@ fn fast_backoff() -> BackoffConfig {
 
 /// The reference server on loopback with `recorder` as its application.
 async fn serve(recorder: &Recorder) -> TestServer {
-    TestServer::start_with(ServerConfig::default(), recorder.clone())
+    serve_with(ServerConfig::default(), recorder).await
+}
+
+/// [`serve`] with `config`.
+async fn serve_with(config: ServerConfig, recorder: &Recorder) -> TestServer {
+    TestServer::start_with(config, recorder.clone())
         .await
         .expect("bind loopback")
 }
@@ -291,9 +296,7 @@ async fn the_auth_hook_runs_before_every_connect_and_a_refused_token_stops_the_c
     let mut config = ServerConfig::default();
     config.auth = Some(auth.clone());
     let recorder = Recorder::quiet();
-    let server = TestServer::start_with(config, recorder.clone())
-        .await
-        .expect("bind loopback");
+    let server = serve_with(config, &recorder).await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")
@@ -1183,9 +1186,7 @@ async fn awaited_sends_are_acknowledged_when_the_read_burst_ends() {
     let recorder = Recorder::default();
     let mut config = ServerConfig::default();
     config.engine.ack = slow_acks.clone();
-    let server = TestServer::start_with(config, recorder.clone())
-        .await
-        .expect("bind loopback");
+    let server = serve_with(config, &recorder).await;
     let client = Client::builder(server.url())
         .backoff(fast_backoff())
         .ack(slow_acks)
@@ -1222,9 +1223,7 @@ async fn a_message_above_the_servers_limit_fails_alone() {
     let recorder = Recorder::default();
     let mut config = ServerConfig::default();
     config.engine.limits.max_message_size = LIMIT;
-    let server = TestServer::start_with(config, recorder.clone())
-        .await
-        .expect("bind loopback");
+    let server = serve_with(config, &recorder).await;
     // Queued before the handshake: the client does not know the limit yet.
     let client = client(&server.url()).await;
     let before = texts(0..5, "b");
@@ -1298,9 +1297,7 @@ async fn sessions_expiring_mid_stream_resume_without_duplicates() {
     // with messages delivered to its application and not acknowledged.
     let mut config = ServerConfig::default();
     config.engine.ack.at_read_burst_end = false;
-    let server = TestServer::start_with(config, recorder.clone())
-        .await
-        .expect("bind loopback");
+    let server = serve_with(config, &recorder).await;
     let client = client(&server.url()).await;
     within("open", client.wait_for_state(ConnectionState::is_open)).await;
     let expirer = {

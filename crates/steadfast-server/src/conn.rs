@@ -430,9 +430,7 @@ async fn reliable<S>(
                     // Counted for the session even if another connection
                     // took it over meanwhile: it is the session's mark.
                     let mut guard = lock(&slot);
-                    guard.engine.handle_taken(taken);
-                    guard.handing_over = 0;
-                    guard.drain(metrics);
+                    guard.handed_over(taken, metrics);
                     if guard.generation != generation {
                         break 'conn End::Superseded;
                     }
@@ -518,10 +516,10 @@ async fn reliable<S>(
                     match ws.next().now_or_never() {
                         Some(next) => message = next,
                         None => {
-                            // Nothing more to read: the burst's ACK goes
-                            // now. It is written after the messages it
-                            // covers reach the application (the loop
-                            // above hands them over before it writes).
+                            // Nothing more to read: the burst ends. Its ACK
+                            // covers what the application already has; the
+                            // messages just read are acknowledged once the
+                            // loop above has handed them over (handed_over).
                             let mut guard = lock(&slot);
                             if guard.generation != generation {
                                 break 'conn End::Superseded;
@@ -581,10 +579,7 @@ async fn reliable<S>(
             }
             if taken > 0 {
                 // Counted for the session, whichever connection has it now.
-                let mut guard = lock(&slot);
-                guard.engine.handle_taken(taken);
-                guard.handing_over = 0;
-                guard.drain(metrics);
+                lock(&slot).handed_over(taken, metrics);
             }
             drop(_order);
         }

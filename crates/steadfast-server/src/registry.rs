@@ -93,6 +93,14 @@ impl Slot {
         }
     }
 
+    /// The application got `count` more messages (those a connection took
+    /// from `pending`): the engine may now acknowledge them.
+    pub(crate) fn handed_over(&mut self, count: usize, metrics: &Metrics) {
+        self.engine.handle_taken(count);
+        self.handing_over = 0;
+        self.drain(metrics);
+    }
+
     /// Add what the engine counted since the last call to the metrics.
     pub(crate) fn absorb(&mut self, metrics: &Metrics) {
         metrics.absorb(self.engine.stats(), &mut self.seen);
