@@ -1353,31 +1353,19 @@ async fn sessions_expiring_mid_stream_resume_without_duplicates() {
     assert!(expired >= 5, "only {expired} sessions expired");
     let received = recorder.payloads();
     let stats = client.stats().engine;
-    // Nothing lost, first arrivals in order. Known, not yet fixed: under
-    // full-suite load a rare race still delivers one read burst (10
-    // messages) twice in about one run in five (SEMANTICS.md); before the
-    // records, every expiry did (492 duplicates here).
-    let mut seen = std::collections::HashSet::new();
-    let first_arrivals: Vec<Payload> = received
-        .iter()
-        .filter(|p| seen.insert(format!("{p:?}")))
-        .cloned()
-        .collect();
-    let twice = received.len() - first_arrivals.len();
+    // Every message once, in order (before the records, every expiry
+    // delivered again what the old session had delivered: 492 duplicates
+    // here; before the record was taken after the close, a hand-over
+    // starting in between did so for one read burst in about one run in
+    // five).
+    let position = received.iter().zip(&expected).position(|(a, b)| a != b);
     assert!(
-        first_arrivals == expected,
-        "the server's application: {} distinct of {} sent, first difference at {:?}",
-        first_arrivals.len(),
+        received == expected,
+        "the server's application: {} messages for {} sent, first difference at {:?}; \
+         client: {} resumes, {} resyncs, {} resends",
+        received.len(),
         expected.len(),
-        first_arrivals
-            .iter()
-            .zip(&expected)
-            .position(|(a, b)| a != b)
-    );
-    assert!(
-        twice <= 30,
-        "the server's application got {twice} messages twice; client: {} resumes, {} \
-         resyncs, {} resends",
+        position,
         stats.resumes,
         stats.resyncs,
         stats.resends

@@ -508,6 +508,12 @@ impl Shared {
             Some(Entry::Session(slot)) if keep => Some(slot.clone()),
             _ => None,
         };
+        // Closed first, recorded after: once its generation moved on, the
+        // attached connection hands nothing more to the application, so
+        // the record counts all it ever will. (Recorded first, a hand-over
+        // starting in between reached the application uncounted, and the
+        // client's retransmits of it were delivered again.)
+        registry.remove_session(session, peer);
         if let Some(slot) = slot {
             let config = &self.config;
             registry.remember(
@@ -517,7 +523,6 @@ impl Shared {
                 config.session_record_ttl,
             );
         }
-        registry.remove_session(session, peer);
     }
 
     fn entry(&self, peer: PeerId) -> Option<EntryRef> {
