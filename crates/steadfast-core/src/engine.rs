@@ -185,6 +185,47 @@ impl Engine {
         now: u64,
         wall_ms: u64,
         session: Option<StoredSession>,
+        messages: Vec<StoredMessage>,
+    ) -> Result<(Engine, Vec<(u64, Receipt)>), ConfigError> {
+        Engine::rebuild(Role::Client, config, seed, now, wall_ms, session, messages)
+    }
+
+    /// The server side of a session rebuilt from a durable session store
+    /// after the server restarted (or another node took the session over):
+    /// the inbound seq delivered through, the next outbound seq and the
+    /// outbound messages not yet acknowledged, each under its seq. Its
+    /// client resumes it: what it already has is dropped by seq, the rest
+    /// is sent again byte for byte; seqs before `next_seq` held by no
+    /// record reach it as a SKIP.
+    pub fn server_restore(
+        config: Config,
+        seed: u64,
+        now: u64,
+        wall_ms: u64,
+        session: StoredSession,
+        messages: Vec<StoredMessage>,
+    ) -> Result<Engine, ConfigError> {
+        let welcomed = session.welcomed;
+        let (mut engine, _) = Engine::rebuild(
+            Role::Server,
+            config,
+            seed,
+            now,
+            wall_ms,
+            Some(session),
+            messages,
+        )?;
+        engine.welcomed = welcomed;
+        Ok(engine)
+    }
+
+    fn rebuild(
+        role: Role,
+        config: Config,
+        seed: u64,
+        now: u64,
+        wall_ms: u64,
+        session: Option<StoredSession>,
         mut messages: Vec<StoredMessage>,
     ) -> Result<(Engine, Vec<(u64, Receipt)>), ConfigError> {
         config.validate()?;
@@ -200,7 +241,7 @@ impl Engine {
                 messages.last().map_or(1, |m| m.seq + 1),
             ),
         };
-        let mut engine = Engine::new(Role::Client, config, rng, session, next_seq, delivered);
+        let mut engine = Engine::new(role, config, rng, session, next_seq, delivered);
         engine.welcomed = welcomed;
         let mut receipts = Vec::new();
         for m in messages {
@@ -1200,8 +1241,12 @@ impl Engine {
             window: Some(self.config.limits.receive_window),
         };
         self.acked_out = self.taken();
+        if !self.welcomed {
+            // A durable server has the session before the client hears of it.
+            self.welcomed = true;
+            self.persist_session();
+        }
         self.transmit(&welcome);
-        self.welcomed = true;
         self.peer_max_message = max;
         self.outbox.rewind();
         if known {

@@ -695,6 +695,136 @@ fn a_server_rebuilt_from_a_session_record_resumes_the_session_without_duplicates
 }
 
 #[test]
+fn a_server_restored_from_its_store_resends_what_was_unacknowledged_byte_for_byte() {
+    let session = SessionId([4; 16]);
+    let mut server = Engine::server(config(), 1, session).expect("config");
+    let mut stored: Option<StoredSession> = None;
+    let mut messages: std::collections::BTreeMap<u64, StoredMessage> = Default::default();
+    let mut apply = |outputs: &[Output], stored: &mut Option<StoredSession>| {
+        for o in outputs {
+            match o {
+                Output::Persist(PersistOp::Session(s)) => *stored = Some(*s),
+                Output::Persist(PersistOp::Put(m)) => {
+                    messages.insert(m.seq, m.clone());
+                }
+                Output::Persist(PersistOp::Delete { seq }) => {
+                    messages.remove(seq);
+                }
+                Output::Persist(PersistOp::Clear) => messages.clear(),
+                _ => {}
+            }
+        }
+    };
+    server.handle_open(0, None);
+    let hello = Frame::Hello {
+        new: true,
+        session,
+        delivered: 0,
+        max_message_size: 1 << 24,
+    };
+    server.handle_frame(1, true, &hello.to_vec());
+    let out = drain(&mut server);
+    // The session is stored before the client hears of it.
+    let persisted = out
+        .iter()
+        .position(|o| matches!(o, Output::Persist(PersistOp::Session(_))));
+    let welcomed = out.iter().position(|o| matches!(o, Output::Transmit(_)));
+    assert!(persisted < welcomed, "{out:?}");
+    apply(&out, &mut stored);
+    for text in ["one", "two", "three"] {
+        server.send(2, WALL, text.into()).expect("room");
+    }
+    // The client acknowledges "one" and delivers its own 1..=2.
+    server.handle_frame(3, true, &Frame::Ack { delivered: 1 }.to_vec());
+    for seq in [1u64, 2] {
+        let data = Frame::Data {
+            seq,
+            binary: true,
+            chunk: None,
+            payload: &[seq as u8],
+        };
+        server.handle_frame(4, true, &data.to_vec());
+    }
+    server.handle_taken(2);
+    server.handle_read_burst_end();
+    let out = drain(&mut server);
+    apply(&out, &mut stored);
+    let stored = stored.expect("a session record");
+    assert_eq!(stored.inbound_delivered, 2);
+    assert_eq!(messages.keys().copied().collect::<Vec<_>>(), vec![2, 3]);
+
+    // The process dies; a new one rebuilds the session from the store.
+    let mut restored = Engine::server_restore(
+        config(),
+        2,
+        0,
+        WALL,
+        stored,
+        messages.values().cloned().collect(),
+    )
+    .expect("config");
+    restored.handle_open(0, None);
+    let resume = Frame::Hello {
+        new: false,
+        session,
+        delivered: 1,
+        max_message_size: 1 << 24,
+    };
+    restored.handle_frame(1, true, &resume.to_vec());
+    let out = drain(&mut restored);
+    let f = frames(&out);
+    assert_eq!(
+        f[0],
+        Frame::Welcome {
+            resumed: true,
+            session,
+            delivered: 2,
+            max_message_size: config().limits.max_message_size,
+            window: Some(config().limits.receive_window),
+        }
+    );
+    assert!(
+        matches!(
+            f[1],
+            Frame::Data {
+                seq: 2,
+                payload: b"two",
+                ..
+            }
+        ),
+        "{f:?}"
+    );
+    assert!(
+        matches!(
+            f[2],
+            Frame::Data {
+                seq: 3,
+                payload: b"three",
+                ..
+            }
+        ),
+        "{f:?}"
+    );
+    assert_eq!(f.len(), 3, "{f:?}");
+    // The client's 2 again is a duplicate; its 3 is new.
+    for seq in [2u64, 3] {
+        let data = Frame::Data {
+            seq,
+            binary: true,
+            chunk: None,
+            payload: &[seq as u8],
+        };
+        restored.handle_frame(2, true, &data.to_vec());
+    }
+    let delivered: Vec<Event> = events(&drain(&mut restored))
+        .into_iter()
+        .filter(|e| matches!(e, Event::Message(_)))
+        .collect();
+    assert_eq!(delivered, vec![Event::Message(Payload::Binary(vec![3]))]);
+    assert_eq!(restored.next_seq(), 4);
+}
+
+#[test]
 fn a_message_that_waits_past_its_ttl_fails_and_is_skipped() {
     let outbox = OutboxConfig {
         ttl_ms: Some(60_000),
