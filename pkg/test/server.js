@@ -17,7 +17,7 @@ export class TestServer {
 
   /** Start (again, on the same port after the first start); resolves with the URL. */
   async start() {
-    const child = spawn(binary, ["--listen", `127.0.0.1:${this.port}`, "--exit-on-stdin-eof", ...this.flags], {
+    const child = spawn(binary, ["--listen", `127.0.0.1:${this.port}`, "--exit-on-stdin-eof", ...(this.flags.includes("--sessions") ? [] : ["--sessions", "memory"]), ...this.flags], {
       stdio: ["pipe", "pipe", "inherit"],
     });
     this.#child = child;

@@ -113,6 +113,12 @@ impl ServerGuard {
                 &format!("127.0.0.1:{port}"),
                 "--exit-on-stdin-eof",
             ])
+            // Sessions in memory unless the caller chooses.
+            .args(if flags.contains(&"--sessions") {
+                &[][..]
+            } else {
+                &["--sessions", "memory"][..]
+            })
             .args(flags)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -146,6 +146,8 @@ pub(crate) async fn run(
         "--listen",
         "127.0.0.1:0",
         "--exit-on-stdin-eof",
+        "--sessions",
+        "memory",
         "--max-message-size",
         "33554432",
         "--max-buffered-bytes",

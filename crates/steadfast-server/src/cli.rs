@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::{ClientAuth, Echo, Faults, JwtAuth, Rooms, Server, ServerConfig, TlsConfig};
+use crate::{
+    ClientAuth, Echo, EmbeddedSessions, Faults, JwtAuth, Rooms, Server, ServerConfig, TlsConfig,
+};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -21,6 +23,8 @@ Examples:
   steadfast serve --tls-cert cert.pem --tls-key key.pem --tls-client-ca ca.pem
   # JWT (HS256) required; a bad token is closed with 4001
   STEADFAST_JWT_SECRET=s3cret steadfast serve
+  # sessions in memory only (the default keeps them in ./steadfast-data)
+  steadfast serve --sessions memory
   # test a client against a flaky server: same seed, same faults
   steadfast serve --fault-seed 7 --fault-drop 0.01 --fault-delay-ms 5-50
 
@@ -49,6 +53,16 @@ pub struct ServeArgs {
     #[arg(long)]
     pub exit_on_stdin_eof: bool,
 
+    /// Where sessions are kept: `embedded`, a crash-safe file in
+    /// --data-dir (a server restarted after a crash, even kill -9, resumes
+    /// every session: nothing acknowledged is lost, nothing duplicated);
+    /// `memory`, lost with the process (clients then resynchronise).
+    #[arg(long, value_enum, default_value_t = SessionsKind::Embedded, help_heading = SESSIONS)]
+    pub sessions: SessionsKind,
+    /// The embedded session store's directory (created if missing; one
+    /// server at a time).
+    #[arg(long, value_name = "DIR", default_value = "steadfast-data", help_heading = SESSIONS)]
+    pub data_dir: PathBuf,
     /// How long a session stays resumable after its connection ends
     /// (e.g. 300, 90s, 10m).
     #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration, help_heading = SESSIONS)]
@@ -178,6 +192,15 @@ pub enum HandlerKind {
     Echo,
     /// A chat hub: rooms, direct messages, broadcast.
     Rooms,
+}
+
+/// Where `steadfast serve` keeps sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SessionsKind {
+    /// A crash-safe file in --data-dir.
+    Embedded,
+    /// The process's memory.
+    Memory,
 }
 
 /// Why the options do not make a server.
@@ -313,7 +336,8 @@ fn millis(duration: Duration) -> u64 {
 /// Run the server these options describe until SIGTERM, Ctrl-C or (with
 /// `--exit-on-stdin-eof`) the end of standard input. `name` prefixes
 /// error messages. Exit status: 0 after a clean shutdown, 1 when the
-/// address cannot be bound, 2 for unusable options.
+/// address cannot be bound or the session store cannot be opened, 2 for
+/// unusable options.
 pub async fn serve(name: &str, args: ServeArgs) -> ExitCode {
     let config = match args.config(std::env::var("STEADFAST_JWT_SECRET").ok()) {
         Ok(config) => config,
@@ -326,6 +350,19 @@ pub async fn serve(name: &str, args: ServeArgs) -> ExitCode {
         eprintln!("{name}: fault injection on (seed {})", config.faults.seed);
     }
     let builder = Server::builder().config(config);
+    let builder = match args.sessions {
+        SessionsKind::Memory => builder,
+        SessionsKind::Embedded => match EmbeddedSessions::open(&args.data_dir) {
+            Ok(store) => {
+                eprintln!("{name}: sessions kept in {}", store.path().display());
+                builder.session_store(store)
+            }
+            Err(error) => {
+                eprintln!("{name}: [{}] {error}", error.code());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let builder = match args.handler {
         HandlerKind::Echo => builder.handler(Echo),
         HandlerKind::Rooms => builder.handler(Rooms),

@@ -331,6 +331,12 @@ async fn reliable<S>(
             metrics.inc(&metrics.connections_refused);
             return close(ws, close::OVERLOADED, "too many sessions").await;
         }
+        Err(AttachError::Store(error)) => {
+            // Try again later: the client keeps its outbox and backs off.
+            tracing::warn!(%error, "cannot read the session store");
+            metrics.inc(&metrics.connections_refused);
+            return close(ws, close::OVERLOADED, "session store unavailable").await;
+        }
         Err(AttachError::Engine(error)) => {
             tracing::error!(%error, "the session engine refused the server's configuration");
             return close(ws, close::INTERNAL_ERROR, "server configuration error").await;
@@ -385,9 +391,9 @@ async fn reliable<S>(
             // what goes to the socket is written after, without it.
             // `again`: a parked frame went in, or messages were handed
             // over; either may have queued more (look before waiting).
-            let (outputs, deadline, again) = {
+            let (outputs, deadline, again, barrier) = {
                 let _order = lock(&handover);
-                let (outputs, deadline, unparked) = {
+                let (outputs, deadline, unparked, barrier) = {
                     let mut guard = lock(&slot);
                     if guard.generation != generation {
                         break 'conn End::Superseded;
@@ -406,13 +412,21 @@ async fn reliable<S>(
                     }
                     let outputs = std::mem::take(&mut guard.pending);
                     guard.handing_over = delivered_in(&outputs);
-                    (outputs, guard.engine.poll_timeout(), unparked)
+                    (
+                        outputs,
+                        guard.engine.poll_timeout(),
+                        unparked,
+                        guard.barrier,
+                    )
                 };
                 // Every delivered message reaches the application, also
                 // when the connection ends partway: the engine counts it
                 // delivered.
                 let mut rest = Vec::with_capacity(outputs.len());
                 let mut taken = 0;
+                // A durable store commits what the handler does for these
+                // messages together with the mark that they were delivered.
+                let unit = shared.committer.as_ref().map(|c| c.begin());
                 shared.at_one_instant(|| {
                     for output in outputs {
                         match output {
@@ -431,14 +445,30 @@ async fn reliable<S>(
                     // took it over meanwhile: it is the session's mark.
                     let mut guard = lock(&slot);
                     guard.handed_over(taken, metrics);
+                    drop(unit);
                     if guard.generation != generation {
                         break 'conn End::Superseded;
                     }
                 }
-                (rest, deadline, unparked || taken > 0)
+                (rest, deadline, unparked || taken > 0, barrier)
             };
             if outputs.is_empty() && !again {
                 break deadline;
+            }
+            // A durable store: nothing goes out before the store writes
+            // made ahead of it are committed (the ACK after the delivered
+            // mark and the handler's sends; a message after its record).
+            if let Some(committer) = shared
+                .committer
+                .as_ref()
+                .filter(|c| barrier > c.committed())
+            {
+                if outputs.iter().any(|o| matches!(o, Output::Transmit(_))) {
+                    tokio::select! {
+                        () = committer.wait(barrier) => {}
+                        _ = stop.changed() => break 'conn End::Shutdown,
+                    }
+                }
             }
             let mut end = None;
             for output in outputs {
@@ -574,6 +604,7 @@ async fn reliable<S>(
             guard.handing_over = delivered.len();
             drop(guard);
             let taken = delivered.len();
+            let unit = shared.committer.as_ref().map(|c| c.begin());
             for payload in delivered {
                 shared.handler.on_message(&handle, &peer, payload);
             }
@@ -581,6 +612,7 @@ async fn reliable<S>(
                 // Counted for the session, whichever connection has it now.
                 lock(&slot).handed_over(taken, metrics);
             }
+            drop(unit);
             drop(_order);
         }
     }

@@ -8,6 +8,12 @@
 //!   in a registry that keeps a session for [`ServerConfig::session_ttl`]
 //!   after its connection ends. A client naming a session the server does not
 //!   know gets a new one (the client reports `ResyncRequired`).
+//! - Sessions go through a [`SessionStore`]: [`MemorySessions`] (the
+//!   library's default: gone with the process) or [`EmbeddedSessions`] (a
+//!   crash-safe file; the default of `steadfast serve`), set with
+//!   [`ServerBuilder::session_store`]. With a durable store every ACK and
+//!   every outbound message waits for its commit, and a restarted server
+//!   resumes each session (see the [`sessions`] module).
 //! - Other clients get **plain mode**: messages pass unchanged.
 //! - The application sees exactly-once, in-order messages through a
 //!   [`Handler`], and reaches peers, rooms or everyone through a
@@ -59,6 +65,7 @@ mod handler;
 mod http;
 mod metrics;
 mod registry;
+pub mod sessions;
 mod tls;
 
 pub use auth::{AuthError, Claims, JwtAuth};
@@ -69,6 +76,7 @@ pub use handler::{
 };
 pub use metrics::Metrics;
 pub use registry::{ServerError, ServerHandle};
+pub use sessions::{EmbeddedSessions, MemorySessions, SessionStore, SessionStoreError};
 pub use steadfast_core::{Payload, SessionId};
 pub use tls::{ClientAuth, TlsConfig, TlsError};
 /// The rustls version the server is built with, for
@@ -80,11 +88,16 @@ use registry::Shared;
 /// The close codes the server sends (one table with the client's).
 pub use steadfast_core::close;
 
+/// The session store is swept (old records dropped, unclaimed stored
+/// sessions expired) once every this many registry sweeps.
+const STORE_SWEEP_EVERY: u64 = 10;
+
 /// Builds a [`Server`].
 #[derive(Default)]
 pub struct ServerBuilder {
     config: ServerConfig,
     handler: Option<Arc<dyn Handler>>,
+    store: Option<Arc<dyn SessionStore>>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -139,6 +152,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Where sessions are kept ([`MemorySessions`] unless set): with a
+    /// durable store ([`EmbeddedSessions`]) every session change is
+    /// committed before the frames that depend on it go out, and a
+    /// restarted server resumes its sessions.
+    pub fn session_store(mut self, store: impl SessionStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
     /// Validate the settings and bind `addr` (port 0 picks a free port).
     pub async fn bind(self, addr: SocketAddr) -> Result<Server, StartError> {
         self.config
@@ -148,10 +170,14 @@ impl ServerBuilder {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let handler = self.handler.unwrap_or_else(|| Arc::new(Echo));
+        let store = self
+            .store
+            .unwrap_or_else(|| Arc::new(MemorySessions::new()));
+        tracing::info!(store = store.name(), "sessions");
         Ok(Server {
             listener,
             local_addr,
-            shared: Arc::new(Shared::new(self.config, handler)),
+            shared: Arc::new(Shared::new(self.config, handler, store)),
         })
     }
 }
@@ -212,6 +238,7 @@ impl Server {
         let sweep_every = (shared.config.session_ttl / 4)
             .clamp(Duration::from_millis(10), Duration::from_secs(1));
         let mut sweep = tokio::time::interval(sweep_every);
+        let mut sweeps = 0u64;
         let forget_every = shared.config.faults.forget_sessions_every;
         let mut forget = tokio::time::interval(forget_every.unwrap_or(Duration::from_secs(3600)));
         forget.tick().await; // the first tick is immediate
@@ -234,6 +261,12 @@ impl Server {
                 _ = sweep.tick() => {
                     for peer in shared.expire_sessions() {
                         shared.handler.on_session_expired(&handle, peer);
+                    }
+                    sweeps += 1;
+                    if sweeps.is_multiple_of(STORE_SWEEP_EVERY) {
+                        let shared = shared.clone();
+                        // The store's own sweep blocks (a write transaction).
+                        let _ = tokio::task::spawn_blocking(move || shared.sweep_store()).await;
                     }
                 }
                 _ = forget.tick(), if forget_every.is_some() => {

@@ -69,6 +69,10 @@ counters! {
     chunks_out: "counter", "Chunk frames sent.";
     protocol_errors: "counter", "Connections closed for a protocol or limit violation.";
     faults_injected: "counter", "Faults injected (dropped connections, delays, refusals, forgotten sessions).";
+    store_commits: "counter", "Commits to the session store (each carries the changes of every connection waiting).";
+    store_changes: "counter", "Session changes committed to the session store.";
+    store_commit_micros: "counter", "Microseconds spent committing to the session store (÷ store_commits: the mean commit).";
+    store_errors: "counter", "Session store commits that failed (retried; no ACK until one succeeds).";
 }
 
 impl Metrics {

@@ -8,12 +8,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use steadfast_core::codec::SUBPROTOCOL;
-use steadfast_core::{Engine, Event, Output, Payload, SendError, SessionId, Stats};
+use steadfast_core::record::StoredSession;
+use steadfast_core::{Engine, Event, Output, Payload, PersistOp, SendError, SessionId, Stats};
 use tokio::sync::{mpsc, Notify};
 
 use crate::faults::FaultRecord;
 use crate::handler::{Handler, PeerId};
 use crate::metrics::Metrics;
+use crate::sessions::{Change, Committer, Retention, SessionStore, SessionStoreError};
 use crate::ServerConfig;
 
 /// Why the application's request to the server failed.
@@ -63,20 +65,30 @@ pub(crate) struct Slot {
     /// Messages a connection took from `pending` and is handing to the
     /// application (they will reach it), not yet counted as taken.
     pub(crate) handing_over: usize,
+    /// Writes the engine's store operations (a durable session store).
+    committer: Option<Arc<Committer>>,
+    /// The ticket of the last store write made for `pending`: none of it
+    /// may reach the socket before that ticket is committed.
+    pub(crate) barrier: u64,
     seen: Stats,
 }
 
 impl Slot {
     /// Move the engine's outputs to `pending` (up to its timer) and wake the
-    /// connection. Persist ops are dropped: the reference server keeps
-    /// sessions in memory.
+    /// connection. Store operations go to the committer (a durable session
+    /// store; the engine makes none otherwise), and `pending` waits for them.
     pub(crate) fn drain(&mut self, metrics: &Metrics) {
+        let mut ops = Vec::new();
         while let Some(output) = self.engine.poll_output() {
             match output {
                 Output::Timeout(_) => break,
-                Output::Persist(_) => {}
+                Output::Persist(op) => ops.push(op),
                 output => self.pending.push_back(output),
             }
+        }
+        if let Some(committer) = self.committer.as_ref().filter(|_| !ops.is_empty()) {
+            let session = self.engine.session();
+            self.barrier = committer.push(Change::Ops { session, ops });
         }
         match &self.waker {
             // The attached connection adds the engine's counts to the
@@ -99,11 +111,31 @@ impl Slot {
         self.engine.handle_taken(count);
         self.handing_over = 0;
         self.drain(metrics);
+        if let Some(committer) = &self.committer {
+            // The "delivered through" mark that ends the hand-over's unit
+            // (the engine writes it only with an ACK).
+            self.barrier = committer.push(Change::Ops {
+                session: self.engine.session(),
+                ops: vec![PersistOp::Session(self.record())],
+            });
+        }
     }
 
     /// Add what the engine counted since the last call to the metrics.
     pub(crate) fn absorb(&mut self, metrics: &Metrics) {
         metrics.absorb(self.engine.stats(), &mut self.seen);
+    }
+
+    /// What is kept of the session when its state goes: the seqs its
+    /// client resumes from. Those being handed over reach the application:
+    /// counted delivered.
+    fn record(&self) -> StoredSession {
+        StoredSession {
+            session: self.engine.session(),
+            welcomed: true,
+            inbound_delivered: self.engine.taken() + self.handing_over as u64,
+            next_seq: self.engine.next_seq(),
+        }
     }
 
     /// Drop pending outputs but the delivered messages: the engine counts
@@ -124,74 +156,15 @@ enum Entry {
     Plain(mpsc::Sender<PlainCmd>),
 }
 
-/// What is kept of a session after its state expired: enough for its
-/// client to resume it without duplicates.
-#[derive(Debug, Clone)]
-struct SessionRecord {
-    /// Inbound seqs delivered (taken by the application) through this.
-    delivered: u64,
-    /// The next outbound seq.
-    next_seq: u64,
-    subject: Option<String>,
-    at: Instant,
-}
-
 #[derive(Default)]
 struct Registry {
     sessions: HashMap<SessionId, PeerId>,
     peers: HashMap<PeerId, Entry>,
     rooms: HashMap<String, BTreeSet<PeerId>>,
     member_of: HashMap<PeerId, BTreeSet<String>>,
-    /// Records of expired sessions, and the order they were made in (a
-    /// session recorded again leaves a stale entry, skipped on eviction).
-    records: HashMap<SessionId, SessionRecord>,
-    record_order: VecDeque<(SessionId, Instant)>,
 }
 
 impl Registry {
-    /// Keep the record of `session` (its slot's state is about to go),
-    /// within `max` records, none older than `ttl`.
-    fn remember(&mut self, session: SessionId, slot: &Mutex<Slot>, max: usize, ttl: Duration) {
-        let slot = lock(slot);
-        let now = Instant::now();
-        self.records.insert(
-            session,
-            SessionRecord {
-                // Those being handed over reach the application: counted.
-                delivered: slot.engine.taken() + slot.handing_over as u64,
-                next_seq: slot.engine.next_seq(),
-                subject: slot.subject.clone(),
-                at: now,
-            },
-        );
-        drop(slot);
-        self.record_order.push_back((session, now));
-        while let Some(&(oldest, at)) = self.record_order.front() {
-            if self.records.len() <= max && at.elapsed() < ttl {
-                break;
-            }
-            self.record_order.pop_front();
-            if self.records.get(&oldest).is_some_and(|r| r.at == at) {
-                self.records.remove(&oldest);
-            }
-        }
-    }
-
-    /// Take the record of `session`, if it is recent enough and was made
-    /// under the same identity.
-    fn take_record(
-        &mut self,
-        session: &SessionId,
-        subject: Option<&str>,
-        ttl: Duration,
-    ) -> Option<SessionRecord> {
-        let record = self.records.get(session)?;
-        if record.subject.as_deref() != subject || record.at.elapsed() >= ttl {
-            return None;
-        }
-        self.records.remove(session)
-    }
-
     /// Drop a session and its rooms; an attached connection closes (4909).
     fn remove_session(&mut self, session: &SessionId, peer: PeerId) {
         self.sessions.remove(session);
@@ -222,7 +195,12 @@ impl Registry {
 pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     pub(crate) handler: Arc<dyn Handler>,
-    pub(crate) metrics: Metrics,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Where sessions outlive the process (a durable store), or where the
+    /// records of expired sessions are kept (memory).
+    pub(crate) store: Arc<dyn SessionStore>,
+    /// Writes to a durable store; `None` for memory.
+    pub(crate) committer: Option<Arc<Committer>>,
     epoch: Instant,
     registry: Mutex<Registry>,
     next_peer: AtomicU64,
@@ -255,6 +233,8 @@ pub(crate) struct Attached {
 pub(crate) enum AttachError {
     /// `max_sessions` reached.
     Overloaded,
+    /// The session store could not be read.
+    Store(SessionStoreError),
     /// The engine refused the configuration. `ServerBuilder::bind`
     /// validates it, so only a bug gets here; the connection is closed
     /// with 1011 rather than the server panicking.
@@ -262,11 +242,21 @@ pub(crate) enum AttachError {
 }
 
 impl Shared {
-    pub(crate) fn new(config: ServerConfig, handler: Arc<dyn Handler>) -> Shared {
+    pub(crate) fn new(
+        config: ServerConfig,
+        handler: Arc<dyn Handler>,
+        store: Arc<dyn SessionStore>,
+    ) -> Shared {
+        let metrics = Arc::new(Metrics::default());
+        let committer = store
+            .durable()
+            .then(|| Arc::new(Committer::start(store.clone(), metrics.clone())));
         Shared {
             config,
             handler,
-            metrics: Metrics::default(),
+            metrics,
+            store,
+            committer,
             epoch: Instant::now(),
             registry: Mutex::new(Registry::default()),
             next_peer: AtomicU64::new(1),
@@ -368,27 +358,47 @@ impl Shared {
                     if registry.sessions.len() >= self.config.max_sessions {
                         return Err(AttachError::Overloaded);
                     }
-                    // A session whose state expired resumes from its record
-                    // (same id and seqs: no duplicates). A NEW session keeps
-                    // the client's id; an unknown old one gets a fresh id,
-                    // and the client resynchronises.
-                    let record = if new {
+                    // A session the store holds resumes from it: whole
+                    // (a durable store, after a restart) or from the record
+                    // left when its state expired (same id and seqs: no
+                    // duplicates). A NEW session keeps the client's id; an
+                    // unknown old one gets a fresh id, and the client
+                    // resynchronises.
+                    let saved = if new {
                         None
                     } else {
-                        let ttl = self.config.session_record_ttl;
-                        registry.take_record(&session, subject, ttl)
+                        self.store.load(&session).map_err(AttachError::Store)?
                     };
+                    let wall = wall_ms();
+                    let record_ttl = millis(self.config.session_record_ttl);
+                    let saved = saved.filter(|saved| {
+                        saved.subject.as_deref() == subject
+                            && (!saved.expired
+                                || wall.saturating_sub(saved.saved_wall_ms) < record_ttl)
+                    });
                     let seed = u64::from_le_bytes(random_bytes::<8>());
                     let config = self.config.engine.clone();
-                    let (id, built) = match record {
-                        Some(record) => (
+                    let durable = self.committer.is_some();
+                    let (id, built) = match saved {
+                        Some(saved) if !saved.expired && durable => (
+                            session,
+                            Engine::server_restore(
+                                config,
+                                seed,
+                                now,
+                                wall,
+                                saved.state,
+                                saved.messages,
+                            ),
+                        ),
+                        Some(saved) => (
                             session,
                             Engine::server_from_record(
                                 config,
                                 seed,
                                 session,
-                                record.delivered,
-                                record.next_seq,
+                                saved.state.inbound_delivered,
+                                saved.state.next_seq,
                             ),
                         ),
                         None => {
@@ -397,6 +407,13 @@ impl Shared {
                             } else {
                                 SessionId(random_bytes())
                             };
+                            if let Some(committer) = &self.committer {
+                                // Before anything the engine writes for it.
+                                committer.push(Change::Open {
+                                    session: id,
+                                    subject: subject.map(str::to_owned),
+                                });
+                            }
                             (id, Engine::server(config, seed, id))
                         }
                     };
@@ -404,8 +421,8 @@ impl Shared {
                         Ok(engine) => engine,
                         Err(error) => return Err(AttachError::Engine(error)),
                     };
-                    // Sessions live in memory: no records (each copies a payload).
-                    engine.set_persistence(false);
+                    // In memory only, no store operations (each copies a payload).
+                    engine.set_persistence(durable);
                     let peer = self.new_peer_id();
                     let slot = Arc::new(Mutex::new(Slot {
                         engine,
@@ -416,6 +433,8 @@ impl Shared {
                         subject: subject.map(str::to_owned),
                         handover: Arc::default(),
                         handing_over: 0,
+                        committer: self.committer.clone(),
+                        barrier: 0,
                         seen: Stats::default(),
                     }));
                     registry.sessions.insert(id, peer);
@@ -496,8 +515,7 @@ impl Shared {
             self.forget(&mut registry, session, *peer, keep_records);
         }
         if !keep_records {
-            registry.records.clear();
-            registry.record_order.clear();
+            self.write(Change::RemoveAll);
         }
         sessions.len()
     }
@@ -505,7 +523,7 @@ impl Shared {
     /// Drop a session's state, keeping its record if asked.
     fn forget(&self, registry: &mut Registry, session: &SessionId, peer: PeerId, keep: bool) {
         let slot = match registry.peers.get(&peer) {
-            Some(Entry::Session(slot)) if keep => Some(slot.clone()),
+            Some(Entry::Session(slot)) => Some(slot.clone()),
             _ => None,
         };
         // Closed first, recorded after: once its generation moved on, the
@@ -514,14 +532,50 @@ impl Shared {
         // starting in between reached the application uncounted, and the
         // client's retransmits of it were delivered again.)
         registry.remove_session(session, peer);
-        if let Some(slot) = slot {
-            let config = &self.config;
-            registry.remember(
-                *session,
-                &slot,
-                config.session_records,
-                config.session_record_ttl,
-            );
+        let change = match slot {
+            Some(slot) if keep => {
+                let slot = lock(&slot);
+                Change::Expire {
+                    session: *session,
+                    state: slot.record(),
+                    subject: slot.subject.clone(),
+                }
+            }
+            _ => Change::Remove { session: *session },
+        };
+        self.write(change);
+    }
+
+    /// Write `change` to the session store: queued behind the sessions'
+    /// own changes for a durable store, at once for memory.
+    fn write(&self, change: Change) {
+        match &self.committer {
+            Some(committer) => {
+                committer.push(change);
+            }
+            None => {
+                if let Err(error) = self.store.commit(wall_ms(), &[change]) {
+                    tracing::warn!(%error, "the session store refused a record");
+                }
+            }
+        }
+    }
+
+    /// Expire the stored sessions nobody holds, and drop old records
+    /// (blocking: call it off the runtime's threads).
+    pub(crate) fn sweep_store(&self) {
+        // A snapshot: the store is not called with the registry locked,
+        // nor the registry locked from inside the store.
+        let held: std::collections::HashSet<SessionId> =
+            lock(&self.registry).sessions.keys().copied().collect();
+        let live = |session: &SessionId| held.contains(session);
+        let retention = Retention {
+            session_ttl_ms: millis(self.config.session_ttl),
+            record_ttl_ms: millis(self.config.session_record_ttl),
+            max_records: self.config.session_records,
+        };
+        if let Err(error) = self.store.sweep(wall_ms(), retention, &live) {
+            tracing::warn!(%error, "sweeping the session store failed");
         }
     }
 
@@ -564,7 +618,11 @@ fn frozen_or<T: Copy>(field: fn(&mut Frozen) -> &mut Option<T>, read: fn() -> T)
 }
 
 /// Wall-clock ms (the frozen ones inside [`Shared::at_one_instant`]).
-fn wall_ms() -> u64 {
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+pub(crate) fn wall_ms() -> u64 {
     frozen_or(|frozen| &mut frozen.wall, read_wall_ms)
 }
 
@@ -756,7 +814,11 @@ mod tests {
     use std::time::Duration;
 
     fn shared() -> Shared {
-        Shared::new(ServerConfig::default(), Arc::new(crate::handler::Echo))
+        Shared::new(
+            ServerConfig::default(),
+            Arc::new(crate::handler::Echo),
+            Arc::new(crate::sessions::MemorySessions::new()),
+        )
     }
 
     #[test]

@@ -26,6 +26,12 @@ impl Drop for Running {
 fn start(extra: &[&str]) -> Running {
     let mut child = Command::new(env!("CARGO_BIN_EXE_steadfast-server"))
         .args(["--listen", "127.0.0.1:0"])
+        // Sessions in memory unless the test chooses: no data dir left behind.
+        .args(if extra.contains(&"--sessions") {
+            &[][..]
+        } else {
+            &["--sessions", "memory"][..]
+        })
         .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -151,10 +157,31 @@ fn a_port_in_use_is_a_clear_failure() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
     let output = Command::new(env!("CARGO_BIN_EXE_steadfast-server"))
-        .args(["--listen", &addr])
+        .args(["--listen", &addr, "--sessions", "memory"])
         .output()
         .expect("run");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot listen on"), "{stderr}");
+}
+
+#[test]
+fn the_default_store_is_a_data_dir_that_one_server_holds_at_a_time() {
+    let dir = std::env::temp_dir().join(format!("steadfast-binary-data-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data_dir = dir.display().to_string();
+    let first = start(&["--sessions", "embedded", "--data-dir", &data_dir]);
+    assert!(
+        dir.join("sessions.redb").is_file(),
+        "the store is in the dir"
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_steadfast-server"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir", &data_dir])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(1), "a second server on one dir");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("[ERR_SESSION_STORE]"), "{stderr}");
+    drop(first);
+    let _ = std::fs::remove_dir_all(&dir);
 }

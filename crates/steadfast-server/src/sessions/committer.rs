@@ -1,0 +1,273 @@
+//! The thread that writes session changes to a durable store, in the
+//! order they were made, many connections' changes per commit.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::{Change, SessionStore};
+use crate::metrics::Metrics;
+use crate::registry::lock;
+
+/// Hands changes to the store thread and tells who waits when they are
+/// committed. A change gets a ticket (1, 2, 3…); tickets are committed in
+/// order, so "ticket N committed" covers every change made before it, by
+/// any connection.
+///
+/// A [`Unit`] keeps changes together: while one is open, nothing pushed
+/// after it began is committed, so the changes made while the application
+/// handles messages (its sends, to any session) and the session's
+/// "delivered through" mark that ends it reach the disk in one commit, or
+/// not at all. After a crash the store holds both or neither: a message
+/// whose effects were kept is not delivered again, and one delivered
+/// again had left no effect behind.
+#[derive(Debug)]
+pub(crate) struct Committer {
+    inner: Arc<Inner>,
+    committed: watch::Receiver<u64>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    stop: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    changes: Vec<Change>,
+    last_ticket: u64,
+    /// Open units, by the last ticket before each began (a multiset).
+    open: BTreeMap<u64, usize>,
+}
+
+impl Queue {
+    /// How many queued changes may be committed now: those before the
+    /// oldest open unit.
+    fn committable(&self) -> usize {
+        let first = self.last_ticket + 1 - self.changes.len() as u64;
+        match self.open.keys().next() {
+            Some(&start) => usize::try_from((start + 1).saturating_sub(first))
+                .unwrap_or(usize::MAX)
+                .min(self.changes.len()),
+            None => self.changes.len(),
+        }
+    }
+}
+
+/// Changes kept together (see [`Committer`]); ends when dropped.
+#[must_use]
+pub(crate) struct Unit<'a> {
+    inner: &'a Inner,
+    start: u64,
+}
+
+impl Drop for Unit<'_> {
+    fn drop(&mut self) {
+        let mut queue = lock(&self.inner.queue);
+        if let Some(count) = queue.open.get_mut(&self.start) {
+            *count -= 1;
+            if *count == 0 {
+                queue.open.remove(&self.start);
+            }
+        }
+        self.inner.ready.notify_one();
+    }
+}
+
+/// Retry a failed commit after this long, doubling up to `RETRY_MAX`.
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+impl Committer {
+    /// Start the thread that writes to `store`.
+    pub(crate) fn start(store: Arc<dyn SessionStore>, metrics: Arc<Metrics>) -> Committer {
+        let inner = Arc::new(Inner {
+            queue: Mutex::new(Queue::default()),
+            ready: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let (tx, committed) = watch::channel(0);
+        let thread = inner.clone();
+        let spawned = std::thread::Builder::new()
+            .name("steadfast-store".into())
+            .spawn(move || run(&thread, store.as_ref(), &metrics, &tx));
+        if let Err(error) = spawned {
+            // Nothing is committed, so nothing is acknowledged: clients keep
+            // their messages. Said loudly, once.
+            tracing::error!(%error, "cannot start the session store thread");
+        }
+        Committer { inner, committed }
+    }
+
+    /// Queue `change`; returns its ticket.
+    pub(crate) fn push(&self, change: Change) -> u64 {
+        let mut queue = lock(&self.inner.queue);
+        queue.changes.push(change);
+        queue.last_ticket += 1;
+        self.inner.ready.notify_one();
+        queue.last_ticket
+    }
+
+    /// Keep what is pushed from now until the unit is dropped together.
+    pub(crate) fn begin(&self) -> Unit<'_> {
+        let mut queue = lock(&self.inner.queue);
+        let start = queue.last_ticket;
+        *queue.open.entry(start).or_default() += 1;
+        Unit {
+            inner: &self.inner,
+            start,
+        }
+    }
+
+    /// The highest ticket committed so far.
+    pub(crate) fn committed(&self) -> u64 {
+        *self.committed.borrow()
+    }
+
+    /// Wait until `ticket` is committed (forever, if the store stays
+    /// down: nothing after it may reach a socket).
+    pub(crate) async fn wait(&self, ticket: u64) {
+        let mut committed = self.committed.clone();
+        // Err: the thread ended (shutdown); nothing more will commit.
+        if committed.wait_for(|done| *done >= ticket).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        // The thread commits what is queued, then ends.
+        self.inner.stop.store(true, Ordering::SeqCst);
+        self.inner.ready.notify_one();
+    }
+}
+
+fn run(inner: &Inner, store: &dyn SessionStore, metrics: &Metrics, committed: &watch::Sender<u64>) {
+    loop {
+        let (changes, ticket) = {
+            let mut queue = lock(&inner.queue);
+            while queue.committable() == 0 && !inner.stop.load(Ordering::SeqCst) {
+                queue = inner
+                    .ready
+                    .wait(queue)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            let count = queue.committable();
+            if count == 0 {
+                // Stopping, with nothing (more) that may be committed.
+                return;
+            }
+            let ticket = queue.last_ticket - (queue.changes.len() - count) as u64;
+            let changes: Vec<Change> = queue.changes.drain(..count).collect();
+            (changes, ticket)
+        };
+        let mut retry = RETRY_MIN;
+        loop {
+            let started = Instant::now();
+            match store.commit(crate::registry::wall_ms(), &changes) {
+                Ok(()) => {
+                    metrics.inc(&metrics.store_commits);
+                    metrics.add(&metrics.store_changes, changes.len() as u64);
+                    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    metrics.add(&metrics.store_commit_micros, micros);
+                    break;
+                }
+                Err(error) => {
+                    metrics.inc(&metrics.store_errors);
+                    tracing::warn!(store = store.name(), %error, "commit failed; no ACK until it succeeds");
+                    if inner.stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(retry);
+                    retry = (retry * 2).min(RETRY_MAX);
+                }
+            }
+        }
+        committed.send_replace(ticket);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use steadfast_core::SessionId;
+
+    use super::*;
+    use crate::sessions::{Retention, SavedSession, SessionStoreError, Swept};
+
+    /// Records each commit's changes (as session id bytes).
+    #[derive(Debug, Default)]
+    struct Recording(Mutex<Vec<Vec<u8>>>);
+
+    impl SessionStore for Recording {
+        fn name(&self) -> &'static str {
+            "recording"
+        }
+        fn durable(&self) -> bool {
+            true
+        }
+        fn load(&self, _: &SessionId) -> Result<Option<SavedSession>, SessionStoreError> {
+            Ok(None)
+        }
+        fn commit(&self, _: u64, changes: &[Change]) -> Result<(), SessionStoreError> {
+            let ids = changes
+                .iter()
+                .map(|c| match c {
+                    Change::Remove { session } => session.0[0],
+                    _ => 0,
+                })
+                .collect();
+            lock(&self.0).push(ids);
+            Ok(())
+        }
+        fn sweep(
+            &self,
+            _: u64,
+            _: Retention,
+            _: &dyn Fn(&SessionId) -> bool,
+        ) -> Result<Swept, SessionStoreError> {
+            Ok(Swept::default())
+        }
+        fn count(&self) -> Result<usize, SessionStoreError> {
+            Ok(0)
+        }
+    }
+
+    fn change(byte: u8) -> Change {
+        Change::Remove {
+            session: SessionId([byte; 16]),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_unit_is_committed_whole_and_in_order() {
+        let store = Arc::new(Recording::default());
+        let committer = Committer::start(store.clone(), Arc::new(Metrics::default()));
+        let first = committer.push(change(1));
+        committer.wait(first).await;
+        let unit = committer.begin();
+        let inside = committer.push(change(2));
+        // Nothing of an open unit is committed, however long it stays open.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(committer.committed(), first);
+        let more = committer.push(change(3));
+        drop(unit);
+        committer.wait(more).await;
+        assert!(inside < more);
+        let commits = lock(&store.0).clone();
+        assert_eq!(commits.concat(), vec![1, 2, 3], "in order, once each");
+        assert!(
+            commits
+                .iter()
+                .any(|c| c.starts_with(&[2]) && c.contains(&3)),
+            "2 and 3 (pushed while the unit was open) in one commit: {commits:?}"
+        );
+    }
+}

@@ -1,0 +1,313 @@
+//! The session store conformance suite: what every [`SessionStore`]
+//! backend must do, run against each of them. `open()` returns a fresh,
+//! empty store; `reopen`, for durable backends, a handle on the same data
+//! after the previous one was dropped. A failing check names itself.
+
+use steadfast_core::record::{StoredMessage, StoredSession};
+use steadfast_core::{PersistOp, SessionId};
+
+use super::{Change, Retention, SavedSession, SessionStore};
+
+const T0: u64 = 1_700_000_000_000;
+
+fn id(byte: u8) -> SessionId {
+    SessionId([byte; 16])
+}
+
+fn state(byte: u8, delivered: u64, next_seq: u64) -> StoredSession {
+    StoredSession {
+        session: id(byte),
+        welcomed: true,
+        inbound_delivered: delivered,
+        next_seq,
+    }
+}
+
+fn message(seq: u64) -> StoredMessage {
+    StoredMessage {
+        seq,
+        binary: seq.is_multiple_of(2),
+        payload: format!("m{seq}").into_bytes(),
+        enqueued_wall_ms: T0 + seq,
+        expires_wall_ms: 0,
+    }
+}
+
+fn open(byte: u8, subject: Option<&str>) -> Change {
+    Change::Open {
+        session: id(byte),
+        subject: subject.map(str::to_owned),
+    }
+}
+
+fn ops(byte: u8, ops: Vec<PersistOp>) -> Change {
+    Change::Ops {
+        session: id(byte),
+        ops,
+    }
+}
+
+fn commit(store: &dyn SessionStore, at: u64, changes: Vec<Change>, check: &str) {
+    if let Err(error) = store.commit(at, &changes) {
+        panic!("[{check}] commit failed: {error}");
+    }
+}
+
+fn load(store: &dyn SessionStore, byte: u8, check: &str) -> Option<SavedSession> {
+    match store.load(&id(byte)) {
+        Ok(saved) => saved,
+        Err(error) => panic!("[{check}] load failed: {error}"),
+    }
+}
+
+fn seqs(saved: &SavedSession) -> Vec<u64> {
+    saved.messages.iter().map(|m| m.seq).collect()
+}
+
+const KEEP: Retention = Retention {
+    session_ttl_ms: 300_000,
+    record_ttl_ms: 7 * 86_400_000,
+    max_records: 1_000,
+};
+
+/// Every check on a fresh store from `fresh`.
+pub(crate) fn check(fresh: &mut dyn FnMut() -> Box<dyn SessionStore>) {
+    let never_live = |_: &SessionId| false;
+
+    // Empty; an unknown session is not there.
+    let store = fresh();
+    assert_eq!(store.count().ok(), Some(0), "[empty] len");
+    assert_eq!(load(&*store, 1, "empty"), None, "[empty] unknown session");
+
+    // Open, then the engine's ops in order: the session's seqs, and its
+    // messages by seq (256 after 255: seqs order numerically).
+    let store = fresh();
+    commit(&*store, T0, vec![open(1, Some("alice"))], "open");
+    let opened = load(&*store, 1, "open").expect("[open] the session is there");
+    assert_eq!(opened.subject.as_deref(), Some("alice"), "[open] subject");
+    assert!(!opened.expired, "[open] not expired");
+    assert!(opened.messages.is_empty(), "[open] no messages");
+    commit(
+        &*store,
+        T0 + 5,
+        vec![ops(
+            1,
+            vec![
+                PersistOp::Put(message(255)),
+                PersistOp::Put(message(256)),
+                PersistOp::Put(message(3)),
+                PersistOp::Session(state(1, 7, 257)),
+                PersistOp::Delete { seq: 3 },
+            ],
+        )],
+        "ops",
+    );
+    let saved = load(&*store, 1, "ops").expect("[ops] the session is there");
+    assert_eq!(saved.state, state(1, 7, 257), "[ops] seqs");
+    assert_eq!(seqs(&saved), vec![255, 256], "[ops] messages by seq");
+    assert_eq!(
+        saved.messages[1],
+        message(256),
+        "[ops] a message byte for byte"
+    );
+    assert_eq!(saved.saved_wall_ms, T0 + 5, "[ops] stamped");
+    assert_eq!(
+        saved.subject.as_deref(),
+        Some("alice"),
+        "[ops] subject kept"
+    );
+
+    // Sessions do not share messages; Clear empties one session only.
+    commit(
+        &*store,
+        T0 + 6,
+        vec![
+            open(2, None),
+            ops(
+                2,
+                vec![PersistOp::Put(message(1)), PersistOp::Put(message(2))],
+            ),
+            ops(1, vec![PersistOp::Clear, PersistOp::Put(message(300))]),
+        ],
+        "two sessions",
+    );
+    let one = load(&*store, 1, "two sessions").expect("[two sessions] 1");
+    let two = load(&*store, 2, "two sessions").expect("[two sessions] 2");
+    assert_eq!(seqs(&one), vec![300], "[two sessions] Clear then Put");
+    assert_eq!(seqs(&two), vec![1, 2], "[two sessions] untouched by Clear");
+    assert_eq!(two.subject, None, "[two sessions] no subject");
+    assert_eq!(store.count().ok(), Some(2), "[two sessions] len");
+
+    // Ops for a session never opened are ignored: nothing to resume.
+    commit(
+        &*store,
+        T0 + 7,
+        vec![ops(9, vec![PersistOp::Put(message(1))])],
+        "unopened",
+    );
+    assert_eq!(load(&*store, 9, "unopened"), None, "[unopened] not created");
+
+    // Expire: the record (seqs, subject) stays, the messages go; an op
+    // with the session's seqs brings it back (it resumed from the record).
+    commit(
+        &*store,
+        T0 + 8,
+        vec![Change::Expire {
+            session: id(1),
+            state: state(1, 9, 301),
+            subject: Some("alice".into()),
+        }],
+        "expire",
+    );
+    let record = load(&*store, 1, "expire").expect("[expire] the record stays");
+    assert!(record.expired, "[expire] marked");
+    assert!(record.messages.is_empty(), "[expire] messages gone");
+    assert_eq!(record.state, state(1, 9, 301), "[expire] seqs");
+    assert_eq!(record.subject.as_deref(), Some("alice"), "[expire] subject");
+    commit(
+        &*store,
+        T0 + 9,
+        vec![ops(
+            1,
+            vec![
+                PersistOp::Put(message(301)),
+                PersistOp::Session(state(1, 9, 302)),
+            ],
+        )],
+        "resumed",
+    );
+    let resumed = load(&*store, 1, "resumed").expect("[resumed] there");
+    assert!(!resumed.expired, "[resumed] live again");
+    assert_eq!(seqs(&resumed), vec![301], "[resumed] only the new message");
+
+    // Open again replaces a session (a NEW hello reusing the id).
+    commit(&*store, T0 + 10, vec![open(2, Some("bob"))], "reopen");
+    let again = load(&*store, 2, "reopen").expect("[reopen] there");
+    assert!(again.messages.is_empty(), "[reopen] messages gone");
+    assert_eq!(
+        again.subject.as_deref(),
+        Some("bob"),
+        "[reopen] new subject"
+    );
+
+    // Remove, then RemoveAll.
+    commit(
+        &*store,
+        T0 + 11,
+        vec![Change::Remove { session: id(2) }],
+        "remove",
+    );
+    assert_eq!(load(&*store, 2, "remove"), None, "[remove] gone");
+    assert_eq!(store.count().ok(), Some(1), "[remove] len");
+    commit(&*store, T0 + 12, vec![Change::RemoveAll], "remove all");
+    assert_eq!(store.count().ok(), Some(0), "[remove all] len");
+    assert_eq!(load(&*store, 1, "remove all"), None, "[remove all] gone");
+
+    // Sweep: a session not written for the TTL expires unless live; a
+    // record older than its TTL goes; past the cap, the oldest go.
+    let store = fresh();
+    commit(
+        &*store,
+        T0,
+        vec![
+            open(1, None),
+            ops(1, vec![PersistOp::Put(message(1))]),
+            open(2, None),
+            ops(2, vec![PersistOp::Put(message(1))]),
+        ],
+        "sweep setup",
+    );
+    commit(&*store, T0 + 200_000, vec![open(3, None)], "sweep setup");
+    let live = |s: &SessionId| *s == id(2);
+    let swept = store
+        .sweep(T0 + 300_000, KEEP, &live)
+        .unwrap_or_else(|e| panic!("[sweep] failed: {e}"));
+    assert_eq!(swept.expired, 1, "[sweep] one expired");
+    assert!(
+        load(&*store, 1, "sweep").is_some_and(|s| s.expired),
+        "[sweep] 1 expired"
+    );
+    assert_eq!(
+        load(&*store, 2, "sweep").map(|s| (s.expired, seqs(&s))),
+        Some((false, vec![1])),
+        "[sweep] a live session is kept whole"
+    );
+    assert!(
+        load(&*store, 3, "sweep").is_some_and(|s| !s.expired),
+        "[sweep] 3 recent"
+    );
+    let swept = store
+        .sweep(T0 + 300_000 + KEEP.record_ttl_ms, KEEP, &never_live)
+        .unwrap_or_else(|e| panic!("[sweep] failed: {e}"));
+    assert_eq!(
+        load(&*store, 1, "sweep ttl"),
+        None,
+        "[sweep ttl] old record gone"
+    );
+    assert_eq!(swept.records_removed, 1, "[sweep ttl] one record removed");
+    assert_eq!(swept.expired, 2, "[sweep ttl] the others expired");
+    let store = fresh();
+    for byte in 1..=5u8 {
+        commit(
+            &*store,
+            T0 + u64::from(byte),
+            vec![Change::Expire {
+                session: id(byte),
+                state: state(byte, 1, 2),
+                subject: None,
+            }],
+            "cap setup",
+        );
+    }
+    let cap = Retention {
+        max_records: 3,
+        ..KEEP
+    };
+    let swept = store
+        .sweep(T0 + 10, cap, &never_live)
+        .unwrap_or_else(|e| panic!("[cap] failed: {e}"));
+    assert_eq!(swept.records_removed, 2, "[cap] two removed");
+    let kept: Vec<u8> = (1..=5u8)
+        .filter(|b| load(&*store, *b, "cap").is_some())
+        .collect();
+    assert_eq!(kept, vec![3, 4, 5], "[cap] the oldest go first");
+}
+
+/// A durable store shows, after a reopen, what was committed before.
+pub(crate) fn check_durable(
+    fresh: &mut dyn FnMut() -> Box<dyn SessionStore>,
+    reopen: &mut dyn FnMut() -> Box<dyn SessionStore>,
+) {
+    let store = fresh();
+    assert!(store.durable(), "[durable] says so");
+    commit(
+        &*store,
+        T0,
+        vec![
+            open(1, Some("alice")),
+            ops(
+                1,
+                vec![
+                    PersistOp::Put(message(1)),
+                    PersistOp::Put(message(2)),
+                    PersistOp::Session(state(1, 4, 3)),
+                ],
+            ),
+            Change::Expire {
+                session: id(2),
+                state: state(2, 8, 9),
+                subject: None,
+            },
+        ],
+        "durable",
+    );
+    let before = (load(&*store, 1, "durable"), load(&*store, 2, "durable"));
+    drop(store);
+    let store = reopen();
+    let after = (load(&*store, 1, "reopened"), load(&*store, 2, "reopened"));
+    assert_eq!(after, before, "[reopened] what was committed");
+    assert!(
+        after.0.is_some() && after.1.is_some(),
+        "[reopened] both there"
+    );
+}

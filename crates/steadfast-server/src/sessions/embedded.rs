@@ -1,0 +1,297 @@
+//! Sessions in one redb file in a data dir.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use steadfast_core::record::{StoredMessage, StoredSession};
+use steadfast_core::{PersistOp, SessionId};
+
+use super::{
+    decode_meta, encode_meta, Change, Retention, SavedSession, SessionStore, SessionStoreError,
+    Swept,
+};
+
+/// Key: the session id; value: its meta row (`encode_meta`).
+const SESSIONS: TableDefinition<'_, [u8; 16], &[u8]> = TableDefinition::new("sessions");
+/// Key: the session id, then the seq big-endian (a session's messages are
+/// one range, in seq order); value: the message record.
+const MESSAGES: TableDefinition<'_, [u8; 24], &[u8]> = TableDefinition::new("messages");
+
+/// The file's name inside the data dir.
+pub(crate) const FILE_NAME: &str = "sessions.redb";
+
+/// Sessions in a crash-safe file ([redb](https://docs.rs/redb): copy-on-write
+/// B-trees, checksummed commits, `fsync` before a commit returns). The
+/// server commits the changes of every connection waiting at that moment
+/// as one transaction (group commit), so the `fsync` is shared.
+///
+/// One process may open a data dir at a time; a second fails with
+/// `ERR_SESSION_STORE` rather than corrupting it.
+#[derive(Debug)]
+pub struct EmbeddedSessions {
+    db: Database,
+    path: PathBuf,
+}
+
+fn failed(error: impl std::fmt::Display) -> SessionStoreError {
+    SessionStoreError(error.to_string())
+}
+
+fn message_key(session: &SessionId, seq: u64) -> [u8; 24] {
+    let mut key = [0; 24];
+    key[..16].copy_from_slice(&session.0);
+    key[16..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+impl EmbeddedSessions {
+    /// Open (or create) the store in `dir` (created if missing).
+    pub fn open(dir: impl AsRef<Path>) -> Result<EmbeddedSessions, SessionStoreError> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir)
+            .map_err(|e| SessionStoreError(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::create(&path)
+            .map_err(|e| SessionStoreError(format!("cannot open {}: {e}", path.display())))?;
+        // Create the tables up front so reads never meet a missing table.
+        let txn = db.begin_write().map_err(failed)?;
+        txn.open_table(SESSIONS).map_err(failed)?;
+        txn.open_table(MESSAGES).map_err(failed)?;
+        txn.commit().map_err(failed)?;
+        Ok(EmbeddedSessions { db, path })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+type Sessions<'t> = redb::Table<'t, [u8; 16], &'static [u8]>;
+type Messages<'t> = redb::Table<'t, [u8; 24], &'static [u8]>;
+
+fn remove_messages(
+    messages: &mut Messages<'_>,
+    session: &SessionId,
+) -> Result<(), SessionStoreError> {
+    messages
+        .retain_in(
+            message_key(session, 0)..=message_key(session, u64::MAX),
+            |_, _| false,
+        )
+        .map_err(failed)
+}
+
+fn read_meta(
+    sessions: &Sessions<'_>,
+    session: &SessionId,
+) -> Result<Option<SavedSession>, SessionStoreError> {
+    Ok(sessions
+        .get(session.0)
+        .map_err(failed)?
+        .and_then(|row| decode_meta(row.value())))
+}
+
+fn write_meta(sessions: &mut Sessions<'_>, saved: &SavedSession) -> Result<(), SessionStoreError> {
+    sessions
+        .insert(saved.state.session.0, encode_meta(saved).as_slice())
+        .map_err(failed)?;
+    Ok(())
+}
+
+fn apply(
+    sessions: &mut Sessions<'_>,
+    messages: &mut Messages<'_>,
+    now_wall_ms: u64,
+    change: &Change,
+) -> Result<(), SessionStoreError> {
+    match change {
+        Change::Open { session, subject } => {
+            remove_messages(messages, session)?;
+            write_meta(
+                sessions,
+                &SavedSession {
+                    state: StoredSession {
+                        session: *session,
+                        welcomed: false,
+                        inbound_delivered: 0,
+                        next_seq: 1,
+                    },
+                    subject: subject.clone(),
+                    saved_wall_ms: now_wall_ms,
+                    expired: false,
+                    messages: Vec::new(),
+                },
+            )
+        }
+        Change::Ops { session, ops } => {
+            let Some(mut meta) = read_meta(sessions, session)? else {
+                // Never opened (or removed since): nothing to resume.
+                return Ok(());
+            };
+            meta.saved_wall_ms = now_wall_ms;
+            for op in ops {
+                match op {
+                    PersistOp::Session(state) => {
+                        meta.state = *state;
+                        meta.expired = false;
+                    }
+                    PersistOp::Put(message) => {
+                        messages
+                            .insert(
+                                message_key(session, message.seq),
+                                message.encode().as_slice(),
+                            )
+                            .map_err(failed)?;
+                    }
+                    PersistOp::Delete { seq } => {
+                        messages
+                            .remove(message_key(session, *seq))
+                            .map_err(failed)?;
+                    }
+                    PersistOp::Clear => remove_messages(messages, session)?,
+                }
+            }
+            write_meta(sessions, &meta)
+        }
+        Change::Expire {
+            session,
+            state,
+            subject,
+        } => {
+            remove_messages(messages, session)?;
+            write_meta(
+                sessions,
+                &SavedSession {
+                    state: *state,
+                    subject: subject.clone(),
+                    saved_wall_ms: now_wall_ms,
+                    expired: true,
+                    messages: Vec::new(),
+                },
+            )
+        }
+        Change::Remove { session } => {
+            remove_messages(messages, session)?;
+            sessions.remove(session.0).map_err(failed)?;
+            Ok(())
+        }
+        Change::RemoveAll => {
+            sessions.retain(|_, _| false).map_err(failed)?;
+            messages.retain(|_, _| false).map_err(failed)
+        }
+    }
+}
+
+impl SessionStore for EmbeddedSessions {
+    fn name(&self) -> &'static str {
+        "embedded"
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+
+    fn load(&self, session: &SessionId) -> Result<Option<SavedSession>, SessionStoreError> {
+        let txn = self.db.begin_read().map_err(failed)?;
+        let sessions = txn.open_table(SESSIONS).map_err(failed)?;
+        let Some(row) = sessions.get(session.0).map_err(failed)? else {
+            return Ok(None);
+        };
+        let Some(mut saved) = decode_meta(row.value()) else {
+            // Written by another version, or damaged: treated as unknown
+            // (the client resynchronises), never as a session with a gap.
+            tracing::warn!(session = ?session, "an unreadable session record was ignored");
+            return Ok(None);
+        };
+        if !saved.expired {
+            let table = txn.open_table(MESSAGES).map_err(failed)?;
+            let range = message_key(session, 0)..=message_key(session, u64::MAX);
+            for entry in table.range(range).map_err(failed)? {
+                let (_, value) = entry.map_err(failed)?;
+                match StoredMessage::decode(value.value()) {
+                    Ok(message) => saved.messages.push(message),
+                    Err(_) => {
+                        tracing::warn!(session = ?session, "an unreadable message record was ignored");
+                    }
+                }
+            }
+        }
+        Ok(Some(saved))
+    }
+
+    fn commit(&self, now_wall_ms: u64, changes: &[Change]) -> Result<(), SessionStoreError> {
+        let txn = self.db.begin_write().map_err(failed)?;
+        {
+            let mut sessions = txn.open_table(SESSIONS).map_err(failed)?;
+            let mut messages = txn.open_table(MESSAGES).map_err(failed)?;
+            for change in changes {
+                apply(&mut sessions, &mut messages, now_wall_ms, change)?;
+            }
+        }
+        // Durability::Immediate is redb's default: commit returns after fsync.
+        txn.commit().map_err(failed)
+    }
+
+    fn sweep(
+        &self,
+        now_wall_ms: u64,
+        retention: Retention,
+        live: &dyn Fn(&SessionId) -> bool,
+    ) -> Result<Swept, SessionStoreError> {
+        let mut swept = Swept::default();
+        let txn = self.db.begin_write().map_err(failed)?;
+        {
+            let mut sessions = txn.open_table(SESSIONS).map_err(failed)?;
+            let mut messages = txn.open_table(MESSAGES).map_err(failed)?;
+            let mut expire = Vec::new();
+            let mut remove = Vec::new();
+            let mut records = Vec::new();
+            for entry in sessions.iter().map_err(failed)? {
+                let (key, value) = entry.map_err(failed)?;
+                let id = SessionId(key.value());
+                let Some(meta) = decode_meta(value.value()) else {
+                    remove.push(id);
+                    continue;
+                };
+                let age = now_wall_ms.saturating_sub(meta.saved_wall_ms);
+                if meta.expired {
+                    if age >= retention.record_ttl_ms {
+                        remove.push(id);
+                    } else {
+                        records.push((meta.saved_wall_ms, id));
+                    }
+                } else if age >= retention.session_ttl_ms && !live(&id) {
+                    expire.push(meta);
+                }
+            }
+            swept.expired = expire.len();
+            for mut meta in expire {
+                remove_messages(&mut messages, &meta.state.session)?;
+                meta.expired = true;
+                meta.saved_wall_ms = now_wall_ms;
+                records.push((now_wall_ms, meta.state.session));
+                write_meta(&mut sessions, &meta)?;
+            }
+            if records.len() > retention.max_records {
+                records.sort_unstable();
+                let surplus = records.len() - retention.max_records;
+                remove.extend(records[..surplus].iter().map(|(_, id)| *id));
+            }
+            swept.records_removed = remove.len();
+            for id in remove {
+                remove_messages(&mut messages, &id)?;
+                sessions.remove(id.0).map_err(failed)?;
+            }
+        }
+        txn.commit().map_err(failed)?;
+        Ok(swept)
+    }
+
+    fn count(&self) -> Result<usize, SessionStoreError> {
+        let txn = self.db.begin_read().map_err(failed)?;
+        let sessions = txn.open_table(SESSIONS).map_err(failed)?;
+        let len = sessions.len().map_err(failed)?;
+        Ok(usize::try_from(len).unwrap_or(usize::MAX))
+    }
+}

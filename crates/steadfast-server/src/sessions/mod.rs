@@ -1,0 +1,289 @@
+//! Where sessions outlive their connections: the [`SessionStore`] trait,
+//! its backends, and the committer that writes to a durable one.
+//!
+//! Every backend passes one conformance suite (`conformance` below):
+//! - [`MemorySessions`]: in the process; with it the server keeps live
+//!   sessions in memory only and stores the small record of each session
+//!   whose state expired (`--sessions memory`).
+//! - [`EmbeddedSessions`]: one redb file in a data dir, `fsync`ed before a
+//!   commit returns (`--data-dir`, the default of `steadfast serve`). The
+//!   server writes every session change through it, and a restarted
+//!   server resumes every session it held.
+//!
+//! What the server writes, and when (docs/SEMANTICS.md): the engine's
+//! [`PersistOp`]s go to the store in the order it made them, and no frame
+//! made after them reaches the socket before they are committed. So an
+//! ACK goes out only once the session's "delivered through" and whatever
+//! the handler sent while handling those messages (an echo, a room post to
+//! another session) are on disk, and an outbound message is on disk before
+//! its first transmit (a replay after a restart is byte-identical).
+
+use std::fmt;
+
+use steadfast_core::record::{StoredMessage, StoredSession};
+use steadfast_core::{PersistOp, SessionId};
+
+mod committer;
+mod embedded;
+mod memory;
+
+pub(crate) use committer::Committer;
+pub use embedded::EmbeddedSessions;
+pub use memory::MemorySessions;
+
+/// A session as a store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedSession {
+    /// Its seqs: delivered through, the next one out, welcomed.
+    pub state: StoredSession,
+    /// The `sub` of the JWT that created it (authentication on); it resumes
+    /// only under the same one.
+    pub subject: Option<String>,
+    /// When it was last written (wall-clock ms).
+    pub saved_wall_ms: u64,
+    /// Only the record is left: the outbound messages went with its state
+    /// (the session expired). Its client resumes without duplicates; what
+    /// the server had queued reaches it as a SKIP.
+    pub expired: bool,
+    /// Outbound messages not yet acknowledged, by seq (empty when expired).
+    pub messages: Vec<StoredMessage>,
+}
+
+/// One change to a store; a batch of them is committed as one unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A session starts (or starts again: its record is replaced).
+    Open {
+        /// Which.
+        session: SessionId,
+        /// Who made it.
+        subject: Option<String>,
+    },
+    /// A session's engine changes, in the order the engine made them.
+    Ops {
+        /// Which.
+        session: SessionId,
+        /// What.
+        ops: Vec<PersistOp>,
+    },
+    /// A session's state expired: its messages go, this record stays.
+    Expire {
+        /// Which.
+        session: SessionId,
+        /// Its seqs when it went.
+        state: StoredSession,
+        /// Who made it.
+        subject: Option<String>,
+    },
+    /// A session is gone entirely, record and all.
+    Remove {
+        /// Which.
+        session: SessionId,
+    },
+    /// Every session is gone (fault injection: a server that lost its data).
+    RemoveAll,
+}
+
+/// What a sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Sessions whose state expired (their records stay).
+    pub expired: usize,
+    /// Records removed (too old, or too many).
+    pub records_removed: usize,
+}
+
+/// What a sweep keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// A session not written for this long loses its state (ms).
+    pub session_ttl_ms: u64,
+    /// A record is kept this long (ms).
+    pub record_ttl_ms: u64,
+    /// At most this many records; the oldest go first.
+    pub max_records: usize,
+}
+
+/// A store failed; the server sends no ACK until it works again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("session store: {0}")]
+pub struct SessionStoreError(pub String);
+
+impl SessionStoreError {
+    /// The error's code.
+    pub fn code(&self) -> &'static str {
+        "ERR_SESSION_STORE"
+    }
+}
+
+/// Where sessions are kept. Calls block (the server makes them from a
+/// thread of its own or briefly while attaching a connection).
+pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
+    /// Its name in logs and metrics: `memory`, `embedded`.
+    fn name(&self) -> &'static str;
+
+    /// Whether the server writes every session change through it (and a
+    /// restarted server resumes its sessions). If not, only records of
+    /// expired sessions are written.
+    fn durable(&self) -> bool;
+
+    /// The session, if the store has it.
+    fn load(&self, session: &SessionId) -> Result<Option<SavedSession>, SessionStoreError>;
+
+    /// Apply `changes` in order, as one unit: all or none, durable before
+    /// this returns if the store is. `now_wall_ms` stamps what is written.
+    fn commit(&self, now_wall_ms: u64, changes: &[Change]) -> Result<(), SessionStoreError>;
+
+    /// Expire sessions not written for `retention.session_ttl_ms` (unless
+    /// `live` says a connection or the registry holds them) and drop old
+    /// or surplus records.
+    fn sweep(
+        &self,
+        now_wall_ms: u64,
+        retention: Retention,
+        live: &dyn Fn(&SessionId) -> bool,
+    ) -> Result<Swept, SessionStoreError>;
+
+    /// Sessions held (records included).
+    fn count(&self) -> Result<usize, SessionStoreError>;
+}
+
+/// The meta row of a session: `[version 1][flags][saved ms: 8][subject
+/// length: 4, u32::MAX for none][subject][StoredSession]`.
+pub(crate) fn encode_meta(saved: &SavedSession) -> Vec<u8> {
+    let session = saved.state.encode();
+    let subject = saved.subject.as_deref().unwrap_or("");
+    let mut out = Vec::with_capacity(14 + subject.len() + session.len());
+    out.push(1);
+    out.push(u8::from(saved.expired));
+    out.extend_from_slice(&saved.saved_wall_ms.to_le_bytes());
+    match &saved.subject {
+        Some(subject) => {
+            // A subject longer than 4 GiB cannot come from a JWT the server
+            // accepted (its head is bounded); saturating keeps it decodable.
+            let len = u32::try_from(subject.len()).unwrap_or(u32::MAX - 1);
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&subject.as_bytes()[..len as usize]);
+        }
+        None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+    }
+    out.extend_from_slice(&session);
+    out
+}
+
+/// Decode a meta row (`None`: not one this version wrote).
+pub(crate) fn decode_meta(bytes: &[u8]) -> Option<SavedSession> {
+    let (&version, rest) = bytes.split_first()?;
+    if version != 1 {
+        return None;
+    }
+    let (&flags, rest) = rest.split_first()?;
+    let (saved, rest) = rest.split_at_checked(8)?;
+    let saved_wall_ms = u64::from_le_bytes(saved.try_into().ok()?);
+    let (len, rest) = rest.split_at_checked(4)?;
+    let len = u32::from_le_bytes(len.try_into().ok()?);
+    let (subject, rest) = if len == u32::MAX {
+        (None, rest)
+    } else {
+        let (subject, rest) = rest.split_at_checked(len as usize)?;
+        (Some(String::from_utf8(subject.to_vec()).ok()?), rest)
+    };
+    let state = StoredSession::decode(rest).ok()?;
+    Some(SavedSession {
+        state,
+        subject,
+        saved_wall_ms,
+        expired: flags & 1 != 0,
+        messages: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod conformance;
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    /// A directory of its own under the system's temp dir, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!(
+                "steadfast-sessions-{}-{name}-{n}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn memory_sessions_conform() {
+        conformance::check(&mut || Box::new(MemorySessions::new()));
+    }
+
+    #[test]
+    fn embedded_sessions_conform() {
+        let mut dirs = Vec::new();
+        conformance::check(&mut || {
+            let dir = Scratch::new("conform");
+            let store = EmbeddedSessions::open(&dir.0).expect("a fresh dir opens");
+            dirs.push(dir);
+            Box::new(store)
+        });
+    }
+
+    #[test]
+    fn embedded_sessions_survive_a_reopen() {
+        let dir = Scratch::new("reopen");
+        let path = dir.0.clone();
+        let open = move || -> Box<dyn SessionStore> {
+            Box::new(EmbeddedSessions::open(&path).expect("the dir opens"))
+        };
+        conformance::check_durable(&mut open.clone(), &mut open.clone());
+    }
+
+    #[test]
+    fn a_second_open_of_one_data_dir_fails_with_a_code() {
+        let dir = Scratch::new("twice");
+        let _first = EmbeddedSessions::open(&dir.0).expect("the dir opens");
+        let second = EmbeddedSessions::open(&dir.0).expect_err("already open");
+        assert_eq!(second.code(), "ERR_SESSION_STORE");
+        assert!(second.to_string().contains("sessions.redb"), "{second}");
+    }
+
+    #[test]
+    fn meta_rows_round_trip_and_garbage_is_refused() {
+        for subject in [None, Some(String::new()), Some("alice".to_owned())] {
+            let saved = SavedSession {
+                state: StoredSession {
+                    session: SessionId([7; 16]),
+                    welcomed: true,
+                    inbound_delivered: 12,
+                    next_seq: 40,
+                },
+                subject,
+                saved_wall_ms: 1_700_000_000_123,
+                expired: true,
+                messages: Vec::new(),
+            };
+            assert_eq!(decode_meta(&encode_meta(&saved)), Some(saved));
+        }
+        assert_eq!(decode_meta(&[]), None);
+        assert_eq!(decode_meta(&[2, 0, 0]), None);
+        assert_eq!(decode_meta(&[1, 0, 1, 2, 3]), None);
+    }
+}

@@ -1,0 +1,220 @@
+//! Server crash safety: the reference server, as its own process with its
+//! sessions in the embedded store (`--data-dir`, the default of `steadfast
+//! serve`), is killed with SIGKILL twice while a reliable client streams
+//! messages to it and its echoes stream back, and restarted each time on
+//! the same port and data dir. Counted at the client by message id: every
+//! send is acknowledged, and every echo (what the server's application
+//! sent for each message) arrives exactly once, in order, with no resync.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use steadfast::{BackoffConfig, Client, ClientEvent, Delivery, Payload};
+use steadfast_core::Rng;
+
+const SERVER: &str = env!("CARGO_BIN_EXE_steadfast-test-server");
+const N: usize = 3_000;
+const WAIT: Duration = Duration::from_secs(60);
+
+/// One server process; killed (SIGKILL) when dropped.
+struct Server {
+    child: Child,
+    _stdin: Option<ChildStdin>,
+    url: String,
+}
+
+impl Server {
+    fn start(listen: &str, data_dir: &Path) -> Server {
+        let mut child = Command::new(SERVER)
+            .args(["--listen", listen, "--exit-on-stdin-eof", "--data-dir"])
+            .arg(data_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the server process");
+        let stdin = child.stdin.take();
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the server's first line");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Server {
+            child,
+            _stdin: stdin,
+            url,
+        }
+    }
+
+    fn kill(&mut self) {
+        // SIGKILL cannot be caught: nothing is flushed, nothing closed.
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn index(payload: &Payload) -> usize {
+    match payload {
+        Payload::Text(text) => text
+            .strip_prefix('c')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected message {text:?}")),
+        Payload::Binary(_) => panic!("unexpected binary message"),
+    }
+}
+
+fn scratch(seed: u64) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "steadfast-server-crash-{}-{seed}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_stream_resumes_every_session_from_its_data_dir() {
+    let seed: u64 = std::env::var("STEADFAST_SERVER_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(24);
+    let mut rng = Rng::new(seed);
+    let first_kill = N / 5 + rng.up_to(N as u64 / 5) as usize;
+    let second_kill = first_kill + N / 5 + rng.up_to(N as u64 / 5) as usize;
+    eprintln!(
+        "server crash seed {seed}: SIGKILL after {first_kill} and {second_kill} echoes \
+         (set STEADFAST_SERVER_CRASH_SEED to replay)"
+    );
+    let dir = scratch(seed);
+    let first = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || Server::start("127.0.0.1:0", &dir))
+            .await
+            .expect("started")
+    };
+    let url = first.url.clone();
+    let listen = url
+        .trim_start_matches("ws://")
+        .trim_end_matches('/')
+        .to_owned();
+    let server = Arc::new(Mutex::new(first));
+
+    let client = Client::builder(&url)
+        .backoff(BackoffConfig {
+            initial_ms: 5,
+            max_ms: 50,
+            fast_retry_ms: 5,
+            healthy_after_ms: 200,
+            connect_timeout_ms: 5_000,
+            ..BackoffConfig::default()
+        })
+        .seed(seed)
+        .connect()
+        .await
+        .expect("valid options");
+
+    // The reader kills the server when the echoes reach each kill point,
+    // and starts it again on the same port and data dir.
+    let echoed = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (client, server, dir, echoed) =
+            (client.clone(), server.clone(), dir.clone(), echoed.clone());
+        tokio::spawn(async move {
+            let mut echoes = Vec::with_capacity(N);
+            let mut kills = vec![second_kill, first_kill];
+            while echoes.len() < N {
+                match tokio::time::timeout(WAIT, client.next_event()).await {
+                    Ok(Some(ClientEvent::Message(message))) => {
+                        echoes.push(index(&message));
+                        echoed.store(echoes.len(), Ordering::SeqCst);
+                    }
+                    Ok(Some(ClientEvent::Skipped(count))) => {
+                        panic!("{count} echoes skipped: the server lost them")
+                    }
+                    Ok(Some(ClientEvent::ResyncRequired)) => {
+                        panic!("resync: the restarted server did not know the session")
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("the client ended after {} echoes", echoes.len()),
+                    Err(_) => panic!("no echo for {WAIT:?} after {}", echoes.len()),
+                }
+                if kills.last() == Some(&echoes.len()) {
+                    kills.pop();
+                    let (server, dir, listen) = (server.clone(), dir.clone(), listen.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let mut server = server.lock().expect("not poisoned");
+                        server.kill();
+                        *server = Server::start(&listen, &dir);
+                    })
+                    .await
+                    .expect("restarted");
+                }
+            }
+            echoes
+        })
+    };
+
+    // Paced (10 a millisecond) so the kills land mid-stream both ways.
+    let mut receipts = Vec::with_capacity(N);
+    for i in 0..N {
+        let receipt = client
+            .send(Payload::Text(format!("c{i}")))
+            .await
+            .expect("queued");
+        receipts.push(receipt);
+        if i % 10 == 9 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    for (i, receipt) in receipts.into_iter().enumerate() {
+        let delivery = tokio::time::timeout(WAIT, receipt)
+            .await
+            .unwrap_or_else(|_| panic!("no ACK for c{i} within {WAIT:?}"));
+        assert_eq!(delivery, Ok(Delivery::Acked), "c{i}");
+    }
+    let echoes = tokio::time::timeout(WAIT, reader)
+        .await
+        .expect("every echo in time")
+        .expect("the reader ran");
+    let stats = client.stats().engine;
+    let first_difference = echoes.iter().enumerate().position(|(i, e)| *e != i);
+    assert!(
+        echoes.len() == N && first_difference.is_none(),
+        "{} echoes, first out of place at {first_difference:?} (seed {seed}); client: {} \
+         resumes, {} resyncs, {} resends",
+        echoes.len(),
+        stats.resumes,
+        stats.resyncs,
+        stats.resends
+    );
+    assert_eq!(stats.resyncs, 0, "no resync (seed {seed})");
+    assert!(
+        stats.resumes >= 2,
+        "resumed after each kill: {}",
+        stats.resumes
+    );
+    eprintln!(
+        "server crash: {N} sent and acknowledged, {N} echoes once each; {} resumes, {} \
+         resends, {} duplicates dropped",
+        stats.resumes, stats.resends, stats.duplicates
+    );
+    let _ = client.close(1000, "done").await;
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
