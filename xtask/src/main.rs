@@ -458,7 +458,45 @@ fn demo(root: &Path) -> Result<(), String> {
     if !status.success() {
         return Err("the exactly-once demo failed".into());
     }
+    crash_demo(root)?;
     react_demo(root)
+}
+
+/// Part two and a half: the server on its default embedded session store,
+/// killed with SIGKILL while the client streams, restarted on the same
+/// port and data dir: the client resumes, nothing lost or duplicated.
+fn crash_demo(root: &Path) -> Result<(), String> {
+    let data = target_dir(root).join("demo-data");
+    let _ = std::fs::remove_dir_all(&data);
+    let data_arg = data.display().to_string();
+    let flags = ["--sessions", "embedded", "--data-dir", data_arg.as_str()];
+    let server = ServerGuard::start_with(root, 0, &flags)?;
+    let port = server.port().ok_or("the server printed no port")?;
+    println!(
+        "\ndemo: reference server at {} with its sessions in {}",
+        server.url(),
+        data.display()
+    );
+    let demo = target_dir(root).join("debug/examples/exactly_once");
+    // 2 a millisecond: a stream of about 1.5 s.
+    let mut client = Command::new(&demo)
+        .args([server.url(), "3000", "2"])
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", demo.display()))?;
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    server.kill9();
+    println!("demo: server killed with SIGKILL mid-stream; restarting it on its data dir");
+    let server = ServerGuard::start_with(root, port, &flags)?;
+    let status = client
+        .wait()
+        .map_err(|e| format!("the client did not finish: {e}"))?;
+    let stop = server.stop();
+    println!("demo: server {stop}");
+    let _ = std::fs::remove_dir_all(&data);
+    if !status.success() {
+        return Err("the server-crash demo failed".into());
+    }
+    Ok(())
 }
 
 /// Part three: the React example, built and served next to the reference

@@ -152,6 +152,26 @@ impl ServerGuard {
         &self.url
     }
 
+    /// The port it listens on.
+    pub(crate) fn port(&self) -> Option<u16> {
+        self.url
+            .rsplit(':')
+            .next()?
+            .trim_end_matches('/')
+            .parse()
+            .ok()
+    }
+
+    /// SIGKILL, as a crash: nothing flushed, nothing closed.
+    pub(crate) fn kill9(mut self) {
+        drop(self.stdin.take());
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
+
     /// Stop gracefully (close stdin → the server shuts down) and report how.
     pub(crate) fn stop(mut self) -> String {
         self.shutdown()

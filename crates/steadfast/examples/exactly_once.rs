@@ -6,7 +6,16 @@
 //! cargo run -p steadfast --example exactly_once -- ws://127.0.0.1:9000 3000
 //! ```
 //!
-//! (`cargo xtask demo` starts such a server and runs this for you.)
+//! A third argument paces the stream (at most that many messages a
+//! millisecond), long enough to kill the server under it:
+//!
+//! ```sh
+//! steadfast serve --listen 127.0.0.1:9000 --data-dir /tmp/sf &
+//! cargo run -p steadfast --example exactly_once -- ws://127.0.0.1:9000 3000 2 &
+//! sleep 0.7; kill -9 %1; steadfast serve --listen 127.0.0.1:9000 --data-dir /tmp/sf
+//! ```
+//!
+//! (`cargo xtask demo` starts such servers and runs this for you.)
 
 #![allow(clippy::print_stdout)]
 
@@ -19,9 +28,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
-    let (Some(url), count) = (args.next(), args.next()) else {
-        eprintln!("usage: exactly_once ws://HOST:PORT [COUNT]");
+    let (Some(url), count, pace) = (args.next(), args.next(), args.next()) else {
+        eprintln!("usage: exactly_once ws://HOST:PORT [COUNT] [PER_MS]");
         return ExitCode::from(2);
+    };
+    // PER_MS: send at most this many messages a millisecond (a stream
+    // that lasts, to kill the server under); unpaced by default.
+    let pace: Option<usize> = match pace.map(|p| p.parse()) {
+        None => None,
+        Some(Ok(n)) if n > 0 => Some(n),
+        Some(_) => {
+            eprintln!("PER_MS must be a number above 0");
+            return ExitCode::from(2);
+        }
     };
     let count: usize = match count.map(|c| c.parse()) {
         None => 3000,
@@ -31,7 +50,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(&url, count).await {
+    match run(&url, count, pace).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(error) => {
@@ -41,7 +60,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(url: &str, count: usize) -> Result<bool, steadfast::Error> {
+async fn run(url: &str, count: usize, pace: Option<usize>) -> Result<bool, steadfast::Error> {
     let started = Instant::now();
     let client = Client::builder(url)
         .backoff(BackoffConfig {
@@ -93,6 +112,9 @@ async fn run(url: &str, count: usize) -> Result<bool, steadfast::Error> {
     let mut receipts = Vec::with_capacity(count);
     for i in 0..count {
         receipts.push(client.send(format!("message {i}")).await?);
+        if pace.is_some_and(|per_ms| i % per_ms == per_ms - 1) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
     let mut acked = 0;
     for receipt in receipts {
