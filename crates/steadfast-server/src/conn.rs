@@ -384,6 +384,8 @@ async fn reliable<S>(
     // allows), flush once, then wait for the socket, a timer, a wake-up
     // (the application sent something) or shutdown.
     let handover = lock(&slot).handover.clone();
+    // Outputs waiting for their store writes to commit, by the ticket.
+    let mut held: VecDeque<(u64, Vec<Output>)> = VecDeque::new();
     let ended = 'conn: loop {
         let deadline = loop {
             // Take the pending outputs and hand their messages to the
@@ -458,42 +460,31 @@ async fn reliable<S>(
             // A durable store: nothing goes out before the store writes
             // made ahead of it are committed (the ACK after the delivered
             // mark and the handler's sends; a message after its record).
-            if let Some(committer) = shared
-                .committer
-                .as_ref()
-                .filter(|c| barrier > c.committed())
-            {
-                if outputs.iter().any(|o| matches!(o, Output::Transmit(_))) {
-                    tokio::select! {
-                        () = committer.wait(barrier) => {}
-                        _ = stop.changed() => break 'conn End::Shutdown,
-                    }
+            // Held in order meanwhile; the connection goes on reading, so
+            // the next commit carries all that arrived during this one.
+            if let Some(committer) = &shared.committer {
+                if !held.is_empty() || barrier > committer.committed() {
+                    held.push_back((barrier, outputs));
+                    continue;
                 }
             }
-            let mut end = None;
-            for output in outputs {
-                match output {
-                    Output::Transmit(t) if end.is_none() => {
-                        let message = if t.binary {
-                            Message::Binary(t.data.into())
-                        } else {
-                            // The engine only transmits text it built from a String.
-                            Message::Text(String::from_utf8_lossy(&t.data).into_owned().into())
-                        };
-                        if ws.feed(message).await.is_err() {
-                            end = Some(End::Lost(1006, String::new()));
-                        }
-                    }
-                    Output::Disconnect { code, reason } if end.is_none() => {
-                        end = Some(End::Engine(code, reason));
-                    }
-                    _ => {}
-                }
-            }
-            if let Some(end) = end {
+            if let Some(end) = write_outputs(ws, outputs).await {
                 break 'conn end;
             }
         };
+        if let Some(committer) = &shared.committer {
+            let committed = committer.committed();
+            while held
+                .front()
+                .is_some_and(|(barrier, _)| *barrier <= committed)
+            {
+                if let Some((_, outputs)) = held.pop_front() {
+                    if let Some(end) = write_outputs(ws, outputs).await {
+                        break 'conn end;
+                    }
+                }
+            }
+        }
         if ws.flush().await.is_err() {
             break End::Lost(1006, String::new());
         }
@@ -511,7 +502,14 @@ async fn reliable<S>(
         // A client that ignores the announced window is not read further
         // until room is made (its heartbeat may then time out: it resumes).
         let may_read = parked_bytes < max_parked;
+        let commit = async {
+            match (&shared.committer, held.front()) {
+                (Some(committer), Some((barrier, _))) => committer.wait(*barrier).await,
+                _ => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = commit => {}
             message = ws.next(), if may_read => {
                 // This frame and those already buffered behind it (up to a
                 // batch): one flush answers them all.
@@ -623,6 +621,32 @@ async fn reliable<S>(
         End::Lost(..) => {}
     }
     shared.handler.on_disconnect(&handle, &peer);
+}
+
+/// Put the transmits on the socket (fed, not flushed) until one fails or
+/// the engine asks to close.
+async fn write_outputs<S>(ws: &mut Ws<S>, outputs: Vec<Output>) -> Option<End>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    for output in outputs {
+        match output {
+            Output::Transmit(t) => {
+                let message = if t.binary {
+                    Message::Binary(t.data.into())
+                } else {
+                    // The engine only transmits text it built from a String.
+                    Message::Text(String::from_utf8_lossy(&t.data).into_owned().into())
+                };
+                if ws.feed(message).await.is_err() {
+                    return Some(End::Lost(1006, String::new()));
+                }
+            }
+            Output::Disconnect { code, reason } => return Some(End::Engine(code, reason)),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// How many of `outputs` are messages for the application.

@@ -87,8 +87,16 @@ impl Slot {
             }
         }
         if let Some(committer) = self.committer.as_ref().filter(|_| !ops.is_empty()) {
+            // Only a Put (before its first transmit) and a Session (before
+            // the ACK it backs) hold outputs back. Deletes of acknowledged
+            // messages need not: one lost in a crash makes a resend the
+            // client drops as a duplicate.
+            let holds = ops.iter().any(|op| !matches!(op, PersistOp::Delete { .. }));
             let session = self.engine.session();
-            self.barrier = committer.push(Change::Ops { session, ops });
+            let ticket = committer.push(Change::Ops { session, ops });
+            if holds {
+                self.barrier = ticket;
+            }
         }
         match &self.waker {
             // The attached connection adds the engine's counts to the
