@@ -169,6 +169,65 @@ fn sequential_table(md: &mut String, rows: &Value) {
     }
 }
 
+fn session_stores_table(md: &mut String, rows: &Value) {
+    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let rows: Vec<&Value> = rows.as_array().into_iter().flatten().collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\n### The server's session store: memory and embedded\n\n\
+         Reliable echo against two server processes: `--sessions memory` \
+         and the default `--sessions embedded` (redb in a data dir, one \
+         fsync per commit; every ACK and every echo waits for the commit \
+         that covers it, so a `kill -9` loses nothing). Target: embedded \
+         ≥ 0.75 × memory at 64 B pipelined.\n\n\
+         | case | memory | embedded | embedded / memory |\n|---|---|---|---|"
+    );
+    let find = |store: &str, case: &str, size: u64| {
+        rows.iter().copied().find(|row| {
+            row["store"] == store && row["case"] == case && row["size"].as_u64() == Some(size)
+        })
+    };
+    for size in [64u64, 1024] {
+        if let (Some(m), Some(e)) = (
+            find("memory", "pipelined", size),
+            find("embedded", "pipelined", size),
+        ) {
+            let (m, e) = (num(&m["per_s"]), num(&e["per_s"]));
+            let _ = writeln!(
+                md,
+                "| pipelined {size} B, messages/s | {m:.0} | {e:.0} | {:.2} |",
+                e / m
+            );
+        }
+    }
+    if let (Some(m), Some(e)) = (
+        find("memory", "sequential", 64),
+        find("embedded", "sequential", 64),
+    ) {
+        for (label, key) in [("p50", "p50_us"), ("p99", "p99_us")] {
+            let (m, e) = (num(&m[key]), num(&e[key]));
+            let _ = writeln!(
+                md,
+                "| `await send()` one at a time, {label} µs | {m:.0} | {e:.0} | {:.1} |",
+                e / m
+            );
+        }
+    }
+    if let Some(c) = rows.iter().find(|row| row["case"] == "commits") {
+        let _ = writeln!(
+            md,
+            "\nThe embedded store over these runs: {:.0} commits, {:.1} changes \
+             each, {:.0} µs each on average (one fsync).",
+            num(&c["commits"]),
+            num(&c["changes_per_commit"]),
+            num(&c["commit_us"])
+        );
+    }
+}
+
 fn browser_section(md: &mut String, browser: &Value) {
     let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     let _ = writeln!(
@@ -389,6 +448,7 @@ fn native_section(md: &mut String, native: &Value) {
     }
     let _ = writeln!(md, "\n### One message at a time, 64 B (µs)\n");
     sequential_table(md, &native["sequential"]);
+    session_stores_table(md, &native["session_stores"]);
     let _ = writeln!(
         md,
         "\n### One 16 MiB message there and back\n\n\

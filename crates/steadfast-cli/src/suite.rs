@@ -118,6 +118,28 @@ async fn spawn_server(args: &[&str]) -> Result<ServerProcess, String> {
     Ok(ServerProcess { url, _child: child })
 }
 
+/// The `/metrics` text of the server at `url` (same host and port).
+async fn server_metrics(url: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = url.split_once("://")?.1.split('/').next()?;
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect(authority),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let request =
+        format!("GET /metrics HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(2), stream.read_to_string(&mut body))
+        .await
+        .ok()?
+        .ok()?;
+    Some(body)
+}
+
 /// Messages per run for a payload size: about the same bytes above 1 KiB.
 fn count_for(scale: Scale, size: usize) -> usize {
     let by_bytes = scale.messages * 1024 / size.max(1);
@@ -243,6 +265,96 @@ pub(crate) async fn run(
         }));
     }
     report.insert("sequential".into(), Value::Array(rows));
+
+    // The server's session store: memory against the embedded default.
+    let data_dir = std::env::temp_dir().join(format!("steadfast-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let data_arg = data_dir.display().to_string();
+    let embedded = spawn_server(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--exit-on-stdin-eof",
+        "--sessions",
+        "embedded",
+        "--data-dir",
+        &data_arg,
+    ])
+    .await?;
+    let stores = [
+        ("memory", steadfast.url.as_str()),
+        ("embedded", embedded.url.as_str()),
+    ];
+    println!("\nreliable echo by the server's session store (redb: every commit fsynced)");
+    let mut rows = Vec::new();
+    for size in [64usize, 1024] {
+        let count = count_for(scale, size);
+        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); stores.len()];
+        for _ in 0..scale.runs {
+            for (i, (_, url)) in stores.iter().enumerate() {
+                rates[i].push(throughput(Kind::Reliable, url, size, count).await?);
+            }
+        }
+        let medians: Vec<f64> = rates.iter_mut().map(|r| median(r)).collect();
+        println!(
+            "  pipelined {size:>5} B x {count:<6} memory {:>9.0}  embedded {:>9.0} ({:.2} of memory)",
+            medians[0],
+            medians[1],
+            medians[1] / medians[0]
+        );
+        for ((store, _), (median, runs)) in stores.iter().zip(medians.iter().zip(&rates)) {
+            rows.push(json!({
+                "store": store, "case": "pipelined", "size": size, "messages": count,
+                "per_s": median, "runs": runs,
+            }));
+        }
+    }
+    let mut p50s: Vec<Vec<f64>> = vec![Vec::new(); stores.len()];
+    let mut p99s: Vec<Vec<f64>> = vec![Vec::new(); stores.len()];
+    for _ in 0..scale.runs.min(3) {
+        for (i, (_, url)) in stores.iter().enumerate() {
+            let (p50, p99) = sequential(Kind::Reliable, url, Await::Ack, scale.sequential).await?;
+            p50s[i].push(p50);
+            p99s[i].push(p99);
+        }
+    }
+    for (i, (store, _)) in stores.iter().enumerate() {
+        let (p50, p99) = (median(&mut p50s[i]), median(&mut p99s[i]));
+        println!("  `await send()` one at a time, {store:<8} p50 {p50:>7.0}  p99 {p99:>7.0} µs");
+        rows.push(json!({
+            "store": store, "case": "sequential", "size": 64, "messages": scale.sequential,
+            "p50_us": p50, "p99_us": p99,
+        }));
+    }
+    if let Some(metrics) = server_metrics(&embedded.url).await {
+        let get = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!("steadfast_{name} "))?
+                        .parse::<f64>()
+                        .ok()
+                })
+                .unwrap_or(f64::NAN)
+        };
+        let (commits, changes, micros) = (
+            get("store_commits"),
+            get("store_changes"),
+            get("store_commit_micros"),
+        );
+        println!(
+            "  embedded store: {commits:.0} commits, {:.1} changes each, {:.0} µs each (mean)",
+            changes / commits,
+            micros / commits
+        );
+        rows.push(json!({
+            "store": "embedded", "case": "commits", "commits": commits,
+            "changes_per_commit": changes / commits, "commit_us": micros / commits,
+        }));
+    }
+    drop(embedded);
+    let _ = std::fs::remove_dir_all(&data_dir);
+    report.insert("session_stores".into(), Value::Array(rows));
 
     // One 16 MiB message.
     println!("\none 16 MiB message, round trip (MB/s of payload one way)");
