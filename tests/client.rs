@@ -1390,3 +1390,45 @@ async fn sessions_expiring_mid_stream_resume_without_duplicates() {
         echoes.len()
     );
 }
+
+/// A new session's id comes from the OS CSPRNG: two clients given the same
+/// seed (the jitter's) still start different sessions, so neither can
+/// resume, or be mistaken for, the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_given_one_seed_start_different_sessions() {
+    #[derive(Default, Clone)]
+    struct Sessions(Arc<std::sync::Mutex<Vec<steadfast_server::SessionId>>>);
+    impl steadfast_server::Handler for Sessions {
+        fn on_connect(&self, _: &steadfast_server::ServerHandle, peer: &steadfast_server::Peer) {
+            if let Some(session) = peer.session {
+                self.0.lock().expect("not poisoned").push(session);
+            }
+        }
+        fn on_message(
+            &self,
+            _: &steadfast_server::ServerHandle,
+            _: &steadfast_server::Peer,
+            _: Payload,
+        ) {
+        }
+    }
+    let sessions = Sessions::default();
+    let server = steadfast_server::Server::builder()
+        .handler(sessions.clone())
+        .bind("127.0.0.1:0".parse().expect("an address"))
+        .await
+        .expect("bind loopback");
+    let (url, handle) = (server.url(), server.handle());
+    let running = tokio::spawn(server.run(std::future::pending()));
+    for _ in 0..2 {
+        let client = client(&url).await; // seed 1 each time
+        within("open", client.wait_for_state(ConnectionState::is_open)).await;
+        let _ = client.close(1000, "done").await;
+        // Gone from the server: a NEW hello's id would be taken as it is.
+        handle.forget_all_sessions();
+    }
+    let seen = sessions.0.lock().expect("not poisoned").clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_ne!(seen[0], seen[1], "one seed, two sessions");
+    running.abort();
+}

@@ -222,8 +222,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Seed of the reconnect jitter (and the session id of a new store).
-    /// Drawn from the OS unless set; tests set it.
+    /// Seed of the reconnect jitter. Drawn from the OS unless set; tests
+    /// set it. It never decides the session id: a new session's id comes
+    /// from the OS CSPRNG (`crypto.getRandomValues` on wasm).
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self

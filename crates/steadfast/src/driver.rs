@@ -16,7 +16,10 @@ use futures::channel::oneshot;
 use futures::FutureExt;
 use steadfast_core::close;
 use steadfast_core::codec::SUBPROTOCOL;
-use steadfast_core::{Engine, Event, Hint, Output, Payload, PersistOp, SendError, State};
+use steadfast_core::record::StoredSession;
+use steadfast_core::{
+    Engine, Event, Hint, Output, Payload, PersistOp, SendError, SessionId, State,
+};
 use tracing::Instrument;
 
 use crate::client::{
@@ -154,12 +157,29 @@ pub(crate) async fn start(
     let now = rt::now_ms();
     let restored = snapshot.messages.len();
     let unreadable = snapshot.unreadable;
+    // A new session's id comes from the OS CSPRNG, not from the seed: two
+    // clients given one seed (or a guessable one) never share a session.
+    let session = snapshot.session.or_else(|| {
+        let id = rt::os_random_16()?;
+        Some(StoredSession {
+            session: SessionId(id),
+            welcomed: false,
+            inbound_delivered: 0,
+            // Messages kept without a session record stay, in the new one.
+            next_seq: snapshot
+                .messages
+                .iter()
+                .map(|m| m.seq)
+                .max()
+                .map_or(1, |s| s + 1),
+        })
+    });
     let (mut engine, receipts) = Engine::restore(
         builder.config,
         seed,
         now,
         rt::wall_ms(),
-        snapshot.session,
+        session,
         snapshot.messages,
     )
     .map_err(|e| Error::InvalidConfig(e.0.to_owned()))?;

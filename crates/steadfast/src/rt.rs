@@ -107,6 +107,13 @@ mod imp {
         hasher.finish()
     }
 
+    /// 16 bytes from the OS CSPRNG: a new session's id (unguessable; the
+    /// jitter seed never decides it). `None` if the OS has none to give.
+    pub(crate) fn os_random_16() -> Option<[u8; 16]> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).ok().map(|()| bytes)
+    }
+
     /// Run blocking work (a database commit) off the async threads.
     pub(crate) async fn blocking<T: Send + 'static>(
         work: impl FnOnce() -> T + Send + 'static,
@@ -150,6 +157,19 @@ mod imp {
     pub(crate) fn random_seed() -> u64 {
         let draw = || (js_sys::Math::random() * 4_503_599_627_370_496.0) as u64;
         (draw() << 12) ^ draw() ^ wall_ms().rotate_left(32) ^ now_ms()
+    }
+
+    /// 16 bytes from `crypto.getRandomValues` (browsers, workers, Node
+    /// 19+): a new session's id. `None` where there is no Web Crypto.
+    pub(crate) fn os_random_16() -> Option<[u8; 16]> {
+        let crypto = Reflect::get(&js_sys::global(), &"crypto".into()).ok()?;
+        let fill = Reflect::get(&crypto, &"getRandomValues".into()).ok()?;
+        let fill: js_sys::Function = fill.dyn_into().ok()?;
+        let array = js_sys::Uint8Array::new_with_length(16);
+        fill.call1(&crypto, &array).ok()?;
+        let mut bytes = [0u8; 16];
+        array.copy_to(&mut bytes);
+        Some(bytes)
     }
 
     pub(crate) async fn sleep_ms(ms: u64) {
@@ -247,7 +267,9 @@ mod imp {
 
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use imp::blocking;
-pub(crate) use imp::{lifecycle, now_ms, random_seed, spawn, wall_ms, yield_now, Lifecycle};
+pub(crate) use imp::{
+    lifecycle, now_ms, os_random_16, random_seed, spawn, wall_ms, yield_now, Lifecycle,
+};
 
 /// Hints from the environment (see [`lifecycle`]).
 pub(crate) type Hints = crate::queue::Receiver<steadfast_core::Hint>;
