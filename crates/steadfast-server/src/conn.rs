@@ -325,7 +325,13 @@ async fn reliable<S>(
         generation,
         waker,
         resumed,
-    } = match shared.attach(session, new, caller.subject.as_deref(), &hello) {
+    } = match shared.attach(
+        session,
+        new,
+        caller.subject.as_deref(),
+        &hello,
+        shared.preload(session, new).await,
+    ) {
         Ok(attached) => attached,
         Err(AttachError::Overloaded) => {
             metrics.inc(&metrics.connections_refused);

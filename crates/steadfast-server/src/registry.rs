@@ -15,7 +15,9 @@ use tokio::sync::{mpsc, Notify};
 use crate::faults::FaultRecord;
 use crate::handler::{Handler, PeerId};
 use crate::metrics::Metrics;
-use crate::sessions::{Change, Committer, Retention, SessionStore, SessionStoreError};
+use crate::sessions::{
+    Change, Committer, Retention, SavedSession, SessionStore, SessionStoreError,
+};
 use crate::ServerConfig;
 
 /// Why the application's request to the server failed.
@@ -337,12 +339,36 @@ impl Shared {
     }
 
     /// Attach a connection whose first frame was `hello` (naming `session`).
+    /// The stored state of `session` if the registry does not hold it (and
+    /// the HELLO resumes it): read before [`Shared::attach`], off the
+    /// async threads and outside the registry's lock. Waits first for the
+    /// store writes already queued (an expiry's record among them), so
+    /// what it reads is current.
+    pub(crate) async fn preload(
+        self: &Arc<Self>,
+        session: SessionId,
+        new: bool,
+    ) -> Option<Result<Option<SavedSession>, SessionStoreError>> {
+        if new || lock(&self.registry).sessions.contains_key(&session) {
+            return None;
+        }
+        if let Some(committer) = &self.committer {
+            committer.wait(committer.pushed()).await;
+        }
+        let shared = self.clone();
+        let loaded = tokio::task::spawn_blocking(move || shared.store.load(&session)).await;
+        Some(loaded.unwrap_or_else(|_| Err(SessionStoreError("the load task failed".into()))))
+    }
+
+    /// `preloaded`: what [`Shared::preload`] read (`None`: nothing; read
+    /// now if the session turns out to be unknown).
     pub(crate) fn attach(
         &self,
         session: SessionId,
         new: bool,
         subject: Option<&str>,
         hello: &[u8],
+        preloaded: Option<Result<Option<SavedSession>, SessionStoreError>>,
     ) -> Result<Attached, AttachError> {
         let now = self.now_ms();
         // The registry stays locked until the connection holds the slot's
@@ -375,7 +401,9 @@ impl Shared {
                     let saved = if new {
                         None
                     } else {
-                        self.store.load(&session).map_err(AttachError::Store)?
+                        preloaded
+                            .unwrap_or_else(|| self.store.load(&session))
+                            .map_err(AttachError::Store)?
                     };
                     let wall = wall_ms();
                     let record_ttl = millis(self.config.session_record_ttl);

@@ -124,6 +124,11 @@ impl Committer {
         }
     }
 
+    /// The ticket of the last change pushed.
+    pub(crate) fn pushed(&self) -> u64 {
+        lock(&self.inner.queue).last_ticket
+    }
+
     /// The highest ticket committed so far.
     pub(crate) fn committed(&self) -> u64 {
         *self.committed.borrow()
