@@ -1,13 +1,15 @@
 //! Server crash safety: the reference server, as its own process with its
-//! sessions in the embedded store (`--data-dir`, the default of `steadfast
-//! serve`), is killed with SIGKILL twice while a reliable client streams
-//! messages to it and its echoes stream back, and restarted each time on
-//! the same port and data dir. Counted at the client by message id: every
-//! send is acknowledged, and every echo (what the server's application
-//! sent for each message) arrives exactly once, in order, with no resync.
+//! sessions in a durable store (the embedded one in `--data-dir`, the
+//! default of `steadfast serve`, or a real Redis), is killed with SIGKILL
+//! twice while a reliable client streams messages to it and its echoes
+//! stream back, and restarted each time on the same port and store; with
+//! Redis, the redis-server process is killed and restarted mid-stream
+//! too. Counted at the client by message id: every send is acknowledged,
+//! and every echo (what the server's application sent for each message)
+//! arrives exactly once, in order, with no resync.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 use steadfast::{BackoffConfig, Client, ClientEvent, Delivery, Payload};
 use steadfast_core::Rng;
+use steadfast_testkit::RedisServer;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_steadfast-test-server");
 const N: usize = 3_000;
@@ -28,10 +31,10 @@ struct Server {
 }
 
 impl Server {
-    fn start(listen: &str, data_dir: &Path) -> Server {
+    fn start(listen: &str, store: &[String]) -> Server {
         let mut child = Command::new(SERVER)
-            .args(["--listen", listen, "--exit-on-stdin-eof", "--data-dir"])
-            .arg(data_dir)
+            .args(["--listen", listen, "--exit-on-stdin-eof"])
+            .args(store)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -88,23 +91,65 @@ fn scratch(seed: u64) -> PathBuf {
     dir
 }
 
+/// What happens at a kill point.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// SIGKILL the server, start it again on the same port and store.
+    Server,
+    /// SIGKILL redis-server, start it again 200 ms later.
+    Redis,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_mid_stream_resumes_every_session_from_its_data_dir() {
-    let seed: u64 = std::env::var("STEADFAST_SERVER_CRASH_SEED")
+    let seed = seed();
+    let dir = scratch(seed);
+    let store = vec!["--data-dir".to_owned(), dir.display().to_string()];
+    stream_through(seed, store, None, [Fault::Server, Fault::Server]).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_stream_resumes_every_session_from_redis() {
+    let seed = seed();
+    let redis = RedisServer::start().expect("redis-server");
+    let store = vec!["--redis".to_owned(), redis.url()];
+    stream_through(seed, store, Some(redis), [Fault::Server, Fault::Server]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_stream_loses_nothing_acknowledged() {
+    let seed = seed();
+    let redis = RedisServer::start().expect("redis-server");
+    let store = vec!["--redis".to_owned(), redis.url()];
+    stream_through(seed, store, Some(redis), [Fault::Redis, Fault::Server]).await;
+}
+
+fn seed() -> u64 {
+    std::env::var("STEADFAST_SERVER_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(24);
+        .unwrap_or(24)
+}
+
+/// Stream N messages each way through `faults`, at seeded points.
+async fn stream_through(
+    seed: u64,
+    store: Vec<String>,
+    redis: Option<RedisServer>,
+    faults: [Fault; 2],
+) {
     let mut rng = Rng::new(seed);
     let first_kill = N / 5 + rng.up_to(N as u64 / 5) as usize;
     let second_kill = first_kill + N / 5 + rng.up_to(N as u64 / 5) as usize;
     eprintln!(
-        "server crash seed {seed}: SIGKILL after {first_kill} and {second_kill} echoes \
-         (set STEADFAST_SERVER_CRASH_SEED to replay)"
+        "server crash seed {seed}: {:?} after {first_kill} and {:?} after {second_kill} echoes \
+         (set STEADFAST_SERVER_CRASH_SEED to replay)",
+        faults[0], faults[1]
     );
-    let dir = scratch(seed);
     let first = {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || Server::start("127.0.0.1:0", &dir))
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || Server::start("127.0.0.1:0", &store))
             .await
             .expect("started")
     };
@@ -114,7 +159,7 @@ async fn a_server_killed_mid_stream_resumes_every_session_from_its_data_dir() {
         .trim_end_matches('/')
         .to_owned();
     let server = Arc::new(Mutex::new(first));
-
+    let redis = Arc::new(Mutex::new(redis));
     let client = Client::builder(&url)
         .backoff(BackoffConfig {
             initial_ms: 5,
@@ -133,11 +178,15 @@ async fn a_server_killed_mid_stream_resumes_every_session_from_its_data_dir() {
     // and starts it again on the same port and data dir.
     let echoed = Arc::new(AtomicUsize::new(0));
     let reader = {
-        let (client, server, dir, echoed) =
-            (client.clone(), server.clone(), dir.clone(), echoed.clone());
+        let (client, server, redis, echoed) = (
+            client.clone(),
+            server.clone(),
+            redis.clone(),
+            echoed.clone(),
+        );
         tokio::spawn(async move {
             let mut echoes = Vec::with_capacity(N);
-            let mut kills = vec![second_kill, first_kill];
+            let mut kills = vec![(second_kill, faults[1]), (first_kill, faults[0])];
             while echoes.len() < N {
                 match tokio::time::timeout(WAIT, client.next_event()).await {
                     Ok(Some(ClientEvent::Message(message))) => {
@@ -154,13 +203,25 @@ async fn a_server_killed_mid_stream_resumes_every_session_from_its_data_dir() {
                     Ok(None) => panic!("the client ended after {} echoes", echoes.len()),
                     Err(_) => panic!("no echo for {WAIT:?} after {}", echoes.len()),
                 }
-                if kills.last() == Some(&echoes.len()) {
-                    kills.pop();
-                    let (server, dir, listen) = (server.clone(), dir.clone(), listen.clone());
-                    tokio::task::spawn_blocking(move || {
-                        let mut server = server.lock().expect("not poisoned");
-                        server.kill();
-                        *server = Server::start(&listen, &dir);
+                if kills.last().map(|(at, _)| *at) == Some(echoes.len()) {
+                    let Some((_, fault)) = kills.pop() else {
+                        continue;
+                    };
+                    let (server, redis) = (server.clone(), redis.clone());
+                    let (listen, store) = (listen.clone(), store.clone());
+                    tokio::task::spawn_blocking(move || match fault {
+                        Fault::Server => {
+                            let mut server = server.lock().expect("not poisoned");
+                            server.kill();
+                            *server = Server::start(&listen, &store);
+                        }
+                        Fault::Redis => {
+                            let mut redis = redis.lock().expect("not poisoned");
+                            let redis = redis.as_mut().expect("a Redis to kill");
+                            redis.kill();
+                            std::thread::sleep(Duration::from_millis(200));
+                            redis.restart().expect("redis-server restarts");
+                        }
                     })
                     .await
                     .expect("restarted");
@@ -204,9 +265,12 @@ async fn a_server_killed_mid_stream_resumes_every_session_from_its_data_dir() {
         stats.resends
     );
     assert_eq!(stats.resyncs, 0, "no resync (seed {seed})");
+    // Each server kill cuts the connection; a Redis kill does not (the
+    // server holds its ACKs and echoes until the store is back).
+    let server_kills = faults.iter().filter(|f| matches!(f, Fault::Server)).count() as u64;
     assert!(
-        stats.resumes >= 2,
-        "resumed after each kill: {}",
+        stats.resumes >= server_kills,
+        "resumed after each server kill ({server_kills}): {}",
         stats.resumes
     );
     eprintln!(
@@ -216,5 +280,4 @@ async fn a_server_killed_mid_stream_resumes_every_session_from_its_data_dir() {
     );
     let _ = client.close(1000, "done").await;
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }

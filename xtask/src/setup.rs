@@ -20,8 +20,31 @@ pub(crate) fn setup(root: &Path) -> Result<(), String> {
     wasm_bindgen_cli(root)?;
     cargo_fuzz()?;
     chromium()?;
+    redis()?;
     npm(root, NPM_DIRS)?;
     Ok(())
+}
+
+pub(crate) const REDIS_SERVER: &str = "/usr/bin/redis-server";
+
+/// Debian's redis-server, for the Redis session store's tests (each starts
+/// its own instance on a free loopback port; the package's service is
+/// not used).
+pub(crate) fn redis() -> Result<(), String> {
+    if Path::new(REDIS_SERVER).exists() {
+        println!("xtask setup: redis-server present");
+        return Ok(());
+    }
+    crate::run(
+        "apt-get update",
+        Command::new("apt-get").args(["update", "-qq"]),
+    )?;
+    crate::run(
+        "apt-get install redis-server",
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "redis-server"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 fn output(program: &str, args: &[&str]) -> Option<String> {

@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::{
-    ClientAuth, Echo, EmbeddedSessions, Faults, JwtAuth, Rooms, Server, ServerConfig, TlsConfig,
+    ClientAuth, Echo, EmbeddedSessions, Faults, JwtAuth, RedisSessions, Rooms, Server,
+    ServerConfig, TlsConfig,
 };
 
 const EXAMPLES: &str = "\
@@ -25,6 +26,8 @@ Examples:
   STEADFAST_JWT_SECRET=s3cret steadfast serve
   # sessions in memory only (the default keeps them in ./steadfast-data)
   steadfast serve --sessions memory
+  # sessions in Redis, shared by every server pointed at it
+  steadfast serve --redis redis://127.0.0.1:6379/0
   # test a client against a flaky server: same seed, same faults
   steadfast serve --fault-seed 7 --fault-drop 0.01 --fault-delay-ms 5-50
 
@@ -63,6 +66,15 @@ pub struct ServeArgs {
     /// server at a time).
     #[arg(long, value_name = "DIR", default_value = "steadfast-data", help_heading = SESSIONS)]
     pub data_dir: PathBuf,
+    /// Keep sessions in this Redis instead (`--sessions redis`, implied):
+    /// redis://HOST:PORT/DB. It must make writes durable: Redis 7.2+ with
+    /// `appendonly yes` (each commit waits for WAITAOF), or an older one
+    /// with `appendonly yes` and `appendfsync always`.
+    #[arg(long, value_name = "URL", help_heading = SESSIONS)]
+    pub redis: Option<String>,
+    /// Prefix of the Redis keys (servers sharing sessions share it).
+    #[arg(long, value_name = "PREFIX", default_value = "steadfast", help_heading = SESSIONS)]
+    pub redis_prefix: String,
     /// How long a session stays resumable after its connection ends
     /// (e.g. 300, 90s, 10m).
     #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration, help_heading = SESSIONS)]
@@ -201,6 +213,8 @@ pub enum SessionsKind {
     Embedded,
     /// The process's memory.
     Memory,
+    /// Redis (--redis URL).
+    Redis,
 }
 
 /// Why the options do not make a server.
@@ -350,8 +364,31 @@ pub async fn serve(name: &str, args: ServeArgs) -> ExitCode {
         eprintln!("{name}: fault injection on (seed {})", config.faults.seed);
     }
     let builder = Server::builder().config(config);
-    let builder = match args.sessions {
+    let sessions = match (&args.redis, args.sessions) {
+        (Some(_), SessionsKind::Embedded) => SessionsKind::Redis,
+        (_, kind) => kind,
+    };
+    let builder = match sessions {
         SessionsKind::Memory => builder,
+        SessionsKind::Redis => {
+            let Some(url) = &args.redis else {
+                eprintln!("{name}: [ERR_INVALID_CONFIG] --sessions redis needs --redis URL");
+                return ExitCode::from(2);
+            };
+            match RedisSessions::open(url, &args.redis_prefix) {
+                Ok(store) => {
+                    eprintln!(
+                        "{name}: sessions kept in {url} (keys {}:*)",
+                        args.redis_prefix
+                    );
+                    builder.session_store(store)
+                }
+                Err(error) => {
+                    eprintln!("{name}: [{}] {error}", error.code());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         SessionsKind::Embedded => match EmbeddedSessions::open(&args.data_dir) {
             Ok(store) => {
                 eprintln!("{name}: sessions kept in {}", store.path().display());

@@ -9,8 +9,9 @@
 //!   after its connection ends. A client naming a session the server does not
 //!   know gets a new one (the client reports `ResyncRequired`).
 //! - Sessions go through a [`SessionStore`]: [`MemorySessions`] (the
-//!   library's default: gone with the process) or [`EmbeddedSessions`] (a
-//!   crash-safe file; the default of `steadfast serve`), set with
+//!   library's default: gone with the process), [`EmbeddedSessions`] (a
+//!   crash-safe file; the default of `steadfast serve`) or
+//!   [`RedisSessions`] (one Redis that several servers share), set with
 //!   [`ServerBuilder::session_store`]. With a durable store every ACK and
 //!   every outbound message waits for its commit, and a restarted server
 //!   resumes each session (see the [`sessions`] module).
@@ -76,7 +77,9 @@ pub use handler::{
 };
 pub use metrics::Metrics;
 pub use registry::{ServerError, ServerHandle};
-pub use sessions::{EmbeddedSessions, MemorySessions, SessionStore, SessionStoreError};
+pub use sessions::{
+    EmbeddedSessions, MemorySessions, RedisSessions, SessionStore, SessionStoreError,
+};
 pub use steadfast_core::{Payload, SessionId};
 pub use tls::{ClientAuth, TlsConfig, TlsError};
 /// The rustls version the server is built with, for

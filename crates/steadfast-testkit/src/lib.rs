@@ -29,6 +29,10 @@ mod proxy;
 #[cfg(not(target_arch = "wasm32"))]
 pub use proxy::ChaosProxy;
 #[cfg(not(target_arch = "wasm32"))]
+mod redis;
+#[cfg(not(target_arch = "wasm32"))]
+pub use redis::RedisServer;
+#[cfg(not(target_arch = "wasm32"))]
 mod recorder;
 #[cfg(not(target_arch = "wasm32"))]
 pub use recorder::Recorder;

@@ -1,7 +1,10 @@
 //! The session store conformance suite: what every [`SessionStore`]
-//! backend must do, run against each of them. `open()` returns a fresh,
-//! empty store; `reopen`, for durable backends, a handle on the same data
-//! after the previous one was dropped. A failing check names itself.
+//! backend must do, run against each of them (run it against your own).
+//! `fresh()` returns a fresh, empty store; `reopen`, for durable backends,
+//! a handle on the same data after the previous one was dropped. A failing
+//! check panics with its name.
+
+#![allow(clippy::missing_panics_doc)]
 
 use steadfast_core::record::{StoredMessage, StoredSession};
 use steadfast_core::{PersistOp, SessionId};
@@ -71,7 +74,7 @@ const KEEP: Retention = Retention {
 };
 
 /// Every check on a fresh store from `fresh`.
-pub(crate) fn check(fresh: &mut dyn FnMut() -> Box<dyn SessionStore>) {
+pub fn check(fresh: &mut dyn FnMut() -> Box<dyn SessionStore>) {
     let never_live = |_: &SessionId| false;
 
     // Empty; an unknown session is not there.
@@ -274,7 +277,7 @@ pub(crate) fn check(fresh: &mut dyn FnMut() -> Box<dyn SessionStore>) {
 }
 
 /// A durable store shows, after a reopen, what was committed before.
-pub(crate) fn check_durable(
+pub fn check_durable(
     fresh: &mut dyn FnMut() -> Box<dyn SessionStore>,
     reopen: &mut dyn FnMut() -> Box<dyn SessionStore>,
 ) {

@@ -1,7 +1,7 @@
 //! Where sessions outlive their connections: the [`SessionStore`] trait,
 //! its backends, and the committer that writes to a durable one.
 //!
-//! Every backend passes one conformance suite (`conformance` below):
+//! Every backend passes one [`conformance`] suite:
 //! - [`MemorySessions`]: in the process; with it the server keeps live
 //!   sessions in memory only and stores the small record of each session
 //!   whose state expired (`--sessions memory`).
@@ -9,6 +9,9 @@
 //!   commit returns (`--data-dir`, the default of `steadfast serve`). The
 //!   server writes every session change through it, and a restarted
 //!   server resumes every session it held.
+//! - [`RedisSessions`]: one Redis (`--redis URL`), one Lua script per
+//!   commit, durable through `WAITAOF` (7.2+) or `appendfsync always`; the
+//!   nodes of a cluster share it.
 //!
 //! What the server writes, and when (docs/SEMANTICS.md): the engine's
 //! [`PersistOp`]s go to the store in the order it made them, and no frame
@@ -26,10 +29,12 @@ use steadfast_core::{PersistOp, SessionId};
 mod committer;
 mod embedded;
 mod memory;
+mod redis_store;
 
 pub(crate) use committer::Committer;
 pub use embedded::EmbeddedSessions;
 pub use memory::MemorySessions;
+pub use redis_store::RedisSessions;
 
 /// A session as a store holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,8 +203,7 @@ pub(crate) fn decode_meta(bytes: &[u8]) -> Option<SavedSession> {
     })
 }
 
-#[cfg(test)]
-pub(crate) mod conformance;
+pub mod conformance;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,487 @@
+//! Sessions in Redis: every node of a cluster sees them.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis::{Client, Connection, Script};
+use steadfast_core::record::{StoredMessage, StoredSession};
+use steadfast_core::{PersistOp, SessionId};
+
+use super::{Change, Retention, SavedSession, SessionStore, SessionStoreError, Swept};
+use crate::registry::lock;
+
+/// Each batch of changes is one Lua script: atomic, in order. Keys (under
+/// the prefix P): `P:s:ID` a hash (`state`, `subject`, `saved`,
+/// `expired`), `P:m:ID` a hash seq → message, and two sorted sets by
+/// last write, `P:live` (sessions with their state) and `P:rec` (records
+/// of expired ones). A change to a session that has no `P:s:ID` (never
+/// opened, or removed) is ignored, as in every backend.
+const APPLY: &str = r#"
+local p, now = ARGV[1], ARGV[2]
+local i = 3
+local function s(id) return p .. ':s:' .. id end
+local function m(id) return p .. ':m:' .. id end
+local function live(id)
+  redis.call('ZADD', p .. ':live', now, id)
+  redis.call('ZREM', p .. ':rec', id)
+end
+local function meta(id, state, has_subject, subject, expired)
+  redis.call('DEL', m(id))
+  redis.call('DEL', s(id))
+  redis.call('HSET', s(id), 'state', state, 'saved', now, 'expired', expired)
+  if has_subject == '1' then redis.call('HSET', s(id), 'subject', subject) end
+end
+while i <= #ARGV do
+  local op, id = ARGV[i], ARGV[i + 1]
+  if op == 'O' then
+    meta(id, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], '0')
+    live(id)
+    i = i + 5
+  elseif op == 'E' then
+    meta(id, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], '1')
+    redis.call('ZADD', p .. ':rec', now, id)
+    redis.call('ZREM', p .. ':live', id)
+    i = i + 5
+  elseif op == 'T' then
+    if redis.call('EXISTS', s(id)) == 1 then
+      redis.call('HSET', s(id), 'saved', now)
+      if redis.call('HGET', s(id), 'expired') == '0' then live(id) end
+    end
+    i = i + 2
+  elseif op == 'S' then
+    if redis.call('EXISTS', s(id)) == 1 then
+      redis.call('HSET', s(id), 'state', ARGV[i + 2], 'saved', now, 'expired', '0')
+      live(id)
+    end
+    i = i + 3
+  elseif op == 'P' then
+    if redis.call('EXISTS', s(id)) == 1 then
+      redis.call('HSET', m(id), ARGV[i + 2], ARGV[i + 3])
+    end
+    i = i + 4
+  elseif op == 'D' then
+    redis.call('HDEL', m(id), ARGV[i + 2])
+    i = i + 3
+  elseif op == 'C' then
+    redis.call('DEL', m(id))
+    i = i + 2
+  elseif op == 'R' then
+    redis.call('DEL', s(id), m(id))
+    redis.call('ZREM', p .. ':live', id)
+    redis.call('ZREM', p .. ':rec', id)
+    i = i + 2
+  elseif op == 'A' then
+    for _, set in ipairs({':live', ':rec'}) do
+      for _, each in ipairs(redis.call('ZRANGE', p .. set, 0, -1)) do
+        redis.call('DEL', s(each), m(each))
+      end
+      redis.call('DEL', p .. set)
+    end
+    i = i + 1
+  else
+    return redis.error_reply('unknown op ' .. tostring(op))
+  end
+end
+return 1
+"#;
+
+/// How the store makes a commit durable before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Redis 7.2+: `WAITAOF 1 0` after each batch (the local AOF fsynced).
+    WaitAof,
+    /// Older Redis with `appendfsync always`: fsynced before the reply.
+    FsyncAlways,
+}
+
+/// Sessions in one Redis (≥ 7.2 with `appendonly yes`, or an older one
+/// with `appendonly yes` and `appendfsync always`; refused otherwise, since
+/// a commit could then be lost with the Redis process). Every server node
+/// pointed at the same Redis sees every session.
+pub struct RedisSessions {
+    client: Client,
+    prefix: String,
+    connection: Mutex<Option<Connection>>,
+    durability: Durability,
+    script: Script,
+}
+
+impl std::fmt::Debug for RedisSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSessions")
+            .field("prefix", &self.prefix)
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connecting, and each command, give up after this long.
+const TIMEOUT: Duration = Duration::from_secs(2);
+/// `WAITAOF` waits this long (ms) for the fsync.
+const WAITAOF_TIMEOUT_MS: u64 = 2_000;
+
+fn failed(error: impl std::fmt::Display) -> SessionStoreError {
+    SessionStoreError(format!("redis: {error}"))
+}
+
+fn hex(session: &SessionId) -> String {
+    session.0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<SessionId> {
+    if text.len() != 32 {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(SessionId(id))
+}
+
+fn connect(client: &Client) -> Result<Connection, SessionStoreError> {
+    let connection = client
+        .get_connection_with_timeout(TIMEOUT)
+        .map_err(failed)?;
+    connection.set_read_timeout(Some(TIMEOUT)).map_err(failed)?;
+    connection
+        .set_write_timeout(Some(TIMEOUT))
+        .map_err(failed)?;
+    Ok(connection)
+}
+
+fn config_get(connection: &mut Connection, name: &str) -> Result<String, SessionStoreError> {
+    let pair: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg(name)
+        .query(connection)
+        .map_err(failed)?;
+    Ok(pair.get(1).cloned().unwrap_or_default())
+}
+
+impl RedisSessions {
+    /// Connect to `url` (`redis://HOST:PORT/DB`) and check that it can make
+    /// a commit durable; keys go under `prefix` (`steadfast` by default in
+    /// the CLI).
+    pub fn open(url: &str, prefix: &str) -> Result<RedisSessions, SessionStoreError> {
+        let client = Client::open(url).map_err(failed)?;
+        let mut connection = connect(&client)?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query(&mut connection)
+            .map_err(failed)?;
+        let version = info
+            .lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .unwrap_or("0")
+            .trim()
+            .to_owned();
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        if config_get(&mut connection, "appendonly")? != "yes" {
+            return Err(SessionStoreError(format!(
+                "redis {version} at {url} runs without `appendonly yes`: a commit would be \
+                 lost with the Redis process"
+            )));
+        }
+        let durability = if (major, minor) >= (7, 2) {
+            Durability::WaitAof
+        } else if config_get(&mut connection, "appendfsync")? == "always" {
+            Durability::FsyncAlways
+        } else {
+            return Err(SessionStoreError(format!(
+                "redis {version} at {url} has no WAITAOF (7.2+) and `appendfsync` is not \
+                 `always`: a commit could be lost with the Redis process"
+            )));
+        };
+        Ok(RedisSessions {
+            client,
+            prefix: prefix.to_owned(),
+            connection: Mutex::new(Some(connection)),
+            durability,
+            script: Script::new(APPLY),
+        })
+    }
+
+    /// Run `f` on the connection, connecting first if the last one failed;
+    /// a failure drops it (the next call connects again).
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, SessionStoreError>,
+    ) -> Result<T, SessionStoreError> {
+        let mut slot = lock(&self.connection);
+        let mut connection = match slot.take() {
+            Some(connection) => connection,
+            None => connect(&self.client)?,
+        };
+        let result = f(&mut connection);
+        if result.is_ok() {
+            *slot = Some(connection);
+        }
+        result
+    }
+
+    fn key(&self, kind: &str, session: &SessionId) -> String {
+        format!("{}:{kind}:{}", self.prefix, hex(session))
+    }
+
+    fn run(
+        &self,
+        connection: &mut Connection,
+        args: Vec<Vec<u8>>,
+    ) -> Result<(), SessionStoreError> {
+        let mut invocation = self.script.prepare_invoke();
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let _: i64 = invocation.invoke(connection).map_err(failed)?;
+        if self.durability == Durability::WaitAof {
+            let acks: Vec<i64> = redis::cmd("WAITAOF")
+                .arg(1)
+                .arg(0)
+                .arg(WAITAOF_TIMEOUT_MS)
+                .query(connection)
+                .map_err(failed)?;
+            if acks.first().copied().unwrap_or(0) < 1 {
+                return Err(SessionStoreError(
+                    "redis: WAITAOF did not confirm the local fsync in time".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn subject_args(args: &mut Vec<Vec<u8>>, subject: Option<&String>) {
+    match subject {
+        Some(subject) => {
+            args.push(b"1".to_vec());
+            args.push(subject.as_bytes().to_vec());
+        }
+        None => {
+            args.push(b"0".to_vec());
+            args.push(Vec::new());
+        }
+    }
+}
+
+fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
+    let id = |session: &SessionId| hex(session).into_bytes();
+    match change {
+        Change::Open { session, subject } => {
+            args.push(b"O".to_vec());
+            args.push(id(session));
+            let fresh = StoredSession {
+                session: *session,
+                welcomed: false,
+                inbound_delivered: 0,
+                next_seq: 1,
+            };
+            args.push(fresh.encode());
+            subject_args(args, subject.as_ref());
+        }
+        Change::Ops { session, ops } => {
+            args.push(b"T".to_vec());
+            args.push(id(session));
+            for op in ops {
+                match op {
+                    PersistOp::Session(state) => {
+                        args.push(b"S".to_vec());
+                        args.push(id(session));
+                        args.push(state.encode());
+                    }
+                    PersistOp::Put(message) => {
+                        args.push(b"P".to_vec());
+                        args.push(id(session));
+                        args.push(message.seq.to_string().into_bytes());
+                        args.push(message.encode());
+                    }
+                    PersistOp::Delete { seq } => {
+                        args.push(b"D".to_vec());
+                        args.push(id(session));
+                        args.push(seq.to_string().into_bytes());
+                    }
+                    PersistOp::Clear => {
+                        args.push(b"C".to_vec());
+                        args.push(id(session));
+                    }
+                }
+            }
+        }
+        Change::Expire {
+            session,
+            state,
+            subject,
+        } => {
+            args.push(b"E".to_vec());
+            args.push(id(session));
+            args.push(state.encode());
+            subject_args(args, subject.as_ref());
+        }
+        Change::Remove { session } => {
+            args.push(b"R".to_vec());
+            args.push(id(session));
+        }
+        Change::RemoveAll => args.push(b"A".to_vec()),
+    }
+}
+
+/// An `HGETALL` reply.
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A field of an `HGETALL` reply, as bytes.
+fn field<'a>(fields: &'a [(Vec<u8>, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+    fields
+        .iter()
+        .find(|(key, _)| key == name.as_bytes())
+        .map(|(_, value)| value.as_slice())
+}
+
+fn number(bytes: Option<&[u8]>) -> Option<u64> {
+    std::str::from_utf8(bytes?).ok()?.parse().ok()
+}
+
+impl SessionStore for RedisSessions {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+
+    fn load(&self, session: &SessionId) -> Result<Option<SavedSession>, SessionStoreError> {
+        let (meta, messages) = self.with(|connection| {
+            let replies: (Fields, Fields) = redis::pipe()
+                .cmd("HGETALL")
+                .arg(self.key("s", session))
+                .cmd("HGETALL")
+                .arg(self.key("m", session))
+                .query(connection)
+                .map_err(failed)?;
+            Ok(replies)
+        })?;
+        if meta.is_empty() {
+            return Ok(None);
+        }
+        let state = field(&meta, "state").and_then(|b| StoredSession::decode(b).ok());
+        let (Some(state), Some(saved_wall_ms)) = (state, number(field(&meta, "saved"))) else {
+            tracing::warn!(session = ?session, "an unreadable session record was ignored");
+            return Ok(None);
+        };
+        let expired = field(&meta, "expired") == Some(b"1");
+        let subject = field(&meta, "subject").map(|b| String::from_utf8_lossy(b).into_owned());
+        let mut saved = SavedSession {
+            state,
+            subject,
+            saved_wall_ms,
+            expired,
+            messages: Vec::new(),
+        };
+        if !expired {
+            for (_, value) in messages {
+                match StoredMessage::decode(&value) {
+                    Ok(message) => saved.messages.push(message),
+                    Err(_) => {
+                        tracing::warn!(session = ?session, "an unreadable message record was ignored");
+                    }
+                }
+            }
+            StoredMessage::sort_by_seq(&mut saved.messages);
+        }
+        Ok(Some(saved))
+    }
+
+    fn commit(&self, now_wall_ms: u64, changes: &[Change]) -> Result<(), SessionStoreError> {
+        let mut args = vec![
+            self.prefix.as_bytes().to_vec(),
+            now_wall_ms.to_string().into_bytes(),
+        ];
+        for change in changes {
+            encode(&mut args, change);
+        }
+        self.with(|connection| self.run(connection, args))
+    }
+
+    fn sweep(
+        &self,
+        now_wall_ms: u64,
+        retention: Retention,
+        live: &dyn Fn(&SessionId) -> bool,
+    ) -> Result<Swept, SessionStoreError> {
+        let live_key = format!("{}:live", self.prefix);
+        let rec_key = format!("{}:rec", self.prefix);
+        let (stale, old, records): (Vec<String>, Vec<String>, usize) = self.with(|connection| {
+            redis::pipe()
+                .cmd("ZRANGEBYSCORE")
+                .arg(&live_key)
+                .arg("-inf")
+                .arg(now_wall_ms.saturating_sub(retention.session_ttl_ms))
+                .cmd("ZRANGEBYSCORE")
+                .arg(&rec_key)
+                .arg("-inf")
+                .arg(now_wall_ms.saturating_sub(retention.record_ttl_ms))
+                .cmd("ZCARD")
+                .arg(&rec_key)
+                .query(connection)
+                .map_err(failed)
+        })?;
+        let mut changes = Vec::new();
+        let mut swept = Swept::default();
+        for id in stale.iter().filter_map(|id| unhex(id)) {
+            if live(&id) {
+                continue;
+            }
+            if let Some(saved) = self.load(&id)? {
+                changes.push(Change::Expire {
+                    session: id,
+                    state: saved.state,
+                    subject: saved.subject,
+                });
+                swept.expired += 1;
+            }
+        }
+        let mut removed: Vec<SessionId> = old.iter().filter_map(|id| unhex(id)).collect();
+        let kept = (records + swept.expired).saturating_sub(removed.len());
+        if kept > retention.max_records {
+            // The oldest first; those just expired are the newest.
+            let surplus = kept - retention.max_records;
+            let oldest: Vec<String> = self.with(|connection| {
+                redis::cmd("ZRANGE")
+                    .arg(&rec_key)
+                    .arg(0)
+                    .arg(isize::try_from(removed.len() + surplus).unwrap_or(isize::MAX) - 1)
+                    .query(connection)
+                    .map_err(failed)
+            })?;
+            for id in oldest.iter().filter_map(|id| unhex(id)) {
+                if !removed.contains(&id) {
+                    removed.push(id);
+                }
+            }
+        }
+        swept.records_removed = removed.len();
+        changes.extend(
+            removed
+                .into_iter()
+                .map(|session| Change::Remove { session }),
+        );
+        if !changes.is_empty() {
+            self.commit(now_wall_ms, &changes)?;
+        }
+        Ok(swept)
+    }
+
+    fn count(&self) -> Result<usize, SessionStoreError> {
+        let (live, records): (usize, usize) = self.with(|connection| {
+            redis::pipe()
+                .cmd("ZCARD")
+                .arg(format!("{}:live", self.prefix))
+                .cmd("ZCARD")
+                .arg(format!("{}:rec", self.prefix))
+                .query(connection)
+                .map_err(failed)
+        })?;
+        Ok(live + records)
+    }
+}
