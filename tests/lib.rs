@@ -1,2 +1,102 @@
 //! Native integration tests live beside this file (`transport.rs`); run them
-//! with `cargo test -p steadfast-tests`.
+//! with `cargo test -p steadfast-tests`. What several of them share is here.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, Command, Stdio};
+
+/// A server process (the `steadfast-test-server` binary, the same as
+/// `steadfast serve`); killed with SIGKILL when dropped.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    _stdin: Option<ChildStdin>,
+    /// `ws://ADDR` as it printed.
+    pub url: String,
+}
+
+impl ServerProcess {
+    /// Start `binary --listen LISTEN --exit-on-stdin-eof ARGS…` and wait
+    /// for its `listening on` line.
+    ///
+    /// # Panics
+    /// If it does not start or prints something else first.
+    pub fn start(binary: &str, listen: &str, args: &[String]) -> ServerProcess {
+        let mut child = Command::new(binary)
+            .args(["--listen", listen, "--exit-on-stdin-eof"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the server process");
+        let stdin = child.stdin.take();
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the server's first line");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        ServerProcess {
+            child,
+            _stdin: stdin,
+            url,
+        }
+    }
+
+    /// `HOST:PORT` it listens on.
+    ///
+    /// # Panics
+    /// If the URL it printed has no address.
+    pub fn addr(&self) -> SocketAddr {
+        self.url
+            .trim_start_matches("ws://")
+            .trim_end_matches('/')
+            .parse()
+            .expect("an address in the URL")
+    }
+
+    /// A counter from its `/metrics` (without the `steadfast_` prefix).
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.addr()).ok()?;
+        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+        let request = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).ok()?;
+        let prefix = format!("steadfast_{name} ");
+        body.lines()
+            .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+    }
+
+    /// SIGKILL (cannot be caught: nothing flushed, nothing closed), and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Send a signal by name (`STOP`, `CONT`).
+    ///
+    /// # Panics
+    /// If `kill` cannot be run or fails.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name}");
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // SIGKILL ends a stopped (SIGSTOP) process too.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -8,9 +8,7 @@
 //! and every echo (what the server's application sent for each message)
 //! arrives exactly once, in order, with no resync.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,57 +16,22 @@ use std::time::Duration;
 use steadfast::{BackoffConfig, Client, ClientEvent, Delivery, Payload};
 use steadfast_core::Rng;
 use steadfast_testkit::RedisServer;
+use steadfast_tests::ServerProcess;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_steadfast-test-server");
 const N: usize = 3_000;
 const WAIT: Duration = Duration::from_secs(60);
 
-/// One server process; killed (SIGKILL) when dropped.
-struct Server {
-    child: Child,
-    _stdin: Option<ChildStdin>,
-    url: String,
-}
+/// One server process of the test binary.
+struct Server(ServerProcess);
 
 impl Server {
     fn start(listen: &str, store: &[String]) -> Server {
-        let mut child = Command::new(SERVER)
-            .args(["--listen", listen, "--exit-on-stdin-eof"])
-            .args(store)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the server process");
-        let stdin = child.stdin.take();
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("piped");
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the server's first line");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Server {
-            child,
-            _stdin: stdin,
-            url,
-        }
+        Server(ServerProcess::start(SERVER, listen, store))
     }
 
     fn kill(&mut self) {
-        // SIGKILL cannot be caught: nothing is flushed, nothing closed.
-        self.child.kill().expect("SIGKILL");
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.kill();
     }
 }
 
@@ -153,7 +116,7 @@ async fn stream_through(
             .await
             .expect("started")
     };
-    let url = first.url.clone();
+    let url = first.0.url.clone();
     let listen = url
         .trim_start_matches("ws://")
         .trim_end_matches('/')

@@ -480,10 +480,16 @@ async fn reliable<S>(
         };
         if let Some(committer) = &shared.committer {
             let committed = committer.committed();
-            while held
-                .front()
-                .is_some_and(|(barrier, _)| *barrier <= committed)
-            {
+            let released = |held: &VecDeque<(u64, Vec<Output>)>| {
+                held.front()
+                    .is_some_and(|(barrier, _)| *barrier <= committed)
+            };
+            // A session another node claimed is let go before the commit
+            // that refused its writes counts as done: its outputs stay.
+            if released(&held) && lock(&slot).generation != generation {
+                break End::Superseded;
+            }
+            while released(&held) {
                 if let Some((_, outputs)) = held.pop_front() {
                     if let Some(end) = write_outputs(ws, outputs).await {
                         break 'conn end;

@@ -180,7 +180,7 @@ impl ServerBuilder {
         Ok(Server {
             listener,
             local_addr,
-            shared: Arc::new(Shared::new(self.config, handler, store)),
+            shared: Shared::new(self.config, handler, store),
         })
     }
 }

@@ -16,7 +16,7 @@ use crate::faults::FaultRecord;
 use crate::handler::{Handler, PeerId};
 use crate::metrics::Metrics;
 use crate::sessions::{
-    Change, Committer, Retention, SavedSession, SessionStore, SessionStoreError,
+    Change, Claim, Committer, Fenced, Retention, SavedSession, SessionStore, SessionStoreError,
 };
 use crate::ServerConfig;
 
@@ -69,6 +69,9 @@ pub(crate) struct Slot {
     pub(crate) handing_over: usize,
     /// Writes the engine's store operations (a durable session store).
     committer: Option<Arc<Committer>>,
+    /// This node's fencing token for the session: its store writes carry
+    /// it, and are refused once another node claims the session.
+    claim: Claim,
     /// The ticket of the last store write made for `pending`: none of it
     /// may reach the socket before that ticket is committed.
     pub(crate) barrier: u64,
@@ -95,7 +98,11 @@ impl Slot {
             // client drops as a duplicate.
             let holds = ops.iter().any(|op| !matches!(op, PersistOp::Delete { .. }));
             let session = self.engine.session();
-            let ticket = committer.push(Change::Ops { session, ops });
+            let ticket = committer.push(Change::Ops {
+                session,
+                claim: self.claim,
+                ops,
+            });
             if holds {
                 self.barrier = ticket;
             }
@@ -126,6 +133,7 @@ impl Slot {
             // (the engine writes it only with an ACK).
             self.barrier = committer.push(Change::Ops {
                 session: self.engine.session(),
+                claim: self.claim,
                 ops: vec![PersistOp::Session(self.record())],
             });
         }
@@ -256,11 +264,29 @@ impl Shared {
         config: ServerConfig,
         handler: Arc<dyn Handler>,
         store: Arc<dyn SessionStore>,
+    ) -> Arc<Shared> {
+        Arc::new_cyclic(|shared: &std::sync::Weak<Shared>| {
+            let metrics = Arc::new(Metrics::default());
+            let shared = shared.clone();
+            let fenced: Fenced = Box::new(move |sessions| {
+                if let Some(shared) = shared.upgrade() {
+                    shared.let_go(&sessions);
+                }
+            });
+            let committer = store
+                .durable()
+                .then(|| Arc::new(Committer::start(store.clone(), metrics.clone(), fenced)));
+            Shared::with(config, handler, store, metrics, committer)
+        })
+    }
+
+    fn with(
+        config: ServerConfig,
+        handler: Arc<dyn Handler>,
+        store: Arc<dyn SessionStore>,
+        metrics: Arc<Metrics>,
+        committer: Option<Arc<Committer>>,
     ) -> Shared {
-        let metrics = Arc::new(Metrics::default());
-        let committer = store
-            .durable()
-            .then(|| Arc::new(Committer::start(store.clone(), metrics.clone())));
         Shared {
             config,
             handler,
@@ -272,6 +298,19 @@ impl Shared {
             next_peer: AtomicU64::new(1),
             upgrades: AtomicU64::new(0),
             fault_log: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Another node claimed these sessions (the store refused this node's
+    /// writes for them): drop them here without writing anything, and
+    /// close their connections (4909). Their waiting outputs never go out.
+    fn let_go(&self, sessions: &[SessionId]) {
+        let mut registry = lock(&self.registry);
+        for session in sessions {
+            if let Some(peer) = registry.sessions.get(session).copied() {
+                tracing::warn!(?session, "claimed by another node: let go");
+                registry.remove_session(session, peer);
+            }
         }
     }
 
@@ -344,11 +383,13 @@ impl Shared {
     /// async threads and outside the registry's lock. Waits first for the
     /// store writes already queued (an expiry's record among them), so
     /// what it reads is current.
+    /// The session is claimed for this node as it is read: another node
+    /// holding it has its writes refused from then on.
     pub(crate) async fn preload(
         self: &Arc<Self>,
         session: SessionId,
         new: bool,
-    ) -> Option<Result<Option<SavedSession>, SessionStoreError>> {
+    ) -> Option<Preloaded> {
         if new || lock(&self.registry).sessions.contains_key(&session) {
             return None;
         }
@@ -356,8 +397,11 @@ impl Shared {
             committer.wait(committer.pushed()).await;
         }
         let shared = self.clone();
-        let loaded = tokio::task::spawn_blocking(move || shared.store.load(&session)).await;
-        Some(loaded.unwrap_or_else(|_| Err(SessionStoreError("the load task failed".into()))))
+        let claim = new_claim();
+        let loaded = tokio::task::spawn_blocking(move || shared.store.claim(&session, claim)).await;
+        let saved =
+            loaded.unwrap_or_else(|_| Err(SessionStoreError("the load task failed".into())));
+        Some(Preloaded { claim, saved })
     }
 
     /// `preloaded`: what [`Shared::preload`] read (`None`: nothing; read
@@ -368,7 +412,7 @@ impl Shared {
         new: bool,
         subject: Option<&str>,
         hello: &[u8],
-        preloaded: Option<Result<Option<SavedSession>, SessionStoreError>>,
+        preloaded: Option<Preloaded>,
     ) -> Result<Attached, AttachError> {
         let now = self.now_ms();
         // The registry stays locked until the connection holds the slot's
@@ -398,13 +442,19 @@ impl Shared {
                     // duplicates). A NEW session keeps the client's id; an
                     // unknown old one gets a fresh id, and the client
                     // resynchronises.
-                    let saved = if new {
-                        None
+                    let (claim, saved) = if new {
+                        (new_claim(), None)
                     } else {
-                        preloaded
-                            .unwrap_or_else(|| self.store.load(&session))
-                            .map_err(AttachError::Store)?
+                        let Preloaded { claim, saved } = preloaded.unwrap_or_else(|| {
+                            let claim = new_claim();
+                            let saved = self.store.claim(&session, claim);
+                            Preloaded { claim, saved }
+                        });
+                        (claim, saved.map_err(AttachError::Store)?)
                     };
+                    if saved.is_some() {
+                        self.metrics.inc(&self.metrics.store_claims);
+                    }
                     let wall = wall_ms();
                     let record_ttl = millis(self.config.session_record_ttl);
                     let saved = saved.filter(|saved| {
@@ -415,7 +465,7 @@ impl Shared {
                     let seed = u64::from_le_bytes(random_bytes::<8>());
                     let config = self.config.engine.clone();
                     let durable = self.committer.is_some();
-                    let (id, built) = match saved {
+                    let (id, built, claim) = match saved {
                         Some(saved) if !saved.expired && durable => (
                             session,
                             Engine::server_restore(
@@ -426,6 +476,7 @@ impl Shared {
                                 saved.state,
                                 saved.messages,
                             ),
+                            claim,
                         ),
                         Some(saved) => (
                             session,
@@ -436,6 +487,7 @@ impl Shared {
                                 saved.state.inbound_delivered,
                                 saved.state.next_seq,
                             ),
+                            claim,
                         ),
                         None => {
                             let id = if new && !registry.sessions.contains_key(&session) {
@@ -443,14 +495,16 @@ impl Shared {
                             } else {
                                 SessionId(random_bytes())
                             };
+                            let claim = new_claim();
                             if let Some(committer) = &self.committer {
                                 // Before anything the engine writes for it.
                                 committer.push(Change::Open {
                                     session: id,
                                     subject: subject.map(str::to_owned),
+                                    claim,
                                 });
                             }
-                            (id, Engine::server(config, seed, id))
+                            (id, Engine::server(config, seed, id), claim)
                         }
                     };
                     let mut engine = match built {
@@ -470,6 +524,7 @@ impl Shared {
                         handover: Arc::default(),
                         handing_over: 0,
                         committer: self.committer.clone(),
+                        claim,
                         barrier: 0,
                         seen: Stats::default(),
                     }));
@@ -575,6 +630,7 @@ impl Shared {
                     session: *session,
                     state: slot.record(),
                     subject: slot.subject.clone(),
+                    claim: slot.claim,
                 }
             }
             _ => Change::Remove { session: *session },
@@ -654,6 +710,17 @@ fn frozen_or<T: Copy>(field: fn(&mut Frozen) -> &mut Option<T>, read: fn() -> T)
 }
 
 /// Wall-clock ms (the frozen ones inside [`Shared::at_one_instant`]).
+/// What [`Shared::preload`] read, under which claim.
+pub(crate) struct Preloaded {
+    claim: Claim,
+    saved: Result<Option<SavedSession>, SessionStoreError>,
+}
+
+/// A fresh fencing token.
+fn new_claim() -> Claim {
+    Claim(u64::from_le_bytes(random_bytes::<8>()))
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -850,11 +917,12 @@ mod tests {
     use std::time::Duration;
 
     fn shared() -> Shared {
-        Shared::new(
+        let shared = Shared::new(
             ServerConfig::default(),
             Arc::new(crate::handler::Echo),
             Arc::new(crate::sessions::MemorySessions::new()),
-        )
+        );
+        Arc::try_unwrap(shared).unwrap_or_else(|_| unreachable!("no other reference yet"))
     }
 
     #[test]

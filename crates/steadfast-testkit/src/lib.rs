@@ -29,6 +29,10 @@ mod proxy;
 #[cfg(not(target_arch = "wasm32"))]
 pub use proxy::ChaosProxy;
 #[cfg(not(target_arch = "wasm32"))]
+mod front;
+#[cfg(not(target_arch = "wasm32"))]
+pub use front::Front;
+#[cfg(not(target_arch = "wasm32"))]
 mod redis;
 #[cfg(not(target_arch = "wasm32"))]
 pub use redis::RedisServer;

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use steadfast_core::SessionId;
+
 use super::{Change, SessionStore};
 use crate::metrics::Metrics;
 use crate::registry::lock;
@@ -85,7 +87,14 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 
 impl Committer {
     /// Start the thread that writes to `store`.
-    pub(crate) fn start(store: Arc<dyn SessionStore>, metrics: Arc<Metrics>) -> Committer {
+    /// `fenced` hears of sessions whose changes the store refused (another
+    /// node claimed them), before the commit that refused them counts as
+    /// done: the outputs waiting on it must not go out.
+    pub(crate) fn start(
+        store: Arc<dyn SessionStore>,
+        metrics: Arc<Metrics>,
+        fenced: Fenced,
+    ) -> Committer {
         let inner = Arc::new(Inner {
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
@@ -95,7 +104,7 @@ impl Committer {
         let thread = inner.clone();
         let spawned = std::thread::Builder::new()
             .name("steadfast-store".into())
-            .spawn(move || run(&thread, store.as_ref(), &metrics, &tx));
+            .spawn(move || run(&thread, store.as_ref(), &metrics, &tx, &fenced));
         if let Err(error) = spawned {
             // Nothing is committed, so nothing is acknowledged: clients keep
             // their messages. Said loudly, once.
@@ -153,7 +162,16 @@ impl Drop for Committer {
     }
 }
 
-fn run(inner: &Inner, store: &dyn SessionStore, metrics: &Metrics, committed: &watch::Sender<u64>) {
+/// Told the sessions another node claimed.
+pub(crate) type Fenced = Box<dyn Fn(Vec<SessionId>) + Send>;
+
+fn run(
+    inner: &Inner,
+    store: &dyn SessionStore,
+    metrics: &Metrics,
+    committed: &watch::Sender<u64>,
+    on_fenced: &Fenced,
+) {
     loop {
         let (changes, ticket) = {
             let mut queue = lock(&inner.queue);
@@ -176,7 +194,11 @@ fn run(inner: &Inner, store: &dyn SessionStore, metrics: &Metrics, committed: &w
         loop {
             let started = Instant::now();
             match store.commit(crate::registry::wall_ms(), &changes) {
-                Ok(()) => {
+                Ok(fenced) => {
+                    if !fenced.is_empty() {
+                        metrics.add(&metrics.store_fenced, fenced.len() as u64);
+                        on_fenced(fenced);
+                    }
                     metrics.inc(&metrics.store_commits);
                     metrics.add(&metrics.store_changes, changes.len() as u64);
                     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -221,7 +243,14 @@ mod tests {
         fn load(&self, _: &SessionId) -> Result<Option<SavedSession>, SessionStoreError> {
             Ok(None)
         }
-        fn commit(&self, _: u64, changes: &[Change]) -> Result<(), SessionStoreError> {
+        fn claim(
+            &self,
+            _: &SessionId,
+            _: crate::sessions::Claim,
+        ) -> Result<Option<SavedSession>, SessionStoreError> {
+            Ok(None)
+        }
+        fn commit(&self, _: u64, changes: &[Change]) -> Result<Vec<SessionId>, SessionStoreError> {
             let ids = changes
                 .iter()
                 .map(|c| match c {
@@ -230,7 +259,7 @@ mod tests {
                 })
                 .collect();
             lock(&self.0).push(ids);
-            Ok(())
+            Ok(Vec::new())
         }
         fn sweep(
             &self,
@@ -254,7 +283,11 @@ mod tests {
     #[tokio::test]
     async fn a_unit_is_committed_whole_and_in_order() {
         let store = Arc::new(Recording::default());
-        let committer = Committer::start(store.clone(), Arc::new(Metrics::default()));
+        let committer = Committer::start(
+            store.clone(),
+            Arc::new(Metrics::default()),
+            Box::new(|_| {}),
+        );
         let first = committer.push(change(1));
         committer.wait(first).await;
         let unit = committer.begin();

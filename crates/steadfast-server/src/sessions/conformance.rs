@@ -9,7 +9,7 @@
 use steadfast_core::record::{StoredMessage, StoredSession};
 use steadfast_core::{PersistOp, SessionId};
 
-use super::{Change, Retention, SavedSession, SessionStore};
+use super::{Change, Claim, Retention, SavedSession, SessionStore};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -36,23 +36,40 @@ fn message(seq: u64) -> StoredMessage {
     }
 }
 
+/// The claim of the node the checks play (another node's is `OTHER`).
+const MINE: Claim = Claim(0x5eed_0001);
+const OTHER: Claim = Claim(0x5eed_0002);
+
 fn open(byte: u8, subject: Option<&str>) -> Change {
     Change::Open {
         session: id(byte),
         subject: subject.map(str::to_owned),
+        claim: MINE,
     }
 }
 
 fn ops(byte: u8, ops: Vec<PersistOp>) -> Change {
     Change::Ops {
         session: id(byte),
+        claim: MINE,
         ops,
     }
 }
 
-fn commit(store: &dyn SessionStore, at: u64, changes: Vec<Change>, check: &str) {
-    if let Err(error) = store.commit(at, &changes) {
-        panic!("[{check}] commit failed: {error}");
+fn expire(byte: u8, state: StoredSession, subject: Option<&str>) -> Change {
+    Change::Expire {
+        session: id(byte),
+        state,
+        subject: subject.map(str::to_owned),
+        claim: MINE,
+    }
+}
+
+/// Commit; the sessions fenced.
+fn commit(store: &dyn SessionStore, at: u64, changes: Vec<Change>, check: &str) -> Vec<SessionId> {
+    match store.commit(at, &changes) {
+        Ok(fenced) => fenced,
+        Err(error) => panic!("[{check}] commit failed: {error}"),
     }
 }
 
@@ -155,11 +172,7 @@ pub fn check(fresh: &mut dyn FnMut() -> Box<dyn SessionStore>) {
     commit(
         &*store,
         T0 + 8,
-        vec![Change::Expire {
-            session: id(1),
-            state: state(1, 9, 301),
-            subject: Some("alice".into()),
-        }],
+        vec![expire(1, state(1, 9, 301), Some("alice"))],
         "expire",
     );
     let record = load(&*store, 1, "expire").expect("[expire] the record stays");
@@ -205,6 +218,78 @@ pub fn check(fresh: &mut dyn FnMut() -> Box<dyn SessionStore>) {
     commit(&*store, T0 + 12, vec![Change::RemoveAll], "remove all");
     assert_eq!(store.count().ok(), Some(0), "[remove all] len");
     assert_eq!(load(&*store, 1, "remove all"), None, "[remove all] gone");
+
+    // Claims: once another node claims a session, this node's changes to
+    // it are refused and reported (fenced); the other node's go through,
+    // and other sessions in the same batch are not affected.
+    let store = fresh();
+    commit(
+        &*store,
+        T0,
+        vec![
+            open(1, None),
+            ops(
+                1,
+                vec![
+                    PersistOp::Put(message(1)),
+                    PersistOp::Session(state(1, 2, 2)),
+                ],
+            ),
+            open(2, None),
+        ],
+        "claim setup",
+    );
+    let claimed = store
+        .claim(&id(1), OTHER)
+        .unwrap_or_else(|e| panic!("[claim] failed: {e}"))
+        .expect("[claim] the session is there");
+    assert_eq!(claimed.claim, OTHER, "[claim] held by the claimer");
+    assert_eq!(seqs(&claimed), vec![1], "[claim] what it holds");
+    assert_eq!(
+        store.claim(&id(9), OTHER).ok(),
+        Some(None),
+        "[claim] an unknown session"
+    );
+    let fenced = commit(
+        &*store,
+        T0 + 1,
+        vec![
+            ops(
+                1,
+                vec![
+                    PersistOp::Put(message(2)),
+                    PersistOp::Session(state(1, 3, 3)),
+                ],
+            ),
+            ops(1, vec![PersistOp::Delete { seq: 1 }]),
+            expire(1, state(1, 3, 3), None),
+            ops(2, vec![PersistOp::Put(message(1))]),
+        ],
+        "fenced",
+    );
+    assert_eq!(fenced, vec![id(1)], "[fenced] reported once");
+    let kept = load(&*store, 1, "fenced").expect("[fenced] still there");
+    assert_eq!(
+        (kept.state, seqs(&kept), kept.expired, kept.claim),
+        (state(1, 2, 2), vec![1], false, OTHER),
+        "[fenced] untouched by the old holder"
+    );
+    assert_eq!(
+        load(&*store, 2, "fenced").map(|s| seqs(&s)),
+        Some(vec![1]),
+        "[fenced] the other session's change applied"
+    );
+    let theirs = Change::Ops {
+        session: id(1),
+        claim: OTHER,
+        ops: vec![PersistOp::Put(message(2))],
+    };
+    assert!(commit(&*store, T0 + 2, vec![theirs], "claimer").is_empty());
+    assert_eq!(
+        load(&*store, 1, "claimer").map(|s| seqs(&s)),
+        Some(vec![1, 2]),
+        "[claimer] its change applied"
+    );
 
     // Sweep: a session not written for the TTL expires unless live; a
     // record older than its TTL goes; past the cap, the oldest go.
@@ -254,11 +339,7 @@ pub fn check(fresh: &mut dyn FnMut() -> Box<dyn SessionStore>) {
         commit(
             &*store,
             T0 + u64::from(byte),
-            vec![Change::Expire {
-                session: id(byte),
-                state: state(byte, 1, 2),
-                subject: None,
-            }],
+            vec![expire(byte, state(byte, 1, 2), None)],
             "cap setup",
         );
     }
@@ -296,11 +377,7 @@ pub fn check_durable(
                     PersistOp::Session(state(1, 4, 3)),
                 ],
             ),
-            Change::Expire {
-                session: id(2),
-                state: state(2, 8, 9),
-                subject: None,
-            },
+            expire(2, state(2, 8, 9), None),
         ],
         "durable",
     );

@@ -7,8 +7,8 @@ use steadfast_core::record::{StoredMessage, StoredSession};
 use steadfast_core::{PersistOp, SessionId};
 
 use super::{
-    decode_meta, encode_meta, Change, Retention, SavedSession, SessionStore, SessionStoreError,
-    Swept,
+    decode_meta, encode_meta, Change, Claim, Retention, SavedSession, SessionStore,
+    SessionStoreError, Swept,
 };
 
 /// Key: the session id; value: its meta row (`encode_meta`).
@@ -99,14 +99,19 @@ fn write_meta(sessions: &mut Sessions<'_>, saved: &SavedSession) -> Result<(), S
     Ok(())
 }
 
+/// Apply one change; `Some(session)` if it was fenced (another claim).
 fn apply(
     sessions: &mut Sessions<'_>,
     messages: &mut Messages<'_>,
     now_wall_ms: u64,
     change: &Change,
-) -> Result<(), SessionStoreError> {
+) -> Result<Option<SessionId>, SessionStoreError> {
     match change {
-        Change::Open { session, subject } => {
+        Change::Open {
+            session,
+            subject,
+            claim,
+        } => {
             remove_messages(messages, session)?;
             write_meta(
                 sessions,
@@ -121,14 +126,22 @@ fn apply(
                     saved_wall_ms: now_wall_ms,
                     expired: false,
                     messages: Vec::new(),
+                    claim: *claim,
                 },
-            )
+            )?;
         }
-        Change::Ops { session, ops } => {
+        Change::Ops {
+            session,
+            claim,
+            ops,
+        } => {
             let Some(mut meta) = read_meta(sessions, session)? else {
                 // Never opened (or removed since): nothing to resume.
-                return Ok(());
+                return Ok(None);
             };
+            if meta.claim != *claim {
+                return Ok(Some(*session));
+            }
             meta.saved_wall_ms = now_wall_ms;
             for op in ops {
                 match op {
@@ -152,13 +165,17 @@ fn apply(
                     PersistOp::Clear => remove_messages(messages, session)?,
                 }
             }
-            write_meta(sessions, &meta)
+            write_meta(sessions, &meta)?;
         }
         Change::Expire {
             session,
             state,
             subject,
+            claim,
         } => {
+            if read_meta(sessions, session)?.is_some_and(|meta| meta.claim != *claim) {
+                return Ok(Some(*session));
+            }
             remove_messages(messages, session)?;
             write_meta(
                 sessions,
@@ -168,19 +185,20 @@ fn apply(
                     saved_wall_ms: now_wall_ms,
                     expired: true,
                     messages: Vec::new(),
+                    claim: *claim,
                 },
-            )
+            )?;
         }
         Change::Remove { session } => {
             remove_messages(messages, session)?;
             sessions.remove(session.0).map_err(failed)?;
-            Ok(())
         }
         Change::RemoveAll => {
             sessions.retain(|_, _| false).map_err(failed)?;
-            messages.retain(|_, _| false).map_err(failed)
+            messages.retain(|_, _| false).map_err(failed)?;
         }
     }
+    Ok(None)
 }
 
 impl SessionStore for EmbeddedSessions {
@@ -220,17 +238,52 @@ impl SessionStore for EmbeddedSessions {
         Ok(Some(saved))
     }
 
-    fn commit(&self, now_wall_ms: u64, changes: &[Change]) -> Result<(), SessionStoreError> {
+    fn claim(
+        &self,
+        session: &SessionId,
+        claim: Claim,
+    ) -> Result<Option<SavedSession>, SessionStoreError> {
+        let txn = self.db.begin_write().map_err(failed)?;
+        let claimed = {
+            let mut sessions = txn.open_table(SESSIONS).map_err(failed)?;
+            match read_meta(&sessions, session)? {
+                Some(mut meta) => {
+                    meta.claim = claim;
+                    write_meta(&mut sessions, &meta)?;
+                    true
+                }
+                None => false,
+            }
+        };
+        txn.commit().map_err(failed)?;
+        if claimed {
+            self.load(session)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn commit(
+        &self,
+        now_wall_ms: u64,
+        changes: &[Change],
+    ) -> Result<Vec<SessionId>, SessionStoreError> {
+        let mut fenced = Vec::new();
         let txn = self.db.begin_write().map_err(failed)?;
         {
             let mut sessions = txn.open_table(SESSIONS).map_err(failed)?;
             let mut messages = txn.open_table(MESSAGES).map_err(failed)?;
             for change in changes {
-                apply(&mut sessions, &mut messages, now_wall_ms, change)?;
+                if let Some(session) = apply(&mut sessions, &mut messages, now_wall_ms, change)? {
+                    if !fenced.contains(&session) {
+                        fenced.push(session);
+                    }
+                }
             }
         }
         // Durability::Immediate is redb's default: commit returns after fsync.
-        txn.commit().map_err(failed)
+        txn.commit().map_err(failed)?;
+        Ok(fenced)
     }
 
     fn sweep(

@@ -3,10 +3,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use steadfast_core::record::StoredMessage;
+use steadfast_core::record::{StoredMessage, StoredSession};
 use steadfast_core::{PersistOp, SessionId};
 
-use super::{Change, Retention, SavedSession, SessionStore, SessionStoreError, Swept};
+use super::{Change, Claim, Retention, SavedSession, SessionStore, SessionStoreError, Swept};
 use crate::registry::lock;
 
 /// Sessions kept in memory: gone with the process. The server writes only
@@ -22,6 +22,33 @@ pub struct MemorySessions {
 struct Held {
     meta: SavedSession,
     messages: BTreeMap<u64, StoredMessage>,
+}
+
+impl Held {
+    fn new(state: StoredSession, subject: Option<String>, now: u64, claim: Claim) -> Held {
+        Held {
+            meta: SavedSession {
+                state,
+                subject,
+                saved_wall_ms: now,
+                expired: false,
+                messages: Vec::new(),
+                claim,
+            },
+            messages: BTreeMap::new(),
+        }
+    }
+
+    fn saved(&self) -> SavedSession {
+        SavedSession {
+            messages: if self.meta.expired {
+                Vec::new()
+            } else {
+                self.messages.values().cloned().collect()
+            },
+            ..self.meta.clone()
+        }
+    }
 }
 
 impl MemorySessions {
@@ -41,19 +68,36 @@ impl SessionStore for MemorySessions {
     }
 
     fn load(&self, session: &SessionId) -> Result<Option<SavedSession>, SessionStoreError> {
-        let sessions = lock(&self.sessions);
-        Ok(sessions.get(session).map(|held| SavedSession {
-            messages: held.messages.values().cloned().collect(),
-            ..held.meta.clone()
+        Ok(lock(&self.sessions).get(session).map(Held::saved))
+    }
+
+    fn claim(
+        &self,
+        session: &SessionId,
+        claim: Claim,
+    ) -> Result<Option<SavedSession>, SessionStoreError> {
+        let mut sessions = lock(&self.sessions);
+        Ok(sessions.get_mut(session).map(|held| {
+            held.meta.claim = claim;
+            held.saved()
         }))
     }
 
-    fn commit(&self, now_wall_ms: u64, changes: &[Change]) -> Result<(), SessionStoreError> {
+    fn commit(
+        &self,
+        now_wall_ms: u64,
+        changes: &[Change],
+    ) -> Result<Vec<SessionId>, SessionStoreError> {
         let mut sessions = lock(&self.sessions);
+        let mut fenced = Vec::new();
         for change in changes {
-            apply(&mut sessions, now_wall_ms, change);
+            if let Some(session) = apply(&mut sessions, now_wall_ms, change) {
+                if !fenced.contains(&session) {
+                    fenced.push(session);
+                }
+            }
         }
-        Ok(())
+        Ok(fenced)
     }
 
     fn sweep(
@@ -99,33 +143,39 @@ impl SessionStore for MemorySessions {
     }
 }
 
-fn apply(sessions: &mut HashMap<SessionId, Held>, now_wall_ms: u64, change: &Change) {
+/// Apply one change; the session if it was fenced (held by another claim).
+fn apply(
+    sessions: &mut HashMap<SessionId, Held>,
+    now_wall_ms: u64,
+    change: &Change,
+) -> Option<SessionId> {
     match change {
-        Change::Open { session, subject } => {
+        Change::Open {
+            session,
+            subject,
+            claim,
+        } => {
+            let fresh = StoredSession {
+                session: *session,
+                welcomed: false,
+                inbound_delivered: 0,
+                next_seq: 1,
+            };
             sessions.insert(
                 *session,
-                Held {
-                    meta: SavedSession {
-                        state: steadfast_core::record::StoredSession {
-                            session: *session,
-                            welcomed: false,
-                            inbound_delivered: 0,
-                            next_seq: 1,
-                        },
-                        subject: subject.clone(),
-                        saved_wall_ms: now_wall_ms,
-                        expired: false,
-                        messages: Vec::new(),
-                    },
-                    messages: BTreeMap::new(),
-                },
+                Held::new(fresh, subject.clone(), now_wall_ms, *claim),
             );
         }
-        Change::Ops { session, ops } => {
-            let Some(held) = sessions.get_mut(session) else {
-                // Never opened (or removed since): nothing to resume.
-                return;
-            };
+        Change::Ops {
+            session,
+            claim,
+            ops,
+        } => {
+            // Never opened (or removed since): nothing to resume.
+            let held = sessions.get_mut(session)?;
+            if held.meta.claim != *claim {
+                return Some(*session);
+            }
             held.meta.saved_wall_ms = now_wall_ms;
             for op in ops {
                 match op {
@@ -147,24 +197,22 @@ fn apply(sessions: &mut HashMap<SessionId, Held>, now_wall_ms: u64, change: &Cha
             session,
             state,
             subject,
+            claim,
         } => {
-            sessions.insert(
-                *session,
-                Held {
-                    meta: SavedSession {
-                        state: *state,
-                        subject: subject.clone(),
-                        saved_wall_ms: now_wall_ms,
-                        expired: true,
-                        messages: Vec::new(),
-                    },
-                    messages: BTreeMap::new(),
-                },
-            );
+            if sessions
+                .get(session)
+                .is_some_and(|h| h.meta.claim != *claim)
+            {
+                return Some(*session);
+            }
+            let mut held = Held::new(*state, subject.clone(), now_wall_ms, *claim);
+            held.meta.expired = true;
+            sessions.insert(*session, held);
         }
         Change::Remove { session } => {
             sessions.remove(session);
         }
         Change::RemoveAll => sessions.clear(),
     }
+    None
 }

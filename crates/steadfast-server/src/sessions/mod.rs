@@ -31,7 +31,7 @@ mod embedded;
 mod memory;
 mod redis_store;
 
-pub(crate) use committer::Committer;
+pub(crate) use committer::{Committer, Fenced};
 pub use embedded::EmbeddedSessions;
 pub use memory::MemorySessions;
 pub use redis_store::RedisSessions;
@@ -52,26 +52,43 @@ pub struct SavedSession {
     pub expired: bool,
     /// Outbound messages not yet acknowledged, by seq (empty when expired).
     pub messages: Vec<StoredMessage>,
+    /// The fencing token of the node that holds it (see [`Claim`]).
+    pub claim: Claim,
 }
+
+/// A fencing token: the node that opened or last claimed a session writes
+/// it with the session, and every later change it makes carries it. A
+/// change whose token is not the stored one is refused (the session was
+/// claimed by another node since): that node has lost the session and
+/// must let it go. Random, so two nodes never pick the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Claim(pub u64);
 
 /// One change to a store; a batch of them is committed as one unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// A session starts (or starts again: its record is replaced).
+    /// A session starts (or starts again: its record is replaced),
+    /// claimed with `claim`.
     Open {
         /// Which.
         session: SessionId,
         /// Who made it.
         subject: Option<String>,
+        /// The opening node's token.
+        claim: Claim,
     },
     /// A session's engine changes, in the order the engine made them.
+    /// Refused (fenced) if the session is held under another claim.
     Ops {
         /// Which.
         session: SessionId,
+        /// The writing node's token.
+        claim: Claim,
         /// What.
         ops: Vec<PersistOp>,
     },
     /// A session's state expired: its messages go, this record stays.
+    /// Refused (fenced) if the session is held under another claim.
     Expire {
         /// Which.
         session: SessionId,
@@ -79,6 +96,8 @@ pub enum Change {
         state: StoredSession,
         /// Who made it.
         subject: Option<String>,
+        /// The writing node's token.
+        claim: Claim,
     },
     /// A session is gone entirely, record and all.
     Remove {
@@ -135,9 +154,24 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
     /// The session, if the store has it.
     fn load(&self, session: &SessionId) -> Result<Option<SavedSession>, SessionStoreError>;
 
-    /// Apply `changes` in order, as one unit: all or none, durable before
-    /// this returns if the store is. `now_wall_ms` stamps what is written.
-    fn commit(&self, now_wall_ms: u64, changes: &[Change]) -> Result<(), SessionStoreError>;
+    /// The session, if the store has it, now held under `claim` (in one
+    /// step: of two nodes claiming at once, the later one holds it, and
+    /// the other's changes are refused from then on).
+    fn claim(
+        &self,
+        session: &SessionId,
+        claim: Claim,
+    ) -> Result<Option<SavedSession>, SessionStoreError>;
+
+    /// Apply `changes` in order, as one unit, durable before this returns
+    /// if the store is. `now_wall_ms` stamps what is written. Returns the
+    /// sessions whose changes were refused because another claim holds
+    /// them (fenced); every other change is applied.
+    fn commit(
+        &self,
+        now_wall_ms: u64,
+        changes: &[Change],
+    ) -> Result<Vec<SessionId>, SessionStoreError>;
 
     /// Expire sessions not written for `retention.session_ttl_ms` (unless
     /// `live` says a connection or the registry holds them) and drop old
@@ -153,15 +187,16 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
     fn count(&self) -> Result<usize, SessionStoreError>;
 }
 
-/// The meta row of a session: `[version 1][flags][saved ms: 8][subject
-/// length: 4, u32::MAX for none][subject][StoredSession]`.
+/// The meta row of a session: `[version 1][flags][saved ms: 8][claim: 8]
+/// [subject length: 4, u32::MAX for none][subject][StoredSession]`.
 pub(crate) fn encode_meta(saved: &SavedSession) -> Vec<u8> {
     let session = saved.state.encode();
     let subject = saved.subject.as_deref().unwrap_or("");
-    let mut out = Vec::with_capacity(14 + subject.len() + session.len());
+    let mut out = Vec::with_capacity(22 + subject.len() + session.len());
     out.push(1);
     out.push(u8::from(saved.expired));
     out.extend_from_slice(&saved.saved_wall_ms.to_le_bytes());
+    out.extend_from_slice(&saved.claim.0.to_le_bytes());
     match &saved.subject {
         Some(subject) => {
             // A subject longer than 4 GiB cannot come from a JWT the server
@@ -185,6 +220,8 @@ pub(crate) fn decode_meta(bytes: &[u8]) -> Option<SavedSession> {
     let (&flags, rest) = rest.split_first()?;
     let (saved, rest) = rest.split_at_checked(8)?;
     let saved_wall_ms = u64::from_le_bytes(saved.try_into().ok()?);
+    let (claim, rest) = rest.split_at_checked(8)?;
+    let claim = Claim(u64::from_le_bytes(claim.try_into().ok()?));
     let (len, rest) = rest.split_at_checked(4)?;
     let len = u32::from_le_bytes(len.try_into().ok()?);
     let (subject, rest) = if len == u32::MAX {
@@ -200,6 +237,7 @@ pub(crate) fn decode_meta(bytes: &[u8]) -> Option<SavedSession> {
         saved_wall_ms,
         expired: flags & 1 != 0,
         messages: Vec::new(),
+        claim,
     })
 }
 
@@ -283,6 +321,7 @@ mod tests {
                 saved_wall_ms: 1_700_000_000_123,
                 expired: true,
                 messages: Vec::new(),
+                claim: Claim(u64::MAX - 3),
             };
             assert_eq!(decode_meta(&encode_meta(&saved)), Some(saved));
         }

@@ -7,7 +7,7 @@ use redis::{Client, Connection, Script};
 use steadfast_core::record::{StoredMessage, StoredSession};
 use steadfast_core::{PersistOp, SessionId};
 
-use super::{Change, Retention, SavedSession, SessionStore, SessionStoreError, Swept};
+use super::{Change, Claim, Retention, SavedSession, SessionStore, SessionStoreError, Swept};
 use crate::registry::lock;
 
 /// Each batch of changes is one Lua script: atomic, in order. Keys (under
@@ -19,61 +19,82 @@ use crate::registry::lock;
 const APPLY: &str = r#"
 local p, now = ARGV[1], ARGV[2]
 local i = 3
+local ok, fenced = {}, {}
 local function s(id) return p .. ':s:' .. id end
 local function m(id) return p .. ':m:' .. id end
 local function live(id)
   redis.call('ZADD', p .. ':live', now, id)
   redis.call('ZREM', p .. ':rec', id)
 end
-local function meta(id, state, has_subject, subject, expired)
+local seen = {}
+local function fence(id)
+  ok[id] = false
+  if not seen[id] then
+    seen[id] = true
+    table.insert(fenced, id)
+  end
+end
+local function meta(id, claim, state, has_subject, subject, expired)
   redis.call('DEL', m(id))
   redis.call('DEL', s(id))
-  redis.call('HSET', s(id), 'state', state, 'saved', now, 'expired', expired)
+  redis.call('HSET', s(id), 'state', state, 'saved', now, 'expired', expired, 'claim', claim)
   if has_subject == '1' then redis.call('HSET', s(id), 'subject', subject) end
 end
 while i <= #ARGV do
   local op, id = ARGV[i], ARGV[i + 1]
   if op == 'O' then
-    meta(id, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], '0')
+    meta(id, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], '0')
     live(id)
-    i = i + 5
+    ok[id] = true
+    i = i + 6
   elseif op == 'E' then
-    meta(id, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], '1')
-    redis.call('ZADD', p .. ':rec', now, id)
-    redis.call('ZREM', p .. ':live', id)
-    i = i + 5
+    local held = redis.call('HGET', s(id), 'claim')
+    if held and held ~= ARGV[i + 2] then
+      fence(id)
+    else
+      meta(id, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], '1')
+      redis.call('ZADD', p .. ':rec', now, id)
+      redis.call('ZREM', p .. ':live', id)
+    end
+    i = i + 6
   elseif op == 'T' then
-    if redis.call('EXISTS', s(id)) == 1 then
+    local held = redis.call('HGET', s(id), 'claim')
+    if not held then
+      ok[id] = false
+    elseif held ~= ARGV[i + 2] then
+      fence(id)
+    else
+      ok[id] = true
       redis.call('HSET', s(id), 'saved', now)
       if redis.call('HGET', s(id), 'expired') == '0' then live(id) end
     end
-    i = i + 2
+    i = i + 3
   elseif op == 'S' then
-    if redis.call('EXISTS', s(id)) == 1 then
+    if ok[id] then
       redis.call('HSET', s(id), 'state', ARGV[i + 2], 'saved', now, 'expired', '0')
       live(id)
     end
     i = i + 3
   elseif op == 'P' then
-    if redis.call('EXISTS', s(id)) == 1 then
-      redis.call('HSET', m(id), ARGV[i + 2], ARGV[i + 3])
-    end
+    if ok[id] then redis.call('HSET', m(id), ARGV[i + 2], ARGV[i + 3]) end
     i = i + 4
   elseif op == 'D' then
-    redis.call('HDEL', m(id), ARGV[i + 2])
+    if ok[id] then redis.call('HDEL', m(id), ARGV[i + 2]) end
     i = i + 3
   elseif op == 'C' then
-    redis.call('DEL', m(id))
+    if ok[id] then redis.call('DEL', m(id)) end
     i = i + 2
   elseif op == 'R' then
     redis.call('DEL', s(id), m(id))
     redis.call('ZREM', p .. ':live', id)
     redis.call('ZREM', p .. ':rec', id)
+    ok[id] = false
     i = i + 2
   elseif op == 'A' then
     for _, set in ipairs({':live', ':rec'}) do
       for _, each in ipairs(redis.call('ZRANGE', p .. set, 0, -1)) do
         redis.call('DEL', s(each), m(each))
+        ok[each] = false
       end
       redis.call('DEL', p .. set)
     end
@@ -82,6 +103,15 @@ while i <= #ARGV do
     return redis.error_reply('unknown op ' .. tostring(op))
   end
 end
+return fenced
+"#;
+
+/// Claim a session: `KEYS[1]` its hash; `ARGV[1]` the claim. Returns 0 if
+/// there is no such session, else 1 (the caller then reads it: nothing
+/// can change it in between but the claim's holder).
+const CLAIM: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'claim', ARGV[1])
 return 1
 "#;
 
@@ -104,6 +134,7 @@ pub struct RedisSessions {
     connection: Mutex<Option<Connection>>,
     durability: Durability,
     script: Script,
+    claim_script: Script,
 }
 
 impl std::fmt::Debug for RedisSessions {
@@ -200,6 +231,7 @@ impl RedisSessions {
             connection: Mutex::new(Some(connection)),
             durability,
             script: Script::new(APPLY),
+            claim_script: Script::new(CLAIM),
         })
     }
 
@@ -229,12 +261,19 @@ impl RedisSessions {
         &self,
         connection: &mut Connection,
         args: Vec<Vec<u8>>,
-    ) -> Result<(), SessionStoreError> {
+    ) -> Result<Vec<SessionId>, SessionStoreError> {
         let mut invocation = self.script.prepare_invoke();
         for arg in args {
             invocation.arg(arg);
         }
-        let _: i64 = invocation.invoke(connection).map_err(failed)?;
+        let fenced: Vec<String> = invocation.invoke(connection).map_err(failed)?;
+        self.wait_durable(connection)?;
+        Ok(fenced.iter().filter_map(|id| unhex(id)).collect())
+    }
+
+    /// Return once the last write is fsynced (WAITAOF on 7.2+; with
+    /// `appendfsync always` it already was).
+    fn wait_durable(&self, connection: &mut Connection) -> Result<(), SessionStoreError> {
         if self.durability == Durability::WaitAof {
             let acks: Vec<i64> = redis::cmd("WAITAOF")
                 .arg(1)
@@ -267,10 +306,16 @@ fn subject_args(args: &mut Vec<Vec<u8>>, subject: Option<&String>) {
 
 fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
     let id = |session: &SessionId| hex(session).into_bytes();
+    let token = |claim: &Claim| claim.0.to_string().into_bytes();
     match change {
-        Change::Open { session, subject } => {
+        Change::Open {
+            session,
+            subject,
+            claim,
+        } => {
             args.push(b"O".to_vec());
             args.push(id(session));
+            args.push(token(claim));
             let fresh = StoredSession {
                 session: *session,
                 welcomed: false,
@@ -280,9 +325,14 @@ fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
             args.push(fresh.encode());
             subject_args(args, subject.as_ref());
         }
-        Change::Ops { session, ops } => {
+        Change::Ops {
+            session,
+            claim,
+            ops,
+        } => {
             args.push(b"T".to_vec());
             args.push(id(session));
+            args.push(token(claim));
             for op in ops {
                 match op {
                     PersistOp::Session(state) => {
@@ -312,9 +362,11 @@ fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
             session,
             state,
             subject,
+            claim,
         } => {
             args.push(b"E".to_vec());
             args.push(id(session));
+            args.push(token(claim));
             args.push(state.encode());
             subject_args(args, subject.as_ref());
         }
@@ -370,6 +422,7 @@ impl SessionStore for RedisSessions {
             return Ok(None);
         };
         let expired = field(&meta, "expired") == Some(b"1");
+        let claim = Claim(number(field(&meta, "claim")).unwrap_or(0));
         let subject = field(&meta, "subject").map(|b| String::from_utf8_lossy(b).into_owned());
         let mut saved = SavedSession {
             state,
@@ -377,6 +430,7 @@ impl SessionStore for RedisSessions {
             saved_wall_ms,
             expired,
             messages: Vec::new(),
+            claim,
         };
         if !expired {
             for (_, value) in messages {
@@ -392,7 +446,32 @@ impl SessionStore for RedisSessions {
         Ok(Some(saved))
     }
 
-    fn commit(&self, now_wall_ms: u64, changes: &[Change]) -> Result<(), SessionStoreError> {
+    fn claim(
+        &self,
+        session: &SessionId,
+        claim: Claim,
+    ) -> Result<Option<SavedSession>, SessionStoreError> {
+        let claimed: i64 = self.with(|connection| {
+            let claimed = self
+                .claim_script
+                .key(self.key("s", session))
+                .arg(claim.0)
+                .invoke(connection)
+                .map_err(failed)?;
+            self.wait_durable(connection)?;
+            Ok(claimed)
+        })?;
+        if claimed == 0 {
+            return Ok(None);
+        }
+        self.load(session)
+    }
+
+    fn commit(
+        &self,
+        now_wall_ms: u64,
+        changes: &[Change],
+    ) -> Result<Vec<SessionId>, SessionStoreError> {
         let mut args = vec![
             self.prefix.as_bytes().to_vec(),
             now_wall_ms.to_string().into_bytes(),
@@ -437,6 +516,7 @@ impl SessionStore for RedisSessions {
                     session: id,
                     state: saved.state,
                     subject: saved.subject,
+                    claim: saved.claim,
                 });
                 swept.expired += 1;
             }

@@ -1,0 +1,252 @@
+//! Two server nodes on one Redis behind a TCP front that the tests switch
+//! between them, as a load balancer would. A client that lands on the
+//! other node resumes its session there (the node claims it); the node
+//! that had it is fenced: its writes for the session are refused and it
+//! lets the session go. Counted at the client by message id.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use steadfast::{BackoffConfig, Client, ClientEvent, Delivery, Payload};
+use steadfast_core::Rng;
+use steadfast_server::{RedisSessions, Server, ServerHandle};
+use steadfast_testkit::{eventually, Front, RedisServer};
+use steadfast_tests::ServerProcess;
+
+const SERVER: &str = env!("CARGO_BIN_EXE_steadfast-test-server");
+const WAIT: Duration = Duration::from_secs(30);
+
+fn fast() -> BackoffConfig {
+    BackoffConfig {
+        initial_ms: 5,
+        max_ms: 50,
+        fast_retry_ms: 5,
+        healthy_after_ms: 200,
+        connect_timeout_ms: 5_000,
+        ..BackoffConfig::default()
+    }
+}
+
+fn text(payload: &Payload) -> String {
+    match payload {
+        Payload::Text(text) => text.clone(),
+        Payload::Binary(_) => panic!("unexpected binary message"),
+    }
+}
+
+/// A node in this process on `redis`: the echo handler, sessions in Redis.
+async fn node(redis: &RedisServer) -> (std::net::SocketAddr, ServerHandle) {
+    let store = RedisSessions::open(&redis.url(), "cluster").expect("open the store");
+    let server = Server::builder()
+        .session_store(store)
+        .bind("127.0.0.1:0".parse().expect("an address"))
+        .await
+        .expect("bind loopback");
+    let (addr, handle) = (server.local_addr(), server.handle());
+    tokio::spawn(server.run(std::future::pending()));
+    (addr, handle)
+}
+
+/// Send `texts` and read their echoes, in order, once each.
+async fn round(client: &Client, texts: &[String]) {
+    let mut receipts = Vec::new();
+    for text in texts {
+        receipts.push(client.send(text.clone()).await.expect("queued"));
+    }
+    for receipt in receipts {
+        let delivery = tokio::time::timeout(WAIT, receipt)
+            .await
+            .expect("an ACK in time");
+        assert_eq!(delivery, Ok(Delivery::Acked));
+    }
+    let mut echoes = Vec::new();
+    while echoes.len() < texts.len() {
+        match tokio::time::timeout(WAIT, client.next_event()).await {
+            Ok(Some(ClientEvent::Message(message))) => echoes.push(text(&message)),
+            Ok(Some(ClientEvent::ResyncRequired)) => panic!("resync: the session was lost"),
+            Ok(Some(ClientEvent::Skipped(n))) => panic!("{n} echoes skipped"),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the client ended"),
+            Err(_) => panic!("no echo in {WAIT:?} after {echoes:?}"),
+        }
+    }
+    assert_eq!(echoes, texts, "every echo once, in order");
+}
+
+fn texts(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_session_was_claimed_elsewhere_is_fenced_and_lets_it_go() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (a, node_a) = node(&redis).await;
+    let (b, node_b) = node(&redis).await;
+    let front = Front::start(a).await;
+    let client = Client::builder(front.url())
+        .backoff(fast())
+        .seed(7)
+        .connect()
+        .await
+        .expect("valid options");
+    round(&client, &texts("a", 100)).await;
+    let on_a = node_a.peers();
+    assert_eq!(on_a.len(), 1, "the session on node A");
+
+    // The load balancer moves the client to node B, which claims the session.
+    front.switch(b);
+    front.cut();
+    round(&client, &texts("b", 100)).await;
+    assert_eq!(
+        node_b.metrics().get("store_claims"),
+        Some(1),
+        "B claimed it"
+    );
+    assert_eq!(client.stats().engine.resyncs, 0, "resumed, not resynced");
+
+    // Node A still holds its copy (detached): its application sends on it.
+    // The write is refused (another claim holds the session), A lets it go,
+    // and the message never reaches the client.
+    node_a
+        .send(on_a[0], Payload::Text("from the old node".into()))
+        .expect("queued on A's copy");
+    eventually("A is fenced", WAIT, || {
+        node_a.metrics().get("store_fenced") == Some(1)
+    })
+    .await;
+    eventually("A lets the session go", WAIT, || node_a.peers().is_empty()).await;
+    round(&client, &texts("c", 10)).await;
+    assert_eq!(node_b.peers().len(), 1, "B keeps it");
+}
+
+/// What happens to the node holding the session.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// SIGKILL.
+    Kill,
+    /// SIGSTOP, and SIGCONT once the client is on the other node.
+    Pause,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_killed_mid_stream_the_client_resumes_on_the_other_node() {
+    stream_across_nodes(Fault::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_paused_mid_stream_is_fenced_when_it_wakes() {
+    stream_across_nodes(Fault::Pause).await;
+}
+
+async fn stream_across_nodes(fault: Fault) {
+    const N: usize = 3_000;
+    let seed: u64 = std::env::var("STEADFAST_CLUSTER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(25);
+    let at = N / 5 + Rng::new(seed).up_to(N as u64 / 2) as usize;
+    eprintln!("cluster seed {seed}: {fault:?} the owner after {at} echoes");
+    let redis = RedisServer::start().expect("redis-server");
+    let store = vec!["--redis".to_owned(), redis.url()];
+    let (a, b) = tokio::task::spawn_blocking(move || {
+        (
+            ServerProcess::start(SERVER, "127.0.0.1:0", &store),
+            ServerProcess::start(SERVER, "127.0.0.1:0", &store),
+        )
+    })
+    .await
+    .expect("both started");
+    let front = Arc::new(Front::start(a.addr()).await);
+    let b_addr = b.addr();
+    let a = Arc::new(Mutex::new(a));
+    let client = Client::builder(front.url())
+        .backoff(fast())
+        .seed(seed)
+        .connect()
+        .await
+        .expect("valid options");
+    let echoed = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (client, a, front, echoed) = (client.clone(), a.clone(), front.clone(), echoed.clone());
+        tokio::spawn(async move {
+            let mut echoes = Vec::with_capacity(N);
+            let mut paused = false;
+            while echoes.len() < N {
+                match tokio::time::timeout(WAIT, client.next_event()).await {
+                    Ok(Some(ClientEvent::Message(message))) => {
+                        let text = text(&message);
+                        let i: usize = text[1..].parse().expect("c<number>");
+                        echoes.push(i);
+                        echoed.store(echoes.len(), Ordering::SeqCst);
+                    }
+                    Ok(Some(ClientEvent::ResyncRequired)) => panic!("resync: the session was lost"),
+                    Ok(Some(ClientEvent::Skipped(n))) => panic!("{n} echoes skipped"),
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("the client ended after {}", echoes.len()),
+                    Err(_) => panic!("no echo in {WAIT:?} after {}", echoes.len()),
+                }
+                if echoes.len() == at {
+                    let mut owner = a.lock().expect("not poisoned");
+                    match fault {
+                        Fault::Kill => owner.kill(),
+                        Fault::Pause => {
+                            owner.signal("STOP");
+                            paused = true;
+                        }
+                    }
+                    drop(owner);
+                    front.switch(b_addr);
+                    front.cut();
+                }
+                if paused && echoes.len() == at + 200 {
+                    // The client is on B: wake A up.
+                    a.lock().expect("not poisoned").signal("CONT");
+                    paused = false;
+                }
+            }
+            echoes
+        })
+    };
+    let mut receipts = Vec::with_capacity(N);
+    for i in 0..N {
+        receipts.push(client.send(format!("c{i}")).await.expect("queued"));
+        if i % 10 == 9 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    for (i, receipt) in receipts.into_iter().enumerate() {
+        let delivery = tokio::time::timeout(WAIT, receipt)
+            .await
+            .unwrap_or_else(|_| panic!("no ACK for c{i}"));
+        assert_eq!(delivery, Ok(Delivery::Acked), "c{i}");
+    }
+    let echoes = tokio::time::timeout(WAIT, reader)
+        .await
+        .expect("every echo in time")
+        .expect("the reader ran");
+    let first_difference = echoes.iter().enumerate().position(|(i, e)| *e != i);
+    let stats = client.stats().engine;
+    assert!(
+        echoes.len() == N && first_difference.is_none(),
+        "{} echoes, first out of place at {first_difference:?} (seed {seed}); {} resumes, {} \
+         resyncs",
+        echoes.len(),
+        stats.resumes,
+        stats.resyncs
+    );
+    assert_eq!(stats.resyncs, 0);
+    eprintln!(
+        "cluster ({fault:?}): {N} acknowledged, {N} echoes once each in order; {} resumes, {} \
+         resends",
+        stats.resumes, stats.resends
+    );
+    if let Fault::Pause = fault {
+        let owner = a.lock().expect("not poisoned");
+        eprintln!(
+            "cluster (Pause): the woken node had {:?} sessions fenced",
+            owner.metric("store_fenced")
+        );
+    }
+    let _ = client.close(1000, "done").await;
+}
