@@ -250,3 +250,51 @@ async fn stream_across_nodes(fault: Fault) {
     }
     let _ = client.close(1000, "done").await;
 }
+
+/// Redis loses everything (`FLUSHALL`) mid-session: the node's next write
+/// for the session is refused, it lets the session go, and the client
+/// hears `ResyncRequired` at once; nothing is silent, and its messages
+/// from then on are delivered in the new session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_its_data_makes_the_client_resync_explicitly() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (addr, node) = node(&redis).await;
+    let client = Client::builder(format!("ws://{addr}"))
+        .backoff(fast())
+        .seed(9)
+        .connect()
+        .await
+        .expect("valid options");
+    round(&client, &texts("a", 50)).await;
+    let mut connection = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("connect to redis");
+    let _: () = redis::cmd("FLUSHALL")
+        .query(&mut connection)
+        .expect("flushall");
+    // The next message's commit is refused: the node lets the session go.
+    let receipt = client.send("b0").await.expect("queued");
+    let mut resynced = false;
+    let mut echoes = Vec::new();
+    while !(resynced && echoes.contains(&"b0".to_owned())) {
+        match tokio::time::timeout(WAIT, client.next_event()).await {
+            Ok(Some(ClientEvent::ResyncRequired)) => resynced = true,
+            Ok(Some(ClientEvent::Message(message))) => echoes.push(text(&message)),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the client ended"),
+            Err(_) => panic!("no resync in {WAIT:?} (echoes {echoes:?})"),
+        }
+    }
+    assert_eq!(
+        tokio::time::timeout(WAIT, receipt).await.ok(),
+        Some(Ok(Delivery::Acked))
+    );
+    assert_eq!(
+        node.metrics().get("store_fenced"),
+        Some(1),
+        "the write refused"
+    );
+    assert_eq!(client.stats().engine.resyncs, 1);
+    // The new session is stored: messages go on.
+    round(&client, &texts("c", 20)).await;
+}

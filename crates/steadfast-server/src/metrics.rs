@@ -73,7 +73,7 @@ counters! {
     store_changes: "counter", "Session changes committed to the session store.";
     store_commit_micros: "counter", "Microseconds spent committing to the session store (÷ store_commits: the mean commit).";
     store_errors: "counter", "Session store commits that failed (retried; no ACK until one succeeds).";
-    store_fenced: "counter", "Sessions let go because another node claimed them (their changes were refused).";
+    store_fenced: "counter", "Sessions let go because the store refused their changes (another node claimed them, or the store lost them).";
     store_claims: "counter", "Sessions claimed from the store (resumed after a restart or from another node).";
 }
 

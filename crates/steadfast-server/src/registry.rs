@@ -301,14 +301,19 @@ impl Shared {
         }
     }
 
-    /// Another node claimed these sessions (the store refused this node's
-    /// writes for them): drop them here without writing anything, and
-    /// close their connections (4909). Their waiting outputs never go out.
+    /// The store refused this node's writes for these sessions (another
+    /// node claimed them, or the store lost them): drop them here without
+    /// writing anything, and close their connections (4909). Their waiting
+    /// outputs never go out. A client whose session the store lost
+    /// reconnects to a session it does not know: an explicit resync.
     fn let_go(&self, sessions: &[SessionId]) {
         let mut registry = lock(&self.registry);
         for session in sessions {
             if let Some(peer) = registry.sessions.get(session).copied() {
-                tracing::warn!(?session, "claimed by another node: let go");
+                tracing::warn!(
+                    ?session,
+                    "the store refused its writes (claimed elsewhere, or lost): let go"
+                );
                 registry.remove_session(session, peer);
             }
         }

@@ -158,13 +158,15 @@ pub fn check(fresh: &mut dyn FnMut() -> Box<dyn SessionStore>) {
     assert_eq!(two.subject, None, "[two sessions] no subject");
     assert_eq!(store.count().ok(), Some(2), "[two sessions] len");
 
-    // Ops for a session never opened are ignored: nothing to resume.
-    commit(
+    // Ops for a session the store does not have (never opened, removed,
+    // lost) are refused and reported: the writer must let it go.
+    let fenced = commit(
         &*store,
         T0 + 7,
         vec![ops(9, vec![PersistOp::Put(message(1))])],
         "unopened",
     );
+    assert_eq!(fenced, vec![id(9)], "[unopened] reported");
     assert_eq!(load(&*store, 9, "unopened"), None, "[unopened] not created");
 
     // Expire: the record (seqs, subject) stays, the messages go; an op

@@ -136,8 +136,9 @@ fn apply(
             ops,
         } => {
             let Some(mut meta) = read_meta(sessions, session)? else {
-                // Never opened (or removed since): nothing to resume.
-                return Ok(None);
+                // Gone from the store (removed, or the store lost it): the
+                // writer must let it go, as when another node claims it.
+                return Ok(Some(*session));
             };
             if meta.claim != *claim {
                 return Ok(Some(*session));

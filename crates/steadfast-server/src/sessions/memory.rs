@@ -171,8 +171,11 @@ fn apply(
             claim,
             ops,
         } => {
-            // Never opened (or removed since): nothing to resume.
-            let held = sessions.get_mut(session)?;
+            // Gone from the store (removed, or the store lost it): the
+            // writer must let it go, as when another node claims it.
+            let Some(held) = sessions.get_mut(session) else {
+                return Some(*session);
+            };
             if held.meta.claim != *claim {
                 return Some(*session);
             }

@@ -165,8 +165,9 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
 
     /// Apply `changes` in order, as one unit, durable before this returns
     /// if the store is. `now_wall_ms` stamps what is written. Returns the
-    /// sessions whose changes were refused because another claim holds
-    /// them (fenced); every other change is applied.
+    /// sessions whose changes were refused (fenced) because another claim
+    /// holds them or the store no longer has them (removed, or lost with
+    /// the store's data); every other change is applied.
     fn commit(
         &self,
         now_wall_ms: u64,

@@ -14,8 +14,9 @@ use crate::registry::lock;
 /// the prefix P): `P:s:ID` a hash (`state`, `subject`, `saved`,
 /// `expired`), `P:m:ID` a hash seq → message, and two sorted sets by
 /// last write, `P:live` (sessions with their state) and `P:rec` (records
-/// of expired ones). A change to a session that has no `P:s:ID` (never
-/// opened, or removed) is ignored, as in every backend.
+/// of expired ones). A change to a session held under another claim, or
+/// that has no `P:s:ID` (removed, or lost: a FLUSHALL), is refused and
+/// the session reported, as in every backend.
 const APPLY: &str = r#"
 local p, now = ARGV[1], ARGV[2]
 local i = 3
@@ -59,9 +60,7 @@ while i <= #ARGV do
     i = i + 6
   elseif op == 'T' then
     local held = redis.call('HGET', s(id), 'claim')
-    if not held then
-      ok[id] = false
-    elseif held ~= ARGV[i + 2] then
+    if held ~= ARGV[i + 2] then
       fence(id)
     else
       ok[id] = true
