@@ -298,3 +298,69 @@ async fn a_redis_that_lost_its_data_makes_the_client_resync_explicitly() {
     // The new session is stored: messages go on.
     round(&client, &texts("c", 20)).await;
 }
+
+/// `GET path` on `addr`: the status line and the body.
+async fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or("").to_owned(),
+        body.to_owned(),
+    )
+}
+
+/// Redis down: `/healthz` says so (503), the node acknowledges nothing
+/// (the client keeps its message), and once Redis is back both recover by
+/// themselves: the message is acknowledged and echoed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_holds_acks_and_fails_healthz_until_it_is_back() {
+    let mut redis = RedisServer::start().expect("redis-server");
+    let (addr, _node) = node(&redis).await;
+    assert!(get(addr, "/healthz").await.0.contains("200"));
+    let client = Client::builder(format!("ws://{addr}"))
+        .backoff(fast())
+        .seed(11)
+        .connect()
+        .await
+        .expect("valid options");
+    round(&client, &texts("a", 20)).await;
+    redis.kill();
+    let (status, body) = get(addr, "/healthz").await;
+    assert!(status.contains("503"), "{status}: {body}");
+    assert!(body.contains("session store unavailable"), "{body}");
+    let receipt = client.send("during the outage").await.expect("queued");
+    let mut receipt = Box::pin(std::future::IntoFuture::into_future(receipt));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut receipt)
+            .await
+            .is_err(),
+        "acknowledged while nothing could store it"
+    );
+    assert_eq!(client.stats().queued, 1, "the client keeps it");
+    redis.restart().expect("redis-server restarts");
+    assert_eq!(
+        tokio::time::timeout(WAIT, receipt).await.ok(),
+        Some(Ok(Delivery::Acked))
+    );
+    let mut echoes = Vec::new();
+    while echoes.is_empty() {
+        match tokio::time::timeout(WAIT, client.next_event()).await {
+            Ok(Some(ClientEvent::Message(message))) => echoes.push(text(&message)),
+            Ok(Some(ClientEvent::ResyncRequired)) => panic!("resync"),
+            Ok(Some(_)) => {}
+            other => panic!("no echo: {other:?}"),
+        }
+    }
+    assert_eq!(echoes, vec!["during the outage".to_owned()]);
+    let (status, _) = get(addr, "/healthz").await;
+    assert!(status.contains("200"), "{status}");
+    round(&client, &texts("b", 20)).await;
+}

@@ -99,7 +99,14 @@ async fn serve<S>(
     if !head.is_websocket() {
         shared.metrics.inc(&shared.metrics.http_requests);
         let (status, kind, body) = match (head.method.as_str(), head.path.as_str()) {
-            ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_owned()),
+            ("GET", "/healthz") => match shared.store_health().await {
+                Ok(()) => ("200 OK", "text/plain", "ok\n".to_owned()),
+                Err(error) => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    format!("session store unavailable: {error}\n"),
+                ),
+            },
             ("GET", "/metrics") => (
                 "200 OK",
                 "text/plain; version=0.0.4",

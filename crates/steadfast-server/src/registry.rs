@@ -319,6 +319,22 @@ impl Shared {
         }
     }
 
+    /// Whether the session store answers (a cheap read, within 2 s) and
+    /// its last commit, if any, succeeded.
+    pub(crate) async fn store_health(self: &Arc<Self>) -> Result<(), String> {
+        if let Some(error) = self.committer.as_ref().and_then(|c| c.failing()) {
+            return Err(error);
+        }
+        let shared = self.clone();
+        let probe = tokio::task::spawn_blocking(move || shared.store.count());
+        match tokio::time::timeout(Duration::from_secs(2), probe).await {
+            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Ok(Err(error))) => Err(error.to_string()),
+            Ok(Err(_)) => Err("the probe failed".into()),
+            Err(_) => Err("no answer within 2 s".into()),
+        }
+    }
+
     /// Number the next WebSocket upgrade.
     pub(crate) fn next_upgrade(&self) -> u64 {
         self.upgrades.fetch_add(1, Ordering::Relaxed)

@@ -37,6 +37,8 @@ struct Inner {
     queue: Mutex<Queue>,
     ready: Condvar,
     stop: AtomicBool,
+    /// Why the last commit failed, until one succeeds.
+    failing: Mutex<Option<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -99,6 +101,7 @@ impl Committer {
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
             stop: AtomicBool::new(false),
+            failing: Mutex::new(None),
         });
         let (tx, committed) = watch::channel(0);
         let thread = inner.clone();
@@ -131,6 +134,11 @@ impl Committer {
             inner: &self.inner,
             start,
         }
+    }
+
+    /// Why commits are failing (and being retried), if they are.
+    pub(crate) fn failing(&self) -> Option<String> {
+        lock(&self.inner.failing).clone()
     }
 
     /// The ticket of the last change pushed.
@@ -195,6 +203,7 @@ fn run(
             let started = Instant::now();
             match store.commit(crate::registry::wall_ms(), &changes) {
                 Ok(fenced) => {
+                    *lock(&inner.failing) = None;
                     if !fenced.is_empty() {
                         metrics.add(&metrics.store_fenced, fenced.len() as u64);
                         on_fenced(fenced);
@@ -206,6 +215,7 @@ fn run(
                     break;
                 }
                 Err(error) => {
+                    *lock(&inner.failing) = Some(error.to_string());
                     metrics.inc(&metrics.store_errors);
                     tracing::warn!(store = store.name(), %error, "commit failed; no ACK until it succeeds");
                     if inner.stop.load(Ordering::SeqCst) {
