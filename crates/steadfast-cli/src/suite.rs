@@ -118,6 +118,53 @@ async fn spawn_server(args: &[&str]) -> Result<ServerProcess, String> {
     Ok(ServerProcess { url, _child: child })
 }
 
+/// A redis-server child for the session-store rows; killed on drop.
+struct RedisChild {
+    url: String,
+    _child: Child,
+}
+
+impl RedisChild {
+    async fn start(dir: &std::path::Path) -> Result<RedisChild, String> {
+        let binary = std::env::var("STEADFAST_REDIS_SERVER")
+            .unwrap_or_else(|_| "/usr/bin/redis-server".to_owned());
+        if !std::path::Path::new(&binary).exists() {
+            return Err(format!("{binary} is not installed"));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free port: {e}"))?
+            .port();
+        let child = Command::new(&binary)
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--dir"])
+            .arg(dir)
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start {binary}: {e}"))?;
+        let addr = format!("127.0.0.1:{port}");
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                return Ok(RedisChild {
+                    url: format!("redis://{addr}/0"),
+                    _child: child,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Err(format!("{binary} did not listen on {addr} in 5 s"))
+    }
+}
+
 /// The `/metrics` text of the server at `url` (same host and port).
 async fn server_metrics(url: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -281,11 +328,40 @@ pub(crate) async fn run(
         &data_arg,
     ])
     .await?;
-    let stores = [
+    // Redis too, if there is a redis-server to start (`cargo xtask setup`
+    // installs Debian's): AOF on, fsynced on every write, as the store
+    // requires on Redis 7.0.
+    let redis = match RedisChild::start(&data_dir.join("redis")).await {
+        Ok(redis) => Some(redis),
+        Err(why) => {
+            println!("\n(no Redis row: {why})");
+            None
+        }
+    };
+    let on_redis = match &redis {
+        Some(redis) => Some(
+            spawn_server(&[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--exit-on-stdin-eof",
+                "--redis",
+                &redis.url,
+            ])
+            .await?,
+        ),
+        None => None,
+    };
+    let mut stores = vec![
         ("memory", steadfast.url.as_str()),
         ("embedded", embedded.url.as_str()),
     ];
-    println!("\nreliable echo by the server's session store (redb: every commit fsynced)");
+    if let Some(server) = &on_redis {
+        stores.push(("redis", server.url.as_str()));
+    }
+    println!(
+        "\nreliable echo by the server's session store (every commit fsynced; ratio to memory)"
+    );
     let mut rows = Vec::new();
     for size in [64usize, 1024] {
         let count = count_for(scale, size);
@@ -296,12 +372,11 @@ pub(crate) async fn run(
             }
         }
         let medians: Vec<f64> = rates.iter_mut().map(|r| median(r)).collect();
-        println!(
-            "  pipelined {size:>5} B x {count:<6} memory {:>9.0}  embedded {:>9.0} ({:.2} of memory)",
-            medians[0],
-            medians[1],
-            medians[1] / medians[0]
-        );
+        let mut line = format!("  pipelined {size:>5} B x {count:<6}");
+        for ((store, _), rate) in stores.iter().zip(&medians) {
+            line += &format!("  {store} {rate:>9.0} ({:.2})", rate / medians[0]);
+        }
+        println!("{line}");
         for ((store, _), (median, runs)) in stores.iter().zip(medians.iter().zip(&rates)) {
             rows.push(json!({
                 "store": store, "case": "pipelined", "size": size, "messages": count,
@@ -326,7 +401,10 @@ pub(crate) async fn run(
             "p50_us": p50, "p99_us": p99,
         }));
     }
-    if let Some(metrics) = server_metrics(&embedded.url).await {
+    for (store, url) in stores.iter().skip_while(|(store, _)| *store == "memory") {
+        let Some(metrics) = server_metrics(url).await else {
+            continue;
+        };
         let get = |name: &str| {
             metrics
                 .lines()
@@ -343,16 +421,18 @@ pub(crate) async fn run(
             get("store_commit_micros"),
         );
         println!(
-            "  embedded store: {commits:.0} commits, {:.1} changes each, {:.0} µs each (mean)",
+            "  {store} store: {commits:.0} commits, {:.1} changes each, {:.0} µs each (mean)",
             changes / commits,
             micros / commits
         );
         rows.push(json!({
-            "store": "embedded", "case": "commits", "commits": commits,
+            "store": store, "case": "commits", "commits": commits,
             "changes_per_commit": changes / commits, "commit_us": micros / commits,
         }));
     }
     drop(embedded);
+    drop(on_redis);
+    drop(redis);
     let _ = std::fs::remove_dir_all(&data_dir);
     report.insert("session_stores".into(), Value::Array(rows));
 
