@@ -24,6 +24,7 @@
 #![allow(clippy::print_stdout)]
 
 mod bench;
+mod front;
 mod fuzz;
 mod pkg;
 mod process;
@@ -459,6 +460,7 @@ fn demo(root: &Path) -> Result<(), String> {
         return Err("the exactly-once demo failed".into());
     }
     crash_demo(root)?;
+    cluster_demo(root)?;
     react_demo(root)
 }
 
@@ -495,6 +497,91 @@ fn crash_demo(root: &Path) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&data);
     if !status.success() {
         return Err("the server-crash demo failed".into());
+    }
+    Ok(())
+}
+
+/// Part two and three quarters: two nodes sharing their sessions in Redis
+/// behind a TCP front (a load balancer); the node the client is on is
+/// killed with SIGKILL mid-stream, the front sends it to the other node,
+/// which resumes the session. Without a redis-server, says so and skips.
+fn cluster_demo(root: &Path) -> Result<(), String> {
+    let binary = Path::new(setup::REDIS_SERVER);
+    if !binary.exists() {
+        println!(
+            "\ndemo: no {} here (`cargo xtask setup` installs it as root): \
+             skipping the two-node part",
+            binary.display()
+        );
+        return Ok(());
+    }
+    let dir = target_dir(root).join("demo-redis");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port: {e}"))?
+        .port();
+    let mut redis = Command::new(binary)
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--dir"])
+        .arg(&dir)
+        .args([
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    let result = two_nodes(root, &format!("redis://127.0.0.1:{port}/0"));
+    let _ = redis.kill();
+    let _ = redis.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn two_nodes(root: &Path, redis: &str) -> Result<(), String> {
+    // redis-server takes a moment to listen.
+    let addr = redis.trim_start_matches("redis://").trim_end_matches("/0");
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("redis-server did not listen on {addr}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let flags = ["--redis", redis];
+    let a = ServerGuard::start_named(root, "node-a", 0, &flags)?;
+    let b = ServerGuard::start_named(root, "node-b", 0, &flags)?;
+    let node = |guard: &ServerGuard| -> Result<std::net::SocketAddr, String> {
+        let port = guard.port().ok_or("a node printed no port")?;
+        Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    };
+    let front = front::Front::start(node(&a)?)?;
+    println!(
+        "\ndemo: two nodes ({} and {}) sharing sessions in {redis}, behind a front at {}",
+        a.url(),
+        b.url(),
+        front.url()
+    );
+    let demo = target_dir(root).join("debug/examples/exactly_once");
+    let mut client = Command::new(&demo)
+        .args([front.url().as_str(), "3000", "2"])
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", demo.display()))?;
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    front.switch(node(&b)?);
+    a.kill9();
+    println!("demo: node A killed with SIGKILL mid-stream; the front now sends clients to node B");
+    let status = client
+        .wait()
+        .map_err(|e| format!("the client did not finish: {e}"))?;
+    println!("demo: node B {}", b.stop());
+    if !status.success() {
+        return Err("the two-node demo failed".into());
     }
     Ok(())
 }

@@ -103,8 +103,19 @@ impl ServerGuard {
         port: u16,
         flags: &[&str],
     ) -> Result<ServerGuard, String> {
+        ServerGuard::start_named(root, "echo-server", port, flags)
+    }
+
+    /// [`ServerGuard::start_with`] under its own pid file (`name`), so
+    /// several run at once.
+    pub(crate) fn start_named(
+        root: &Path,
+        name: &str,
+        port: u16,
+        flags: &[&str],
+    ) -> Result<ServerGuard, String> {
         let target = crate::target_dir(root);
-        let pid_file = target.join("xtask-echo-server.pid");
+        let pid_file = target.join(format!("xtask-{name}.pid"));
         clear_stale(&pid_file);
         let binary = target.join("debug/steadfast-server");
         let mut child = Command::new(&binary)
@@ -114,7 +125,7 @@ impl ServerGuard {
                 "--exit-on-stdin-eof",
             ])
             // Sessions in memory unless the caller chooses.
-            .args(if flags.contains(&"--sessions") {
+            .args(if flags.contains(&"--sessions") || flags.contains(&"--redis") {
                 &[][..]
             } else {
                 &["--sessions", "memory"][..]

@@ -59,9 +59,10 @@ pub struct ServeArgs {
     /// Where sessions are kept: `embedded`, a crash-safe file in
     /// --data-dir (a server restarted after a crash, even kill -9, resumes
     /// every session: nothing acknowledged is lost, nothing duplicated);
-    /// `memory`, lost with the process (clients then resynchronise).
-    #[arg(long, value_enum, default_value_t = SessionsKind::Embedded, help_heading = SESSIONS)]
-    pub sessions: SessionsKind,
+    /// `memory`, lost with the process (clients then resynchronise);
+    /// `redis`, in --redis. Default: `redis` with --redis, else `embedded`.
+    #[arg(long, value_enum, help_heading = SESSIONS)]
+    pub sessions: Option<SessionsKind>,
     /// The embedded session store's directory (created if missing; one
     /// server at a time).
     #[arg(long, value_name = "DIR", default_value = "steadfast-data", help_heading = SESSIONS)]
@@ -365,8 +366,21 @@ pub async fn serve(name: &str, args: ServeArgs) -> ExitCode {
     }
     let builder = Server::builder().config(config);
     let sessions = match (&args.redis, args.sessions) {
-        (Some(_), SessionsKind::Embedded) => SessionsKind::Redis,
-        (_, kind) => kind,
+        (Some(_), None | Some(SessionsKind::Redis)) => SessionsKind::Redis,
+        (None, None) => SessionsKind::Embedded,
+        (None, Some(kind)) => kind,
+        (Some(_), Some(kind)) => {
+            eprintln!(
+                "{name}: [ERR_INVALID_CONFIG] --redis keeps sessions in Redis; it cannot be \
+                 combined with --sessions {}",
+                if kind == SessionsKind::Memory {
+                    "memory"
+                } else {
+                    "embedded"
+                }
+            );
+            return ExitCode::from(2);
+        }
     };
     let builder = match sessions {
         SessionsKind::Memory => builder,

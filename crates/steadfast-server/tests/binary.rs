@@ -185,3 +185,23 @@ fn the_default_store_is_a_data_dir_that_one_server_holds_at_a_time() {
     drop(first);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn redis_and_another_session_store_at_once_are_refused() {
+    let output = Command::new(env!("CARGO_BIN_EXE_steadfast-server"))
+        .args(["--listen", "127.0.0.1:0", "--sessions", "memory"])
+        .args(["--redis", "redis://127.0.0.1:1/0"])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("[ERR_INVALID_CONFIG]"), "{stderr}");
+    // Redis alone is tried (and here not reachable: exit 1, a store error).
+    let output = Command::new(env!("CARGO_BIN_EXE_steadfast-server"))
+        .args(["--listen", "127.0.0.1:0", "--redis", "redis://127.0.0.1:1/0"])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("[ERR_SESSION_STORE]"), "{stderr}");
+}
