@@ -230,6 +230,21 @@ fn session_stores_table(md: &mut String, rows: &Value) {
             md,
         );
     }
+    let _ = writeln!(
+        md,
+        "\nWhat limits the durable stores: every commit is one fsync, and a \
+         connection's echoes and ACKs wait for the commit that covers them \
+         (outputs are held in order while the connection goes on reading, \
+         so the next commit carries what arrived meanwhile: holding them \
+         instead of awaiting each commit took embedded from 0.16 to about \
+         0.4 of memory). One committer thread writes for every connection, \
+         one commit at a time; per message the store sees its echo's Put, \
+         its Delete once acknowledged, and a share of the delivered marks. \
+         Redis pays more per commit: the Lua script checks each session's \
+         claim and the AOF is fsynced before the reply. Not yet tried: a \
+         second commit in flight while the first fsyncs, and a Redis script \
+         that checks each session once per batch."
+    );
     for commits in rows.iter().filter(|row| row["case"] == "commits") {
         let _ = writeln!(
             md,
@@ -422,12 +437,15 @@ fn native_section(md: &mut String, native: &Value) {
          server's connection task and handler, and back); with both \
          processes' worker threads on two cores, the wake-ups between them \
          cost about a tenth of the CPU in the scheduler. Raw \
-         tokio-tungstenite is one task writing into one buffer. This round \
-         cut latency, not throughput: a read burst is acknowledged when it \
-         ends, so `await send()` went from the 50 ms ACK delay to one round \
-         trip (the table below), and ACKs cover only what the application \
-         took; an A/B in one run against `--ack-delay-only` showed no \
-         throughput change beyond run-to-run spread. Cut the round before, \
+         tokio-tungstenite is one task writing into one buffer. The figures \
+         here are the server with its sessions in memory; this round added \
+         the durable session stores (the table further down) and left the \
+         memory path as it was. The round before cut latency, not \
+         throughput: a read burst is acknowledged when it ends, so `await \
+         send()` went from the 50 ms ACK delay to one round trip (the table \
+         below), and ACKs cover only what the application took; an A/B in \
+         one run against `--ack-delay-only` showed no throughput change \
+         beyond run-to-run spread. Cut two rounds before, \
          each measured at 64 B reliable: when an ACK was due at once \
          (after `ack.every` messages) the server's connection slept until \
          tokio's next 1 ms timer tick, and both processes sat idle a fifth \

@@ -125,11 +125,13 @@ impl ServerGuard {
                 "--exit-on-stdin-eof",
             ])
             // Sessions in memory unless the caller chooses.
-            .args(if flags.contains(&"--sessions") || flags.contains(&"--redis") {
-                &[][..]
-            } else {
-                &["--sessions", "memory"][..]
-            })
+            .args(
+                if flags.contains(&"--sessions") || flags.contains(&"--redis") {
+                    &[][..]
+                } else {
+                    &["--sessions", "memory"][..]
+                },
+            )
             .args(flags)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -198,7 +198,12 @@ fn redis_and_another_session_store_at_once_are_refused() {
     assert!(stderr.contains("[ERR_INVALID_CONFIG]"), "{stderr}");
     // Redis alone is tried (and here not reachable: exit 1, a store error).
     let output = Command::new(env!("CARGO_BIN_EXE_steadfast-server"))
-        .args(["--listen", "127.0.0.1:0", "--redis", "redis://127.0.0.1:1/0"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--redis",
+            "redis://127.0.0.1:1/0",
+        ])
         .output()
         .expect("run");
     assert_eq!(output.status.code(), Some(1));
