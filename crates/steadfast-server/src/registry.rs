@@ -309,12 +309,14 @@ impl Shared {
     fn let_go(&self, sessions: &[SessionId]) {
         let mut registry = lock(&self.registry);
         for session in sessions {
+            // Counted once: batches refused before it was let go are not.
             if let Some(peer) = registry.sessions.get(session).copied() {
                 tracing::warn!(
                     ?session,
                     "the store refused its writes (claimed elsewhere, or lost): let go"
                 );
                 registry.remove_session(session, peer);
+                self.metrics.inc(&self.metrics.store_fenced);
             }
         }
     }

@@ -181,7 +181,7 @@ fn run(
     on_fenced: &Fenced,
 ) {
     loop {
-        let (changes, ticket) = {
+        let (changes, ticket, made) = {
             let mut queue = lock(&inner.queue);
             while queue.committable() == 0 && !inner.stop.load(Ordering::SeqCst) {
                 queue = inner
@@ -195,8 +195,8 @@ fn run(
                 return;
             }
             let ticket = queue.last_ticket - (queue.changes.len() - count) as u64;
-            let changes: Vec<Change> = queue.changes.drain(..count).collect();
-            (changes, ticket)
+            let changes: Vec<Change> = super::coalesce(queue.changes.drain(..count).collect());
+            (changes, ticket, count)
         };
         let mut retry = RETRY_MIN;
         loop {
@@ -205,11 +205,11 @@ fn run(
                 Ok(fenced) => {
                     *lock(&inner.failing) = None;
                     if !fenced.is_empty() {
-                        metrics.add(&metrics.store_fenced, fenced.len() as u64);
                         on_fenced(fenced);
                     }
                     metrics.inc(&metrics.store_commits);
-                    metrics.add(&metrics.store_changes, changes.len() as u64);
+                    // As the sessions made them (coalesced, fewer are written).
+                    metrics.add(&metrics.store_changes, made as u64);
                     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                     metrics.add(&metrics.store_commit_micros, micros);
                     break;

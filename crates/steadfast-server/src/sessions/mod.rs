@@ -188,6 +188,58 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
     fn count(&self) -> Result<usize, SessionStoreError>;
 }
 
+/// Shorten a batch committed as one unit without changing what it leaves
+/// behind: each session's `Ops` changes become one (its ops in order, all
+/// but the last `Session` op dropped), up to any other change to that
+/// session (`Open`, `Expire`, `Remove`, `RemoveAll`), which keeps its
+/// place. Sessions are independent, so changes of different sessions may
+/// move past each other. A pipelining connection's batch of 70-odd changes
+/// becomes one: one claim check, one meta write.
+pub(crate) fn coalesce(changes: Vec<Change>) -> Vec<Change> {
+    let mut out: Vec<Change> = Vec::with_capacity(changes.len());
+    let mut open: std::collections::HashMap<(SessionId, Claim), usize> =
+        std::collections::HashMap::new();
+    for change in changes {
+        match change {
+            Change::Ops {
+                session,
+                claim,
+                ops,
+            } => match open.get(&(session, claim)) {
+                Some(&at) => {
+                    if let Some(Change::Ops { ops: merged, .. }) = out.get_mut(at) {
+                        merged.extend(ops);
+                    }
+                }
+                None => {
+                    open.insert((session, claim), out.len());
+                    out.push(Change::Ops {
+                        session,
+                        claim,
+                        ops,
+                    });
+                }
+            },
+            Change::RemoveAll => {
+                open.clear();
+                out.push(Change::RemoveAll);
+            }
+            Change::Open { session, .. }
+            | Change::Expire { session, .. }
+            | Change::Remove { session } => {
+                open.retain(|(s, _), _| *s != session);
+                out.push(change);
+            }
+        }
+    }
+    for change in &mut out {
+        if let Change::Ops { ops, .. } = change {
+            PersistOp::coalesce(ops);
+        }
+    }
+    out
+}
+
 /// The meta row of a session: `[version 1][flags][saved ms: 8][claim: 8]
 /// [subject length: 4, u32::MAX for none][subject][StoredSession]`.
 pub(crate) fn encode_meta(saved: &SavedSession) -> Vec<u8> {
@@ -306,6 +358,79 @@ mod tests {
         let second = EmbeddedSessions::open(&dir.0).expect_err("already open");
         assert_eq!(second.code(), "ERR_SESSION_STORE");
         assert!(second.to_string().contains("sessions.redb"), "{second}");
+    }
+
+    #[test]
+    fn a_batch_coalesces_per_session_and_commits_the_same_state() {
+        use steadfast_core::record::StoredMessage;
+        let id = |b: u8| SessionId([b; 16]);
+        let state = |b: u8, n: u64| StoredSession {
+            session: id(b),
+            welcomed: true,
+            inbound_delivered: n,
+            next_seq: n + 1,
+        };
+        let put = |seq: u64| {
+            PersistOp::Put(StoredMessage {
+                seq,
+                binary: true,
+                payload: vec![seq as u8],
+                enqueued_wall_ms: 1,
+                expires_wall_ms: 0,
+            })
+        };
+        let ops = |b: u8, ops: Vec<PersistOp>| Change::Ops {
+            session: id(b),
+            claim: Claim(1),
+            ops,
+        };
+        let open = |b: u8| Change::Open {
+            session: id(b),
+            subject: None,
+            claim: Claim(1),
+        };
+        let batch = vec![
+            open(1),
+            open(2),
+            ops(1, vec![put(1), PersistOp::Session(state(1, 1))]),
+            ops(2, vec![put(1)]),
+            ops(1, vec![put(2), PersistOp::Session(state(1, 2))]),
+            ops(1, vec![PersistOp::Delete { seq: 1 }]),
+            Change::Expire {
+                session: id(2),
+                state: state(2, 5),
+                subject: None,
+                claim: Claim(1),
+            },
+            ops(2, vec![put(9)]),
+            ops(1, vec![PersistOp::Session(state(1, 3))]),
+        ];
+        let short = coalesce(batch.clone());
+        assert_eq!(short.len(), 6, "{short:?}");
+        // Session 1: one Ops, its last Session op only, order kept.
+        assert_eq!(
+            short[2],
+            ops(
+                1,
+                vec![
+                    put(1),
+                    put(2),
+                    PersistOp::Delete { seq: 1 },
+                    PersistOp::Session(state(1, 3))
+                ]
+            )
+        );
+        // Session 2: merged up to its Expire, and a new Ops after it.
+        assert_eq!(short[3], ops(2, vec![put(1)]));
+        assert!(matches!(short[4], Change::Expire { .. }));
+        assert_eq!(short[5], ops(2, vec![put(9)]));
+        // Both leave the same store behind.
+        let (whole, merged) = (MemorySessions::new(), MemorySessions::new());
+        whole.commit(5, &batch).expect("memory commits");
+        merged.commit(5, &short).expect("memory commits");
+        for b in [1, 2] {
+            assert_eq!(whole.load(&id(b)).ok(), merged.load(&id(b)).ok());
+        }
     }
 
     #[test]
