@@ -244,3 +244,145 @@ async fn stream_through(
     let _ = client.close(1000, "done").await;
     drop(server);
 }
+
+/// The next JSON text the client receives (a resync fails the test).
+async fn next_json(client: &Client) -> serde_json::Value {
+    loop {
+        match tokio::time::timeout(WAIT, client.next_event()).await {
+            Ok(Some(ClientEvent::Message(Payload::Text(text)))) => {
+                return serde_json::from_str(&text).expect("JSON from the rooms handler")
+            }
+            Ok(Some(ClientEvent::ResyncRequired)) => panic!("resync: the session was lost"),
+            Ok(Some(_)) => {}
+            other => panic!("no message: {other:?}"),
+        }
+    }
+}
+
+/// Send `request` and return the next reply of `kind`, keeping the
+/// messages of other kinds that arrive first.
+async fn ask(client: &Client, request: serde_json::Value, kind: &str) -> serde_json::Value {
+    drop(client.send(request.to_string()).await.expect("queued"));
+    loop {
+        let reply = next_json(client).await;
+        if reply["type"] == kind {
+            return reply;
+        }
+    }
+}
+
+/// `steadfast serve --handler rooms` on its data dir, killed with SIGKILL
+/// and restarted: its sessions come back with their peer ids and rooms
+/// (restored at start, before their clients return), so a post to a room
+/// reaches every member once, and a direct message finds its peer by the
+/// id it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_and_peer_ids_survive_a_sigkill_on_the_data_dir() {
+    let dir = scratch(7_000);
+    let store = vec![
+        "--handler".to_owned(),
+        "rooms".to_owned(),
+        "--data-dir".to_owned(),
+        dir.display().to_string(),
+    ];
+    let first = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || Server::start("127.0.0.1:0", &store))
+            .await
+            .expect("started")
+    };
+    let url = first.0.url.clone();
+    let listen = url
+        .trim_start_matches("ws://")
+        .trim_end_matches('/')
+        .to_owned();
+    let connect = |seed: u64| {
+        Client::builder(&url)
+            .backoff(BackoffConfig {
+                initial_ms: 5,
+                max_ms: 50,
+                fast_retry_ms: 5,
+                healthy_after_ms: 200,
+                connect_timeout_ms: 5_000,
+                ..BackoffConfig::default()
+            })
+            .seed(seed)
+            .connect()
+    };
+    let (a, b, c) = (
+        connect(1).await.expect("a"),
+        connect(2).await.expect("b"),
+        connect(3).await.expect("c"),
+    );
+    let whoami = serde_json::json!({"type": "whoami"});
+    let a_id = ask(&a, whoami.clone(), "whoami").await["peer"].clone();
+    let b_id = ask(&b, whoami.clone(), "whoami").await["peer"].clone();
+    let join = serde_json::json!({"type": "join", "room": "r"});
+    ask(&a, join.clone(), "joined").await;
+    ask(&c, join.clone(), "joined").await;
+    assert_eq!(ask(&b, join, "joined").await["members"], 3);
+    // c goes away (its session stays, detached): only a server that
+    // restores every session at start still has it in the room.
+    let _ = c.close(1000, "away").await;
+
+    let mut server = first;
+    let restarted = tokio::task::spawn_blocking(move || {
+        server.kill();
+        Server::start(&listen, &store)
+    })
+    .await
+    .expect("restarted");
+
+    // b posts (the server may still be waiting for a to come back).
+    let post = serde_json::json!({"type": "room", "room": "r", "data": "after the kill"});
+    assert_eq!(
+        ask(&b, post, "sent").await["count"],
+        2,
+        "a and c are still members"
+    );
+    let got = next_json(&a).await;
+    assert_eq!(
+        (&got["type"], &got["from"], &got["room"], &got["data"]),
+        (
+            &serde_json::json!("message"),
+            &b_id,
+            &serde_json::json!("r"),
+            &serde_json::json!("after the kill")
+        ),
+        "{got}"
+    );
+    // A direct message by the id b had before the kill reaches b, once.
+    let direct = serde_json::json!({"type": "direct", "to": b_id, "data": "hi"});
+    assert_eq!(ask(&a, direct, "sent").await["count"], 1);
+    let got = next_json(&b).await;
+    assert_eq!(
+        (&got["from"], &got["data"]),
+        (&a_id, &serde_json::json!("hi")),
+        "{got}"
+    );
+    // Same ids; and nothing arrived twice: the next thing a gets is this.
+    assert_eq!(ask(&a, whoami.clone(), "whoami").await["peer"], a_id);
+    let next = {
+        drop(
+            b.send(serde_json::json!({"type": "whoami"}).to_string())
+                .await
+                .expect("queued"),
+        );
+        next_json(&b).await
+    };
+    assert_eq!(next["peer"], b_id, "{next}");
+    let check = serde_json::json!({"type": "direct", "to": a_id, "data": "last"});
+    ask(&b, check, "sent").await;
+    let last = next_json(&a).await;
+    assert_eq!(last["data"], "last", "the post arrived once: {last}");
+    // c comes back and finds the post sent while it was away.
+    c.reconnect();
+    let got = next_json(&c).await;
+    assert_eq!(
+        (&got["from"], &got["data"]),
+        (&b_id, &serde_json::json!("after the kill"))
+    );
+    let _ = (a.close(1000, "done").await, b.close(1000, "done").await);
+    drop(restarted);
+    let _ = std::fs::remove_dir_all(&dir);
+}

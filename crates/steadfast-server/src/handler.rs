@@ -10,9 +10,11 @@ use steadfast_core::{Payload, SessionId};
 use crate::ServerHandle;
 
 /// A peer as the application sees it: a reliable session (which keeps its
-/// id across reconnects until it expires) or one plain connection. Opaque
-/// and safe to show to other clients — unlike the session id, which is a
-/// resume credential and never leaves the server.
+/// id across reconnects until it expires, and with a durable session store
+/// across server restarts too) or one plain connection. Random (so ids do
+/// not repeat after a restart), below 2^53. Opaque and safe to show to
+/// other clients — unlike the session id, which is a resume credential
+/// and never leaves the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub(crate) u64);
 

@@ -236,6 +236,14 @@ impl Server {
     /// [`ServerConfig::shutdown_grace`] for the closing handshakes.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let shared = self.shared;
+        // A store this server owns alone: every session as before a restart.
+        let restoring = shared.clone();
+        let restored = tokio::task::spawn_blocking(move || restoring.restore_sessions())
+            .await
+            .unwrap_or(0);
+        if restored > 0 {
+            tracing::info!(restored, "sessions restored from the store");
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
         let sweep_every = (shared.config.session_ttl / 4)

@@ -183,6 +183,47 @@ struct Registry {
 }
 
 impl Registry {
+    /// A peer id nobody here has: random (so ids do not repeat after a
+    /// restart or across nodes), below 2^53 (exact in JavaScript), not 0.
+    fn fresh_peer(&self) -> PeerId {
+        loop {
+            let n = u64::from_le_bytes(random_bytes::<8>()) & ((1 << 53) - 1);
+            if n != 0 && !self.peers.contains_key(&PeerId(n)) {
+                return PeerId(n);
+            }
+        }
+    }
+
+    /// Put `peer` in `room`; its number of members.
+    fn enter(&mut self, peer: PeerId, room: &str) -> usize {
+        self.member_of
+            .entry(peer)
+            .or_default()
+            .insert(room.to_owned());
+        let members = self.rooms.entry(room.to_owned()).or_default();
+        members.insert(peer);
+        members.len()
+    }
+
+    /// Write `peer`'s rooms to the store, if it is a session there.
+    fn store_rooms(&self, peer: PeerId) {
+        let Some(Entry::Session(slot)) = self.peers.get(&peer) else {
+            return;
+        };
+        let slot = lock(slot);
+        if let Some(committer) = &slot.committer {
+            committer.push(Change::Rooms {
+                session: slot.engine.session(),
+                claim: slot.claim,
+                rooms: self
+                    .member_of
+                    .get(&peer)
+                    .map(|rooms| rooms.iter().cloned().collect())
+                    .unwrap_or_default(),
+            });
+        }
+    }
+
     /// Drop a session and its rooms; an attached connection closes (4909).
     fn remove_session(&mut self, session: &SessionId, peer: PeerId) {
         self.sessions.remove(session);
@@ -221,7 +262,6 @@ pub(crate) struct Shared {
     pub(crate) committer: Option<Arc<Committer>>,
     epoch: Instant,
     registry: Mutex<Registry>,
-    next_peer: AtomicU64,
     /// WebSocket upgrades so far (fault injection numbers connections by it).
     upgrades: AtomicU64,
     fault_log: Mutex<Vec<FaultRecord>>,
@@ -295,7 +335,6 @@ impl Shared {
             committer,
             epoch: Instant::now(),
             registry: Mutex::new(Registry::default()),
-            next_peer: AtomicU64::new(1),
             upgrades: AtomicU64::new(0),
             fault_log: Mutex::new(Vec::new()),
         }
@@ -397,7 +436,90 @@ impl Shared {
     }
 
     pub(crate) fn new_peer_id(&self) -> PeerId {
-        PeerId(self.next_peer.fetch_add(1, Ordering::Relaxed))
+        lock(&self.registry).fresh_peer()
+    }
+
+    /// Take every live session the store holds, if it is this server's
+    /// alone ([`SessionStore::restore_on_start`]): after a restart each is
+    /// detached, as its connection left it, with its peer id and rooms,
+    /// and expires after the session TTL if its client does not return.
+    pub(crate) fn restore_sessions(&self) -> usize {
+        if self.committer.is_none() || !self.store.restore_on_start() {
+            return 0;
+        }
+        let ids = match self.store.live_sessions() {
+            Ok(ids) => ids,
+            Err(error) => {
+                tracing::error!(%error, "cannot list the stored sessions");
+                return 0;
+            }
+        };
+        let mut restored = 0;
+        for session in ids {
+            let claim = new_claim();
+            let saved = match self.store.claim(&session, claim) {
+                Ok(Some(saved)) if !saved.expired => saved,
+                Ok(_) => continue,
+                Err(error) => {
+                    tracing::warn!(%error, ?session, "cannot read a stored session");
+                    continue;
+                }
+            };
+            let seed = u64::from_le_bytes(random_bytes::<8>());
+            let engine = Engine::server_restore(
+                self.config.engine.clone(),
+                seed,
+                self.now_ms(),
+                wall_ms(),
+                saved.state,
+                saved.messages.clone(),
+            );
+            let Ok(engine) = engine else { continue };
+            let mut registry = lock(&self.registry);
+            let (slot, _) = self.adopt(&mut registry, session, engine, claim, &saved);
+            lock(&slot).detached_at = Some(Instant::now());
+            restored += 1;
+        }
+        restored
+    }
+
+    /// Put a session's slot in the registry, under the peer id it had if
+    /// it is free, in the rooms it was in.
+    fn adopt(
+        &self,
+        registry: &mut Registry,
+        id: SessionId,
+        engine: Engine,
+        claim: Claim,
+        saved: &SavedSession,
+    ) -> (Arc<Mutex<Slot>>, PeerId) {
+        let peer = match PeerId(saved.peer) {
+            peer if peer.0 != 0 && !registry.peers.contains_key(&peer) => peer,
+            _ => registry.fresh_peer(),
+        };
+        let slot = Arc::new(Mutex::new(Slot {
+            engine,
+            pending: VecDeque::new(),
+            generation: 0,
+            waker: None,
+            detached_at: None,
+            subject: saved.subject.clone(),
+            handover: Arc::default(),
+            handing_over: 0,
+            committer: self.committer.clone(),
+            claim,
+            barrier: 0,
+            seen: Stats::default(),
+        }));
+        registry.sessions.insert(id, peer);
+        registry.peers.insert(peer, Entry::Session(slot.clone()));
+        if !saved.expired {
+            for room in &saved.rooms {
+                registry.enter(peer, room);
+            }
+        }
+        self.metrics.inc(&self.metrics.sessions_created);
+        (slot, peer)
     }
 
     /// Attach a connection whose first frame was `hello` (naming `session`).
@@ -488,6 +610,13 @@ impl Shared {
                     let seed = u64::from_le_bytes(random_bytes::<8>());
                     let config = self.config.engine.clone();
                     let durable = self.committer.is_some();
+                    // What `adopt` needs of the stored session (its peer id,
+                    // its rooms); a new one gets a fresh peer id.
+                    let kept = saved.as_ref().map(|saved| SavedSession {
+                        messages: Vec::new(),
+                        ..saved.clone()
+                    });
+                    let peer = registry.fresh_peer();
                     let (id, built, claim) = match saved {
                         Some(saved) if !saved.expired && durable => (
                             session,
@@ -525,6 +654,7 @@ impl Shared {
                                     session: id,
                                     subject: subject.map(str::to_owned),
                                     claim,
+                                    peer: peer.0,
                                 });
                             }
                             (id, Engine::server(config, seed, id), claim)
@@ -536,25 +666,22 @@ impl Shared {
                     };
                     // In memory only, no store operations (each copies a payload).
                     engine.set_persistence(durable);
-                    let peer = self.new_peer_id();
-                    let slot = Arc::new(Mutex::new(Slot {
-                        engine,
-                        pending: VecDeque::new(),
-                        generation: 0,
-                        waker: None,
-                        detached_at: None,
+                    let saved = kept.unwrap_or_else(|| SavedSession {
+                        state: StoredSession {
+                            session: id,
+                            welcomed: false,
+                            inbound_delivered: 0,
+                            next_seq: 1,
+                        },
                         subject: subject.map(str::to_owned),
-                        handover: Arc::default(),
-                        handing_over: 0,
-                        committer: self.committer.clone(),
+                        saved_wall_ms: wall,
+                        expired: true,
+                        messages: Vec::new(),
                         claim,
-                        barrier: 0,
-                        seen: Stats::default(),
-                    }));
-                    registry.sessions.insert(id, peer);
-                    registry.peers.insert(peer, Entry::Session(slot.clone()));
-                    self.metrics.inc(&self.metrics.sessions_created);
-                    (slot, peer)
+                        peer: peer.0,
+                        rooms: Vec::new(),
+                    });
+                    self.adopt(&mut registry, id, engine, claim, &saved)
                 }
             }
         };
@@ -654,6 +781,7 @@ impl Shared {
                     state: slot.record(),
                     subject: slot.subject.clone(),
                     claim: slot.claim,
+                    peer: peer.0,
                 }
             }
             _ => Change::Remove { session: *session },
@@ -821,14 +949,9 @@ impl ServerHandle {
         if !registry.peers.contains_key(&peer) {
             return 0;
         }
-        registry
-            .member_of
-            .entry(peer)
-            .or_default()
-            .insert(room.to_owned());
-        let members = registry.rooms.entry(room.to_owned()).or_default();
-        members.insert(peer);
-        members.len()
+        let members = registry.enter(peer, room);
+        registry.store_rooms(peer);
+        members
     }
 
     /// Leave `room`.
@@ -843,6 +966,7 @@ impl ServerHandle {
                 registry.rooms.remove(room);
             }
         }
+        registry.store_rooms(peer);
     }
 
     /// Whether `peer` is in `room`.

@@ -282,6 +282,9 @@ mod tests {
         fn count(&self) -> Result<usize, SessionStoreError> {
             Ok(0)
         }
+        fn live_sessions(&self) -> Result<Vec<SessionId>, SessionStoreError> {
+            Ok(Vec::new())
+        }
     }
 
     fn change(byte: u8) -> Change {

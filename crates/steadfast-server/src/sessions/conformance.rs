@@ -45,6 +45,20 @@ fn open(byte: u8, subject: Option<&str>) -> Change {
         session: id(byte),
         subject: subject.map(str::to_owned),
         claim: MINE,
+        peer: peer_of(byte),
+    }
+}
+
+/// The peer id the checks give session `byte`.
+fn peer_of(byte: u8) -> u64 {
+    (1 << 52) + u64::from(byte)
+}
+
+fn rooms(byte: u8, claim: Claim, rooms: &[&str]) -> Change {
+    Change::Rooms {
+        session: id(byte),
+        claim,
+        rooms: rooms.iter().map(|r| (*r).to_owned()).collect(),
     }
 }
 
@@ -62,6 +76,7 @@ fn expire(byte: u8, state: StoredSession, subject: Option<&str>) -> Change {
         state,
         subject: subject.map(str::to_owned),
         claim: MINE,
+        peer: peer_of(byte),
     }
 }
 
@@ -105,6 +120,8 @@ pub fn check(fresh: &mut dyn FnMut() -> Box<dyn SessionStore>) {
     commit(&*store, T0, vec![open(1, Some("alice"))], "open");
     let opened = load(&*store, 1, "open").expect("[open] the session is there");
     assert_eq!(opened.subject.as_deref(), Some("alice"), "[open] subject");
+    assert_eq!(opened.peer, peer_of(1), "[open] peer id");
+    assert!(opened.rooms.is_empty(), "[open] in no room");
     assert!(!opened.expired, "[open] not expired");
     assert!(opened.messages.is_empty(), "[open] no messages");
     commit(
@@ -220,6 +237,60 @@ pub fn check(fresh: &mut dyn FnMut() -> Box<dyn SessionStore>) {
     commit(&*store, T0 + 12, vec![Change::RemoveAll], "remove all");
     assert_eq!(store.count().ok(), Some(0), "[remove all] len");
     assert_eq!(load(&*store, 1, "remove all"), None, "[remove all] gone");
+
+    // Rooms: the last list written is the session's; another claim's
+    // write is refused; an expiry keeps the peer id and drops the rooms;
+    // only sessions with their state are live.
+    let store = fresh();
+    commit(
+        &*store,
+        T0,
+        vec![open(1, None), open(2, None)],
+        "rooms setup",
+    );
+    let fenced = commit(
+        &*store,
+        T0 + 1,
+        vec![
+            rooms(1, MINE, &["lobby", "ünï", ""]),
+            rooms(1, MINE, &["lobby", "ünï"]),
+            rooms(2, OTHER, &["lobby"]),
+        ],
+        "rooms",
+    );
+    assert_eq!(fenced, vec![id(2)], "[rooms] another claim refused");
+    let one = load(&*store, 1, "rooms").expect("[rooms] there");
+    assert_eq!(
+        one.rooms,
+        vec!["lobby".to_owned(), "ünï".to_owned()],
+        "[rooms] the last list"
+    );
+    assert!(
+        load(&*store, 2, "rooms").is_some_and(|s| s.rooms.is_empty()),
+        "[rooms] 2 untouched"
+    );
+    let mut live = store
+        .live_sessions()
+        .unwrap_or_else(|e| panic!("[live] failed: {e}"));
+    live.sort_unstable_by_key(|s| s.0);
+    assert_eq!(live, vec![id(1), id(2)], "[live] both");
+    commit(
+        &*store,
+        T0 + 2,
+        vec![expire(1, state(1, 1, 1), None)],
+        "rooms expire",
+    );
+    let record = load(&*store, 1, "rooms expire").expect("[rooms expire] the record");
+    assert_eq!(
+        (record.peer, record.rooms.len()),
+        (peer_of(1), 0),
+        "[rooms expire]"
+    );
+    assert_eq!(
+        store.live_sessions().ok(),
+        Some(vec![id(2)]),
+        "[live] a record is not"
+    );
 
     // Claims: once another node claims a session, this node's changes to
     // it are refused and reported (fenced); the other node's go through,

@@ -111,6 +111,7 @@ fn apply(
             session,
             subject,
             claim,
+            peer,
         } => {
             remove_messages(messages, session)?;
             write_meta(
@@ -127,8 +128,25 @@ fn apply(
                     expired: false,
                     messages: Vec::new(),
                     claim: *claim,
+                    peer: *peer,
+                    rooms: Vec::new(),
                 },
             )?;
+        }
+        Change::Rooms {
+            session,
+            claim,
+            rooms,
+        } => {
+            let Some(mut meta) = read_meta(sessions, session)? else {
+                return Ok(Some(*session));
+            };
+            if meta.claim != *claim {
+                return Ok(Some(*session));
+            }
+            meta.rooms.clone_from(rooms);
+            meta.saved_wall_ms = now_wall_ms;
+            write_meta(sessions, &meta)?;
         }
         Change::Ops {
             session,
@@ -173,6 +191,7 @@ fn apply(
             state,
             subject,
             claim,
+            peer,
         } => {
             if read_meta(sessions, session)?.is_some_and(|meta| meta.claim != *claim) {
                 return Ok(Some(*session));
@@ -187,6 +206,8 @@ fn apply(
                     expired: true,
                     messages: Vec::new(),
                     claim: *claim,
+                    peer: *peer,
+                    rooms: Vec::new(),
                 },
             )?;
         }
@@ -323,6 +344,7 @@ impl SessionStore for EmbeddedSessions {
             for mut meta in expire {
                 remove_messages(&mut messages, &meta.state.session)?;
                 meta.expired = true;
+                meta.rooms.clear();
                 meta.saved_wall_ms = now_wall_ms;
                 records.push((now_wall_ms, meta.state.session));
                 write_meta(&mut sessions, &meta)?;
@@ -340,6 +362,24 @@ impl SessionStore for EmbeddedSessions {
         }
         txn.commit().map_err(failed)?;
         Ok(swept)
+    }
+
+    fn restore_on_start(&self) -> bool {
+        // One process holds the file at a time: it owns every session.
+        true
+    }
+
+    fn live_sessions(&self) -> Result<Vec<SessionId>, SessionStoreError> {
+        let txn = self.db.begin_read().map_err(failed)?;
+        let sessions = txn.open_table(SESSIONS).map_err(failed)?;
+        let mut live = Vec::new();
+        for entry in sessions.iter().map_err(failed)? {
+            let (key, value) = entry.map_err(failed)?;
+            if decode_meta(value.value()).is_some_and(|meta| !meta.expired) {
+                live.push(SessionId(key.value()));
+            }
+        }
+        Ok(live)
     }
 
     fn count(&self) -> Result<usize, SessionStoreError> {

@@ -34,6 +34,8 @@ impl Held {
                 expired: false,
                 messages: Vec::new(),
                 claim,
+                peer: 0,
+                rooms: Vec::new(),
             },
             messages: BTreeMap::new(),
         }
@@ -113,6 +115,7 @@ impl SessionStore for MemorySessions {
             if !held.meta.expired && age >= retention.session_ttl_ms && !live(id) {
                 held.meta.expired = true;
                 held.meta.saved_wall_ms = now_wall_ms;
+                held.meta.rooms.clear();
                 held.messages.clear();
                 swept.expired += 1;
             }
@@ -141,6 +144,14 @@ impl SessionStore for MemorySessions {
     fn count(&self) -> Result<usize, SessionStoreError> {
         Ok(lock(&self.sessions).len())
     }
+
+    fn live_sessions(&self) -> Result<Vec<SessionId>, SessionStoreError> {
+        Ok(lock(&self.sessions)
+            .iter()
+            .filter(|(_, held)| !held.meta.expired)
+            .map(|(id, _)| *id)
+            .collect())
+    }
 }
 
 /// Apply one change; the session if it was fenced (held by another claim).
@@ -154,6 +165,7 @@ fn apply(
             session,
             subject,
             claim,
+            peer,
         } => {
             let fresh = StoredSession {
                 session: *session,
@@ -161,10 +173,23 @@ fn apply(
                 inbound_delivered: 0,
                 next_seq: 1,
             };
-            sessions.insert(
-                *session,
-                Held::new(fresh, subject.clone(), now_wall_ms, *claim),
-            );
+            let mut held = Held::new(fresh, subject.clone(), now_wall_ms, *claim);
+            held.meta.peer = *peer;
+            sessions.insert(*session, held);
+        }
+        Change::Rooms {
+            session,
+            claim,
+            rooms,
+        } => {
+            let Some(held) = sessions.get_mut(session) else {
+                return Some(*session);
+            };
+            if held.meta.claim != *claim {
+                return Some(*session);
+            }
+            held.meta.rooms.clone_from(rooms);
+            held.meta.saved_wall_ms = now_wall_ms;
         }
         Change::Ops {
             session,
@@ -201,6 +226,7 @@ fn apply(
             state,
             subject,
             claim,
+            peer,
         } => {
             if sessions
                 .get(session)
@@ -208,8 +234,10 @@ fn apply(
             {
                 return Some(*session);
             }
+            // The record keeps the peer id; the rooms went with the state.
             let mut held = Held::new(*state, subject.clone(), now_wall_ms, *claim);
             held.meta.expired = true;
+            held.meta.peer = *peer;
             sessions.insert(*session, held);
         }
         Change::Remove { session } => {

@@ -54,6 +54,11 @@ pub struct SavedSession {
     pub messages: Vec<StoredMessage>,
     /// The fencing token of the node that holds it (see [`Claim`]).
     pub claim: Claim,
+    /// Its peer id: the application's name for it, the same after a
+    /// restart or on another node (0: none recorded).
+    pub peer: u64,
+    /// The rooms it is in.
+    pub rooms: Vec<String>,
 }
 
 /// A fencing token: the node that opened or last claimed a session writes
@@ -76,6 +81,17 @@ pub enum Change {
         subject: Option<String>,
         /// The opening node's token.
         claim: Claim,
+        /// Its peer id.
+        peer: u64,
+    },
+    /// A session's rooms are now these. Refused (fenced) like `Ops`.
+    Rooms {
+        /// Which.
+        session: SessionId,
+        /// The writing node's token.
+        claim: Claim,
+        /// Every room it is in.
+        rooms: Vec<String>,
     },
     /// A session's engine changes, in the order the engine made them.
     /// Refused (fenced) if the session is held under another claim.
@@ -98,6 +114,8 @@ pub enum Change {
         subject: Option<String>,
         /// The writing node's token.
         claim: Claim,
+        /// Its peer id (a session resumed from its record is the same peer).
+        peer: u64,
     },
     /// A session is gone entirely, record and all.
     Remove {
@@ -186,6 +204,17 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
 
     /// Sessions held (records included).
     fn count(&self) -> Result<usize, SessionStoreError>;
+
+    /// Sessions with their state (not only a record).
+    fn live_sessions(&self) -> Result<Vec<SessionId>, SessionStoreError>;
+
+    /// Whether a starting server takes every live session at once (one
+    /// server owns the store: a restart is then the state before it, rooms
+    /// and all) rather than when each client comes back (several share
+    /// it: claiming them all would take them from the others).
+    fn restore_on_start(&self) -> bool {
+        false
+    }
 }
 
 /// Shorten a batch committed as one unit without changing what it leaves
@@ -225,6 +254,7 @@ pub(crate) fn coalesce(changes: Vec<Change>) -> Vec<Change> {
                 out.push(Change::RemoveAll);
             }
             Change::Open { session, .. }
+            | Change::Rooms { session, .. }
             | Change::Expire { session, .. }
             | Change::Remove { session } => {
                 open.retain(|(s, _), _| *s != session);
@@ -240,16 +270,44 @@ pub(crate) fn coalesce(changes: Vec<Change>) -> Vec<Change> {
     out
 }
 
+/// Rooms as bytes: `[count: 4]` then each `[length: 4][name]`.
+pub(crate) fn encode_rooms(rooms: &[String], out: &mut Vec<u8>) {
+    // Counts and lengths are bounded by the server's limits, far below 4 Gi.
+    out.extend_from_slice(&u32::try_from(rooms.len()).unwrap_or(u32::MAX).to_le_bytes());
+    for room in rooms {
+        let len = u32::try_from(room.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&room.as_bytes()[..len as usize]);
+    }
+}
+
+/// [`encode_rooms`] back, and the bytes after it.
+pub(crate) fn decode_rooms(bytes: &[u8]) -> Option<(Vec<String>, &[u8])> {
+    let (count, mut rest) = bytes.split_at_checked(4)?;
+    let count = u32::from_le_bytes(count.try_into().ok()?);
+    let mut rooms = Vec::new();
+    for _ in 0..count {
+        let (len, after) = rest.split_at_checked(4)?;
+        let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+        let (name, after) = after.split_at_checked(len)?;
+        rooms.push(String::from_utf8(name.to_vec()).ok()?);
+        rest = after;
+    }
+    Some((rooms, rest))
+}
+
 /// The meta row of a session: `[version 1][flags][saved ms: 8][claim: 8]
-/// [subject length: 4, u32::MAX for none][subject][StoredSession]`.
+/// [peer: 8][subject length: 4, u32::MAX for none][subject][rooms]
+/// [StoredSession]`.
 pub(crate) fn encode_meta(saved: &SavedSession) -> Vec<u8> {
     let session = saved.state.encode();
     let subject = saved.subject.as_deref().unwrap_or("");
-    let mut out = Vec::with_capacity(22 + subject.len() + session.len());
+    let mut out = Vec::with_capacity(34 + subject.len() + session.len());
     out.push(1);
     out.push(u8::from(saved.expired));
     out.extend_from_slice(&saved.saved_wall_ms.to_le_bytes());
     out.extend_from_slice(&saved.claim.0.to_le_bytes());
+    out.extend_from_slice(&saved.peer.to_le_bytes());
     match &saved.subject {
         Some(subject) => {
             // A subject longer than 4 GiB cannot come from a JWT the server
@@ -260,6 +318,7 @@ pub(crate) fn encode_meta(saved: &SavedSession) -> Vec<u8> {
         }
         None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
     }
+    encode_rooms(&saved.rooms, &mut out);
     out.extend_from_slice(&session);
     out
 }
@@ -275,6 +334,8 @@ pub(crate) fn decode_meta(bytes: &[u8]) -> Option<SavedSession> {
     let saved_wall_ms = u64::from_le_bytes(saved.try_into().ok()?);
     let (claim, rest) = rest.split_at_checked(8)?;
     let claim = Claim(u64::from_le_bytes(claim.try_into().ok()?));
+    let (peer, rest) = rest.split_at_checked(8)?;
+    let peer = u64::from_le_bytes(peer.try_into().ok()?);
     let (len, rest) = rest.split_at_checked(4)?;
     let len = u32::from_le_bytes(len.try_into().ok()?);
     let (subject, rest) = if len == u32::MAX {
@@ -283,6 +344,7 @@ pub(crate) fn decode_meta(bytes: &[u8]) -> Option<SavedSession> {
         let (subject, rest) = rest.split_at_checked(len as usize)?;
         (Some(String::from_utf8(subject.to_vec()).ok()?), rest)
     };
+    let (rooms, rest) = decode_rooms(rest)?;
     let state = StoredSession::decode(rest).ok()?;
     Some(SavedSession {
         state,
@@ -291,6 +353,8 @@ pub(crate) fn decode_meta(bytes: &[u8]) -> Option<SavedSession> {
         expired: flags & 1 != 0,
         messages: Vec::new(),
         claim,
+        peer,
+        rooms,
     })
 }
 
@@ -388,6 +452,7 @@ mod tests {
             session: id(b),
             subject: None,
             claim: Claim(1),
+            peer: u64::from(b),
         };
         let batch = vec![
             open(1),
@@ -401,6 +466,7 @@ mod tests {
                 state: state(2, 5),
                 subject: None,
                 claim: Claim(1),
+                peer: 2,
             },
             ops(2, vec![put(9)]),
             ops(1, vec![PersistOp::Session(state(1, 3))]),
@@ -448,6 +514,8 @@ mod tests {
                 expired: true,
                 messages: Vec::new(),
                 claim: Claim(u64::MAX - 3),
+                peer: 1 << 52,
+                rooms: vec!["lobby".into(), String::new(), "ünï".into()],
             };
             assert_eq!(decode_meta(&encode_meta(&saved)), Some(saved));
         }

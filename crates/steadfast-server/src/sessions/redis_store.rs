@@ -35,29 +35,37 @@ local function fence(id)
     table.insert(fenced, id)
   end
 end
-local function meta(id, claim, state, has_subject, subject, expired)
+local function meta(id, claim, state, has_subject, subject, expired, peer)
   redis.call('DEL', m(id))
   redis.call('DEL', s(id))
-  redis.call('HSET', s(id), 'state', state, 'saved', now, 'expired', expired, 'claim', claim)
+  redis.call('HSET', s(id), 'state', state, 'saved', now, 'expired', expired, 'claim', claim,
+    'peer', peer)
   if has_subject == '1' then redis.call('HSET', s(id), 'subject', subject) end
 end
 while i <= #ARGV do
   local op, id = ARGV[i], ARGV[i + 1]
   if op == 'O' then
-    meta(id, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], '0')
+    meta(id, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], '0', ARGV[i + 6])
     live(id)
     ok[id] = true
-    i = i + 6
+    i = i + 7
   elseif op == 'E' then
     local held = redis.call('HGET', s(id), 'claim')
     if held and held ~= ARGV[i + 2] then
       fence(id)
     else
-      meta(id, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], '1')
+      meta(id, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], '1', ARGV[i + 6])
       redis.call('ZADD', p .. ':rec', now, id)
       redis.call('ZREM', p .. ':live', id)
     end
-    i = i + 6
+    i = i + 7
+  elseif op == 'M' then
+    if redis.call('HGET', s(id), 'claim') ~= ARGV[i + 2] then
+      fence(id)
+    else
+      redis.call('HSET', s(id), 'rooms', ARGV[i + 3], 'saved', now)
+    end
+    i = i + 4
   elseif op == 'T' then
     local held = redis.call('HGET', s(id), 'claim')
     if held ~= ARGV[i + 2] then
@@ -311,6 +319,7 @@ fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
             session,
             subject,
             claim,
+            peer,
         } => {
             args.push(b"O".to_vec());
             args.push(id(session));
@@ -323,6 +332,19 @@ fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
             };
             args.push(fresh.encode());
             subject_args(args, subject.as_ref());
+            args.push(peer.to_string().into_bytes());
+        }
+        Change::Rooms {
+            session,
+            claim,
+            rooms,
+        } => {
+            args.push(b"M".to_vec());
+            args.push(id(session));
+            args.push(token(claim));
+            let mut bytes = Vec::new();
+            super::encode_rooms(rooms, &mut bytes);
+            args.push(bytes);
         }
         Change::Ops {
             session,
@@ -362,12 +384,14 @@ fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
             state,
             subject,
             claim,
+            peer,
         } => {
             args.push(b"E".to_vec());
             args.push(id(session));
             args.push(token(claim));
             args.push(state.encode());
             subject_args(args, subject.as_ref());
+            args.push(peer.to_string().into_bytes());
         }
         Change::Remove { session } => {
             args.push(b"R".to_vec());
@@ -422,6 +446,13 @@ impl SessionStore for RedisSessions {
         };
         let expired = field(&meta, "expired") == Some(b"1");
         let claim = Claim(number(field(&meta, "claim")).unwrap_or(0));
+        let peer = number(field(&meta, "peer")).unwrap_or(0);
+        let rooms = match field(&meta, "rooms") {
+            Some(bytes) if !expired => super::decode_rooms(bytes)
+                .map(|(r, _)| r)
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
         let subject = field(&meta, "subject").map(|b| String::from_utf8_lossy(b).into_owned());
         let mut saved = SavedSession {
             state,
@@ -430,6 +461,8 @@ impl SessionStore for RedisSessions {
             expired,
             messages: Vec::new(),
             claim,
+            peer,
+            rooms,
         };
         if !expired {
             for (_, value) in messages {
@@ -516,6 +549,7 @@ impl SessionStore for RedisSessions {
                     state: saved.state,
                     subject: saved.subject,
                     claim: saved.claim,
+                    peer: saved.peer,
                 });
                 swept.expired += 1;
             }
@@ -549,6 +583,18 @@ impl SessionStore for RedisSessions {
             self.commit(now_wall_ms, &changes)?;
         }
         Ok(swept)
+    }
+
+    fn live_sessions(&self) -> Result<Vec<SessionId>, SessionStoreError> {
+        let ids: Vec<String> = self.with(|connection| {
+            redis::cmd("ZRANGE")
+                .arg(format!("{}:live", self.prefix))
+                .arg(0)
+                .arg(-1)
+                .query(connection)
+                .map_err(failed)
+        })?;
+        Ok(ids.iter().filter_map(|id| unhex(id)).collect())
     }
 
     fn count(&self) -> Result<usize, SessionStoreError> {
