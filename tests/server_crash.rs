@@ -241,6 +241,16 @@ async fn stream_through(
          resends, {} duplicates dropped",
         stats.resumes, stats.resends, stats.duplicates
     );
+    // The store's commits show in the last server's /metrics.
+    let commits = server
+        .lock()
+        .expect("not poisoned")
+        .0
+        .metric("store_commit_seconds_count");
+    assert!(
+        commits.is_some_and(|n| n > 0),
+        "commits observed: {commits:?}"
+    );
     let _ = client.close(1000, "done").await;
     drop(server);
 }

@@ -73,6 +73,9 @@ pub struct ServeArgs {
     /// with `appendonly yes` and `appendfsync always`.
     #[arg(long, value_name = "URL", help_heading = SESSIONS)]
     pub redis: Option<String>,
+    /// This server's name in every log line (default: 8 random hex digits).
+    #[arg(long, value_name = "NAME", help_heading = SESSIONS)]
+    pub node_id: Option<String>,
     /// Prefix of the Redis keys (servers sharing sessions share it).
     #[arg(long, value_name = "PREFIX", default_value = "steadfast", help_heading = SESSIONS)]
     pub redis_prefix: String,
@@ -275,6 +278,9 @@ impl ServeArgs {
             },
             ..ServerConfig::default()
         };
+        if let Some(node_id) = &self.node_id {
+            config.node_id.clone_from(node_id);
+        }
         let engine = &mut config.engine;
         engine.outbox.max_messages = self.session_outbox_messages;
         engine.outbox.max_bytes = self.session_outbox_bytes;

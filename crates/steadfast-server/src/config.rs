@@ -47,6 +47,9 @@ pub struct ServerConfig {
     /// Serve `wss://` (and `https://` for `/healthz`, `/metrics`) instead
     /// of plain TCP; optionally verify client certificates (mTLS).
     pub tls: Option<TlsConfig>,
+    /// This server's name in every log line (`node{id=…}`), to tell the
+    /// nodes of a cluster apart. Random (8 hex digits) unless set.
+    pub node_id: String,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +68,7 @@ impl Default for ServerConfig {
             plain_queue: 1024,
             auth: None,
             faults: Faults::default(),
+            node_id: crate::registry::random_node_id(),
             tls: None,
         }
     }

@@ -56,6 +56,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 mod auth;
 pub mod cli;
@@ -176,7 +177,6 @@ impl ServerBuilder {
         let store = self
             .store
             .unwrap_or_else(|| Arc::new(MemorySessions::new()));
-        tracing::info!(store = store.name(), "sessions");
         Ok(Server {
             listener,
             local_addr,
@@ -235,7 +235,13 @@ impl Server {
     /// connection with 1001 (going away) and wait up to
     /// [`ServerConfig::shutdown_grace`] for the closing handshakes.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let span = tracing::info_span!("node", id = %self.shared.config.node_id);
+        self.run_in(shutdown, span.clone()).instrument(span).await;
+    }
+
+    async fn run_in(self, shutdown: impl Future<Output = ()>, span: tracing::Span) {
         let shared = self.shared;
+        tracing::info!(addr = %self.local_addr, store = shared.store.name(), "serving");
         // A store this server owns alone: every session as before a restart.
         let restoring = shared.clone();
         let restored = tokio::task::spawn_blocking(move || restoring.restore_sessions())
@@ -261,7 +267,8 @@ impl Server {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, remote)) => {
                         let _ = stream.set_nodelay(true);
-                        connections.spawn(conn::accept(shared.clone(), stream, remote, stop_rx.clone()));
+                        let accept = conn::accept(shared.clone(), stream, remote, stop_rx.clone());
+                        connections.spawn(accept.instrument(span.clone()));
                     }
                     // Out of file descriptors and the like: wait, then try again.
                     Err(error) => {

@@ -13,6 +13,8 @@ macro_rules! counters {
         #[non_exhaustive]
         pub struct Metrics {
             $(#[doc = $help] pub $name: AtomicU64,)*
+            /// Session store commit latency, in seconds.
+            pub store_commit_seconds: Histogram,
         }
 
         impl Metrics {
@@ -30,6 +32,11 @@ macro_rules! counters {
                         value = self.$name.load(Ordering::Relaxed),
                     );
                 )*
+                self.store_commit_seconds.render(
+                    &mut out,
+                    "store_commit_seconds",
+                    "Session store commit latency (one transaction and its fsync).",
+                );
                 out
             }
 
@@ -77,6 +84,57 @@ counters! {
     store_claims: "counter", "Sessions claimed from the store (resumed after a restart or from another node).";
 }
 
+/// Upper bounds of the commit latency buckets, in microseconds.
+const BUCKETS_US: [u64; 10] = [
+    250, 500, 1_000, 2_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000,
+];
+
+/// A Prometheus histogram with fixed buckets (cumulative when rendered).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative), then above the last.
+    counts: [AtomicU64; BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Count one observation of `us` microseconds.
+    pub(crate) fn observe(&self, us: u64) {
+        let bucket = BUCKETS_US
+            .iter()
+            .position(|&bound| us <= bound)
+            .unwrap_or(BUCKETS_US.len());
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "# HELP steadfast_{name} {help}\n# TYPE steadfast_{name} histogram"
+        );
+        let mut cumulative = 0;
+        for (i, count) in self.counts.iter().enumerate() {
+            cumulative += count.load(Ordering::Relaxed);
+            let le = BUCKETS_US
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |us| format!("{}", *us as f64 / 1e6));
+            let _ = writeln!(out, "steadfast_{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "steadfast_{name}_sum {sum}\nsteadfast_{name}_count {cumulative}"
+        );
+    }
+}
+
 impl Metrics {
     pub(crate) fn add(&self, counter: &AtomicU64, n: u64) {
         if n > 0 {
@@ -119,5 +177,36 @@ impl Metrics {
             self.add(counter, now.saturating_sub(seen));
         }
         *seen = *now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_commit_histogram_renders_cumulative_prometheus_buckets() {
+        let metrics = Metrics::default();
+        for us in [100, 400, 400, 3_000, 2_000_000] {
+            metrics.store_commit_seconds.observe(us);
+        }
+        assert_eq!(metrics.store_commit_seconds.count(), 5);
+        let text = metrics.render();
+        for line in [
+            "# TYPE steadfast_store_commit_seconds histogram",
+            "steadfast_store_commit_seconds_bucket{le=\"0.00025\"} 1",
+            "steadfast_store_commit_seconds_bucket{le=\"0.0005\"} 3",
+            "steadfast_store_commit_seconds_bucket{le=\"0.002\"} 3",
+            "steadfast_store_commit_seconds_bucket{le=\"0.005\"} 4",
+            "steadfast_store_commit_seconds_bucket{le=\"1\"} 4",
+            "steadfast_store_commit_seconds_bucket{le=\"+Inf\"} 5",
+            "steadfast_store_commit_seconds_sum 2.0039",
+            "steadfast_store_commit_seconds_count 5",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
     }
 }

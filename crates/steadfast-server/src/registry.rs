@@ -306,6 +306,8 @@ impl Shared {
         store: Arc<dyn SessionStore>,
     ) -> Arc<Shared> {
         Arc::new_cyclic(|shared: &std::sync::Weak<Shared>| {
+            // The committer's thread logs under the node's span.
+            let _node = tracing::info_span!("node", id = %config.node_id).entered();
             let metrics = Arc::new(Metrics::default());
             let shared = shared.clone();
             let fenced: Fenced = Box::new(move |sessions| {
@@ -865,6 +867,14 @@ fn frozen_or<T: Copy>(field: fn(&mut Frozen) -> &mut Option<T>, read: fn() -> T)
 pub(crate) struct Preloaded {
     claim: Claim,
     saved: Result<Option<SavedSession>, SessionStoreError>,
+}
+
+/// A node id: 8 random hex digits.
+pub(crate) fn random_node_id() -> String {
+    random_bytes::<4>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A fresh fencing token.

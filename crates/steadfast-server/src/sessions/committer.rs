@@ -105,9 +105,14 @@ impl Committer {
         });
         let (tx, committed) = watch::channel(0);
         let thread = inner.clone();
+        // The thread logs under the span of whoever started it (the node's).
+        let span = tracing::Span::current();
         let spawned = std::thread::Builder::new()
             .name("steadfast-store".into())
-            .spawn(move || run(&thread, store.as_ref(), &metrics, &tx, &fenced));
+            .spawn(move || {
+                let _node = span.enter();
+                run(&thread, store.as_ref(), &metrics, &tx, &fenced);
+            });
         if let Err(error) = spawned {
             // Nothing is committed, so nothing is acknowledged: clients keep
             // their messages. Said loudly, once.
@@ -212,6 +217,7 @@ fn run(
                     metrics.add(&metrics.store_changes, made as u64);
                     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                     metrics.add(&metrics.store_commit_micros, micros);
+                    metrics.store_commit_seconds.observe(micros);
                     break;
                 }
                 Err(error) => {
