@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use steadfast::{BackoffConfig, Client, ClientEvent, Delivery, Payload};
+use steadfast::{BackoffConfig, Client, ClientEvent, ConnectionState, Delivery, Payload};
 use steadfast_core::Rng;
 use steadfast_server::{RedisSessions, Server, ServerHandle};
 use steadfast_testkit::{eventually, Front, RedisServer};
@@ -335,7 +335,7 @@ async fn a_redis_outage_holds_acks_and_fails_healthz_until_it_is_back() {
     redis.kill();
     let (status, body) = get(addr, "/healthz").await;
     assert!(status.contains("503"), "{status}: {body}");
-    assert!(body.contains("session store unavailable"), "{body}");
+    assert!(body.contains("[ERR_SESSION_STORE] unavailable"), "{body}");
     let receipt = client.send("during the outage").await.expect("queued");
     let mut receipt = Box::pin(std::future::IntoFuture::into_future(receipt));
     assert!(
@@ -345,6 +345,30 @@ async fn a_redis_outage_holds_acks_and_fails_healthz_until_it_is_back() {
         "acknowledged while nothing could store it"
     );
     assert_eq!(client.stats().queued, 1, "the client keeps it");
+    // A client arriving now is refused at once (1013: it backs off and
+    // retries), not left without an answer.
+    let newcomer = Client::builder(format!("ws://{addr}"))
+        .backoff(fast())
+        .seed(12)
+        .connect()
+        .await
+        .expect("valid options");
+    let refused = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match newcomer.next_event().await {
+                Some(ClientEvent::State(ConnectionState::Reconnecting { reason, .. }))
+                    if format!("{reason:?}").contains("1013") =>
+                {
+                    return;
+                }
+                Some(_) => {}
+                None => panic!("the newcomer ended"),
+            }
+        }
+    })
+    .await;
+    assert!(refused.is_ok(), "refused with 1013 while the store is down");
+    let _ = newcomer.close(1000, "done").await;
     redis.restart().expect("redis-server restarts");
     assert_eq!(
         tokio::time::timeout(WAIT, receipt).await.ok(),

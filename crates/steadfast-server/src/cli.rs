@@ -59,7 +59,8 @@ pub struct ServeArgs {
     /// Where sessions are kept: `embedded`, a crash-safe file in
     /// --data-dir (a server restarted after a crash, even kill -9, resumes
     /// every session: nothing acknowledged is lost, nothing duplicated);
-    /// `memory`, lost with the process (clients then resynchronise);
+    /// `memory`, lost with the process (clients then resynchronise, and
+    /// messages in flight at the crash may be delivered twice);
     /// `redis`, in --redis. Default: `redis` with --redis, else `embedded`.
     #[arg(long, value_enum, help_heading = SESSIONS)]
     pub sessions: Option<SessionsKind>,

@@ -104,7 +104,7 @@ async fn serve<S>(
                 Err(error) => (
                     "503 Service Unavailable",
                     "text/plain",
-                    format!("session store unavailable: {error}\n"),
+                    format!("[ERR_SESSION_STORE] unavailable: {error}\n"),
                 ),
             },
             ("GET", "/metrics") => (
@@ -326,6 +326,13 @@ async fn reliable<S>(
             return close(ws, error.close_code(), &error.to_string()).await;
         }
     };
+    // A store that is down: refused at once (1013, the client backs off
+    // and keeps its outbox), not left waiting for a WELCOME.
+    if let Some(error) = shared.committer.as_ref().and_then(|c| c.failing()) {
+        tracing::warn!(%error, "refused a reliable client: the session store fails");
+        metrics.inc(&metrics.connections_refused);
+        return close(ws, close::OVERLOADED, "session store unavailable").await;
+    }
     let Attached {
         slot,
         peer: id,

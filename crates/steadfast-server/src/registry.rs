@@ -540,11 +540,22 @@ impl Shared {
         if new || lock(&self.registry).sessions.contains_key(&session) {
             return None;
         }
+        let claim = new_claim();
         if let Some(committer) = &self.committer {
-            committer.wait(committer.pushed()).await;
+            // Bounded: a store that is down refuses the client at once
+            // (it retries later) rather than leaving it without an answer.
+            let queued = committer.wait(committer.pushed());
+            if tokio::time::timeout(PRELOAD_WAIT, queued).await.is_err() {
+                let why = committer
+                    .failing()
+                    .unwrap_or_else(|| "not keeping up".into());
+                return Some(Preloaded {
+                    claim,
+                    saved: Err(SessionStoreError(why)),
+                });
+            }
         }
         let shared = self.clone();
-        let claim = new_claim();
         let loaded = tokio::task::spawn_blocking(move || shared.store.claim(&session, claim)).await;
         let saved =
             loaded.unwrap_or_else(|_| Err(SessionStoreError("the load task failed".into())));
@@ -863,6 +874,9 @@ fn frozen_or<T: Copy>(field: fn(&mut Frozen) -> &mut Option<T>, read: fn() -> T)
 }
 
 /// Wall-clock ms (the frozen ones inside [`Shared::at_one_instant`]).
+/// How long [`Shared::preload`] waits for the store writes queued ahead.
+const PRELOAD_WAIT: Duration = Duration::from_secs(2);
+
 /// What [`Shared::preload`] read, under which claim.
 pub(crate) struct Preloaded {
     claim: Claim,

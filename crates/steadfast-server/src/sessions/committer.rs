@@ -208,7 +208,9 @@ fn run(
             let started = Instant::now();
             match store.commit(crate::registry::wall_ms(), &changes) {
                 Ok(fenced) => {
-                    *lock(&inner.failing) = None;
+                    if lock(&inner.failing).take().is_some() {
+                        tracing::error!(store = store.name(), "the session store is back");
+                    }
                     if !fenced.is_empty() {
                         on_fenced(fenced);
                     }
@@ -221,9 +223,15 @@ fn run(
                     break;
                 }
                 Err(error) => {
-                    *lock(&inner.failing) = Some(error.to_string());
+                    // Said once per outage (loudly: no ACK goes out meanwhile).
+                    if lock(&inner.failing).replace(error.to_string()).is_none() {
+                        tracing::error!(
+                            store = store.name(),
+                            %error,
+                            "the session store fails: nothing is acknowledged until it is back"
+                        );
+                    }
                     metrics.inc(&metrics.store_errors);
-                    tracing::warn!(store = store.name(), %error, "commit failed; no ACK until it succeeds");
                     if inner.stop.load(Ordering::SeqCst) {
                         return;
                     }

@@ -51,8 +51,15 @@ impl EmbeddedSessions {
         std::fs::create_dir_all(dir)
             .map_err(|e| SessionStoreError(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path)
-            .map_err(|e| SessionStoreError(format!("cannot open {}: {e}", path.display())))?;
+        let db = Database::create(&path).map_err(|e| {
+            let hint = match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    " (is another server using this --data-dir?)"
+                }
+                _ => "",
+            };
+            SessionStoreError(format!("cannot open {}: {e}{hint}", path.display()))
+        })?;
         // Create the tables up front so reads never meet a missing table.
         let txn = db.begin_write().map_err(failed)?;
         txn.open_table(SESSIONS).map_err(failed)?;

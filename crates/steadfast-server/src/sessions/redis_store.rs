@@ -202,8 +202,13 @@ impl RedisSessions {
     /// a commit durable; keys go under `prefix` (`steadfast` by default in
     /// the CLI).
     pub fn open(url: &str, prefix: &str) -> Result<RedisSessions, SessionStoreError> {
-        let client = Client::open(url).map_err(failed)?;
-        let mut connection = connect(&client)?;
+        let client = Client::open(url).map_err(|e| {
+            SessionStoreError(format!(
+                "`{url}` is not a Redis URL (redis://HOST:PORT/DB): {e}"
+            ))
+        })?;
+        let mut connection = connect(&client)
+            .map_err(|e| SessionStoreError(format!("cannot reach Redis at {url}: {}", e.0)))?;
         let info: String = redis::cmd("INFO")
             .arg("server")
             .query(&mut connection)
