@@ -43,6 +43,7 @@ mod inbound;
 mod outbox;
 pub mod record;
 mod rng;
+pub mod route;
 mod seqmap;
 mod timer;
 mod types;

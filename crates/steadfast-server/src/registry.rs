@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use steadfast_core::codec::SUBPROTOCOL;
 use steadfast_core::record::StoredSession;
+use steadfast_core::route::{self, Route};
 use steadfast_core::{Engine, Event, Output, Payload, PersistOp, SendError, SessionId, Stats};
 use tokio::sync::{mpsc, Notify};
 
@@ -524,7 +525,6 @@ impl Shared {
         (slot, peer)
     }
 
-    /// Attach a connection whose first frame was `hello` (naming `session`).
     /// The stored state of `session` if the registry does not hold it (and
     /// the HELLO resumes it): read before [`Shared::attach`], off the
     /// async threads and outside the registry's lock. Waits first for the
@@ -562,8 +562,10 @@ impl Shared {
         Some(Preloaded { claim, saved })
     }
 
-    /// `preloaded`: what [`Shared::preload`] read (`None`: nothing; read
-    /// now if the session turns out to be unknown).
+    /// Attach a connection whose first frame was `hello` (naming `session`),
+    /// where [`route::route`] says. `preloaded`: what [`Shared::preload`]
+    /// read (`None`: nothing; read now if the session turns out to be
+    /// unknown).
     pub(crate) fn attach(
         &self,
         session: SessionId,
@@ -578,126 +580,136 @@ impl Shared {
         // this connection on a slot nobody can reach (its messages
         // delivered there, and again to the session rebuilt from the record).
         let mut registry = lock(&self.registry);
-        let (slot, peer) = {
-            let known = registry
-                .sessions
-                .get(&session)
-                .and_then(|peer| match registry.peers.get(peer) {
-                    Some(Entry::Session(slot)) => Some((slot.clone(), *peer)),
-                    _ => None,
-                })
-                // A session resumes only under the identity that made it.
-                .filter(|(slot, _)| lock(slot).subject.as_deref() == subject);
-            match known {
-                Some(found) => found,
-                None => {
-                    if registry.sessions.len() >= self.config.max_sessions {
-                        return Err(AttachError::Overloaded);
+        let (slot, peer) =
+            {
+                let held = registry.sessions.get(&session).and_then(|peer| {
+                    match registry.peers.get(peer) {
+                        Some(Entry::Session(slot)) => Some((slot.clone(), *peer)),
+                        _ => None,
                     }
-                    // A session the store holds resumes from it: whole
-                    // (a durable store, after a restart) or from the record
-                    // left when its state expired (same id and seqs: no
-                    // duplicates). A NEW session keeps the client's id; an
-                    // unknown old one gets a fresh id, and the client
-                    // resynchronises.
-                    let (claim, saved) = if new {
-                        (new_claim(), None)
-                    } else {
-                        let Preloaded { claim, saved } = preloaded.unwrap_or_else(|| {
-                            let claim = new_claim();
-                            let saved = self.store.claim(&session, claim);
-                            Preloaded { claim, saved }
-                        });
-                        (claim, saved.map_err(AttachError::Store)?)
-                    };
-                    if saved.is_some() {
-                        self.metrics.inc(&self.metrics.store_claims);
-                    }
-                    let wall = wall_ms();
-                    let record_ttl = millis(self.config.session_record_ttl);
-                    let saved = saved.filter(|saved| {
-                        saved.subject.as_deref() == subject
-                            && (!saved.expired
-                                || wall.saturating_sub(saved.saved_wall_ms) < record_ttl)
+                });
+                let held_subject = held.as_ref().map(|(slot, _)| lock(slot).subject.clone());
+                // What the store had (read and claimed by `preload`), for a
+                // HELLO that resumes a session not held here.
+                let (claim, saved) = if new || held.is_some() {
+                    (new_claim(), None)
+                } else {
+                    let Preloaded { claim, saved } = preloaded.unwrap_or_else(|| {
+                        let claim = new_claim();
+                        let saved = self.store.claim(&session, claim);
+                        Preloaded { claim, saved }
                     });
-                    let seed = u64::from_le_bytes(random_bytes::<8>());
-                    let config = self.config.engine.clone();
-                    let durable = self.committer.is_some();
-                    // What `adopt` needs of the stored session (its peer id,
-                    // its rooms); a new one gets a fresh peer id.
-                    let kept = saved.as_ref().map(|saved| SavedSession {
-                        messages: Vec::new(),
-                        ..saved.clone()
-                    });
-                    let peer = registry.fresh_peer();
-                    let (id, built, claim) = match saved {
-                        Some(saved) if !saved.expired && durable => (
-                            session,
-                            Engine::server_restore(
-                                config,
-                                seed,
-                                now,
-                                wall,
-                                saved.state,
-                                saved.messages,
-                            ),
-                            claim,
-                        ),
-                        Some(saved) => (
-                            session,
-                            Engine::server_from_record(
-                                config,
-                                seed,
-                                session,
-                                saved.state.inbound_delivered,
-                                saved.state.next_seq,
-                            ),
-                            claim,
-                        ),
-                        None => {
-                            let id = if new && !registry.sessions.contains_key(&session) {
-                                session
-                            } else {
-                                SessionId(random_bytes())
-                            };
-                            let claim = new_claim();
-                            if let Some(committer) = &self.committer {
-                                // Before anything the engine writes for it.
-                                committer.push(Change::Open {
-                                    session: id,
-                                    subject: subject.map(str::to_owned),
-                                    claim,
-                                    peer: peer.0,
-                                });
-                            }
-                            (id, Engine::server(config, seed, id), claim)
-                        }
-                    };
-                    let mut engine = match built {
-                        Ok(engine) => engine,
-                        Err(error) => return Err(AttachError::Engine(error)),
-                    };
-                    // In memory only, no store operations (each copies a payload).
-                    engine.set_persistence(durable);
-                    let saved = kept.unwrap_or_else(|| SavedSession {
-                        state: StoredSession {
-                            session: id,
-                            welcomed: false,
-                            inbound_delivered: 0,
-                            next_seq: 1,
-                        },
-                        subject: subject.map(str::to_owned),
-                        saved_wall_ms: wall,
-                        expired: true,
-                        messages: Vec::new(),
-                        claim,
-                        peer: peer.0,
-                        rooms: Vec::new(),
-                    });
-                    self.adopt(&mut registry, id, engine, claim, &saved)
+                    (claim, saved.map_err(AttachError::Store)?)
+                };
+                if saved.is_some() {
+                    self.metrics.inc(&self.metrics.store_claims);
                 }
-            }
-        };
+                let wall = wall_ms();
+                let durable = self.committer.is_some();
+                let decision = route::route(
+                    route::Hello {
+                        session,
+                        new,
+                        subject,
+                    },
+                    held_subject.as_ref().map(|subject| route::Held {
+                        subject: subject.as_deref(),
+                    }),
+                    saved.as_ref().map(|saved| route::Stored {
+                        subject: saved.subject.as_deref(),
+                        expired: saved.expired,
+                        age_ms: wall.saturating_sub(saved.saved_wall_ms),
+                    }),
+                    route::Limits {
+                        sessions: registry.sessions.len(),
+                        max_sessions: self.config.max_sessions,
+                        record_ttl_ms: millis(self.config.session_record_ttl),
+                        durable,
+                    },
+                );
+                match (decision, held) {
+                    (Route::Attach, Some(found)) => found,
+                    (Route::Overloaded, _) => return Err(AttachError::Overloaded),
+                    (decision, _) => {
+                        let seed = u64::from_le_bytes(random_bytes::<8>());
+                        let config = self.config.engine.clone();
+                        let saved = saved
+                            .filter(|_| matches!(decision, Route::Restore | Route::FromRecord));
+                        // What `adopt` needs of the stored session (its peer id,
+                        // its rooms); a new one gets a fresh peer id.
+                        let kept = saved.as_ref().map(|saved| SavedSession {
+                            messages: Vec::new(),
+                            ..saved.clone()
+                        });
+                        let peer = registry.fresh_peer();
+                        let (id, built, claim) = match saved {
+                            Some(saved) if decision == Route::Restore => (
+                                session,
+                                Engine::server_restore(
+                                    config,
+                                    seed,
+                                    now,
+                                    wall,
+                                    saved.state,
+                                    saved.messages,
+                                ),
+                                claim,
+                            ),
+                            Some(saved) => (
+                                session,
+                                Engine::server_from_record(
+                                    config,
+                                    seed,
+                                    session,
+                                    saved.state.inbound_delivered,
+                                    saved.state.next_seq,
+                                ),
+                                claim,
+                            ),
+                            None => {
+                                let id = if decision == Route::NewKeepingId {
+                                    session
+                                } else {
+                                    SessionId(random_bytes())
+                                };
+                                let claim = new_claim();
+                                if let Some(committer) = &self.committer {
+                                    // Before anything the engine writes for it.
+                                    committer.push(Change::Open {
+                                        session: id,
+                                        subject: subject.map(str::to_owned),
+                                        claim,
+                                        peer: peer.0,
+                                    });
+                                }
+                                (id, Engine::server(config, seed, id), claim)
+                            }
+                        };
+                        let mut engine = match built {
+                            Ok(engine) => engine,
+                            Err(error) => return Err(AttachError::Engine(error)),
+                        };
+                        // In memory only, no store operations (each copies a payload).
+                        engine.set_persistence(durable);
+                        let saved = kept.unwrap_or_else(|| SavedSession {
+                            state: StoredSession {
+                                session: id,
+                                welcomed: false,
+                                inbound_delivered: 0,
+                                next_seq: 1,
+                            },
+                            subject: subject.map(str::to_owned),
+                            saved_wall_ms: wall,
+                            expired: true,
+                            messages: Vec::new(),
+                            claim,
+                            peer: peer.0,
+                            rooms: Vec::new(),
+                        });
+                        self.adopt(&mut registry, id, engine, claim, &saved)
+                    }
+                }
+            };
         let waker = Arc::new(Notify::new());
         let mut guard = lock(&slot);
         let resumed_before = guard.engine.stats().resumes;
