@@ -241,9 +241,10 @@ fn session_stores_table(md: &mut String, rows: &Value) {
          one commit at a time; per message the store sees its echo's Put, \
          its Delete once acknowledged, and a share of the delivered marks. \
          Redis pays more per commit: the Lua script checks each session's \
-         claim and the AOF is fsynced before the reply. Not yet tried: a \
-         second commit in flight while the first fsyncs, and a Redis script \
-         that checks each session once per batch."
+         claim and the AOF is fsynced before the reply. A commit's changes \
+         are coalesced per session (one claim check and one meta write \
+         each: Redis went from 0.06 to about 0.2 of memory). Not yet tried: \
+         a second commit in flight while the first fsyncs."
     );
     for commits in rows.iter().filter(|row| row["case"] == "commits") {
         let _ = writeln!(
