@@ -40,6 +40,7 @@ mod config;
 mod engine;
 mod error;
 mod inbound;
+pub mod inflow;
 mod outbox;
 pub mod record;
 mod rng;

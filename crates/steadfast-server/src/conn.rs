@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::{FutureExt, SinkExt, StreamExt};
 use steadfast_core::codec::{self, SUBPROTOCOL};
+use steadfast_core::inflow::{self, Inflow};
 use steadfast_core::{EngineError, Event, Output, Payload};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -366,27 +367,10 @@ async fn reliable<S>(
     let peer = caller.into_peer(id, Some(session), resumed);
     shared.handler.on_connect(&handle, &peer);
 
-    // Flow control. While this session's outbox is half full (the client
-    // reads our messages more slowly than it sends its own, and the echo
-    // answers each), its DATA and SKIP frames wait here instead of reaching
-    // the engine: unacknowledged, they fill the client's in-flight window
-    // and it stops sending. Its ACKs still go through, and they are what
-    // makes room. (Stopping the reads instead would strand those ACKs
-    // behind the data: a deadlock.) Messages delivered but not yet handed
-    // to the application count as queued: each may be answered. What the
-    // client may have unacknowledged, and so what waits here, is bounded
-    // by the receive window WELCOME announced (plus the message that
-    // crossed it, plus frame headers); reading stops only past twice that,
-    // which a client keeping to the window does not reach.
+    // Flow control (steadfast_core::inflow): while this session's outbox
+    // is half full, the client's DATA and SKIP frames wait; its ACKs go
+    // through and make room.
     let outbox = &shared.config.engine.outbox;
-    let limits = &shared.config.engine.limits;
-    let max_parked = usize::try_from(
-        limits
-            .receive_window
-            .saturating_add(limits.max_message_size)
-            .saturating_mul(2),
-    )
-    .unwrap_or(usize::MAX);
     let busy = |slot: &Slot| {
         let (mut messages, mut bytes) = (slot.engine.queued(), slot.engine.queued_bytes());
         for output in &slot.pending {
@@ -395,10 +379,9 @@ async fn reliable<S>(
                 bytes += payload.len();
             }
         }
-        messages * 2 >= outbox.max_messages || bytes * 2 >= outbox.max_bytes
+        inflow::busy(messages, bytes, outbox)
     };
-    let mut parked: VecDeque<Bytes> = VecDeque::new();
-    let mut parked_bytes = 0usize;
+    let mut parked: Inflow<Bytes> = Inflow::new(&shared.config.engine.limits);
 
     // The loop: act on pending outputs (letting parked frames in as room
     // allows), flush once, then wait for the socket, a timer, a wake-up
@@ -424,9 +407,8 @@ async fn reliable<S>(
                     // One parked frame at a time, once what the last one
                     // delivered was handed over (its answer is then queued).
                     let mut unparked = false;
-                    if guard.pending.is_empty() && !busy(&guard) {
-                        if let Some(frame) = parked.pop_front() {
-                            parked_bytes -= frame.len();
+                    if guard.pending.is_empty() {
+                        if let Some(frame) = parked.release(busy(&guard)) {
                             guard.engine.handle_frame(shared.now_ms(), true, &frame);
                             guard.drain(metrics);
                             unparked = true;
@@ -527,7 +509,7 @@ async fn reliable<S>(
         };
         // A client that ignores the announced window is not read further
         // until room is made (its heartbeat may then time out: it resumes).
-        let may_read = parked_bytes < max_parked;
+        let may_read = parked.may_read();
         let commit = async {
             match (&shared.committer, held.front()) {
                 (Some(committer), Some((barrier, _))) => committer.wait(*barrier).await,
@@ -555,16 +537,13 @@ async fn reliable<S>(
                         if guard.generation != generation {
                             break 'conn End::Superseded;
                         }
-                        let sequenced = binary && codec::is_sequenced(&data);
-                        if sequenced && (!parked.is_empty() || busy(&guard)) {
-                            parked_bytes += data.len();
-                            parked.push_back(data);
-                        } else {
+                        let full = busy(&guard);
+                        if let Some(data) = parked.admit(binary, data, full) {
                             guard.engine.handle_frame(now, binary, &data);
                             guard.drain(metrics);
                         }
                     }
-                    if taken == READ_BATCH || parked_bytes >= max_parked {
+                    if taken == READ_BATCH || !parked.may_read() {
                         break;
                     }
                     match ws.next().now_or_never() {
