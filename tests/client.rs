@@ -9,24 +9,14 @@ use std::time::Duration;
 use futures::FutureExt;
 use steadfast::store::{DurableStore, MemoryStore};
 use steadfast::{
-    AuthPlacement, BackoffConfig, Client, ClientEvent, ConnectionState, Delivery, Mode,
-    OutboxConfig, Payload, Reliability, SendOverflow, StopReason,
+    AuthPlacement, Client, ClientEvent, ConnectionState, Delivery, Mode, OutboxConfig, Payload,
+    Reliability, SendOverflow, StopReason,
 };
 use steadfast_server::{JwtAuth, ServerConfig};
 use steadfast_testkit::{eventually, ChaosProxy, Recorder, TestServer};
+use steadfast_tests::fast_backoff;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn fast_backoff() -> BackoffConfig {
-    BackoffConfig {
-        initial_ms: 5,
-        max_ms: 50,
-        fast_retry_ms: 5,
-        healthy_after_ms: 200,
-        connect_timeout_ms: 5_000,
-        ..BackoffConfig::default()
-    }
-}
 
 /// The reference server on loopback with `recorder` as its application.
 async fn serve(recorder: &Recorder) -> TestServer {

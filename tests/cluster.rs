@@ -8,25 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use steadfast::{BackoffConfig, Client, ClientEvent, ConnectionState, Delivery, Payload};
+use steadfast::{Client, ClientEvent, ConnectionState, Delivery, Payload};
 use steadfast_core::Rng;
 use steadfast_server::{RedisSessions, Server, ServerHandle};
 use steadfast_testkit::{eventually, Front, RedisServer};
-use steadfast_tests::ServerProcess;
+use steadfast_tests::{fast_backoff, ServerProcess};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_steadfast-test-server");
 const WAIT: Duration = Duration::from_secs(30);
-
-fn fast() -> BackoffConfig {
-    BackoffConfig {
-        initial_ms: 5,
-        max_ms: 50,
-        fast_retry_ms: 5,
-        healthy_after_ms: 200,
-        connect_timeout_ms: 5_000,
-        ..BackoffConfig::default()
-    }
-}
 
 fn text(payload: &Payload) -> String {
     match payload {
@@ -85,7 +74,7 @@ async fn a_node_whose_session_was_claimed_elsewhere_is_fenced_and_lets_it_go() {
     let (b, node_b) = node(&redis).await;
     let front = Front::start(a).await;
     let client = Client::builder(front.url())
-        .backoff(fast())
+        .backoff(fast_backoff())
         .seed(7)
         .connect()
         .await
@@ -161,7 +150,7 @@ async fn stream_across_nodes(fault: Fault) {
     let b_addr = b.addr();
     let a = Arc::new(Mutex::new(a));
     let client = Client::builder(front.url())
-        .backoff(fast())
+        .backoff(fast_backoff())
         .seed(seed)
         .connect()
         .await
@@ -260,7 +249,7 @@ async fn a_redis_that_lost_its_data_makes_the_client_resync_explicitly() {
     let redis = RedisServer::start().expect("redis-server");
     let (addr, node) = node(&redis).await;
     let client = Client::builder(format!("ws://{addr}"))
-        .backoff(fast())
+        .backoff(fast_backoff())
         .seed(9)
         .connect()
         .await
@@ -326,7 +315,7 @@ async fn a_redis_outage_holds_acks_and_fails_healthz_until_it_is_back() {
     let (addr, _node) = node(&redis).await;
     assert!(get(addr, "/healthz").await.0.contains("200"));
     let client = Client::builder(format!("ws://{addr}"))
-        .backoff(fast())
+        .backoff(fast_backoff())
         .seed(11)
         .connect()
         .await
@@ -348,7 +337,7 @@ async fn a_redis_outage_holds_acks_and_fails_healthz_until_it_is_back() {
     // A client arriving now is refused at once (1013: it backs off and
     // retries), not left without an answer.
     let newcomer = Client::builder(format!("ws://{addr}"))
-        .backoff(fast())
+        .backoff(fast_backoff())
         .seed(12)
         .connect()
         .await

@@ -5,6 +5,20 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, Command, Stdio};
 
+use steadfast::BackoffConfig;
+
+/// Reconnect within milliseconds (loopback servers that come back fast).
+pub fn fast_backoff() -> BackoffConfig {
+    BackoffConfig {
+        initial_ms: 5,
+        max_ms: 50,
+        fast_retry_ms: 5,
+        healthy_after_ms: 200,
+        connect_timeout_ms: 5_000,
+        ..BackoffConfig::default()
+    }
+}
+
 /// A server process (the `steadfast-test-server` binary, the same as
 /// `steadfast serve`); killed with SIGKILL when dropped.
 #[derive(Debug)]

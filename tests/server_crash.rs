@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use steadfast::{BackoffConfig, Client, ClientEvent, Delivery, Payload};
+use steadfast::{Client, ClientEvent, Delivery, Payload};
 use steadfast_core::Rng;
 use steadfast_testkit::RedisServer;
-use steadfast_tests::ServerProcess;
+use steadfast_tests::{fast_backoff, ServerProcess};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_steadfast-test-server");
 const N: usize = 3_000;
@@ -124,14 +124,7 @@ async fn stream_through(
     let server = Arc::new(Mutex::new(first));
     let redis = Arc::new(Mutex::new(redis));
     let client = Client::builder(&url)
-        .backoff(BackoffConfig {
-            initial_ms: 5,
-            max_ms: 50,
-            fast_retry_ms: 5,
-            healthy_after_ms: 200,
-            connect_timeout_ms: 5_000,
-            ..BackoffConfig::default()
-        })
+        .backoff(fast_backoff())
         .seed(seed)
         .connect()
         .await
@@ -308,14 +301,7 @@ async fn rooms_and_peer_ids_survive_a_sigkill_on_the_data_dir() {
         .to_owned();
     let connect = |seed: u64| {
         Client::builder(&url)
-            .backoff(BackoffConfig {
-                initial_ms: 5,
-                max_ms: 50,
-                fast_retry_ms: 5,
-                healthy_after_ms: 200,
-                connect_timeout_ms: 5_000,
-                ..BackoffConfig::default()
-            })
+            .backoff(fast_backoff())
             .seed(seed)
             .connect()
     };
