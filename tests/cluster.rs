@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use steadfast::{Client, ClientEvent, ConnectionState, Delivery, Payload};
 use steadfast_core::Rng;
-use steadfast_server::{RedisSessions, Server, ServerHandle};
+use steadfast_server::{Echo, RedisSessions, Rooms, Server, ServerHandle};
 use steadfast_testkit::{eventually, Front, RedisServer};
 use steadfast_tests::{fast_backoff, ServerProcess};
 
@@ -26,8 +26,17 @@ fn text(payload: &Payload) -> String {
 
 /// A node in this process on `redis`: the echo handler, sessions in Redis.
 async fn node(redis: &RedisServer) -> (std::net::SocketAddr, ServerHandle) {
+    node_with(redis, Echo).await
+}
+
+/// A node in this process on `redis` with `handler`.
+async fn node_with(
+    redis: &RedisServer,
+    handler: impl steadfast_server::Handler,
+) -> (std::net::SocketAddr, ServerHandle) {
     let store = RedisSessions::open(&redis.url(), "cluster").expect("open the store");
     let server = Server::builder()
+        .handler(handler)
         .session_store(store)
         .bind("127.0.0.1:0".parse().expect("an address"))
         .await
@@ -376,4 +385,97 @@ async fn a_redis_outage_holds_acks_and_fails_healthz_until_it_is_back() {
     let (status, _) = get(addr, "/healthz").await;
     assert!(status.contains("200"), "{status}");
     round(&client, &texts("b", 20)).await;
+}
+
+/// The next JSON text `client` receives.
+async fn next_json(client: &Client) -> serde_json::Value {
+    loop {
+        match tokio::time::timeout(WAIT, client.next_event()).await {
+            Ok(Some(ClientEvent::Message(message))) => {
+                return serde_json::from_str(&text(&message)).expect("JSON from the rooms handler")
+            }
+            Ok(Some(ClientEvent::ResyncRequired)) => panic!("resync"),
+            Ok(Some(_)) => {}
+            other => panic!("no message: {other:?}"),
+        }
+    }
+}
+
+/// A direct message to a peer held by another node reaches it, once each
+/// and in order: the sending node posts it to the peer's session inbox in
+/// Redis (committed with the sender's delivered mark), and the node that
+/// holds the peer takes it into the session's outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_message_reaches_a_peer_on_another_node_once() {
+    const N: usize = 200;
+    let redis = RedisServer::start().expect("redis-server");
+    let (a, _node_a) = node_with(&redis, Rooms).await;
+    let (b, _node_b) = node_with(&redis, Rooms).await;
+    let connect = |addr: std::net::SocketAddr, seed: u64| {
+        Client::builder(format!("ws://{addr}"))
+            .backoff(fast_backoff())
+            .seed(seed)
+            .connect()
+    };
+    let (x, y) = (
+        connect(a, 1).await.expect("x"),
+        connect(b, 2).await.expect("y"),
+    );
+    let whoami = serde_json::json!({"type": "whoami"}).to_string();
+    drop(x.send(whoami.clone()).await.expect("queued"));
+    let x_id = next_json(&x).await["peer"].clone();
+    drop(y.send(whoami).await.expect("queued"));
+    let y_id = next_json(&y).await["peer"].clone();
+    for i in 0..N {
+        let direct = serde_json::json!({"type": "direct", "to": y_id, "data": i});
+        drop(x.send(direct.to_string()).await.expect("queued"));
+    }
+    let mut got = Vec::new();
+    while got.len() < N {
+        let message = next_json(&y).await;
+        assert_eq!(message["from"], x_id, "{message}");
+        got.push(message["data"].as_u64().expect("a number"));
+    }
+    assert_eq!(
+        got,
+        (0..N as u64).collect::<Vec<_>>(),
+        "once each, in order"
+    );
+    // The Pub/Sub connections killed (the hints are lost until the nodes
+    // subscribe again): the next messages still arrive, once each.
+    let mut connection = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("connect to redis");
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut connection)
+        .expect("client kill");
+    assert!(killed >= 2, "both nodes' subscriptions: {killed}");
+    for i in N..N + 50 {
+        let direct = serde_json::json!({"type": "direct", "to": y_id, "data": i});
+        drop(x.send(direct.to_string()).await.expect("queued"));
+    }
+    while got.len() < N + 50 {
+        got.push(next_json(&y).await["data"].as_u64().expect("a number"));
+    }
+    assert_eq!(
+        got,
+        (0..N as u64 + 50).collect::<Vec<_>>(),
+        "after the kill too"
+    );
+    // And back: y answers x across the nodes too.
+    let reply = serde_json::json!({"type": "direct", "to": x_id, "data": "back"});
+    drop(y.send(reply.to_string()).await.expect("queued"));
+    loop {
+        let message = next_json(&x).await;
+        if message["type"] == "message" {
+            assert_eq!(
+                (&message["from"], &message["data"]),
+                (&y_id, &serde_json::json!("back"))
+            );
+            break;
+        }
+    }
 }

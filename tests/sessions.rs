@@ -74,3 +74,63 @@ fn a_redis_that_cannot_make_a_commit_durable_is_refused_with_a_code() {
     let error = RedisSessions::open(&redis.url(), "refused").expect_err("no AOF");
     assert!(error.to_string().contains("appendonly"), "{error}");
 }
+
+/// A shared store's inbox: a post to a peer lands in its session's inbox
+/// (and that session is listed as having mail); the holder's `Consumed`
+/// trims it, another claim's is refused; a post to an unknown peer is
+/// dropped.
+#[test]
+fn redis_inboxes_take_posts_for_a_peer_and_trim_under_the_claim() {
+    use steadfast_server::sessions::{Change, Claim};
+    let redis = RedisServer::start().expect("redis-server");
+    let store = RedisSessions::open(&redis.url(), "inbox").expect("open");
+    let session = steadfast_server::SessionId([5; 16]);
+    let (mine, other) = (Claim(1), Claim(2));
+    let post = |payload: &str| Change::Post {
+        peer: 77,
+        binary: false,
+        payload: payload.as_bytes().to_vec(),
+    };
+    let commit = |changes: Vec<Change>| store.commit(1, &changes).expect("commit");
+    commit(vec![
+        Change::Open {
+            session,
+            subject: None,
+            claim: mine,
+            peer: 77,
+        },
+        post("a"),
+        post("b"),
+        Change::Post {
+            peer: 78,
+            binary: true,
+            payload: vec![1],
+        },
+    ]);
+    assert_eq!(store.with_mail().expect("mail"), vec![session]);
+    let inbox = store.inbox(&session, 10).expect("inbox");
+    assert_eq!(inbox, vec![(false, b"a".to_vec()), (false, b"b".to_vec())]);
+    let refused = commit(vec![Change::Consumed {
+        session,
+        claim: other,
+        count: 2,
+    }]);
+    assert_eq!(refused, vec![session], "another claim cannot trim it");
+    assert_eq!(store.inbox(&session, 10).expect("inbox").len(), 2);
+    commit(vec![Change::Consumed {
+        session,
+        claim: mine,
+        count: 1,
+    }]);
+    assert_eq!(
+        store.inbox(&session, 10).expect("inbox"),
+        vec![(false, b"b".to_vec())]
+    );
+    commit(vec![Change::Consumed {
+        session,
+        claim: mine,
+        count: 1,
+    }]);
+    assert!(store.inbox(&session, 10).expect("inbox").is_empty());
+    assert!(store.with_mail().expect("mail").is_empty(), "no mail left");
+}

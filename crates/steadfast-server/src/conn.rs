@@ -364,6 +364,11 @@ async fn reliable<S>(
         }
     };
     let session = lock(&slot).engine.session();
+    if shared.committer.is_some() && shared.store.shared() {
+        // What other servers posted while the session was elsewhere.
+        let shared = shared.clone();
+        tokio::spawn(async move { shared.pull(session).await });
+    }
     let peer = caller.into_peer(id, Some(session), resumed);
     shared.handler.on_connect(&handle, &peer);
 

@@ -92,6 +92,9 @@ use registry::Shared;
 /// The close codes the server sends (one table with the client's).
 pub use steadfast_core::close;
 
+/// How often a server on a shared store checks for mail it missed a hint of.
+const MAIL_CHECK: Duration = Duration::from_secs(1);
+
 /// The session store is swept (old records dropped, unclaimed stored
 /// sessions expired) once every this many registry sweeps.
 const STORE_SWEEP_EVERY: u64 = 10;
@@ -260,10 +263,33 @@ impl Server {
         let mut forget = tokio::time::interval(forget_every.unwrap_or(Duration::from_secs(3600)));
         forget.tick().await; // the first tick is immediate
         let handle = Shared::handle(&shared);
+        // A store shared with other servers: messages they post for peers
+        // held here arrive in inboxes, announced by hints and found by a
+        // check every second (a hint may be lost).
+        let shared_store = shared.committer.is_some() && shared.store.shared();
+        let (mail_tx, mut mail) = tokio::sync::mpsc::channel::<SessionId>(1024);
+        if shared_store {
+            shared.store.watch_mail(Box::new(move |session| {
+                if session != SessionId([0; 16]) {
+                    // Full: the periodic check finds it.
+                    let _ = mail_tx.try_send(session);
+                }
+                !mail_tx.is_closed()
+            }));
+        }
+        let mut mail_check = tokio::time::interval(MAIL_CHECK);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                Some(session) = mail.recv(), if shared_store => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move { shared.pull(session).await }.instrument(span.clone()));
+                }
+                _ = mail_check.tick(), if shared_store => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move { shared.pull_all().await }.instrument(span.clone()));
+                }
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, remote)) => {
                         let _ = stream.set_nodelay(true);
@@ -298,6 +324,7 @@ impl Server {
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
         }
+        drop(mail);
         drop(self.listener);
         let _ = stop_tx.send(true);
         let drain = async { while connections.join_next().await.is_some() {} };

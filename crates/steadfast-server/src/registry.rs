@@ -76,6 +76,8 @@ pub(crate) struct Slot {
     /// The ticket of the last store write made for `pending`: none of it
     /// may reach the socket before that ticket is committed.
     pub(crate) barrier: u64,
+    /// Taking its inbox (messages other servers posted) into the outbox.
+    pulling: bool,
     seen: Stats,
 }
 
@@ -363,6 +365,103 @@ impl Shared {
         }
     }
 
+    /// Take what other servers posted to `session` (held here) into its
+    /// outbox: the `Put`s and the inbox's trim in one commit, so each
+    /// message is taken once, also across a crash or a claim by another
+    /// server (its commit is then refused).
+    pub(crate) async fn pull(self: &Arc<Self>, session: SessionId) {
+        let Some(committer) = self.committer.clone() else {
+            return;
+        };
+        let slot = {
+            let registry = lock(&self.registry);
+            match registry
+                .sessions
+                .get(&session)
+                .and_then(|p| registry.peers.get(p))
+            {
+                Some(Entry::Session(slot)) => slot.clone(),
+                _ => return,
+            }
+        };
+        {
+            let mut guard = lock(&slot);
+            if guard.pulling {
+                return;
+            }
+            guard.pulling = true;
+        }
+        loop {
+            let shared = self.clone();
+            let items =
+                tokio::task::spawn_blocking(move || shared.store.inbox(&session, PULL_BATCH))
+                    .await
+                    .unwrap_or_else(|_| Ok(Vec::new()))
+                    .unwrap_or_else(|error| {
+                        tracing::warn!(%error, ?session, "cannot read the inbox");
+                        Vec::new()
+                    });
+            if items.is_empty() {
+                break;
+            }
+            let full = items.len() == PULL_BATCH;
+            let unit = committer.begin();
+            let ticket = {
+                let mut guard = lock(&slot);
+                let mut taken = 0u64;
+                for (binary, payload) in items {
+                    let message = if binary {
+                        Payload::Binary(payload)
+                    } else {
+                        Payload::Text(String::from_utf8_lossy(&payload).into_owned())
+                    };
+                    // A full outbox: the rest stays in the inbox for later.
+                    if guard
+                        .engine
+                        .send(self.now_ms(), wall_ms(), message)
+                        .is_err()
+                    {
+                        break;
+                    }
+                    taken += 1;
+                }
+                guard.drain(&self.metrics);
+                let ticket = committer.push(Change::Consumed {
+                    session,
+                    claim: guard.claim,
+                    count: taken,
+                });
+                guard.barrier = guard.barrier.max(ticket);
+                ticket
+            };
+            drop(unit);
+            committer.wait(ticket).await;
+            if !full {
+                break;
+            }
+        }
+        lock(&slot).pulling = false;
+    }
+
+    /// Pull the inbox of every session held here that has mail (the
+    /// periodic check behind the Pub/Sub hints).
+    pub(crate) async fn pull_all(self: &Arc<Self>) {
+        if !self.store.shared() {
+            return;
+        }
+        let shared = self.clone();
+        let mail = tokio::task::spawn_blocking(move || shared.store.with_mail())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        for session in mail {
+            if lock(&self.registry).sessions.contains_key(&session) {
+                self.pull(session).await;
+            }
+        }
+    }
+
     /// Whether the session store answers (a cheap read, within 2 s) and
     /// its last commit, if any, succeeded.
     pub(crate) async fn store_health(self: &Arc<Self>) -> Result<(), String> {
@@ -512,6 +611,7 @@ impl Shared {
             committer: self.committer.clone(),
             claim,
             barrier: 0,
+            pulling: false,
             seen: Stats::default(),
         }));
         registry.sessions.insert(id, peer);
@@ -886,6 +986,9 @@ fn frozen_or<T: Copy>(field: fn(&mut Frozen) -> &mut Option<T>, read: fn() -> T)
 }
 
 /// Wall-clock ms (the frozen ones inside [`Shared::at_one_instant`]).
+/// Inbox messages taken per commit.
+const PULL_BATCH: usize = 256;
+
 /// How long [`Shared::preload`] waits for the store writes queued ahead.
 const PRELOAD_WAIT: Duration = Duration::from_secs(2);
 
@@ -959,7 +1062,27 @@ impl ServerHandle {
     /// exactly once, in order, also after a reconnect within the TTL).
     pub fn send(&self, to: PeerId, message: Payload) -> Result<(), ServerError> {
         let shared = &self.shared;
-        match shared.entry(to).ok_or(ServerError::UnknownPeer(to))? {
+        let Some(entry) = shared.entry(to) else {
+            // Held by another server sharing the store: posted to its
+            // session's inbox, committed with whatever this handler is
+            // doing (dropped there if no session has that peer id).
+            return match &shared.committer {
+                Some(committer) if shared.store.shared() => {
+                    let (binary, payload) = match message {
+                        Payload::Binary(bytes) => (true, bytes),
+                        Payload::Text(text) => (false, text.into_bytes()),
+                    };
+                    committer.push(Change::Post {
+                        peer: to.0,
+                        binary,
+                        payload,
+                    });
+                    Ok(())
+                }
+                _ => Err(ServerError::UnknownPeer(to)),
+            };
+        };
+        match entry {
             EntryRef::Session(slot) => {
                 let mut slot = lock(&slot);
                 slot.engine.send(shared.now_ms(), wall_ms(), message)?;

@@ -226,6 +226,8 @@ fn apply(
             sessions.retain(|_, _| false).map_err(failed)?;
             messages.retain(|_, _| false).map_err(failed)?;
         }
+        // One server: no peer lives elsewhere, no inbox fills.
+        Change::Post { .. } | Change::Consumed { .. } => {}
     }
     Ok(None)
 }

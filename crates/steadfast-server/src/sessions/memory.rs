@@ -244,6 +244,8 @@ fn apply(
             sessions.remove(session);
         }
         Change::RemoveAll => sessions.clear(),
+        // One server: no peer lives elsewhere, no inbox fills.
+        Change::Post { .. } | Change::Consumed { .. } => {}
     }
     None
 }

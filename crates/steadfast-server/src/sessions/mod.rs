@@ -124,6 +124,27 @@ pub enum Change {
     },
     /// Every session is gone (fault injection: a server that lost its data).
     RemoveAll,
+    /// A message for a peer held by another server (a shared store only):
+    /// it waits in the peer's session's inbox until its holder takes it.
+    Post {
+        /// The peer.
+        peer: u64,
+        /// Binary (else UTF-8 text).
+        binary: bool,
+        /// The message.
+        payload: Vec<u8>,
+    },
+    /// The holder took the first `count` messages of the session's inbox
+    /// into its outbox (in the same commit as their `Put`s). Refused
+    /// (fenced) like `Ops`.
+    Consumed {
+        /// Which.
+        session: SessionId,
+        /// The writing node's token.
+        claim: Claim,
+        /// How many.
+        count: u64,
+    },
 }
 
 /// What a sweep removed.
@@ -208,6 +229,34 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
     /// Sessions with their state (not only a record).
     fn live_sessions(&self) -> Result<Vec<SessionId>, SessionStoreError>;
 
+    /// Whether peers held by other servers are reachable through it (a
+    /// store several servers share): a message for a peer not held here
+    /// is posted to its session's inbox ([`Change::Post`]).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// The first `max` messages posted to `session`'s inbox, oldest first:
+    /// (binary, payload).
+    fn inbox(
+        &self,
+        _session: &SessionId,
+        _max: usize,
+    ) -> Result<Vec<(bool, Vec<u8>)>, SessionStoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Sessions whose inbox has messages waiting.
+    fn with_mail(&self) -> Result<Vec<SessionId>, SessionStoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Call `on_mail` with each session that gets mail, as it comes (a
+    /// hint: [`SessionStore::with_mail`] is the truth), until it returns
+    /// false; now and then with the all-zero id, only to ask whether it is
+    /// still wanted. Runs on a thread of its own; reconnects by itself.
+    fn watch_mail(&self, _on_mail: Box<dyn Fn(SessionId) -> bool + Send>) {}
+
     /// Whether a starting server takes every live session at once (one
     /// server owns the store: a restart is then the state before it, rooms
     /// and all) rather than when each client comes back (several share
@@ -252,6 +301,11 @@ pub(crate) fn coalesce(changes: Vec<Change>) -> Vec<Change> {
             Change::RemoveAll => {
                 open.clear();
                 out.push(Change::RemoveAll);
+            }
+            Change::Post { .. } => out.push(change),
+            Change::Consumed { session, .. } => {
+                open.retain(|(s, _), _| *s != session);
+                out.push(change);
             }
             Change::Open { session, .. }
             | Change::Rooms { session, .. }

@@ -46,6 +46,8 @@ while i <= #ARGV do
   local op, id = ARGV[i], ARGV[i + 1]
   if op == 'O' then
     meta(id, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], '0', ARGV[i + 6])
+    redis.call('DEL', p .. ':in:' .. id)
+    redis.call('HSET', p .. ':peers', ARGV[i + 6], id)
     live(id)
     ok[id] = true
     i = i + 7
@@ -92,7 +94,10 @@ while i <= #ARGV do
     if ok[id] then redis.call('DEL', m(id)) end
     i = i + 2
   elseif op == 'R' then
-    redis.call('DEL', s(id), m(id))
+    local peer = redis.call('HGET', s(id), 'peer')
+    if peer then redis.call('HDEL', p .. ':peers', peer) end
+    redis.call('DEL', s(id), m(id), p .. ':in:' .. id)
+    redis.call('SREM', p .. ':mail', id)
     redis.call('ZREM', p .. ':live', id)
     redis.call('ZREM', p .. ':rec', id)
     ok[id] = false
@@ -100,12 +105,31 @@ while i <= #ARGV do
   elseif op == 'A' then
     for _, set in ipairs({':live', ':rec'}) do
       for _, each in ipairs(redis.call('ZRANGE', p .. set, 0, -1)) do
-        redis.call('DEL', s(each), m(each))
+        redis.call('DEL', s(each), m(each), p .. ':in:' .. each)
         ok[each] = false
       end
       redis.call('DEL', p .. set)
     end
+    redis.call('DEL', p .. ':peers', p .. ':mail')
     i = i + 1
+  elseif op == 'Q' then
+    local to = redis.call('HGET', p .. ':peers', id)
+    if to then
+      redis.call('RPUSH', p .. ':in:' .. to, ARGV[i + 2])
+      redis.call('SADD', p .. ':mail', to)
+      redis.call('PUBLISH', p .. ':hint', to)
+    end
+    i = i + 3
+  elseif op == 'K' then
+    if redis.call('HGET', s(id), 'claim') ~= ARGV[i + 2] then
+      fence(id)
+    else
+      redis.call('LTRIM', p .. ':in:' .. id, tonumber(ARGV[i + 3]), -1)
+      if redis.call('LLEN', p .. ':in:' .. id) == 0 then
+        redis.call('SREM', p .. ':mail', id)
+      end
+    end
+    i = i + 4
   else
     return redis.error_reply('unknown op ' .. tostring(op))
   end
@@ -403,6 +427,29 @@ fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
             args.push(id(session));
         }
         Change::RemoveAll => args.push(b"A".to_vec()),
+        Change::Post {
+            peer,
+            binary,
+            payload,
+        } => {
+            // 'Q', the peer (in the id's place), then [binary flag][payload].
+            args.push(b"Q".to_vec());
+            args.push(peer.to_string().into_bytes());
+            let mut data = Vec::with_capacity(payload.len() + 1);
+            data.push(u8::from(*binary));
+            data.extend_from_slice(payload);
+            args.push(data);
+        }
+        Change::Consumed {
+            session,
+            claim,
+            count,
+        } => {
+            args.push(b"K".to_vec());
+            args.push(id(session));
+            args.push(token(claim));
+            args.push(count.to_string().into_bytes());
+        }
     }
 }
 
@@ -588,6 +635,91 @@ impl SessionStore for RedisSessions {
             self.commit(now_wall_ms, &changes)?;
         }
         Ok(swept)
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn inbox(
+        &self,
+        session: &SessionId,
+        max: usize,
+    ) -> Result<Vec<(bool, Vec<u8>)>, SessionStoreError> {
+        let last = isize::try_from(max).unwrap_or(isize::MAX) - 1;
+        let items: Vec<Vec<u8>> = self.with(|connection| {
+            redis::cmd("LRANGE")
+                .arg(self.key("in", session))
+                .arg(0)
+                .arg(last)
+                .query(connection)
+                .map_err(failed)
+        })?;
+        Ok(items
+            .into_iter()
+            .map(|mut item| {
+                let binary = item.first() == Some(&1);
+                if !item.is_empty() {
+                    item.remove(0);
+                }
+                (binary, item)
+            })
+            .collect())
+    }
+
+    fn with_mail(&self) -> Result<Vec<SessionId>, SessionStoreError> {
+        let ids: Vec<String> = self.with(|connection| {
+            redis::cmd("SMEMBERS")
+                .arg(format!("{}:mail", self.prefix))
+                .query(connection)
+                .map_err(failed)
+        })?;
+        Ok(ids.iter().filter_map(|id| unhex(id)).collect())
+    }
+
+    fn watch_mail(&self, on_mail: Box<dyn Fn(SessionId) -> bool + Send>) {
+        let client = self.client.clone();
+        let channel = format!("{}:hint", self.prefix);
+        let spawned = std::thread::Builder::new()
+            .name("steadfast-mail".into())
+            .spawn(move || loop {
+                // Subscribed until the connection fails (a killed Pub/Sub
+                // connection, Redis restarting), then again; the periodic
+                // with_mail check covers hints lost in between.
+                if let Ok(mut connection) = client.get_connection_with_timeout(TIMEOUT) {
+                    let _ = connection.set_read_timeout(Some(Duration::from_secs(1)));
+                    let mut pubsub = connection.as_pubsub();
+                    if pubsub.subscribe(&channel).is_ok() {
+                        loop {
+                            match pubsub.get_message() {
+                                Ok(message) => {
+                                    let id: String = message.get_payload().unwrap_or_default();
+                                    if let Some(session) = unhex(&id) {
+                                        if !on_mail(session) {
+                                            return;
+                                        }
+                                    }
+                                }
+                                // Quiet: still wanted? (the zero id asks).
+                                Err(error) if error.is_timeout() => {
+                                    if !on_mail(SessionId([0; 16])) {
+                                        return;
+                                    }
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                // Stop when nobody listens any more.
+                if !on_mail(SessionId([0; 16])) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot start the mail watcher thread");
+        }
     }
 
     fn live_sessions(&self) -> Result<Vec<SessionId>, SessionStoreError> {
