@@ -479,3 +479,143 @@ async fn a_direct_message_reaches_a_peer_on_another_node_once() {
         }
     }
 }
+
+/// A room with members on three nodes: every post reaches every other
+/// member once, in order, wherever it is held; a broadcast too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_spread_over_three_nodes_gets_every_post_once() {
+    const N: usize = 100;
+    let redis = RedisServer::start().expect("redis-server");
+    let mut clients = Vec::new();
+    for seed in 1..=3 {
+        let (addr, _) = node_with(&redis, Rooms).await;
+        let client = Client::builder(format!("ws://{addr}"))
+            .backoff(fast_backoff())
+            .seed(seed)
+            .connect()
+            .await
+            .expect("valid options");
+        let join = serde_json::json!({"type": "join", "room": "r"}).to_string();
+        drop(client.send(join).await.expect("queued"));
+        assert_eq!(next_json(&client).await["type"], "joined");
+        clients.push(client);
+    }
+    let (x, others) = clients.split_first().expect("three");
+    for i in 0..N {
+        let post = serde_json::json!({"type": "room", "room": "r", "data": i});
+        drop(x.send(post.to_string()).await.expect("queued"));
+    }
+    let everyone = serde_json::json!({"type": "broadcast", "data": "all"}).to_string();
+    drop(x.send(everyone).await.expect("queued"));
+    for (n, member) in others.iter().enumerate() {
+        let mut got = Vec::new();
+        while got.len() < N {
+            let message = next_json(member).await;
+            assert_eq!(message["room"], "r", "member {n}: {message}");
+            got.push(message["data"].as_u64().expect("a number"));
+        }
+        assert_eq!(
+            got,
+            (0..N as u64).collect::<Vec<_>>(),
+            "member {n}: once each, in order"
+        );
+        let last = next_json(member).await;
+        assert_eq!(
+            last["data"], "all",
+            "member {n}: the broadcast, then nothing twice"
+        );
+    }
+}
+
+/// A room with a member on each of three server processes; the node of
+/// one member is killed (SIGKILL) during a burst of posts and its client
+/// moves to another node through the front: every member gets every post
+/// once, in order (those posted while it was away wait in its inbox).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_node_killed_during_a_burst_loses_and_repeats_nothing() {
+    const N: u64 = 300;
+    let seed: u64 = std::env::var("STEADFAST_CLUSTER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(25);
+    let at = 50 + Rng::new(seed).up_to(150);
+    eprintln!("cluster seed {seed}: the third node killed after {at} posts reached its member");
+    let redis = RedisServer::start().expect("redis-server");
+    let args = vec![
+        "--handler".to_owned(),
+        "rooms".to_owned(),
+        "--redis".to_owned(),
+        redis.url(),
+    ];
+    let (a, b, c) = tokio::task::spawn_blocking(move || {
+        (
+            ServerProcess::start(SERVER, "127.0.0.1:0", &args),
+            ServerProcess::start(SERVER, "127.0.0.1:0", &args),
+            ServerProcess::start(SERVER, "127.0.0.1:0", &args),
+        )
+    })
+    .await
+    .expect("three nodes");
+    let front = Front::start(c.addr()).await;
+    let connect = |url: String, seed: u64| {
+        Client::builder(url)
+            .backoff(fast_backoff())
+            .seed(seed)
+            .connect()
+    };
+    let x = connect(a.url.clone(), 1).await.expect("x");
+    let y = connect(b.url.clone(), 2).await.expect("y");
+    let z = connect(front.url(), 3).await.expect("z");
+    for client in [&x, &y, &z] {
+        let join = serde_json::json!({"type": "join", "room": "r"}).to_string();
+        drop(client.send(join).await.expect("queued"));
+        assert_eq!(next_json(client).await["type"], "joined");
+    }
+    let poster = {
+        let x = x.clone();
+        tokio::spawn(async move {
+            for i in 0..N {
+                let post = serde_json::json!({"type": "room", "room": "r", "data": i});
+                drop(x.send(post.to_string()).await.expect("queued"));
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let receive = |member: Client, name: &'static str, count: usize| async move {
+        let mut got = Vec::new();
+        while got.len() < count {
+            let message = next_json(&member).await;
+            assert_eq!(message["room"], "r", "{name}: {message}");
+            got.push(message["data"].as_u64().expect("a number"));
+        }
+        (member, got)
+    };
+    let y_got = tokio::spawn(receive(y, "y", N as usize));
+    // z: read until the kill point, kill its node, move it, read the rest.
+    let mut z_got = Vec::new();
+    while z_got.len() < at as usize {
+        z_got.push(next_json(&z).await["data"].as_u64().expect("a number"));
+    }
+    let mut c = c;
+    let b_addr = b.addr();
+    let c = tokio::task::spawn_blocking(move || {
+        c.kill();
+        c
+    })
+    .await
+    .expect("killed");
+    front.switch(b_addr);
+    front.cut();
+    let (z, rest) = receive(z, "z", (N - at) as usize).await;
+    z_got.extend(rest);
+    poster.await.expect("posted");
+    let (_, y_got) = y_got.await.expect("y read");
+    let all: Vec<u64> = (0..N).collect();
+    assert_eq!(y_got, all, "y: every post once, in order (seed {seed})");
+    assert_eq!(
+        z_got, all,
+        "z: every post once, in order, across the kill (seed {seed})"
+    );
+    assert_eq!(z.stats().engine.resyncs, 0, "z resumed its session");
+    drop((a, b, c));
+}

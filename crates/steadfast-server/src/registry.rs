@@ -1096,10 +1096,41 @@ impl ServerHandle {
         }
     }
 
-    /// Send to every peer but `except`; returns how many took it.
+    /// Send to every peer but `except`; returns how many took it here. On
+    /// a store shared with other servers, the peers they hold get it too,
+    /// through their inboxes (not counted: known only there).
     pub fn broadcast(&self, message: Payload, except: Option<PeerId>) -> usize {
         let peers: Vec<PeerId> = lock(&self.shared.registry).peers.keys().copied().collect();
+        self.post_elsewhere(&peers, &message, except, |binary, payload, except| {
+            Change::Broadcast {
+                binary,
+                payload,
+                except,
+            }
+        });
         self.send_each(peers, message, except)
+    }
+
+    /// On a store shared with other servers, post `message` to the peers
+    /// they hold (`change` says which), but those here (`local`, reached
+    /// directly) and `except`.
+    fn post_elsewhere(
+        &self,
+        local: &[PeerId],
+        message: &Payload,
+        except: Option<PeerId>,
+        change: impl FnOnce(bool, Vec<u8>, Vec<u64>) -> Change,
+    ) {
+        let shared = &self.shared;
+        let Some(committer) = shared.committer.as_ref().filter(|_| shared.store.shared()) else {
+            return;
+        };
+        let (binary, payload) = match message {
+            Payload::Binary(bytes) => (true, bytes.clone()),
+            Payload::Text(text) => (false, text.clone().into_bytes()),
+        };
+        let except = local.iter().chain(except.as_ref()).map(|p| p.0).collect();
+        committer.push(change(binary, payload, except));
     }
 
     /// Join `room`; returns its member count.
@@ -1145,9 +1176,19 @@ impl ServerHandle {
             .unwrap_or_default()
     }
 
-    /// Send to every member of `room` but `except`; returns how many took it.
+    /// Send to every member of `room` but `except`; returns how many took
+    /// it here. On a store shared with other servers, the members they
+    /// hold get it too, through their inboxes (not counted).
     pub fn send_room(&self, room: &str, message: Payload, except: Option<PeerId>) -> usize {
         let members = self.members(room);
+        self.post_elsewhere(&members, &message, except, |binary, payload, except| {
+            Change::RoomPost {
+                room: room.to_owned(),
+                binary,
+                payload,
+                except,
+            }
+        });
         self.send_each(members, message, except)
     }
 

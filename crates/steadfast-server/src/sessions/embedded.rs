@@ -227,7 +227,10 @@ fn apply(
             messages.retain(|_, _| false).map_err(failed)?;
         }
         // One server: no peer lives elsewhere, no inbox fills.
-        Change::Post { .. } | Change::Consumed { .. } => {}
+        Change::Post { .. }
+        | Change::RoomPost { .. }
+        | Change::Broadcast { .. }
+        | Change::Consumed { .. } => {}
     }
     Ok(None)
 }

@@ -245,7 +245,10 @@ fn apply(
         }
         Change::RemoveAll => sessions.clear(),
         // One server: no peer lives elsewhere, no inbox fills.
-        Change::Post { .. } | Change::Consumed { .. } => {}
+        Change::Post { .. }
+        | Change::RoomPost { .. }
+        | Change::Broadcast { .. }
+        | Change::Consumed { .. } => {}
     }
     None
 }

@@ -134,6 +134,28 @@ pub enum Change {
         /// The message.
         payload: Vec<u8>,
     },
+    /// A message for every member of `room` held by another server (a
+    /// shared store only): posted to each one's inbox but `except`.
+    RoomPost {
+        /// The room.
+        room: String,
+        /// Binary (else UTF-8 text).
+        binary: bool,
+        /// The message.
+        payload: Vec<u8>,
+        /// Peers not to post to (those the sender reached itself).
+        except: Vec<u64>,
+    },
+    /// A message for every peer held by another server (a shared store
+    /// only), but `except`.
+    Broadcast {
+        /// Binary (else UTF-8 text).
+        binary: bool,
+        /// The message.
+        payload: Vec<u8>,
+        /// Peers not to post to (those the sender reached itself).
+        except: Vec<u64>,
+    },
     /// The holder took the first `count` messages of the session's inbox
     /// into its outbox (in the same commit as their `Put`s). Refused
     /// (fenced) like `Ops`.
@@ -302,7 +324,9 @@ pub(crate) fn coalesce(changes: Vec<Change>) -> Vec<Change> {
                 open.clear();
                 out.push(Change::RemoveAll);
             }
-            Change::Post { .. } => out.push(change),
+            Change::Post { .. } | Change::RoomPost { .. } | Change::Broadcast { .. } => {
+                out.push(change);
+            }
             Change::Consumed { session, .. } => {
                 open.retain(|(s, _), _| *s != session);
                 out.push(change);

@@ -35,6 +35,26 @@ local function fence(id)
     table.insert(fenced, id)
   end
 end
+local function leave_all(id)
+  local peer = redis.call('HGET', s(id), 'peer')
+  for _, room in ipairs(redis.call('SMEMBERS', p .. ':r:' .. id)) do
+    if peer then redis.call('SREM', p .. ':room:' .. room, peer) end
+  end
+  redis.call('DEL', p .. ':r:' .. id)
+end
+local function post(peer, data)
+  local to = redis.call('HGET', p .. ':peers', peer)
+  if to then
+    redis.call('RPUSH', p .. ':in:' .. to, data)
+    redis.call('SADD', p .. ':mail', to)
+    redis.call('PUBLISH', p .. ':hint', to)
+  end
+end
+local function excluded(from, count)
+  local set = {}
+  for k = 0, count - 1 do set[ARGV[from + k]] = true end
+  return set
+end
 local function meta(id, claim, state, has_subject, subject, expired, peer)
   redis.call('DEL', m(id))
   redis.call('DEL', s(id))
@@ -45,6 +65,7 @@ end
 while i <= #ARGV do
   local op, id = ARGV[i], ARGV[i + 1]
   if op == 'O' then
+    leave_all(id)
     meta(id, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], '0', ARGV[i + 6])
     redis.call('DEL', p .. ':in:' .. id)
     redis.call('HSET', p .. ':peers', ARGV[i + 6], id)
@@ -56,18 +77,42 @@ while i <= #ARGV do
     if held and held ~= ARGV[i + 2] then
       fence(id)
     else
+      leave_all(id)
       meta(id, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], '1', ARGV[i + 6])
       redis.call('ZADD', p .. ':rec', now, id)
       redis.call('ZREM', p .. ':live', id)
     end
     i = i + 7
   elseif op == 'M' then
+    local count = tonumber(ARGV[i + 4])
     if redis.call('HGET', s(id), 'claim') ~= ARGV[i + 2] then
       fence(id)
     else
       redis.call('HSET', s(id), 'rooms', ARGV[i + 3], 'saved', now)
+      leave_all(id)
+      local peer = redis.call('HGET', s(id), 'peer')
+      for k = 0, count - 1 do
+        local room = ARGV[i + 5 + k]
+        redis.call('SADD', p .. ':r:' .. id, room)
+        redis.call('SADD', p .. ':rooms', room)
+        if peer then redis.call('SADD', p .. ':room:' .. room, peer) end
+      end
     end
-    i = i + 4
+    i = i + 5 + count
+  elseif op == 'G' then
+    local count = tonumber(ARGV[i + 3])
+    local skip = excluded(i + 4, count)
+    for _, peer in ipairs(redis.call('SMEMBERS', p .. ':room:' .. id)) do
+      if not skip[peer] then post(peer, ARGV[i + 2]) end
+    end
+    i = i + 4 + count
+  elseif op == 'B' then
+    local count = tonumber(ARGV[i + 3])
+    local skip = excluded(i + 4, count)
+    for _, peer in ipairs(redis.call('HKEYS', p .. ':peers')) do
+      if not skip[peer] then post(peer, ARGV[i + 2]) end
+    end
+    i = i + 4 + count
   elseif op == 'T' then
     local held = redis.call('HGET', s(id), 'claim')
     if held ~= ARGV[i + 2] then
@@ -94,6 +139,7 @@ while i <= #ARGV do
     if ok[id] then redis.call('DEL', m(id)) end
     i = i + 2
   elseif op == 'R' then
+    leave_all(id)
     local peer = redis.call('HGET', s(id), 'peer')
     if peer then redis.call('HDEL', p .. ':peers', peer) end
     redis.call('DEL', s(id), m(id), p .. ':in:' .. id)
@@ -105,20 +151,18 @@ while i <= #ARGV do
   elseif op == 'A' then
     for _, set in ipairs({':live', ':rec'}) do
       for _, each in ipairs(redis.call('ZRANGE', p .. set, 0, -1)) do
-        redis.call('DEL', s(each), m(each), p .. ':in:' .. each)
+        redis.call('DEL', s(each), m(each), p .. ':in:' .. each, p .. ':r:' .. each)
         ok[each] = false
       end
       redis.call('DEL', p .. set)
     end
-    redis.call('DEL', p .. ':peers', p .. ':mail')
+    for _, room in ipairs(redis.call('SMEMBERS', p .. ':rooms')) do
+      redis.call('DEL', p .. ':room:' .. room)
+    end
+    redis.call('DEL', p .. ':peers', p .. ':mail', p .. ':rooms')
     i = i + 1
   elseif op == 'Q' then
-    local to = redis.call('HGET', p .. ':peers', id)
-    if to then
-      redis.call('RPUSH', p .. ':in:' .. to, ARGV[i + 2])
-      redis.call('SADD', p .. ':mail', to)
-      redis.call('PUBLISH', p .. ':hint', to)
-    end
+    post(id, ARGV[i + 2])
     i = i + 3
   elseif op == 'K' then
     if redis.call('HGET', s(id), 'claim') ~= ARGV[i + 2] then
@@ -374,6 +418,8 @@ fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
             let mut bytes = Vec::new();
             super::encode_rooms(rooms, &mut bytes);
             args.push(bytes);
+            args.push(rooms.len().to_string().into_bytes());
+            args.extend(rooms.iter().map(|room| room.as_bytes().to_vec()));
         }
         Change::Ops {
             session,
@@ -435,10 +481,31 @@ fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
             // 'Q', the peer (in the id's place), then [binary flag][payload].
             args.push(b"Q".to_vec());
             args.push(peer.to_string().into_bytes());
-            let mut data = Vec::with_capacity(payload.len() + 1);
-            data.push(u8::from(*binary));
-            data.extend_from_slice(payload);
-            args.push(data);
+            args.push(flagged(*binary, payload));
+        }
+        Change::RoomPost {
+            room,
+            binary,
+            payload,
+            except,
+        } => {
+            // 'G', the room (in the id's place), the data, the exceptions.
+            args.push(b"G".to_vec());
+            args.push(room.as_bytes().to_vec());
+            args.push(flagged(*binary, payload));
+            args.push(except.len().to_string().into_bytes());
+            args.extend(except.iter().map(|peer| peer.to_string().into_bytes()));
+        }
+        Change::Broadcast {
+            binary,
+            payload,
+            except,
+        } => {
+            args.push(b"B".to_vec());
+            args.push(Vec::new());
+            args.push(flagged(*binary, payload));
+            args.push(except.len().to_string().into_bytes());
+            args.extend(except.iter().map(|peer| peer.to_string().into_bytes()));
         }
         Change::Consumed {
             session,
@@ -451,6 +518,14 @@ fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
             args.push(count.to_string().into_bytes());
         }
     }
+}
+
+/// An inbox entry: `[binary flag][payload]`.
+fn flagged(binary: bool, payload: &[u8]) -> Vec<u8> {
+    let mut data = Vec::with_capacity(payload.len() + 1);
+    data.push(u8::from(binary));
+    data.extend_from_slice(payload);
+    data
 }
 
 /// An `HGETALL` reply.
