@@ -259,6 +259,33 @@ fn session_stores_table(md: &mut String, rows: &Value) {
     }
 }
 
+fn room_broadcast_table(md: &mut String, row: &Value) {
+    if row.is_null() {
+        return;
+    }
+    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let _ = writeln!(
+        md,
+        "\n### A room over three nodes\n\n\
+         Three server processes (`--handler rooms --redis`) share sessions \
+         in one Redis on loopback; {} reliable members of one room are \
+         spread over them, and a poster on the first node posts {} times, \
+         20 ms apart. Each member times each post from its sending to its \
+         arrival (all clients in one process, one clock): a third arrive \
+         directly, the rest through their inboxes in Redis (a commit on \
+         the sender's node, a hint, a commit on the member's).\n\n\
+         | members | nodes | deliveries | p50 | p99 |\n|---|---|---|---|---|\n\
+         | {} | {} | {} | {:.1} ms | {:.1} ms |",
+        row["members"],
+        row["posts"],
+        row["members"],
+        row["nodes"],
+        row["deliveries"],
+        num(&row["p50_us"]) / 1e3,
+        num(&row["p99_us"]) / 1e3
+    );
+}
+
 fn browser_section(md: &mut String, browser: &Value) {
     let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     let _ = writeln!(
@@ -483,6 +510,7 @@ fn native_section(md: &mut String, native: &Value) {
     let _ = writeln!(md, "\n### One message at a time, 64 B (µs)\n");
     sequential_table(md, &native["sequential"]);
     session_stores_table(md, &native["session_stores"]);
+    room_broadcast_table(md, &native["room_broadcast"]);
     let _ = writeln!(
         md,
         "\n### One 16 MiB message there and back\n\n\

@@ -32,6 +32,9 @@ pub(crate) struct Scale {
     /// Round trips per sequential run (one message at a time).
     pub(crate) sequential: usize,
     pub(crate) durable_messages: usize,
+    /// Members of the room broadcast across three nodes, and its posts.
+    pub(crate) room_members: usize,
+    pub(crate) room_posts: usize,
 }
 
 impl Scale {
@@ -43,6 +46,8 @@ impl Scale {
             latency_ms: 3_000,
             sequential: 2_000,
             durable_messages: 20_000,
+            room_members: 1_000,
+            room_posts: 100,
         }
     }
 
@@ -55,6 +60,8 @@ impl Scale {
             latency_ms: 300,
             sequential: 200,
             durable_messages: 1_000,
+            room_members: 30,
+            room_posts: 10,
         }
     }
 }
@@ -116,6 +123,102 @@ async fn spawn_server(args: &[&str]) -> Result<ServerProcess, String> {
         .ok_or_else(|| format!("{args:?} printed {line:?}"))?
         .to_owned();
     Ok(ServerProcess { url, _child: child })
+}
+
+/// A room whose members are spread over three server processes sharing
+/// sessions in Redis: one poster posts, one at a time, and every member
+/// times each post from its sending to its arrival (one clock: the
+/// clients share this process). `None` without a redis-server.
+async fn room_broadcast(scale: Scale) -> Result<Option<Value>, String> {
+    let dir = std::env::temp_dir().join(format!("steadfast-bench-room-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let redis = match RedisChild::start(&dir).await {
+        Ok(redis) => redis,
+        Err(why) => {
+            println!("\n(no room broadcast over three nodes: {why})");
+            return Ok(None);
+        }
+    };
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(
+            spawn_server(&[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--exit-on-stdin-eof",
+                "--handler",
+                "rooms",
+                "--redis",
+                &redis.url,
+            ])
+            .await?,
+        );
+    }
+    let join = json!({"type": "join", "room": "bench"}).to_string();
+    let mut members = Vec::with_capacity(scale.room_members);
+    for i in 0..scale.room_members {
+        let client = steadfast_client(Kind::Reliable, &nodes[i % 3].url).await?;
+        drop(client.send(join.clone()).await.map_err(|e| e.to_string())?);
+        next_message(&client).await?;
+        members.push(client);
+    }
+    // The poster is a member too (the rooms handler wants it); it does not
+    // get its own posts.
+    let poster = steadfast_client(Kind::Reliable, &nodes[0].url).await?;
+    drop(poster.send(join).await.map_err(|e| e.to_string())?);
+    next_message(&poster).await?;
+    let base = Instant::now();
+    let posts = scale.room_posts;
+    let readers: Vec<_> = members
+        .into_iter()
+        .map(|member| {
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(posts);
+                while latencies.len() < posts {
+                    let Payload::Text(text) = next_message(&member).await? else {
+                        continue;
+                    };
+                    let message: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+                    if let Some(sent) = message["data"].as_u64() {
+                        let now = u64::try_from(base.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        latencies.push(now.saturating_sub(sent) as f64);
+                    }
+                }
+                Ok::<_, String>(latencies)
+            })
+        })
+        .collect();
+    for _ in 0..posts {
+        let sent = u64::try_from(base.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let post = json!({"type": "room", "room": "bench", "data": sent}).to_string();
+        drop(poster.send(post).await.map_err(|e| e.to_string())?);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut all = Vec::with_capacity(posts * scale.room_members);
+    for reader in readers {
+        all.extend(reader.await.map_err(|e| e.to_string())??);
+    }
+    all.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let (p50, p99) = (at(0.5), at(0.99));
+    println!(
+        "\nroom broadcast, {} members over 3 nodes on Redis, {posts} posts: delivery p50 {:.1} ms, p99 {:.1} ms",
+        scale.room_members,
+        p50 / 1e3,
+        p99 / 1e3
+    );
+    drop(nodes);
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Some(json!({
+        "members": scale.room_members, "nodes": 3, "posts": posts,
+        "deliveries": all.len(), "p50_us": p50, "p99_us": p99,
+    })))
 }
 
 /// A redis-server child for the session-store rows; killed on drop.
@@ -312,6 +415,15 @@ pub(crate) async fn run(
         }));
     }
     report.insert("sequential".into(), Value::Array(rows));
+
+    // A room spread over three nodes on Redis.
+    match room_broadcast(scale).await {
+        Ok(Some(row)) => {
+            report.insert("room_broadcast".into(), row);
+        }
+        Ok(None) => {}
+        Err(error) => return Err(format!("room broadcast: {error}")),
+    }
 
     // The server's session store: memory against the embedded default.
     let data_dir = std::env::temp_dir().join(format!("steadfast-bench-{}", std::process::id()));
