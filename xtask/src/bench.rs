@@ -275,7 +275,14 @@ fn room_broadcast_table(md: &mut String, row: &Value) {
          directly, the rest through their inboxes in Redis (a commit on \
          the sender's node, a hint, a commit on the member's).\n\n\
          | members | nodes | deliveries | p50 | p99 |\n|---|---|---|---|---|\n\
-         | {} | {} | {} | {:.1} ms | {:.1} ms |",
+         | {} | {} | {} | {:.1} ms | {:.1} ms |\n\n\
+         What limits it: each remote member's node takes each post by a \
+         pull of that member's inbox, a Redis read on the store's one \
+         connection and then a commit, one session at a time; with about \
+         330 members a node, a post's pulls queue behind each other. Not \
+         yet tried: one pipelined read of many inboxes and one commit for \
+         all of them, and a delivery path that skips the inbox for members \
+         whose node is alive.",
         row["members"],
         row["posts"],
         row["members"],
