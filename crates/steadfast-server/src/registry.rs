@@ -78,6 +78,8 @@ pub(crate) struct Slot {
     pub(crate) barrier: u64,
     /// Taking its inbox (messages other servers posted) into the outbox.
     pulling: bool,
+    /// More mail was announced during that pull: pull again after it.
+    pull_again: bool,
     seen: Stats,
 }
 
@@ -387,6 +389,9 @@ impl Shared {
         {
             let mut guard = lock(&slot);
             if guard.pulling {
+                // The running pull may have read the inbox before this
+                // mail came: it goes round once more.
+                guard.pull_again = true;
                 return;
             }
             guard.pulling = true;
@@ -402,9 +407,13 @@ impl Shared {
                         Vec::new()
                     });
             if items.is_empty() {
-                break;
+                let mut guard = lock(&slot);
+                if std::mem::take(&mut guard.pull_again) {
+                    continue;
+                }
+                guard.pulling = false;
+                return;
             }
-            let full = items.len() == PULL_BATCH;
             let unit = committer.begin();
             let ticket = {
                 let mut guard = lock(&slot);
@@ -436,11 +445,10 @@ impl Shared {
             };
             drop(unit);
             committer.wait(ticket).await;
-            if !full {
-                break;
-            }
+            // Round again: a full batch left more, or more was announced;
+            // an empty inbox ends it (above).
+            lock(&slot).pull_again = false;
         }
-        lock(&slot).pulling = false;
     }
 
     /// Pull the inbox of every session held here that has mail (the
@@ -612,6 +620,7 @@ impl Shared {
             claim,
             barrier: 0,
             pulling: false,
+            pull_again: false,
             seen: Stats::default(),
         }));
         registry.sessions.insert(id, peer);
