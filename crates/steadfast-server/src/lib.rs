@@ -283,8 +283,13 @@ impl Server {
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(session) = mail.recv(), if shared_store => {
+                    // Every hint already here: one read, one commit.
+                    let mut sessions = vec![session];
+                    while let Ok(more) = mail.try_recv() {
+                        sessions.push(more);
+                    }
                     let shared = shared.clone();
-                    tokio::spawn(async move { shared.pull(session).await }.instrument(span.clone()));
+                    tokio::spawn(async move { shared.pull_many(sessions).await }.instrument(span.clone()));
                 }
                 _ = mail_check.tick(), if shared_store => {
                     let shared = shared.clone();

@@ -368,55 +368,75 @@ impl Shared {
     }
 
     /// Take what other servers posted to `session` (held here) into its
-    /// outbox: the `Put`s and the inbox's trim in one commit, so each
-    /// message is taken once, also across a crash or a claim by another
-    /// server (its commit is then refused).
+    /// outbox (see [`Shared::pull_many`]).
     pub(crate) async fn pull(self: &Arc<Self>, session: SessionId) {
+        self.pull_many(vec![session]).await;
+    }
+
+    /// Take what other servers posted to these sessions (those held here)
+    /// into their outboxes: one pipelined read of their inboxes, then for
+    /// each the `Put`s and the inbox's trim in one commit unit, so each
+    /// message is taken once, also across a crash or a claim by another
+    /// server (its commit is then refused). A session already being pulled
+    /// is marked to go round again instead.
+    pub(crate) async fn pull_many(self: &Arc<Self>, sessions: Vec<SessionId>) {
         let Some(committer) = self.committer.clone() else {
             return;
         };
-        let slot = {
-            let registry = lock(&self.registry);
-            match registry
-                .sessions
-                .get(&session)
-                .and_then(|p| registry.peers.get(p))
-            {
-                Some(Entry::Session(slot)) => slot.clone(),
-                _ => return,
-            }
-        };
+        let mut active: Vec<(SessionId, Arc<Mutex<Slot>>)> = Vec::new();
         {
-            let mut guard = lock(&slot);
-            if guard.pulling {
-                // The running pull may have read the inbox before this
-                // mail came: it goes round once more.
-                guard.pull_again = true;
-                return;
+            let registry = lock(&self.registry);
+            for session in sessions {
+                let Some(Entry::Session(slot)) = registry
+                    .sessions
+                    .get(&session)
+                    .and_then(|p| registry.peers.get(p))
+                else {
+                    continue;
+                };
+                let mut guard = lock(slot);
+                if guard.pulling {
+                    // The running pull may have read the inbox before this
+                    // mail came: it goes round once more.
+                    guard.pull_again = true;
+                } else if !active.iter().any(|(s, _)| *s == session) {
+                    guard.pulling = true;
+                    active.push((session, slot.clone()));
+                }
             }
-            guard.pulling = true;
         }
-        loop {
+        while !active.is_empty() {
+            let ids: Vec<SessionId> = active.iter().map(|(s, _)| *s).collect();
             let shared = self.clone();
-            let items =
-                tokio::task::spawn_blocking(move || shared.store.inbox(&session, PULL_BATCH))
-                    .await
-                    .unwrap_or_else(|_| Ok(Vec::new()))
-                    .unwrap_or_else(|error| {
-                        tracing::warn!(%error, ?session, "cannot read the inbox");
-                        Vec::new()
-                    });
-            if items.is_empty() {
+            let read = tokio::task::spawn_blocking(move || shared.store.inboxes(&ids, PULL_BATCH))
+                .await
+                .unwrap_or_else(|_| Err(SessionStoreError("the inbox read failed".into())));
+            let inboxes = match read {
+                Ok(inboxes) => inboxes,
+                Err(error) => {
+                    // Left for the periodic check.
+                    tracing::warn!(%error, "cannot read the inboxes");
+                    for (_, slot) in &active {
+                        lock(slot).pulling = false;
+                    }
+                    return;
+                }
+            };
+            let unit = committer.begin();
+            let mut ticket = 0;
+            let mut next = Vec::with_capacity(active.len());
+            for ((session, slot), items) in active.into_iter().zip(inboxes) {
                 let mut guard = lock(&slot);
-                if std::mem::take(&mut guard.pull_again) {
+                if items.is_empty() {
+                    // Done, unless more was announced meanwhile.
+                    if std::mem::take(&mut guard.pull_again) {
+                        drop(guard);
+                        next.push((session, slot));
+                    } else {
+                        guard.pulling = false;
+                    }
                     continue;
                 }
-                guard.pulling = false;
-                return;
-            }
-            let unit = committer.begin();
-            let ticket = {
-                let mut guard = lock(&slot);
                 let mut taken = 0u64;
                 for (binary, payload) in items {
                     let message = if binary {
@@ -435,19 +455,23 @@ impl Shared {
                     taken += 1;
                 }
                 guard.drain(&self.metrics);
-                let ticket = committer.push(Change::Consumed {
+                let consumed = committer.push(Change::Consumed {
                     session,
                     claim: guard.claim,
                     count: taken,
                 });
-                guard.barrier = guard.barrier.max(ticket);
-                ticket
-            };
+                guard.barrier = guard.barrier.max(consumed);
+                guard.pull_again = false;
+                ticket = ticket.max(consumed);
+                drop(guard);
+                // Round again: a full batch left more, or more came.
+                next.push((session, slot));
+            }
             drop(unit);
-            committer.wait(ticket).await;
-            // Round again: a full batch left more, or more was announced;
-            // an empty inbox ends it (above).
-            lock(&slot).pull_again = false;
+            if ticket > 0 {
+                committer.wait(ticket).await;
+            }
+            active = next;
         }
     }
 
@@ -463,11 +487,7 @@ impl Shared {
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
-        for session in mail {
-            if lock(&self.registry).sessions.contains_key(&session) {
-                self.pull(session).await;
-            }
-        }
+        self.pull_many(mail).await;
     }
 
     /// Whether the session store answers (a cheap read, within 2 s) and

@@ -169,6 +169,9 @@ pub enum Change {
     },
 }
 
+/// Messages waiting in a session's inbox, oldest first: (binary, payload).
+pub type Inbox = Vec<(bool, Vec<u8>)>;
+
 /// What a sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -260,12 +263,14 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
 
     /// The first `max` messages posted to `session`'s inbox, oldest first:
     /// (binary, payload).
-    fn inbox(
-        &self,
-        _session: &SessionId,
-        _max: usize,
-    ) -> Result<Vec<(bool, Vec<u8>)>, SessionStoreError> {
+    fn inbox(&self, _session: &SessionId, _max: usize) -> Result<Inbox, SessionStoreError> {
         Ok(Vec::new())
+    }
+
+    /// [`SessionStore::inbox`] of each of `sessions`, in their order (a
+    /// shared store reads them in one round trip).
+    fn inboxes(&self, sessions: &[SessionId], max: usize) -> Result<Vec<Inbox>, SessionStoreError> {
+        sessions.iter().map(|s| self.inbox(s, max)).collect()
     }
 
     /// Sessions whose inbox has messages waiting.

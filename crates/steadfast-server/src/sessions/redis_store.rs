@@ -7,7 +7,9 @@ use redis::{Client, Connection, Script};
 use steadfast_core::record::{StoredMessage, StoredSession};
 use steadfast_core::{PersistOp, SessionId};
 
-use super::{Change, Claim, Retention, SavedSession, SessionStore, SessionStoreError, Swept};
+use super::{
+    Change, Claim, Inbox, Retention, SavedSession, SessionStore, SessionStoreError, Swept,
+};
 use crate::registry::lock;
 
 /// Each batch of changes is one Lua script: atomic, in order. Keys (under
@@ -520,6 +522,20 @@ fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
     }
 }
 
+/// Inbox entries back into (binary, payload).
+fn unflag_all(items: Vec<Vec<u8>>) -> Inbox {
+    items
+        .into_iter()
+        .map(|mut item| {
+            let binary = item.first() == Some(&1);
+            if !item.is_empty() {
+                item.remove(0);
+            }
+            (binary, item)
+        })
+        .collect()
+}
+
 /// An inbox entry: `[binary flag][payload]`.
 fn flagged(binary: bool, payload: &[u8]) -> Vec<u8> {
     let mut data = Vec::with_capacity(payload.len() + 1);
@@ -716,11 +732,7 @@ impl SessionStore for RedisSessions {
         true
     }
 
-    fn inbox(
-        &self,
-        session: &SessionId,
-        max: usize,
-    ) -> Result<Vec<(bool, Vec<u8>)>, SessionStoreError> {
+    fn inbox(&self, session: &SessionId, max: usize) -> Result<Inbox, SessionStoreError> {
         let last = isize::try_from(max).unwrap_or(isize::MAX) - 1;
         let items: Vec<Vec<u8>> = self.with(|connection| {
             redis::cmd("LRANGE")
@@ -730,16 +742,25 @@ impl SessionStore for RedisSessions {
                 .query(connection)
                 .map_err(failed)
         })?;
-        Ok(items
-            .into_iter()
-            .map(|mut item| {
-                let binary = item.first() == Some(&1);
-                if !item.is_empty() {
-                    item.remove(0);
-                }
-                (binary, item)
-            })
-            .collect())
+        Ok(unflag_all(items))
+    }
+
+    fn inboxes(&self, sessions: &[SessionId], max: usize) -> Result<Vec<Inbox>, SessionStoreError> {
+        if sessions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let last = isize::try_from(max).unwrap_or(isize::MAX) - 1;
+        let lists: Vec<Vec<Vec<u8>>> = self.with(|connection| {
+            let mut pipe = redis::pipe();
+            for session in sessions {
+                pipe.cmd("LRANGE")
+                    .arg(self.key("in", session))
+                    .arg(0)
+                    .arg(last);
+            }
+            pipe.query(connection).map_err(failed)
+        })?;
+        Ok(lists.into_iter().map(unflag_all).collect())
     }
 
     fn with_mail(&self) -> Result<Vec<SessionId>, SessionStoreError> {
