@@ -10,9 +10,9 @@
 //! millisecond), long enough to kill the server under it:
 //!
 //! ```sh
-//! steadfast serve --listen 127.0.0.1:9000 --data-dir /tmp/sf &
+//! steadfast serve --listen 127.0.0.1:9000 --data-dir ./sf-data &
 //! cargo run -p steadfast --example exactly_once -- ws://127.0.0.1:9000 3000 2 &
-//! sleep 0.7; kill -9 %1; steadfast serve --listen 127.0.0.1:9000 --data-dir /tmp/sf
+//! sleep 0.7; kill -9 %1; steadfast serve --listen 127.0.0.1:9000 --data-dir ./sf-data
 //! ```
 //!
 //! (`cargo xtask demo` starts such servers and runs this for you.)
