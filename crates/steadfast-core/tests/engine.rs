@@ -648,6 +648,49 @@ fn a_message_above_the_peers_limit_fails_alone_and_is_skipped() {
         .expect("at the peer's limit");
 }
 
+/// A store as a map: what an engine's persist ops leave behind.
+#[derive(Default)]
+struct MapStore {
+    session: Option<StoredSession>,
+    messages: std::collections::BTreeMap<u64, StoredMessage>,
+}
+
+impl MapStore {
+    fn apply(&mut self, outputs: &[Output]) {
+        for o in outputs {
+            match o {
+                Output::Persist(PersistOp::Session(s)) => self.session = Some(*s),
+                Output::Persist(PersistOp::Put(m)) => {
+                    self.messages.insert(m.seq, m.clone());
+                }
+                Output::Persist(PersistOp::Delete { seq }) => {
+                    self.messages.remove(seq);
+                }
+                Output::Persist(PersistOp::Clear) => self.messages.clear(),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Feed the server DATA frames `seqs` (each payload its seq as one byte);
+/// the messages it delivers.
+fn deliver(server: &mut Engine, seqs: &[u64]) -> Vec<Event> {
+    for &seq in seqs {
+        let data = Frame::Data {
+            seq,
+            binary: true,
+            chunk: None,
+            payload: &[seq as u8],
+        };
+        server.handle_frame(2, true, &data.to_vec());
+    }
+    events(&drain(server))
+        .into_iter()
+        .filter(|e| matches!(e, Event::Message(_)))
+        .collect()
+}
+
 #[test]
 fn a_server_rebuilt_from_a_session_record_resumes_the_session_without_duplicates() {
     let session = SessionId([9; 16]);
@@ -676,20 +719,10 @@ fn a_server_rebuilt_from_a_session_record_resumes_the_session_without_duplicates
     // Its queued messages 8 and 9 went with the state: skipped, not lost silently.
     assert_eq!(f[1], Frame::Skip { first: 8, last: 9 });
     // The client's 6 is new here (5 was delivered), 5 a duplicate.
-    for seq in [5u64, 6] {
-        let data = Frame::Data {
-            seq,
-            binary: true,
-            chunk: None,
-            payload: &[seq as u8],
-        };
-        server.handle_frame(2, true, &data.to_vec());
-    }
-    let delivered: Vec<Event> = events(&drain(&mut server))
-        .into_iter()
-        .filter(|e| matches!(e, Event::Message(_)))
-        .collect();
-    assert_eq!(delivered, vec![Event::Message(Payload::Binary(vec![6]))]);
+    assert_eq!(
+        deliver(&mut server, &[5, 6]),
+        vec![Event::Message(Payload::Binary(vec![6]))]
+    );
     // New messages continue after the record's seqs.
     assert_eq!(server.next_seq(), 10);
 }
@@ -698,23 +731,7 @@ fn a_server_rebuilt_from_a_session_record_resumes_the_session_without_duplicates
 fn a_server_restored_from_its_store_resends_what_was_unacknowledged_byte_for_byte() {
     let session = SessionId([4; 16]);
     let mut server = Engine::server(config(), 1, session).expect("config");
-    let mut stored: Option<StoredSession> = None;
-    let mut messages: std::collections::BTreeMap<u64, StoredMessage> = Default::default();
-    let mut apply = |outputs: &[Output], stored: &mut Option<StoredSession>| {
-        for o in outputs {
-            match o {
-                Output::Persist(PersistOp::Session(s)) => *stored = Some(*s),
-                Output::Persist(PersistOp::Put(m)) => {
-                    messages.insert(m.seq, m.clone());
-                }
-                Output::Persist(PersistOp::Delete { seq }) => {
-                    messages.remove(seq);
-                }
-                Output::Persist(PersistOp::Clear) => messages.clear(),
-                _ => {}
-            }
-        }
-    };
+    let mut store = MapStore::default();
     server.handle_open(0, None);
     let hello = Frame::Hello {
         new: true,
@@ -730,7 +747,7 @@ fn a_server_restored_from_its_store_resends_what_was_unacknowledged_byte_for_byt
         .position(|o| matches!(o, Output::Persist(PersistOp::Session(_))));
     let welcomed = out.iter().position(|o| matches!(o, Output::Transmit(_)));
     assert!(persisted < welcomed, "{out:?}");
-    apply(&out, &mut stored);
+    store.apply(&out);
     for text in ["one", "two", "three"] {
         server.send(2, WALL, text.into()).expect("room");
     }
@@ -748,10 +765,13 @@ fn a_server_restored_from_its_store_resends_what_was_unacknowledged_byte_for_byt
     server.handle_taken(2);
     server.handle_read_burst_end();
     let out = drain(&mut server);
-    apply(&out, &mut stored);
-    let stored = stored.expect("a session record");
+    store.apply(&out);
+    let stored = store.session.expect("a session record");
     assert_eq!(stored.inbound_delivered, 2);
-    assert_eq!(messages.keys().copied().collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(
+        store.messages.keys().copied().collect::<Vec<_>>(),
+        vec![2, 3]
+    );
 
     // The process dies; a new one rebuilds the session from the store.
     let mut restored = Engine::server_restore(
@@ -760,7 +780,7 @@ fn a_server_restored_from_its_store_resends_what_was_unacknowledged_byte_for_byt
         0,
         WALL,
         stored,
-        messages.values().cloned().collect(),
+        store.messages.values().cloned().collect(),
     )
     .expect("config");
     restored.handle_open(0, None);
@@ -807,20 +827,10 @@ fn a_server_restored_from_its_store_resends_what_was_unacknowledged_byte_for_byt
     );
     assert_eq!(f.len(), 3, "{f:?}");
     // The client's 2 again is a duplicate; its 3 is new.
-    for seq in [2u64, 3] {
-        let data = Frame::Data {
-            seq,
-            binary: true,
-            chunk: None,
-            payload: &[seq as u8],
-        };
-        restored.handle_frame(2, true, &data.to_vec());
-    }
-    let delivered: Vec<Event> = events(&drain(&mut restored))
-        .into_iter()
-        .filter(|e| matches!(e, Event::Message(_)))
-        .collect();
-    assert_eq!(delivered, vec![Event::Message(Payload::Binary(vec![3]))]);
+    assert_eq!(
+        deliver(&mut restored, &[2, 3]),
+        vec![Event::Message(Payload::Binary(vec![3]))]
+    );
     assert_eq!(restored.next_seq(), 4);
 }
 
@@ -860,44 +870,28 @@ fn a_message_that_waits_past_its_ttl_fails_and_is_skipped() {
 #[test]
 fn the_outbox_survives_a_restart_through_the_store() {
     let mut engine = Engine::client(config(), 5).expect("config");
-    let mut session: Option<StoredSession> = None;
-    let mut store: std::collections::BTreeMap<u64, StoredMessage> = Default::default();
-    let mut apply = |outputs: &[Output], session: &mut Option<StoredSession>| {
-        for o in outputs {
-            match o {
-                Output::Persist(PersistOp::Session(s)) => *session = Some(*s),
-                Output::Persist(PersistOp::Put(m)) => {
-                    store.insert(m.seq, m.clone());
-                }
-                Output::Persist(PersistOp::Delete { seq }) => {
-                    store.remove(seq);
-                }
-                Output::Persist(PersistOp::Clear) => store.clear(),
-                _ => {}
-            }
-        }
-    };
+    let mut store = MapStore::default();
     let out = open_reliable(&mut engine, 0, 0);
-    apply(&out, &mut session);
+    store.apply(&out);
     for text in ["one", "two", "three"] {
         engine.send(1, WALL, text.into()).expect("room");
     }
     let out = drain(&mut engine);
-    apply(&out, &mut session);
+    store.apply(&out);
     // The server acknowledges "one" only; then the process dies.
     engine.handle_frame(2, true, &Frame::Ack { delivered: 1 }.to_vec());
     let out = drain(&mut engine);
-    apply(&out, &mut session);
+    store.apply(&out);
     let original = engine.session();
     drop(engine);
 
-    let messages: Vec<StoredMessage> = store.values().cloned().collect();
+    let messages: Vec<StoredMessage> = store.messages.values().cloned().collect();
     assert_eq!(
         messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
         vec![2, 3]
     );
     let (mut engine, receipts) =
-        Engine::restore(config(), 6, 0, WALL + 5, session, messages).expect("restore");
+        Engine::restore(config(), 6, 0, WALL + 5, store.session, messages).expect("restore");
     assert_eq!(receipts.iter().map(|r| r.0).collect::<Vec<_>>(), vec![2, 3]);
     let queued: Vec<(Receipt, bool, Vec<u8>)> = engine
         .queued_messages()
