@@ -12,7 +12,7 @@ use steadfast::{Client, ClientEvent, ConnectionState, Delivery, Payload};
 use steadfast_core::Rng;
 use steadfast_server::{Echo, RedisSessions, Rooms, Server, ServerHandle};
 use steadfast_testkit::{eventually, Front, RedisServer};
-use steadfast_tests::{fast_backoff, ServerProcess};
+use steadfast_tests::{expect_all_acked, fast_backoff, send_paced, ServerProcess};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_steadfast-test-server");
 const WAIT: Duration = Duration::from_secs(30);
@@ -206,19 +206,8 @@ async fn stream_across_nodes(fault: Fault) {
             echoes
         })
     };
-    let mut receipts = Vec::with_capacity(N);
-    for i in 0..N {
-        receipts.push(client.send(format!("c{i}")).await.expect("queued"));
-        if i % 10 == 9 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-    for (i, receipt) in receipts.into_iter().enumerate() {
-        let delivery = tokio::time::timeout(WAIT, receipt)
-            .await
-            .unwrap_or_else(|_| panic!("no ACK for c{i}"));
-        assert_eq!(delivery, Ok(Delivery::Acked), "c{i}");
-    }
+    let receipts = send_paced(&client, N).await;
+    expect_all_acked(receipts, WAIT).await;
     let echoes = tokio::time::timeout(WAIT, reader)
         .await
         .expect("every echo in time")

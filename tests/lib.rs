@@ -5,7 +5,9 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, Command, Stdio};
 
-use steadfast::BackoffConfig;
+use std::time::Duration;
+
+use steadfast::{BackoffConfig, Client, Delivery, Receipt};
 
 /// Reconnect within milliseconds (loopback servers that come back fast).
 pub fn fast_backoff() -> BackoffConfig {
@@ -16,6 +18,35 @@ pub fn fast_backoff() -> BackoffConfig {
         healthy_after_ms: 200,
         connect_timeout_ms: 5_000,
         ..BackoffConfig::default()
+    }
+}
+
+/// Send `c0`, `c1`, … `c{count-1}`, ten a millisecond at most (a stream
+/// that lasts, for faults to land in); their receipts.
+///
+/// # Panics
+/// If a send is refused.
+pub async fn send_paced(client: &Client, count: usize) -> Vec<Receipt> {
+    let mut receipts = Vec::with_capacity(count);
+    for i in 0..count {
+        receipts.push(client.send(format!("c{i}")).await.expect("queued"));
+        if i % 10 == 9 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    receipts
+}
+
+/// Every receipt acknowledged within `wait` (each named by its index).
+///
+/// # Panics
+/// If one is not, or fails.
+pub async fn expect_all_acked(receipts: Vec<Receipt>, wait: Duration) {
+    for (i, receipt) in receipts.into_iter().enumerate() {
+        let delivery = tokio::time::timeout(wait, receipt)
+            .await
+            .unwrap_or_else(|_| panic!("no ACK for c{i} within {wait:?}"));
+        assert_eq!(delivery, Ok(Delivery::Acked), "c{i}");
     }
 }
 

@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use steadfast::{Client, ClientEvent, Delivery, Payload};
+use steadfast::{Client, ClientEvent, Payload};
 use steadfast_core::Rng;
 use steadfast_testkit::RedisServer;
-use steadfast_tests::{fast_backoff, ServerProcess};
+use steadfast_tests::{expect_all_acked, fast_backoff, send_paced, ServerProcess};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_steadfast-test-server");
 const N: usize = 3_000;
@@ -117,10 +117,7 @@ async fn stream_through(
             .expect("started")
     };
     let url = first.0.url.clone();
-    let listen = url
-        .trim_start_matches("ws://")
-        .trim_end_matches('/')
-        .to_owned();
+    let listen = first.0.addr().to_string();
     let server = Arc::new(Mutex::new(first));
     let redis = Arc::new(Mutex::new(redis));
     let client = Client::builder(&url)
@@ -188,23 +185,8 @@ async fn stream_through(
     };
 
     // Paced (10 a millisecond) so the kills land mid-stream both ways.
-    let mut receipts = Vec::with_capacity(N);
-    for i in 0..N {
-        let receipt = client
-            .send(Payload::Text(format!("c{i}")))
-            .await
-            .expect("queued");
-        receipts.push(receipt);
-        if i % 10 == 9 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-    for (i, receipt) in receipts.into_iter().enumerate() {
-        let delivery = tokio::time::timeout(WAIT, receipt)
-            .await
-            .unwrap_or_else(|_| panic!("no ACK for c{i} within {WAIT:?}"));
-        assert_eq!(delivery, Ok(Delivery::Acked), "c{i}");
-    }
+    let receipts = send_paced(&client, N).await;
+    expect_all_acked(receipts, WAIT).await;
     let echoes = tokio::time::timeout(WAIT, reader)
         .await
         .expect("every echo in time")
@@ -295,10 +277,7 @@ async fn rooms_and_peer_ids_survive_a_sigkill_on_the_data_dir() {
             .expect("started")
     };
     let url = first.0.url.clone();
-    let listen = url
-        .trim_start_matches("ws://")
-        .trim_end_matches('/')
-        .to_owned();
+    let listen = first.0.addr().to_string();
     let connect = |seed: u64| {
         Client::builder(&url)
             .backoff(fast_backoff())
