@@ -21,6 +21,7 @@ Examples:
   steadfast bench
   steadfast bench --messages 50000 --size 1024
   steadfast bench --suite --json results.json
+  steadfast bench --suite --only stores --size 64
 
 --suite runs the native side-by-side suite (separate server processes, raw
 tokio-tungstenite, latency, 16 MiB, idle memory, durable outbox); `cargo
@@ -48,6 +49,9 @@ pub(crate) struct BenchArgs {
     /// With --suite: also write the results here as JSON.
     #[arg(long, value_name = "FILE", requires = "suite")]
     json: Option<std::path::PathBuf>,
+    /// With --suite: run only these sections (repeatable).
+    #[arg(long, value_enum, value_name = "SECTION", requires = "suite")]
+    only: Vec<crate::suite::Section>,
     /// Internal: run as a helper process of the suite (raw-echo, idle).
     #[arg(long, hide = true)]
     role: Option<String>,
@@ -73,7 +77,7 @@ pub(crate) async fn bench(args: BenchArgs) -> ExitCode {
             } else {
                 crate::suite::Scale::full()
             };
-            crate::suite::run(scale, &args.sizes, args.json).await
+            crate::suite::run(scale, &args.sizes, &args.only, args.json).await
         }
         None => run(args).await,
     };

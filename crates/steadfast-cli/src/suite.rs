@@ -301,13 +301,42 @@ fn median(values: &mut [f64]) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// A part of the suite, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Section {
+    /// Pipelined echo throughput against raw tokio-tungstenite.
+    Throughput,
+    /// Round trip at a fixed 1,000 messages/s.
+    Latency,
+    /// Sequential round trips, each awaited.
+    Sequential,
+    /// A room over three nodes on Redis.
+    Rooms,
+    /// The server's session stores side by side.
+    Stores,
+    /// A 16 MiB round trip.
+    Big,
+    /// Resident memory of idle connections.
+    Idle,
+    /// The client's durable outbox.
+    Durable,
+}
+
 /// Run the suite; `sizes` (empty: 64 B, 1 KiB, 4 KiB, 64 KiB) are the
-/// throughput payloads.
+/// throughput payloads (with `only` = stores, the store rows' sizes, default
+/// 64 B and 1 KiB); `only` (empty: all) picks sections.
 pub(crate) async fn run(
     scale: Scale,
     sizes: &[usize],
+    only: &[Section],
     json_out: Option<PathBuf>,
 ) -> Result<(), String> {
+    let want = |section: Section| only.is_empty() || only.contains(&section);
+    let store_sizes = if sizes.is_empty() || !only.contains(&Section::Stores) {
+        vec![64, 1024]
+    } else {
+        sizes.to_vec()
+    };
     let sizes = if sizes.is_empty() {
         vec![64, 1024, 4096, 65536]
     } else {
@@ -337,267 +366,286 @@ pub(crate) async fn run(
     );
     let mut report = serde_json::Map::new();
 
-    // Throughput.
-    println!("\npipelined echo throughput (messages/s; ratio to raw)");
-    let mut rows = Vec::new();
-    for &size in &sizes {
-        let count = count_for(scale, size);
-        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); 3];
-        for _ in 0..scale.runs {
-            for (i, kind) in Kind::ALL.into_iter().enumerate() {
-                let rate = throughput(kind, url(kind), size, count)
-                    .await
-                    .map_err(|e| format!("{} at {size} B: {e}", kind.name()))?;
-                rates[i].push(rate);
+    if want(Section::Throughput) {
+        // Throughput.
+        println!("\npipelined echo throughput (messages/s; ratio to raw)");
+        let mut rows = Vec::new();
+        for &size in &sizes {
+            let count = count_for(scale, size);
+            let mut rates: Vec<Vec<f64>> = vec![Vec::new(); 3];
+            for _ in 0..scale.runs {
+                for (i, kind) in Kind::ALL.into_iter().enumerate() {
+                    let rate = throughput(kind, url(kind), size, count)
+                        .await
+                        .map_err(|e| format!("{} at {size} B: {e}", kind.name()))?;
+                    rates[i].push(rate);
+                }
             }
-        }
-        let medians: Vec<f64> = rates.iter_mut().map(|r| median(r)).collect();
-        let raw_rate = medians[2];
-        println!(
-            "  {size:>6} B x {count:<6} reliable {:>9.0} ({:.2})  plain {:>9.0} ({:.2})  raw {:>9.0}",
-            medians[0],
-            medians[0] / raw_rate,
-            medians[1],
-            medians[1] / raw_rate,
-            raw_rate
-        );
-        rows.push(json!({
-            "size": size, "messages": count,
-            "reliable": medians[0], "plain": medians[1], "raw": raw_rate,
-            "runs": { "reliable": rates[0], "plain": rates[1], "raw": rates[2] },
-        }));
-    }
-    report.insert("throughput".into(), Value::Array(rows));
-
-    // Latency at a fixed rate.
-    println!("\nround trip at 1,000 messages/s, 64 B (µs)");
-    let mut rows = Vec::new();
-    for kind in Kind::ALL {
-        let mut p50s = Vec::new();
-        let mut p99s = Vec::new();
-        for _ in 0..scale.runs.min(3) {
-            let (p50, p99) = latency(kind, url(kind), scale.latency_ms).await?;
-            p50s.push(p50);
-            p99s.push(p99);
-        }
-        let (p50, p99) = (median(&mut p50s), median(&mut p99s));
-        println!("  {:<22} p50 {p50:>7.0}  p99 {p99:>7.0}", kind.name());
-        rows.push(json!({ "client": kind.key(), "p50_us": p50, "p99_us": p99 }));
-    }
-    report.insert("latency".into(), Value::Array(rows));
-
-    // One message at a time: what an application awaiting each send sees.
-    println!("\none 64 B message at a time, sequential round trips (µs)");
-    let cases = [
-        (
-            Kind::Reliable,
-            Await::Ack,
-            "reliable, `await send()` (the ACK)",
-        ),
-        (Kind::Reliable, Await::Echo, "reliable, send then the echo"),
-        (Kind::Raw, Await::Echo, "raw, send then the echo"),
-    ];
-    let mut runs: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); cases.len()];
-    for _ in 0..scale.runs.min(3) {
-        for (i, (kind, wait, _)) in cases.iter().enumerate() {
-            let (p50, p99) = sequential(*kind, url(*kind), *wait, scale.sequential).await?;
-            runs[i].0.push(p50);
-            runs[i].1.push(p99);
-        }
-    }
-    let mut rows = Vec::new();
-    for ((kind, wait, name), (p50s, p99s)) in cases.iter().zip(&mut runs) {
-        let (p50, p99) = (median(p50s), median(p99s));
-        println!("  {name:<36} p50 {p50:>7.0}  p99 {p99:>7.0}");
-        rows.push(json!({
-            "client": kind.key(), "awaits": wait.key(), "messages": scale.sequential,
-            "p50_us": p50, "p99_us": p99,
-        }));
-    }
-    report.insert("sequential".into(), Value::Array(rows));
-
-    // A room spread over three nodes on Redis.
-    match room_broadcast(scale).await {
-        Ok(Some(row)) => {
-            report.insert("room_broadcast".into(), row);
-        }
-        Ok(None) => {}
-        Err(error) => return Err(format!("room broadcast: {error}")),
-    }
-
-    // The server's session store: memory against the embedded default.
-    let data_dir = std::env::temp_dir().join(format!("steadfast-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data_dir);
-    let data_arg = data_dir.display().to_string();
-    let embedded = spawn_server(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--exit-on-stdin-eof",
-        "--sessions",
-        "embedded",
-        "--data-dir",
-        &data_arg,
-    ])
-    .await?;
-    // Redis too, if there is a redis-server to start (`cargo xtask setup`
-    // installs Debian's): AOF on, fsynced on every write, as the store
-    // requires on Redis 7.0.
-    let redis = match RedisChild::start(&data_dir.join("redis")).await {
-        Ok(redis) => Some(redis),
-        Err(why) => {
-            println!("\n(no Redis row: {why})");
-            None
-        }
-    };
-    let on_redis = match &redis {
-        Some(redis) => Some(
-            spawn_server(&[
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--exit-on-stdin-eof",
-                "--redis",
-                &redis.url,
-            ])
-            .await?,
-        ),
-        None => None,
-    };
-    let mut stores = vec![
-        ("memory", steadfast.url.as_str()),
-        ("embedded", embedded.url.as_str()),
-    ];
-    if let Some(server) = &on_redis {
-        stores.push(("redis", server.url.as_str()));
-    }
-    println!(
-        "\nreliable echo by the server's session store (every commit fsynced; ratio to memory)"
-    );
-    let mut rows = Vec::new();
-    for size in [64usize, 1024] {
-        let count = count_for(scale, size);
-        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); stores.len()];
-        for _ in 0..scale.runs {
-            for (i, (_, url)) in stores.iter().enumerate() {
-                rates[i].push(throughput(Kind::Reliable, url, size, count).await?);
-            }
-        }
-        let medians: Vec<f64> = rates.iter_mut().map(|r| median(r)).collect();
-        let mut line = format!("  pipelined {size:>5} B x {count:<6}");
-        for ((store, _), rate) in stores.iter().zip(&medians) {
-            line += &format!("  {store} {rate:>9.0} ({:.2})", rate / medians[0]);
-        }
-        println!("{line}");
-        for ((store, _), (median, runs)) in stores.iter().zip(medians.iter().zip(&rates)) {
+            let medians: Vec<f64> = rates.iter_mut().map(|r| median(r)).collect();
+            let raw_rate = medians[2];
+            println!(
+                "  {size:>6} B x {count:<6} reliable {:>9.0} ({:.2})  plain {:>9.0} ({:.2})  raw {:>9.0}",
+                medians[0],
+                medians[0] / raw_rate,
+                medians[1],
+                medians[1] / raw_rate,
+                raw_rate
+            );
             rows.push(json!({
-                "store": store, "case": "pipelined", "size": size, "messages": count,
-                "per_s": median, "runs": runs,
+                "size": size, "messages": count,
+                "reliable": medians[0], "plain": medians[1], "raw": raw_rate,
+                "runs": { "reliable": rates[0], "plain": rates[1], "raw": rates[2] },
             }));
         }
+        report.insert("throughput".into(), Value::Array(rows));
     }
-    let mut p50s: Vec<Vec<f64>> = vec![Vec::new(); stores.len()];
-    let mut p99s: Vec<Vec<f64>> = vec![Vec::new(); stores.len()];
-    for _ in 0..scale.runs.min(3) {
-        for (i, (_, url)) in stores.iter().enumerate() {
-            let (p50, p99) = sequential(Kind::Reliable, url, Await::Ack, scale.sequential).await?;
-            p50s[i].push(p50);
-            p99s[i].push(p99);
+
+    if want(Section::Latency) {
+        // Latency at a fixed rate.
+        println!("\nround trip at 1,000 messages/s, 64 B (µs)");
+        let mut rows = Vec::new();
+        for kind in Kind::ALL {
+            let mut p50s = Vec::new();
+            let mut p99s = Vec::new();
+            for _ in 0..scale.runs.min(3) {
+                let (p50, p99) = latency(kind, url(kind), scale.latency_ms).await?;
+                p50s.push(p50);
+                p99s.push(p99);
+            }
+            let (p50, p99) = (median(&mut p50s), median(&mut p99s));
+            println!("  {:<22} p50 {p50:>7.0}  p99 {p99:>7.0}", kind.name());
+            rows.push(json!({ "client": kind.key(), "p50_us": p50, "p99_us": p99 }));
+        }
+        report.insert("latency".into(), Value::Array(rows));
+    }
+
+    if want(Section::Sequential) {
+        // One message at a time: what an application awaiting each send sees.
+        println!("\none 64 B message at a time, sequential round trips (µs)");
+        let cases = [
+            (
+                Kind::Reliable,
+                Await::Ack,
+                "reliable, `await send()` (the ACK)",
+            ),
+            (Kind::Reliable, Await::Echo, "reliable, send then the echo"),
+            (Kind::Raw, Await::Echo, "raw, send then the echo"),
+        ];
+        let mut runs: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); cases.len()];
+        for _ in 0..scale.runs.min(3) {
+            for (i, (kind, wait, _)) in cases.iter().enumerate() {
+                let (p50, p99) = sequential(*kind, url(*kind), *wait, scale.sequential).await?;
+                runs[i].0.push(p50);
+                runs[i].1.push(p99);
+            }
+        }
+        let mut rows = Vec::new();
+        for ((kind, wait, name), (p50s, p99s)) in cases.iter().zip(&mut runs) {
+            let (p50, p99) = (median(p50s), median(p99s));
+            println!("  {name:<36} p50 {p50:>7.0}  p99 {p99:>7.0}");
+            rows.push(json!({
+                "client": kind.key(), "awaits": wait.key(), "messages": scale.sequential,
+                "p50_us": p50, "p99_us": p99,
+            }));
+        }
+        report.insert("sequential".into(), Value::Array(rows));
+    }
+
+    if want(Section::Rooms) {
+        // A room spread over three nodes on Redis.
+        match room_broadcast(scale).await {
+            Ok(Some(row)) => {
+                report.insert("room_broadcast".into(), row);
+            }
+            Ok(None) => {}
+            Err(error) => return Err(format!("room broadcast: {error}")),
         }
     }
-    for (i, (store, _)) in stores.iter().enumerate() {
-        let (p50, p99) = (median(&mut p50s[i]), median(&mut p99s[i]));
-        println!("  `await send()` one at a time, {store:<8} p50 {p50:>7.0}  p99 {p99:>7.0} µs");
-        rows.push(json!({
-            "store": store, "case": "sequential", "size": 64, "messages": scale.sequential,
-            "p50_us": p50, "p99_us": p99,
-        }));
-    }
-    for (store, url) in stores.iter().skip_while(|(store, _)| *store == "memory") {
-        let Some(metrics) = server_metrics(url).await else {
-            continue;
-        };
-        let get = |name: &str| {
-            metrics
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix(&format!("steadfast_{name} "))?
-                        .parse::<f64>()
-                        .ok()
-                })
-                .unwrap_or(f64::NAN)
-        };
-        let (commits, changes, micros) = (
-            get("store_commits"),
-            get("store_changes"),
-            get("store_commit_micros"),
-        );
-        println!(
-            "  {store} store: {commits:.0} commits, {:.1} changes each, {:.0} µs each (mean)",
-            changes / commits,
-            micros / commits
-        );
-        rows.push(json!({
-            "store": store, "case": "commits", "commits": commits,
-            "changes_per_commit": changes / commits, "commit_us": micros / commits,
-        }));
-    }
-    drop(embedded);
-    drop(on_redis);
-    drop(redis);
-    let _ = std::fs::remove_dir_all(&data_dir);
-    report.insert("session_stores".into(), Value::Array(rows));
 
-    // One 16 MiB message.
-    println!("\none 16 MiB message, round trip (MB/s of payload one way)");
-    let mut rows = Vec::new();
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); 3];
-    for _ in 0..scale.runs.min(3) {
+    if want(Section::Stores) {
+        // The server's session store: memory against the embedded default.
+        let data_dir = std::env::temp_dir().join(format!("steadfast-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let data_arg = data_dir.display().to_string();
+        let embedded = spawn_server(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--exit-on-stdin-eof",
+            "--sessions",
+            "embedded",
+            "--data-dir",
+            &data_arg,
+        ])
+        .await?;
+        // Redis too, if there is a redis-server to start (`cargo xtask setup`
+        // installs Debian's): AOF on, fsynced on every write, as the store
+        // requires on Redis 7.0.
+        let redis = match RedisChild::start(&data_dir.join("redis")).await {
+            Ok(redis) => Some(redis),
+            Err(why) => {
+                println!("\n(no Redis row: {why})");
+                None
+            }
+        };
+        let on_redis = match &redis {
+            Some(redis) => Some(
+                spawn_server(&[
+                    "serve",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--exit-on-stdin-eof",
+                    "--redis",
+                    &redis.url,
+                ])
+                .await?,
+            ),
+            None => None,
+        };
+        let mut stores = vec![
+            ("memory", steadfast.url.as_str()),
+            ("embedded", embedded.url.as_str()),
+        ];
+        if let Some(server) = &on_redis {
+            stores.push(("redis", server.url.as_str()));
+        }
+        println!(
+            "\nreliable echo by the server's session store (every commit fsynced; ratio to memory)"
+        );
+        let mut rows = Vec::new();
+        for &size in &store_sizes {
+            let count = count_for(scale, size);
+            let mut rates: Vec<Vec<f64>> = vec![Vec::new(); stores.len()];
+            for _ in 0..scale.runs {
+                for (i, (_, url)) in stores.iter().enumerate() {
+                    rates[i].push(throughput(Kind::Reliable, url, size, count).await?);
+                }
+            }
+            let medians: Vec<f64> = rates.iter_mut().map(|r| median(r)).collect();
+            let mut line = format!("  pipelined {size:>5} B x {count:<6}");
+            for ((store, _), rate) in stores.iter().zip(&medians) {
+                line += &format!("  {store} {rate:>9.0} ({:.2})", rate / medians[0]);
+            }
+            println!("{line}");
+            for ((store, _), (median, runs)) in stores.iter().zip(medians.iter().zip(&rates)) {
+                rows.push(json!({
+                    "store": store, "case": "pipelined", "size": size, "messages": count,
+                    "per_s": median, "runs": runs,
+                }));
+            }
+        }
+        let mut p50s: Vec<Vec<f64>> = vec![Vec::new(); stores.len()];
+        let mut p99s: Vec<Vec<f64>> = vec![Vec::new(); stores.len()];
+        for _ in 0..scale.runs.min(3) {
+            for (i, (_, url)) in stores.iter().enumerate() {
+                let (p50, p99) =
+                    sequential(Kind::Reliable, url, Await::Ack, scale.sequential).await?;
+                p50s[i].push(p50);
+                p99s[i].push(p99);
+            }
+        }
+        for (i, (store, _)) in stores.iter().enumerate() {
+            let (p50, p99) = (median(&mut p50s[i]), median(&mut p99s[i]));
+            println!(
+                "  `await send()` one at a time, {store:<8} p50 {p50:>7.0}  p99 {p99:>7.0} µs"
+            );
+            rows.push(json!({
+                "store": store, "case": "sequential", "size": 64, "messages": scale.sequential,
+                "p50_us": p50, "p99_us": p99,
+            }));
+        }
+        for (store, url) in stores.iter().skip_while(|(store, _)| *store == "memory") {
+            let Some(metrics) = server_metrics(url).await else {
+                continue;
+            };
+            let get = |name: &str| {
+                metrics
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix(&format!("steadfast_{name} "))?
+                            .parse::<f64>()
+                            .ok()
+                    })
+                    .unwrap_or(f64::NAN)
+            };
+            let (commits, changes, micros) = (
+                get("store_commits"),
+                get("store_changes"),
+                get("store_commit_micros"),
+            );
+            println!(
+                "  {store} store: {commits:.0} commits, {:.1} changes each, {:.0} µs each (mean)",
+                changes / commits,
+                micros / commits
+            );
+            rows.push(json!({
+                "store": store, "case": "commits", "commits": commits,
+                "changes_per_commit": changes / commits, "commit_us": micros / commits,
+            }));
+        }
+        drop(embedded);
+        drop(on_redis);
+        drop(redis);
+        let _ = std::fs::remove_dir_all(&data_dir);
+        report.insert("session_stores".into(), Value::Array(rows));
+    }
+
+    if want(Section::Big) {
+        // One 16 MiB message.
+        println!("\none 16 MiB message, round trip (MB/s of payload one way)");
+        let mut rows = Vec::new();
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); 3];
+        for _ in 0..scale.runs.min(3) {
+            for (i, kind) in Kind::ALL.into_iter().enumerate() {
+                times[i].push(big_round_trip(kind, url(kind), 16 << 20).await?);
+            }
+        }
         for (i, kind) in Kind::ALL.into_iter().enumerate() {
-            times[i].push(big_round_trip(kind, url(kind), 16 << 20).await?);
+            let seconds = median(&mut times[i]);
+            let rate = 16.0 * 1048576.0 / seconds / 1e6;
+            println!(
+                "  {:<22} {:>7.1} ms  {rate:>7.0} MB/s",
+                kind.name(),
+                seconds * 1e3
+            );
+            rows.push(json!({ "client": kind.key(), "seconds": seconds, "mb_per_s": rate }));
         }
+        report.insert("big_message".into(), Value::Array(rows));
     }
-    for (i, kind) in Kind::ALL.into_iter().enumerate() {
-        let seconds = median(&mut times[i]);
-        let rate = 16.0 * 1048576.0 / seconds / 1e6;
+
+    if want(Section::Idle) {
+        // Idle memory, each in a fresh process.
         println!(
-            "  {:<22} {:>7.1} ms  {rate:>7.0} MB/s",
-            kind.name(),
-            seconds * 1e3
+            "\nmemory per idle connection, {} connections from one process (KiB)",
+            scale.idle_connections
         );
-        rows.push(json!({ "client": kind.key(), "seconds": seconds, "mb_per_s": rate }));
+        let mut rows = Vec::new();
+        for kind in [Kind::Reliable, Kind::Raw] {
+            let measured = idle_child(kind, url(kind), scale.idle_connections).await?;
+            let per = measured["per_connection_bytes"]
+                .as_f64()
+                .unwrap_or(f64::NAN);
+            println!("  {:<22} {:>7.1}", kind.name(), per / 1024.0);
+            rows.push(json!({ "client": kind.key(), "measured": measured }));
+        }
+        report.insert("idle_memory".into(), Value::Array(rows));
     }
-    report.insert("big_message".into(), Value::Array(rows));
 
-    // Idle memory, each in a fresh process.
-    println!(
-        "\nmemory per idle connection, {} connections from one process (KiB)",
-        scale.idle_connections
-    );
-    let mut rows = Vec::new();
-    for kind in [Kind::Reliable, Kind::Raw] {
-        let measured = idle_child(kind, url(kind), scale.idle_connections).await?;
-        let per = measured["per_connection_bytes"]
-            .as_f64()
-            .unwrap_or(f64::NAN);
-        println!("  {:<22} {:>7.1}", kind.name(), per / 1024.0);
-        rows.push(json!({ "client": kind.key(), "measured": measured }));
+    if want(Section::Durable) {
+        // The durable outbox.
+        println!(
+            "\ndurable outbox (redb, each commit fsynced), 64 B messages, median of {}",
+            scale.runs.min(3)
+        );
+        let durable = durable_enqueue(scale.durable_messages, scale.runs.min(3)).await?;
+        println!(
+            "  64 concurrent senders {:>8.0} msg/s ({:.1} µs each amortised); one sender awaiting each {:>6.0} msg/s",
+            durable["concurrent_per_s"].as_f64().unwrap_or(0.0),
+            durable["concurrent_us_per_message"].as_f64().unwrap_or(0.0),
+            durable["sequential_per_s"].as_f64().unwrap_or(0.0),
+        );
+        report.insert("durable_enqueue".into(), durable);
     }
-    report.insert("idle_memory".into(), Value::Array(rows));
-
-    // The durable outbox.
-    println!(
-        "\ndurable outbox (redb, each commit fsynced), 64 B messages, median of {}",
-        scale.runs.min(3)
-    );
-    let durable = durable_enqueue(scale.durable_messages, scale.runs.min(3)).await?;
-    println!(
-        "  64 concurrent senders {:>8.0} msg/s ({:.1} µs each amortised); one sender awaiting each {:>6.0} msg/s",
-        durable["concurrent_per_s"].as_f64().unwrap_or(0.0),
-        durable["concurrent_us_per_message"].as_f64().unwrap_or(0.0),
-        durable["sequential_per_s"].as_f64().unwrap_or(0.0),
-    );
-    report.insert("durable_enqueue".into(), durable);
 
     if let Some(path) = json_out {
         let text =
