@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use steadfast::{
-    Client, ClientEvent, ConnectionState, Delivery, DisconnectReason, Error, Payload, StopReason,
+    Client, ClientEvent, ConnectionState, Delivery, DisconnectReason, Error, Payload, Receipt,
+    StopReason,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -185,64 +186,40 @@ async fn run(
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
 
-    // Messages given up front go into the outbox now: they are sent as
-    // soon as the connection opens.
-    if let Source::Given(given) = &mut source {
-        while let Some(payload) = given.pop_front() {
-            let big = match &payload {
-                Payload::Binary(bytes) if bytes.len() >= 1 << 20 => Some(bytes.len() as u64),
-                _ => None,
-            };
-            match queue(&client, payload, false, &mut recorder, printer).await {
-                Some((id, outcome)) => {
-                    if let (Some(total), true) = (big, show_progress) {
-                        progress = Some(Progress {
-                            id,
-                            total,
-                            bytes_out_at_start: client.stats().engine.bytes_out,
-                        });
-                    }
-                    outcomes.push(outcome);
-                }
-                None => failed = true,
-            }
-        }
-        input_done = true;
-    }
-
+    // One message at a time goes to `send`, which waits while the outbox
+    // is full; the loop goes on reading events meanwhile (the echoes, and
+    // the ACKs behind them that make room). Messages given up front (`-x`)
+    // go into the outbox in the first turns, sent once the connection opens.
+    let mut sending: Option<Sending> = None;
     loop {
-        if input_done && outcomes.is_empty() && finish_at.is_none() {
+        if input_done && sending.is_none() && outcomes.is_empty() && finish_at.is_none() {
             finish_at = Some(Instant::now() + wait);
         }
-        let next_timed = match &source {
-            Source::Timed(list) => list.front().map(|(at, _)| start + *at),
-            _ => None,
-        };
         tokio::select! {
             _ = &mut ctrl_c => {
                 printer.exit(exit::INTERRUPTED, "interrupted");
                 return Ok(exit::INTERRUPTED);
             }
-            line = next_line(&mut source), if !input_done => match line {
-                Some((line, typed)) => {
-                    match queue(&client, Payload::Text(line), typed, &mut recorder, printer).await {
-                        Some((_, outcome)) => outcomes.push(outcome),
-                        None => failed = true,
-                    }
+            input = next_input(&mut source, start), if !input_done && sending.is_none() => match input {
+                Some((payload, typed)) => {
+                    sending = Some(start_send(&client, payload, typed, &mut recorder));
                 }
                 None => input_done = true,
             },
-            _ = sleep_until(next_timed), if next_timed.is_some() => {
-                if let Source::Timed(list) = &mut source {
-                    if let Some((_, payload)) = list.pop_front() {
-                        match queue(&client, payload, false, &mut recorder, printer).await {
-                            Some((_, outcome)) => outcomes.push(outcome),
-                            None => failed = true,
+            result = in_outbox(&mut sending), if sending.is_some() => {
+                let Some(done) = sending.take() else { continue };
+                match finish_send(done, result, printer) {
+                    Some((id, big, outcome)) => {
+                        if let (Some(total), true) = (big, show_progress) {
+                            progress = Some(Progress {
+                                id,
+                                total,
+                                bytes_out_at_start: client.stats().engine.bytes_out,
+                            });
                         }
+                        outcomes.push(outcome);
                     }
-                    if list.is_empty() {
-                        input_done = true;
-                    }
+                    None => failed = true,
                 }
             }
             event = client.next_event() => {
@@ -322,14 +299,29 @@ async fn run(
     }
 }
 
-/// Queue one message; `None` (after printing why) when the client refused it.
-async fn queue(
+/// A message handed to `send`, waiting for room in the outbox.
+struct Sending {
+    future: Pin<Box<dyn Future<Output = Result<Receipt, Error>> + Send>>,
+    shown: Payload,
+    size: usize,
+    typed: bool,
+}
+
+/// The message being sent reached the outbox (or was refused).
+async fn in_outbox(sending: &mut Option<Sending>) -> Result<Receipt, Error> {
+    match sending {
+        Some(sending) => (&mut sending.future).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Record one message and hand it to the client.
+fn start_send(
     client: &Client,
     payload: Payload,
     typed: bool,
     recorder: &mut Option<Recorder>,
-    printer: &Printer,
-) -> Option<(u64, Outcome)> {
+) -> Sending {
     if let Some(recorder) = recorder {
         record(recorder, "out", &payload);
     }
@@ -342,9 +334,33 @@ async fn queue(
         Payload::Text(text) => text.len(),
         Payload::Binary(bytes) => bytes.len(),
     };
-    match client.send(payload).await {
+    let client = client.clone();
+    Sending {
+        future: Box::pin(async move { client.send(payload).await }),
+        shown,
+        size,
+        typed,
+    }
+}
+
+/// The message is in the outbox: show it, and return its id, its size if
+/// it earns a progress bar, and its outcome; `None` (after printing why)
+/// when the client refused it.
+fn finish_send(
+    sending: Sending,
+    result: Result<Receipt, Error>,
+    printer: &Printer,
+) -> Option<(u64, Option<u64>, Outcome)> {
+    let Sending {
+        shown, size, typed, ..
+    } = sending;
+    match result {
         Ok(receipt) => {
             let id = receipt.id();
+            let big = match &shown {
+                Payload::Binary(_) if size >= 1 << 20 => Some(size as u64),
+                _ => None,
+            };
             match &shown {
                 Payload::Binary(_) if size > 64 => {
                     printer.sent(id, &shown, typed);
@@ -353,7 +369,7 @@ async fn queue(
                 _ => printer.sent(id, &shown, typed),
             }
             let outcome = receipt.into_future();
-            Some((id, Box::pin(async move { (id, outcome.await) })))
+            Some((id, big, Box::pin(async move { (id, outcome.await) })))
         }
         Err(error) => {
             printer.error(&error);
@@ -368,12 +384,18 @@ fn record(recorder: &mut Recorder, dir: &str, payload: &Payload) {
     }
 }
 
-async fn next_line(source: &mut Source) -> Option<(String, bool)> {
+/// The next message to send, and whether it was typed; `None` when the
+/// source has no more. Cancel-safe: a message is taken only when returned.
+async fn next_input(source: &mut Source, start: Instant) -> Option<(Payload, bool)> {
     match source {
-        Source::Typed(lines) => lines.recv().await.map(|l| (l, true)),
-        Source::Piped(lines) => lines.recv().await.map(|l| (l, false)),
-        // Nothing to read: only the other branches drive these.
-        Source::Given(_) | Source::Timed(_) => std::future::pending().await,
+        Source::Typed(lines) => lines.recv().await.map(|l| (Payload::Text(l), true)),
+        Source::Piped(lines) => lines.recv().await.map(|l| (Payload::Text(l), false)),
+        Source::Given(given) => given.pop_front().map(|p| (p, false)),
+        Source::Timed(list) => {
+            let at = start + list.front()?.0;
+            tokio::time::sleep_until(at).await;
+            list.pop_front().map(|(_, p)| (p, false))
+        }
     }
 }
 

@@ -110,6 +110,47 @@ async fn piped_lines_are_sent_in_order_acknowledged_and_the_replies_printed() {
     );
 }
 
+/// More lines than the outbox holds (10,000) and than the client keeps
+/// unread (1,024): `send` waits for room while the echoes pile up, so the
+/// CLI must go on reading them (and the ACKs behind them) meanwhile.
+#[tokio::test]
+async fn a_flood_of_piped_lines_larger_than_the_outbox_is_all_echoed() {
+    let (server, recorder) = recording_server().await;
+    let mut child = steadfast()
+        .args(["connect", &server.url(), "-q", "--wait", "0.2"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let count = 30_000;
+    let input: String = (1..=count).map(|n| format!("line {n}\n")).collect();
+    let writer = tokio::spawn(async move {
+        stdin
+            .write_all(input.as_bytes())
+            .await
+            .expect("write stdin");
+        // EOF on drop.
+    });
+    let out = finish(child).await;
+    writer.await.expect("the writer ends");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let expected: Vec<String> = (1..=count).map(|n| format!("line {n}")).collect();
+    assert_eq!(
+        texts(&recorder),
+        expected,
+        "the server got each line once, in order"
+    );
+    let received: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(received.len(), count, "every echo printed once");
+    assert!(
+        received
+            .iter()
+            .zip(&expected)
+            .all(|(got, want)| got == want),
+        "the echoes in order"
+    );
+}
+
 #[tokio::test]
 async fn a_server_close_mid_session_is_survived_and_later_lines_still_arrive() {
     let server = TestServer::start().await.expect("bind loopback");

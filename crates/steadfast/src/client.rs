@@ -653,6 +653,12 @@ impl Client {
     /// acknowledges it. When the outbox is full it waits, fails or drops
     /// the oldest, as [`ClientBuilder::overflow`] says.
     ///
+    /// A `send` waiting for room needs ACKs, and ACKs arrive behind the
+    /// messages received: once [`ClientBuilder::max_unread`] of them wait
+    /// unread, the client stops reading the socket. So keep calling
+    /// [`Client::next_event`] while a `send` waits — from another task, or
+    /// in the same `select!` — never only after it returns.
+    ///
     /// Errors: `ERR_MESSAGE_TOO_LARGE`, `ERR_QUEUE_FULL` (overflow
     /// `Reject`), `ERR_CLOSED` (the client task is gone).
     pub async fn send(&self, message: impl Into<Payload>) -> Result<Receipt, Error> {
