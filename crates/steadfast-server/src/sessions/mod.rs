@@ -508,6 +508,23 @@ mod tests {
     }
 
     #[test]
+    fn a_data_dir_in_an_older_format_is_refused_with_a_hint() {
+        let dir = Scratch::new("older");
+        std::fs::create_dir_all(&dir.0).expect("mkdir");
+        {
+            // The layout before keys compared as bytes: `[u8; 16]` keys.
+            let db = redb::Database::create(dir.0.join(embedded::FILE_NAME)).expect("create");
+            let txn = db.begin_write().expect("write");
+            txn.open_table(redb::TableDefinition::<[u8; 16], &[u8]>::new("sessions"))
+                .expect("table");
+            txn.commit().expect("commit");
+        }
+        let error = EmbeddedSessions::open(&dir.0).expect_err("another format");
+        assert_eq!(error.code(), "ERR_SESSION_STORE");
+        assert!(error.to_string().contains("older steadfast"), "{error}");
+    }
+
+    #[test]
     fn a_batch_coalesces_per_session_and_commits_the_same_state() {
         use steadfast_core::record::StoredMessage;
         let id = |b: u8| SessionId([b; 16]);
