@@ -47,6 +47,8 @@ struct Queue {
     last_ticket: u64,
     /// Open units, by the last ticket before each began (a multiset).
     open: BTreeMap<u64, usize>,
+    /// The thread waits on `ready` (a notify is a syscall: made only then).
+    idle: bool,
 }
 
 impl Queue {
@@ -79,7 +81,9 @@ impl Drop for Unit<'_> {
                 queue.open.remove(&self.start);
             }
         }
-        self.inner.ready.notify_one();
+        if queue.idle {
+            self.inner.ready.notify_one();
+        }
     }
 }
 
@@ -126,7 +130,9 @@ impl Committer {
         let mut queue = lock(&self.inner.queue);
         queue.changes.push(change);
         queue.last_ticket += 1;
-        self.inner.ready.notify_one();
+        if queue.idle {
+            self.inner.ready.notify_one();
+        }
         queue.last_ticket
     }
 
@@ -170,6 +176,9 @@ impl Committer {
 impl Drop for Committer {
     fn drop(&mut self) {
         // The thread commits what is queued, then ends.
+        // Under the lock: the thread is either waiting (and woken) or will
+        // see `stop` before it waits.
+        let _queue = lock(&self.inner.queue);
         self.inner.stop.store(true, Ordering::SeqCst);
         self.inner.ready.notify_one();
     }
@@ -189,10 +198,12 @@ fn run(
         let (changes, ticket, made) = {
             let mut queue = lock(&inner.queue);
             while queue.committable() == 0 && !inner.stop.load(Ordering::SeqCst) {
+                queue.idle = true;
                 queue = inner
                     .ready
                     .wait(queue)
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
+                queue.idle = false;
             }
             let count = queue.committable();
             if count == 0 {
