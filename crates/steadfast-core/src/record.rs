@@ -101,12 +101,18 @@ impl StoredMessage {
 
     /// The record's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![MESSAGE_TAG, RECORD_VERSION, u8::from(self.binary)];
-        put_varint(&mut out, self.seq);
-        put_varint(&mut out, self.enqueued_wall_ms);
-        put_varint(&mut out, self.expires_wall_ms);
-        out.extend_from_slice(&self.payload);
+        let mut out = Vec::with_capacity(self.payload.len() + 24);
+        self.encode_into(&mut out);
         out
+    }
+
+    /// Append the record's bytes (those of [`encode`](Self::encode)) to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&[MESSAGE_TAG, RECORD_VERSION, u8::from(self.binary)]);
+        put_varint(out, self.seq);
+        put_varint(out, self.enqueued_wall_ms);
+        put_varint(out, self.expires_wall_ms);
+        out.extend_from_slice(&self.payload);
     }
 
     /// Parse a record; never panics.

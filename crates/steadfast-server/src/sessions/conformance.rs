@@ -154,6 +154,42 @@ pub fn check(fresh: &mut dyn FnMut() -> Box<dyn SessionStore>) {
         "[ops] subject kept"
     );
 
+    // Many messages in one commit, acknowledged in pieces that do not fall
+    // on any boundary a store may keep, and one out of order.
+    let many = fresh();
+    commit(&*many, T0, vec![open(3, None)], "many: open");
+    let puts = (1..=150).map(|seq| PersistOp::Put(message(seq))).collect();
+    commit(&*many, T0 + 1, vec![ops(3, puts)], "many: put");
+    let deletes = |seqs: std::ops::RangeInclusive<u64>| {
+        seqs.map(|seq| PersistOp::Delete { seq })
+            .collect::<Vec<_>>()
+    };
+    commit(
+        &*many,
+        T0 + 2,
+        vec![ops(3, deletes(1..=10))],
+        "many: ack 10",
+    );
+    let mut more = deletes(11..=70);
+    more.push(PersistOp::Put(message(151)));
+    commit(&*many, T0 + 3, vec![ops(3, more)], "many: ack 70");
+    commit(
+        &*many,
+        T0 + 4,
+        vec![ops(3, deletes(120..=120))],
+        "many: one",
+    );
+    let saved = load(&*many, 3, "many").expect("[many] the session is there");
+    let expected: Vec<u64> = (71..=151).filter(|seq| *seq != 120).collect();
+    assert_eq!(seqs(&saved), expected, "[many] what is left, in order");
+    assert!(
+        saved.messages.iter().all(|m| *m == message(m.seq)),
+        "[many] each message byte for byte"
+    );
+    commit(&*many, T0 + 5, vec![ops(3, deletes(1..=200))], "many: all");
+    let saved = load(&*many, 3, "many: all").expect("[many: all] the session");
+    assert!(saved.messages.is_empty(), "[many: all] none left");
+
     // Sessions do not share messages; Clear empties one session only.
     commit(
         &*store,
