@@ -419,6 +419,9 @@ async fn reliable<S>(
                             unparked = true;
                         }
                     }
+                    // Store writes of sends still in another instant:
+                    // pushed now, so `barrier` covers what is taken.
+                    guard.flush_deferred();
                     let outputs = std::mem::take(&mut guard.pending);
                     guard.handing_over = delivered_in(&outputs);
                     (

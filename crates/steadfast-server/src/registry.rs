@@ -1,7 +1,7 @@
 //! Sessions, plain connections and rooms, and the handle the application
 //! uses to reach them.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -80,6 +80,10 @@ pub(crate) struct Slot {
     pulling: bool,
     /// More mail was announced during that pull: pull again after it.
     pull_again: bool,
+    /// Store writes of sends made inside [`Shared::at_one_instant`]: pushed
+    /// as one change when it ends, or before anything else the session
+    /// writes or a connection takes `pending` (so order and barriers hold).
+    deferred: Vec<PersistOp>,
     seen: Stats,
 }
 
@@ -88,7 +92,7 @@ impl Slot {
     /// connection. Store operations go to the committer (a durable session
     /// store; the engine makes none otherwise), and `pending` waits for them.
     pub(crate) fn drain(&mut self, metrics: &Metrics) {
-        let mut ops = Vec::new();
+        let mut ops = std::mem::take(&mut self.deferred);
         while let Some(output) = self.engine.poll_output() {
             match output {
                 Output::Timeout(_) => break,
@@ -96,6 +100,36 @@ impl Slot {
                 output => self.pending.push_back(output),
             }
         }
+        self.push_ops(ops);
+        self.wake(metrics);
+    }
+
+    /// As [`drain`](Self::drain), but the store writes wait in `deferred`
+    /// for the instant to end (one change per session per batch, not one
+    /// per send). True if none waited before: the caller registers the slot.
+    fn drain_deferred(&mut self, metrics: &Metrics) -> bool {
+        let first = self.deferred.is_empty();
+        while let Some(output) = self.engine.poll_output() {
+            match output {
+                Output::Timeout(_) => break,
+                Output::Persist(op) => self.deferred.push(op),
+                output => self.pending.push_back(output),
+            }
+        }
+        self.wake(metrics);
+        first && !self.deferred.is_empty()
+    }
+
+    /// Push the deferred store writes, if any (see `deferred`).
+    pub(crate) fn flush_deferred(&mut self) {
+        if !self.deferred.is_empty() {
+            let ops = std::mem::take(&mut self.deferred);
+            self.push_ops(ops);
+        }
+    }
+
+    /// Hand the engine's store writes to the committer; `pending` waits for them.
+    fn push_ops(&mut self, ops: Vec<PersistOp>) {
         if let Some(committer) = self.committer.as_ref().filter(|_| !ops.is_empty()) {
             // Only a Put (before its first transmit) and a Session (before
             // the ACK it backs) hold outputs back. Deletes of acknowledged
@@ -112,6 +146,10 @@ impl Slot {
                 self.barrier = ticket;
             }
         }
+    }
+
+    /// Wake the attached connection for what is pending.
+    fn wake(&mut self, metrics: &Metrics) {
         match &self.waker {
             // The attached connection adds the engine's counts to the
             // metrics once per wake-up (`absorb`), not per message.
@@ -540,6 +578,19 @@ impl Shared {
                 FROZEN.with(|frozen| frozen.set(self.0));
             }
         }
+        /// The outermost instant pushes the store writes its sends deferred
+        /// (also if `f` panics: they must not wait for the next instant).
+        struct Flush(bool);
+        impl Drop for Flush {
+            fn drop(&mut self) {
+                if self.0 {
+                    let slots = DEFERRED.with(|deferred| deferred.borrow_mut().take());
+                    for slot in slots.unwrap_or_default() {
+                        lock(&slot).flush_deferred();
+                    }
+                }
+            }
+        }
         let previous = FROZEN.with(|frozen| {
             let previous = frozen.get();
             if previous.is_none() {
@@ -548,6 +599,11 @@ impl Shared {
             previous
         });
         let _restore = Restore(previous);
+        let outermost = previous.is_none() && self.committer.is_some();
+        if outermost {
+            DEFERRED.with(|deferred| *deferred.borrow_mut() = Some(Vec::new()));
+        }
+        let _flush = Flush(outermost);
         f()
     }
 
@@ -641,6 +697,7 @@ impl Shared {
             barrier: 0,
             pulling: false,
             pull_again: false,
+            deferred: Vec::new(),
             seen: Stats::default(),
         }));
         registry.sessions.insert(id, peer);
@@ -927,6 +984,10 @@ impl Shared {
         // starting in between reached the application uncounted, and the
         // client's retransmits of it were delivered again.)
         registry.remove_session(session, peer);
+        if let Some(slot) = &slot {
+            // What its sends wrote goes first (the instant may not be over).
+            lock(slot).flush_deferred();
+        }
         let change = match slot {
             Some(slot) if keep => {
                 let slot = lock(&slot);
@@ -993,6 +1054,23 @@ thread_local! {
     /// Inside an [`Shared::at_one_instant`] call on this thread: the
     /// instant and the wall-clock ms, once first read.
     static FROZEN: Cell<Option<Frozen>> = const { Cell::new(None) };
+    /// Inside the outermost [`Shared::at_one_instant`] on this thread (with
+    /// a durable store): the sessions whose store writes wait for its end.
+    static DEFERRED: RefCell<Option<Vec<Arc<Mutex<Slot>>>>> = const { RefCell::new(None) };
+}
+
+/// Whether store writes may be deferred here (inside an instant).
+fn deferring() -> bool {
+    DEFERRED.with(|deferred| deferred.borrow().is_some())
+}
+
+/// Have `slot`'s deferred store writes pushed when the instant ends.
+fn defer(slot: &Arc<Mutex<Slot>>) {
+    DEFERRED.with(|deferred| {
+        if let Some(slots) = deferred.borrow_mut().as_mut() {
+            slots.push(slot.clone());
+        }
+    });
 }
 
 #[derive(Clone, Copy, Default)]
@@ -1112,10 +1190,16 @@ impl ServerHandle {
             };
         };
         match entry {
-            EntryRef::Session(slot) => {
-                let mut slot = lock(&slot);
+            EntryRef::Session(arc) => {
+                let mut slot = lock(&arc);
                 slot.engine.send(shared.now_ms(), wall_ms(), message)?;
-                slot.drain(&shared.metrics);
+                if deferring() {
+                    if slot.drain_deferred(&shared.metrics) {
+                        defer(&arc);
+                    }
+                } else {
+                    slot.drain(&shared.metrics);
+                }
                 Ok(())
             }
             EntryRef::Plain(tx) => tx.try_send(PlainCmd::Send(message)).map_err(|e| match e {
