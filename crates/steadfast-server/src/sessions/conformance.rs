@@ -154,11 +154,12 @@ pub fn check(fresh: &mut dyn FnMut() -> Box<dyn SessionStore>) {
         "[ops] subject kept"
     );
 
-    // Many messages in one commit, acknowledged in pieces that do not fall
-    // on any boundary a store may keep, and one out of order.
+    // Many messages in one commit (more than one command or segment holds),
+    // acknowledged in pieces that fall on no boundary a store may keep, and
+    // one out of order.
     let many = fresh();
     commit(&*many, T0, vec![open(3, None)], "many: open");
-    let puts = (1..=150).map(|seq| PersistOp::Put(message(seq))).collect();
+    let puts = (1..=600).map(|seq| PersistOp::Put(message(seq))).collect();
     commit(&*many, T0 + 1, vec![ops(3, puts)], "many: put");
     let deletes = |seqs: std::ops::RangeInclusive<u64>| {
         seqs.map(|seq| PersistOp::Delete { seq })
@@ -171,7 +172,7 @@ pub fn check(fresh: &mut dyn FnMut() -> Box<dyn SessionStore>) {
         "many: ack 10",
     );
     let mut more = deletes(11..=70);
-    more.push(PersistOp::Put(message(151)));
+    more.push(PersistOp::Put(message(601)));
     commit(&*many, T0 + 3, vec![ops(3, more)], "many: ack 70");
     commit(
         &*many,
@@ -180,13 +181,13 @@ pub fn check(fresh: &mut dyn FnMut() -> Box<dyn SessionStore>) {
         "many: one",
     );
     let saved = load(&*many, 3, "many").expect("[many] the session is there");
-    let expected: Vec<u64> = (71..=151).filter(|seq| *seq != 120).collect();
+    let expected: Vec<u64> = (71..=601).filter(|seq| *seq != 120).collect();
     assert_eq!(seqs(&saved), expected, "[many] what is left, in order");
     assert!(
         saved.messages.iter().all(|m| *m == message(m.seq)),
         "[many] each message byte for byte"
     );
-    commit(&*many, T0 + 5, vec![ops(3, deletes(1..=200))], "many: all");
+    commit(&*many, T0 + 5, vec![ops(3, deletes(1..=700))], "many: all");
     let saved = load(&*many, 3, "many: all").expect("[many: all] the session");
     assert!(saved.messages.is_empty(), "[many: all] none left");
 

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use steadfast_core::record::{StoredMessage, StoredSession};
-use steadfast_core::{PersistOp, SessionId};
+use steadfast_core::SessionId;
 
 use super::{
     decode_meta, encode_meta, Change, Claim, Retention, SavedSession, SessionStore,
@@ -197,14 +197,12 @@ fn items(segment: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
     })
 }
 
-/// Remove the messages with these seqs from the session's segments.
+/// Remove the messages with these seqs (sorted) from the session's segments.
 fn delete_from_segments(
     messages: &mut Messages<'_>,
     session: &SessionId,
-    deletes: &mut Vec<u64>,
+    deletes: &[u64],
 ) -> Result<(), SessionStoreError> {
-    deletes.sort_unstable();
-    deletes.dedup();
     let Some(&last) = deletes.last() else {
         return Ok(());
     };
@@ -324,39 +322,16 @@ fn apply(
                 return Ok(Some(*session));
             }
             meta.saved_wall_ms = now_wall_ms;
-            let mut puts: Vec<&StoredMessage> = Vec::new();
-            let mut deletes: Vec<u64> = Vec::new();
-            for op in ops {
-                match op {
-                    PersistOp::Session(state) => {
-                        meta.state = *state;
-                        meta.expired = false;
-                    }
-                    PersistOp::Put(message) => puts.push(message),
-                    PersistOp::Delete { seq } => {
-                        // Put in this batch (not the usual case: a message
-                        // is acknowledged after the commit that put it).
-                        if puts.iter().any(|m| m.seq <= *seq) {
-                            if let Some(at) = puts.iter().rposition(|m| m.seq == *seq) {
-                                puts.remove(at);
-                                continue;
-                            }
-                        }
-                        deletes.push(*seq);
-                    }
-                    PersistOp::Clear => {
-                        remove_messages(messages, session)?;
-                        puts.clear();
-                        deletes.clear();
-                    }
-                }
+            let net = super::Net::of(ops);
+            if let Some(state) = net.session {
+                meta.state = *state;
+                meta.expired = false;
             }
-            delete_from_segments(messages, session, &mut deletes)?;
-            // A segment is keyed by its lowest seq: sorted (the last put of
-            // a seq put twice wins).
-            puts.reverse();
-            puts.sort_by_key(|m| m.seq);
-            puts.dedup_by_key(|m| m.seq);
+            if net.clear {
+                remove_messages(messages, session)?;
+            }
+            delete_from_segments(messages, session, &net.deletes)?;
+            let puts = net.puts;
             for segment in segments_of(&puts) {
                 let mut value = Vec::new();
                 for message in segment {

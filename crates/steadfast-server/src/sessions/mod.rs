@@ -293,6 +293,59 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
     }
 }
 
+/// One session's ops in one commit, reduced to what they leave behind:
+/// applied as `clear`, then `deletes`, then `puts`, then `session`, they
+/// leave the store as the ops in order would. A store writes each part in
+/// one go (one segment, one `HSET`) instead of one write per message.
+#[derive(Debug, Default)]
+pub(crate) struct Net<'a> {
+    /// Remove every stored message first.
+    pub(crate) clear: bool,
+    /// Seqs to remove from what was stored before (sorted, once each).
+    pub(crate) deletes: Vec<u64>,
+    /// Messages to store, sorted by seq, one per seq (the last put).
+    pub(crate) puts: Vec<&'a StoredMessage>,
+    /// The session's state, last written.
+    pub(crate) session: Option<&'a StoredSession>,
+}
+
+impl<'a> Net<'a> {
+    pub(crate) fn of(ops: &'a [PersistOp]) -> Net<'a> {
+        let mut net = Net::default();
+        let mut lowest_put = u64::MAX;
+        for op in ops {
+            match op {
+                PersistOp::Session(state) => net.session = Some(state),
+                PersistOp::Put(message) => {
+                    lowest_put = lowest_put.min(message.seq);
+                    net.puts.push(message);
+                }
+                PersistOp::Delete { seq } => {
+                    // Put in this batch (not the usual case: a message is
+                    // acknowledged after the commit that put it).
+                    if lowest_put <= *seq {
+                        net.puts.retain(|m| m.seq != *seq);
+                    }
+                    net.deletes.push(*seq);
+                }
+                PersistOp::Clear => {
+                    net.clear = true;
+                    net.puts.clear();
+                    net.deletes.clear();
+                    lowest_put = u64::MAX;
+                }
+            }
+        }
+        net.deletes.sort_unstable();
+        net.deletes.dedup();
+        // Reversed, a stable sort puts the last put of a seq first.
+        net.puts.reverse();
+        net.puts.sort_by_key(|m| m.seq);
+        net.puts.dedup_by_key(|m| m.seq);
+        net
+    }
+}
+
 /// Shorten a batch committed as one unit without changing what it leaves
 /// behind: each session's `Ops` changes become one (its ops in order, all
 /// but the last `Session` op dropped), up to any other change to that

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use redis::{Client, Connection, Script};
 use steadfast_core::record::{StoredMessage, StoredSession};
-use steadfast_core::{PersistOp, SessionId};
+use steadfast_core::SessionId;
 
 use super::{
     Change, Claim, Inbox, Retention, SavedSession, SessionStore, SessionStoreError, Swept,
@@ -132,11 +132,25 @@ while i <= #ARGV do
     end
     i = i + 3
   elseif op == 'P' then
-    if ok[id] then redis.call('HSET', m(id), ARGV[i + 2], ARGV[i + 3]) end
-    i = i + 4
+    -- count, then seq and record for each: HSET in pieces (unpack has a
+    -- stack limit)
+    local count = tonumber(ARGV[i + 2])
+    if ok[id] then
+      for k = 0, count - 1, 256 do
+        local last = math.min(k + 255, count - 1)
+        redis.call('HSET', m(id), unpack(ARGV, i + 3 + 2 * k, i + 4 + 2 * last))
+      end
+    end
+    i = i + 3 + 2 * count
   elseif op == 'D' then
-    if ok[id] then redis.call('HDEL', m(id), ARGV[i + 2]) end
-    i = i + 3
+    local count = tonumber(ARGV[i + 2])
+    if ok[id] then
+      for k = 0, count - 1, 512 do
+        local last = math.min(k + 511, count - 1)
+        redis.call('HDEL', m(id), unpack(ARGV, i + 3 + k, i + 3 + last))
+      end
+    end
+    i = i + 3 + count
   elseif op == 'C' then
     if ok[id] then redis.call('DEL', m(id)) end
     i = i + 2
@@ -431,29 +445,31 @@ fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
             args.push(b"T".to_vec());
             args.push(id(session));
             args.push(token(claim));
-            for op in ops {
-                match op {
-                    PersistOp::Session(state) => {
-                        args.push(b"S".to_vec());
-                        args.push(id(session));
-                        args.push(state.encode());
-                    }
-                    PersistOp::Put(message) => {
-                        args.push(b"P".to_vec());
-                        args.push(id(session));
-                        args.push(message.seq.to_string().into_bytes());
-                        args.push(message.encode());
-                    }
-                    PersistOp::Delete { seq } => {
-                        args.push(b"D".to_vec());
-                        args.push(id(session));
-                        args.push(seq.to_string().into_bytes());
-                    }
-                    PersistOp::Clear => {
-                        args.push(b"C".to_vec());
-                        args.push(id(session));
-                    }
+            // What the ops leave behind, one command per kind.
+            let net = super::Net::of(ops);
+            if net.clear {
+                args.push(b"C".to_vec());
+                args.push(id(session));
+            }
+            if !net.deletes.is_empty() {
+                args.push(b"D".to_vec());
+                args.push(id(session));
+                args.push(net.deletes.len().to_string().into_bytes());
+                args.extend(net.deletes.iter().map(|seq| seq.to_string().into_bytes()));
+            }
+            if !net.puts.is_empty() {
+                args.push(b"P".to_vec());
+                args.push(id(session));
+                args.push(net.puts.len().to_string().into_bytes());
+                for message in &net.puts {
+                    args.push(message.seq.to_string().into_bytes());
+                    args.push(message.encode());
                 }
+            }
+            if let Some(state) = net.session {
+                args.push(b"S".to_vec());
+                args.push(id(session));
+                args.push(state.encode());
             }
         }
         Change::Expire {
