@@ -91,9 +91,11 @@ pub struct ServeArgs {
     /// How long such a record is kept (default 7 days).
     #[arg(long, value_name = "DURATION", default_value = "168h", value_parser = parse_duration, help_heading = SESSIONS)]
     pub session_record_ttl: Duration,
-    /// Messages queued per session for its client; beyond this the
-    /// application's send to it fails.
-    #[arg(long, value_name = "N", default_value_t = 10_000, help_heading = SESSIONS)]
+    /// Messages queued per session for its client (waiting, or sent and
+    /// not yet acknowledged); beyond this the application's send to it
+    /// fails, and from half of it (or of --session-outbox-bytes) the client
+    /// is not read until it acknowledges some.
+    #[arg(long, value_name = "N", default_value_t = crate::config::SESSION_OUTBOX_MESSAGES, help_heading = SESSIONS)]
     pub session_outbox_messages: usize,
     /// Bytes queued per session for its client.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024, help_heading = SESSIONS)]

@@ -15,7 +15,9 @@ use crate::tls::TlsConfig;
 pub struct ServerConfig {
     /// The session engine's settings: limits (message size, reorder window,
     /// buffered bytes, partial chunks), ACK coalescing, heartbeat, chunk
-    /// size, and the per-session outbox bound for messages to a client.
+    /// size, and the per-session outbox bound for messages to a client
+    /// (default 100,000 messages or 64 MiB; a client is not read while its
+    /// session's outbox is half full).
     pub engine: Config,
     /// How long a session outlives its last connection (resume window).
     pub session_ttl: Duration,
@@ -52,10 +54,21 @@ pub struct ServerConfig {
     pub node_id: String,
 }
 
+/// Messages a session's outbox holds by default. The server stops reading
+/// a client while its session's outbox is half full, and an echo's replies
+/// wait there until the client acknowledges them; with a durable store
+/// they also wait for the commit. At the client's default of 10,000 the
+/// server stopped reading pipelining clients at 5,000 replies and sat idle
+/// a fifth of the time (embedded store, 64 B: 0.6 of memory-mode
+/// throughput; 0.94 with room). Bytes stay bounded by the outbox's 64 MiB.
+pub(crate) const SESSION_OUTBOX_MESSAGES: usize = 100_000;
+
 impl Default for ServerConfig {
     fn default() -> Self {
+        let mut engine = Config::default();
+        engine.outbox.max_messages = SESSION_OUTBOX_MESSAGES;
         ServerConfig {
-            engine: Config::default(),
+            engine,
             session_ttl: Duration::from_secs(300),
             session_records: 100_000,
             session_record_ttl: Duration::from_secs(7 * 24 * 60 * 60),

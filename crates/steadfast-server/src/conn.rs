@@ -437,8 +437,16 @@ async fn reliable<S>(
                 let mut rest = Vec::with_capacity(outputs.len());
                 let mut taken = 0;
                 // A durable store commits what the handler does for these
-                // messages together with the mark that they were delivered.
-                let unit = shared.committer.as_ref().map(|c| c.begin());
+                // messages together with the mark that they were delivered
+                // (no messages, no unit: most turns carry only transmits).
+                let delivering = outputs
+                    .iter()
+                    .any(|output| matches!(output, Output::Event(Event::Message(_))));
+                let unit = shared
+                    .committer
+                    .as_ref()
+                    .filter(|_| delivering)
+                    .map(|c| c.begin());
                 shared.at_one_instant(|| {
                     for output in outputs {
                         match output {
