@@ -25,11 +25,6 @@ const SESSIONS: TableDefinition<'_, RawKey<16>, &[u8]> = TableDefinition::new("s
 /// thread's time.
 const MESSAGES: TableDefinition<'_, RawKey<24>, &[u8]> = TableDefinition::new("messages");
 
-/// A segment holds at most this many messages…
-const SEGMENT_MESSAGES: usize = 64;
-/// … and is closed once it holds this many bytes (one message may cross it).
-const SEGMENT_BYTES: usize = 64 * 1024;
-
 /// A fixed-width key ordered as bytes, by one `memcmp`. (redb's own
 /// `[u8; N]` compares byte by byte through the generic array code: a
 /// quarter of the commit thread's time in a pipelined echo.)
@@ -149,25 +144,6 @@ fn remove_messages(
             |_, _| false,
         )
         .map_err(failed)
-}
-
-/// Cut a commit's puts for one session into segments.
-fn segments_of<'a>(puts: &'a [&'a StoredMessage]) -> Vec<&'a [&'a StoredMessage]> {
-    let mut segments = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0;
-    for (i, message) in puts.iter().enumerate() {
-        bytes += message.payload.len();
-        if i + 1 - start == SEGMENT_MESSAGES || bytes >= SEGMENT_BYTES {
-            segments.push(&puts[start..=i]);
-            start = i + 1;
-            bytes = 0;
-        }
-    }
-    if start < puts.len() {
-        segments.push(&puts[start..]);
-    }
-    segments
 }
 
 fn append_to_segment(segment: &mut Vec<u8>, message: &StoredMessage) {
@@ -332,7 +308,7 @@ fn apply(
             }
             delete_from_segments(messages, session, &net.deletes)?;
             let puts = net.puts;
-            for segment in segments_of(&puts) {
+            for segment in super::segments_of(&puts) {
                 let mut value = Vec::new();
                 for message in segment {
                     append_to_segment(&mut value, message);

@@ -293,6 +293,30 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
     }
 }
 
+/// A segment holds at most this many messages…
+const SEGMENT_MESSAGES: usize = 64;
+/// … and is closed once it holds this many bytes (one message may cross it).
+const SEGMENT_BYTES: usize = 64 * 1024;
+
+/// Cut a commit's puts for one session into segments.
+pub(crate) fn segments_of<'a>(puts: &'a [&'a StoredMessage]) -> Vec<&'a [&'a StoredMessage]> {
+    let mut segments = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, message) in puts.iter().enumerate() {
+        bytes += message.payload.len();
+        if i + 1 - start == SEGMENT_MESSAGES || bytes >= SEGMENT_BYTES {
+            segments.push(&puts[start..=i]);
+            start = i + 1;
+            bytes = 0;
+        }
+    }
+    if start < puts.len() {
+        segments.push(&puts[start..]);
+    }
+    segments
+}
+
 /// One session's ops in one commit, reduced to what they leave behind:
 /// applied as `clear`, then `deletes`, then `puts`, then `session`, they
 /// leave the store as the ops in order would. A store writes each part in

@@ -14,8 +14,10 @@ use crate::registry::lock;
 
 /// Each batch of changes is one Lua script: atomic, in order. Keys (under
 /// the prefix P): `P:s:ID` a hash (`state`, `subject`, `saved`,
-/// `expired`), `P:m:ID` a hash seq → message, and two sorted sets by
-/// last write, `P:live` (sessions with their state) and `P:rec` (records
+/// `expired`), `P:m:ID` the messages in segments (a hash: the first seq
+/// → the segment, see [`segment_of`]), `P:x:ID` the segments' first seqs
+/// as a sorted set (to find those an acknowledgement touches), and two
+/// sorted sets by last write, `P:live` (sessions with their state) and `P:rec` (records
 /// of expired ones). A change to a session held under another claim, or
 /// that has no `P:s:ID` (removed, or lost: a FLUSHALL), is refused and
 /// the session reported, as in every backend.
@@ -25,6 +27,7 @@ local i = 3
 local ok, fenced = {}, {}
 local function s(id) return p .. ':s:' .. id end
 local function m(id) return p .. ':m:' .. id end
+local function x(id) return p .. ':x:' .. id end
 local function live(id)
   redis.call('ZADD', p .. ':live', now, id)
   redis.call('ZREM', p .. ':rec', id)
@@ -58,7 +61,7 @@ local function excluded(from, count)
   return set
 end
 local function meta(id, claim, state, has_subject, subject, expired, peer)
-  redis.call('DEL', m(id))
+  redis.call('DEL', m(id), x(id))
   redis.call('DEL', s(id))
   redis.call('HSET', s(id), 'state', state, 'saved', now, 'expired', expired, 'claim', claim,
     'peer', peer)
@@ -132,33 +135,71 @@ while i <= #ARGV do
     end
     i = i + 3
   elseif op == 'P' then
-    -- count, then seq and record for each: HSET in pieces (unpack has a
-    -- stack limit)
+    -- count, then each segment's first seq (16 hex digits) and segment
     local count = tonumber(ARGV[i + 2])
     if ok[id] then
-      for k = 0, count - 1, 256 do
-        local last = math.min(k + 255, count - 1)
-        redis.call('HSET', m(id), unpack(ARGV, i + 3 + 2 * k, i + 4 + 2 * last))
+      for k = 0, count - 1 do
+        local first = ARGV[i + 3 + 2 * k]
+        redis.call('HSET', m(id), first, ARGV[i + 4 + 2 * k])
+        redis.call('ZADD', x(id), tonumber(first, 16), first)
       end
     end
     i = i + 3 + 2 * count
   elseif op == 'D' then
+    -- count, then each range of seqs to delete (first, last; sorted):
+    -- each segment starting at or before the last is looked through
+    -- (items: 16 hex digits seq, 8 hex digits length, record), dropped if
+    -- nothing is left, else written again with what is
     local count = tonumber(ARGV[i + 2])
     if ok[id] then
-      for k = 0, count - 1, 512 do
-        local last = math.min(k + 511, count - 1)
-        redis.call('HDEL', m(id), unpack(ARGV, i + 3 + k, i + 3 + last))
+      local ranges = {}
+      for k = 0, count - 1 do
+        ranges[k + 1] = {tonumber(ARGV[i + 3 + 2 * k]), tonumber(ARGV[i + 4 + 2 * k])}
+      end
+      local function doomed(seq)
+        for _, range in ipairs(ranges) do
+          if seq >= range[1] and seq <= range[2] then return true end
+        end
+        return false
+      end
+      local last = ranges[count][2]
+      for _, first in ipairs(redis.call('ZRANGEBYSCORE', x(id), '-inf', last)) do
+        local segment = redis.call('HGET', m(id), first) or ''
+        local kept, keep_first, dropped = {}, nil, false
+        local at = 1
+        while at + 23 <= #segment do
+          local seq = tonumber(string.sub(segment, at, at + 15), 16)
+          local len = tonumber(string.sub(segment, at + 16, at + 23), 16)
+          -- damaged (not written by this script): the rest is dropped
+          if not seq or not len then break end
+          local stop = at + 23 + len
+          if doomed(seq) then
+            dropped = true
+          else
+            kept[#kept + 1] = string.sub(segment, at, stop)
+            keep_first = keep_first or string.sub(segment, at, at + 15)
+          end
+          at = stop + 1
+        end
+        if dropped then
+          redis.call('HDEL', m(id), first)
+          redis.call('ZREM', x(id), first)
+          if keep_first then
+            redis.call('HSET', m(id), keep_first, table.concat(kept))
+            redis.call('ZADD', x(id), tonumber(keep_first, 16), keep_first)
+          end
+        end
       end
     end
-    i = i + 3 + count
+    i = i + 3 + 2 * count
   elseif op == 'C' then
-    if ok[id] then redis.call('DEL', m(id)) end
+    if ok[id] then redis.call('DEL', m(id), x(id)) end
     i = i + 2
   elseif op == 'R' then
     leave_all(id)
     local peer = redis.call('HGET', s(id), 'peer')
     if peer then redis.call('HDEL', p .. ':peers', peer) end
-    redis.call('DEL', s(id), m(id), p .. ':in:' .. id)
+    redis.call('DEL', s(id), m(id), x(id), p .. ':in:' .. id)
     redis.call('SREM', p .. ':mail', id)
     redis.call('ZREM', p .. ':live', id)
     redis.call('ZREM', p .. ':rec', id)
@@ -167,7 +208,7 @@ while i <= #ARGV do
   elseif op == 'A' then
     for _, set in ipairs({':live', ':rec'}) do
       for _, each in ipairs(redis.call('ZRANGE', p .. set, 0, -1)) do
-        redis.call('DEL', s(each), m(each), p .. ':in:' .. each, p .. ':r:' .. each)
+        redis.call('DEL', s(each), m(each), x(each), p .. ':in:' .. each, p .. ':r:' .. each)
         ok[each] = false
       end
       redis.call('DEL', p .. set)
@@ -387,6 +428,49 @@ impl RedisSessions {
     }
 }
 
+/// Sorted seqs as inclusive ranges of consecutive ones.
+fn ranges_of(seqs: &[u64]) -> Vec<(u64, u64)> {
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for &seq in seqs {
+        match ranges.last_mut() {
+            Some((_, last)) if last.checked_add(1) == Some(seq) => *last = seq,
+            _ => ranges.push((seq, seq)),
+        }
+    }
+    ranges
+}
+
+/// A segment as the script reads it: per message, its seq as 16 hex
+/// digits, its record's length as 8, then the record. (Lua reads the
+/// numbers as doubles: exact up to 2^53, beyond any seq a session
+/// reaches — 285 years at a million messages a second.)
+fn segment_of(messages: &[&StoredMessage]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for message in messages {
+        out.extend_from_slice(format!("{:016x}", message.seq).as_bytes());
+        let at = out.len();
+        out.extend_from_slice(b"00000000");
+        message.encode_into(&mut out);
+        // A record is one message, far below 4 GiB (the server's limit).
+        let len = u32::try_from(out.len() - at - 8).unwrap_or(u32::MAX);
+        out[at..at + 8].copy_from_slice(format!("{len:08x}").as_bytes());
+    }
+    out
+}
+
+/// The records of a segment (see [`segment_of`]); stops at a damaged item.
+fn records_of(segment: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = segment;
+    std::iter::from_fn(move || {
+        let header = rest.get(..24)?;
+        let len = std::str::from_utf8(&header[16..]).ok()?;
+        let len = usize::from_str_radix(len, 16).ok()?;
+        let record = rest.get(24..24 + len)?;
+        rest = &rest[24 + len..];
+        Some(record)
+    })
+}
+
 fn subject_args(args: &mut Vec<Vec<u8>>, subject: Option<&String>) {
     match subject {
         Some(subject) => {
@@ -452,18 +536,24 @@ fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
                 args.push(id(session));
             }
             if !net.deletes.is_empty() {
+                let ranges = ranges_of(&net.deletes);
                 args.push(b"D".to_vec());
                 args.push(id(session));
-                args.push(net.deletes.len().to_string().into_bytes());
-                args.extend(net.deletes.iter().map(|seq| seq.to_string().into_bytes()));
+                args.push(ranges.len().to_string().into_bytes());
+                for (first, last) in ranges {
+                    args.push(first.to_string().into_bytes());
+                    args.push(last.to_string().into_bytes());
+                }
             }
             if !net.puts.is_empty() {
+                let segments = super::segments_of(&net.puts);
                 args.push(b"P".to_vec());
                 args.push(id(session));
-                args.push(net.puts.len().to_string().into_bytes());
-                for message in &net.puts {
-                    args.push(message.seq.to_string().into_bytes());
-                    args.push(message.encode());
+                args.push(segments.len().to_string().into_bytes());
+                for segment in segments {
+                    let first = segment.first().map_or(0, |m| m.seq);
+                    args.push(format!("{first:016x}").into_bytes());
+                    args.push(segment_of(segment));
                 }
             }
             if let Some(state) = net.session {
@@ -624,15 +714,19 @@ impl SessionStore for RedisSessions {
             rooms,
         };
         if !expired {
-            for (_, value) in messages {
-                match StoredMessage::decode(&value) {
-                    Ok(message) => saved.messages.push(message),
-                    Err(_) => {
-                        tracing::warn!(session = ?session, "an unreadable message record was ignored");
+            for (_, segment) in &messages {
+                for record in records_of(segment) {
+                    match StoredMessage::decode(record) {
+                        Ok(message) => saved.messages.push(message),
+                        Err(_) => {
+                            tracing::warn!(session = ?session, "an unreadable message record was ignored");
+                        }
                     }
                 }
             }
+            // One copy of each seq, whatever the hash holds.
             StoredMessage::sort_by_seq(&mut saved.messages);
+            saved.messages.dedup_by_key(|m| m.seq);
         }
         Ok(Some(saved))
     }
