@@ -25,6 +25,14 @@ const SESSIONS: TableDefinition<'_, RawKey<16>, &[u8]> = TableDefinition::new("s
 /// thread's time.
 const MESSAGES: TableDefinition<'_, RawKey<24>, &[u8]> = TableDefinition::new("messages");
 
+/// A segment holds at most this many messages, and is closed once it
+/// holds this many bytes. Larger segments cost the commit thread less
+/// (in a pipelined 64 B echo, 512 took a tenth less of its CPU than 64,
+/// and 32 a tenth more); a partly acknowledged one is written again, so
+/// the bytes bound what one acknowledgement can make it rewrite.
+const SEGMENT_MESSAGES: usize = 512;
+const SEGMENT_BYTES: usize = 256 * 1024;
+
 /// A fixed-width key ordered as bytes, by one `memcmp`. (redb's own
 /// `[u8; N]` compares byte by byte through the generic array code: a
 /// quarter of the commit thread's time in a pipelined echo.)
@@ -308,7 +316,7 @@ fn apply(
             }
             delete_from_segments(messages, session, &net.deletes)?;
             let puts = net.puts;
-            for segment in super::segments_of(&puts) {
+            for segment in super::segments_of(&puts, SEGMENT_MESSAGES, SEGMENT_BYTES) {
                 let mut value = Vec::new();
                 for message in segment {
                     append_to_segment(&mut value, message);

@@ -293,22 +293,22 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
     }
 }
 
-/// A segment holds at most this many messages…
-const SEGMENT_MESSAGES: usize = 64;
-/// … and is closed once it holds this many bytes (one message may cross it).
-const SEGMENT_BYTES: usize = 64 * 1024;
-
-/// Cut a commit's puts for one session into segments.
-pub(crate) fn segments_of<'a>(puts: &'a [&'a StoredMessage]) -> Vec<&'a [&'a StoredMessage]> {
+/// Cut a commit's puts for one session into segments of at most `messages`
+/// messages, each closed once it holds `bytes` (one message may cross it).
+pub(crate) fn segments_of<'a>(
+    puts: &'a [&'a StoredMessage],
+    messages: usize,
+    bytes: usize,
+) -> Vec<&'a [&'a StoredMessage]> {
     let mut segments = Vec::new();
     let mut start = 0;
-    let mut bytes = 0;
+    let mut held = 0;
     for (i, message) in puts.iter().enumerate() {
-        bytes += message.payload.len();
-        if i + 1 - start == SEGMENT_MESSAGES || bytes >= SEGMENT_BYTES {
+        held += message.payload.len();
+        if i + 1 - start >= messages || held >= bytes {
             segments.push(&puts[start..=i]);
             start = i + 1;
-            bytes = 0;
+            held = 0;
         }
     }
     if start < puts.len() {

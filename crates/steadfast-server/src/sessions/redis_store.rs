@@ -428,6 +428,12 @@ impl RedisSessions {
     }
 }
 
+/// A segment holds at most this many messages, and is closed once it
+/// holds this many bytes: the script reads a partly acknowledged segment
+/// item by item in Lua, so smaller than the embedded store's.
+const SEGMENT_MESSAGES: usize = 64;
+const SEGMENT_BYTES: usize = 64 * 1024;
+
 /// Sorted seqs as inclusive ranges of consecutive ones.
 fn ranges_of(seqs: &[u64]) -> Vec<(u64, u64)> {
     let mut ranges: Vec<(u64, u64)> = Vec::new();
@@ -546,7 +552,7 @@ fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
                 }
             }
             if !net.puts.is_empty() {
-                let segments = super::segments_of(&net.puts);
+                let segments = super::segments_of(&net.puts, SEGMENT_MESSAGES, SEGMENT_BYTES);
                 args.push(b"P".to_vec());
                 args.push(id(session));
                 args.push(segments.len().to_string().into_bytes());
