@@ -399,7 +399,7 @@ async fn a_direct_message_reaches_a_peer_on_another_node_once() {
     const N: usize = 200;
     let redis = RedisServer::start().expect("redis-server");
     let (a, _node_a) = node_with(&redis, Rooms).await;
-    let (b, _node_b) = node_with(&redis, Rooms).await;
+    let (b, node_b) = node_with(&redis, Rooms).await;
     let connect = |addr: std::net::SocketAddr, seed: u64| {
         Client::builder(format!("ws://{addr}"))
             .backoff(fast_backoff())
@@ -430,6 +430,12 @@ async fn a_direct_message_reaches_a_peer_on_another_node_once() {
         (0..N as u64).collect::<Vec<_>>(),
         "once each, in order"
     );
+    // Announced by hints (the periodic check is the fallback).
+    let hints = node_b
+        .metrics()
+        .mail_hints
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(hints > 0, "node b heard hints for y's inbox");
     // The Pub/Sub connections killed (the hints are lost until the nodes
     // subscribe again): the next messages still arrive, once each.
     let mut connection = redis::Client::open(redis.url())

@@ -226,6 +226,13 @@ async fn stream_through(
         commits.is_some_and(|n| n > 0),
         "commits observed: {commits:?}"
     );
+    // It started with the client's session in the store.
+    let stored = server
+        .lock()
+        .expect("not poisoned")
+        .0
+        .metric("store_sessions");
+    assert!(stored.is_some_and(|n| n >= 1), "stored: {stored:?}");
     let _ = client.close(1000, "done").await;
     drop(server);
 }

@@ -247,9 +247,12 @@ impl Server {
         tracing::info!(addr = %self.local_addr, store = shared.store.name(), "serving");
         // A store this server owns alone: every session as before a restart.
         let restoring = shared.clone();
-        let restored = tokio::task::spawn_blocking(move || restoring.restore_sessions())
-            .await
-            .unwrap_or(0);
+        let restored = tokio::task::spawn_blocking(move || {
+            restoring.count_stored();
+            restoring.restore_sessions()
+        })
+        .await
+        .unwrap_or(0);
         if restored > 0 {
             tracing::info!(restored, "sessions restored from the store");
         }
@@ -288,6 +291,7 @@ impl Server {
                     while let Ok(more) = mail.try_recv() {
                         sessions.push(more);
                     }
+                    shared.metrics.add(&shared.metrics.mail_hints, sessions.len() as u64);
                     let shared = shared.clone();
                     tokio::spawn(async move { shared.pull_many(sessions).await }.instrument(span.clone()));
                 }

@@ -8,7 +8,7 @@ use steadfast_core::Stats;
 macro_rules! counters {
     ($($name:ident : $kind:literal, $help:literal;)*) => {
         /// The server's counters. All are monotonic except the gauges
-        /// `connections_open` and `sessions`.
+        /// `connections_open`, `sessions` and `store_sessions`.
         #[derive(Debug, Default)]
         #[non_exhaustive]
         pub struct Metrics {
@@ -82,6 +82,9 @@ counters! {
     store_errors: "counter", "Session store commits that failed (retried; no ACK until one succeeds).";
     store_fenced: "counter", "Sessions let go because the store refused their changes (another node claimed them, or the store lost them).";
     store_claims: "counter", "Sessions claimed from the store (resumed after a restart or from another node).";
+    store_sessions: "gauge", "Sessions in the store, with the records of expired ones (counted at each store sweep).";
+    mail_hints: "counter", "Pub/Sub hints heard that another node posted to a session held here (a shared store).";
+    mail_by_check: "counter", "Sessions the periodic inbox check found with mail (its hint lost, or not yet acted on).";
 }
 
 /// Upper bounds of the commit latency buckets, in microseconds.

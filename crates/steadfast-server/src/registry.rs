@@ -525,6 +525,14 @@ impl Shared {
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
+        // Every node's sessions with mail: counted, those held here.
+        let here = {
+            let registry = lock(&self.registry);
+            mail.iter()
+                .filter(|session| registry.sessions.contains_key(session))
+                .count()
+        };
+        self.metrics.add(&self.metrics.mail_by_check, here as u64);
         self.pull_many(mail).await;
     }
 
@@ -1034,6 +1042,15 @@ impl Shared {
         };
         if let Err(error) = self.store.sweep(wall_ms(), retention, &live) {
             tracing::warn!(%error, "sweeping the session store failed");
+        }
+        self.count_stored();
+    }
+
+    /// Set the `store_sessions` gauge (blocks: a store read).
+    pub(crate) fn count_stored(&self) {
+        if let Ok(stored) = self.store.count() {
+            let stored = u64::try_from(stored).unwrap_or(u64::MAX);
+            self.metrics.store_sessions.store(stored, Ordering::Relaxed);
         }
     }
 
