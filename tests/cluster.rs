@@ -104,8 +104,9 @@ async fn a_node_whose_session_was_claimed_elsewhere_is_fenced_and_lets_it_go() {
     assert_eq!(client.stats().engine.resyncs, 0, "resumed, not resynced");
 
     // Node A still holds its copy (detached): its application sends on it.
-    // The write is refused (another claim holds the session), A lets it go,
-    // and the message never reaches the client.
+    // The write is refused (another claim holds the session) and A lets it
+    // go; the message, which nobody would send again, is forwarded to the
+    // session's inbox and reaches the client through B, once.
     node_a
         .send(on_a[0], Payload::Text("from the old node".into()))
         .expect("queued on A's copy");
@@ -114,6 +115,16 @@ async fn a_node_whose_session_was_claimed_elsewhere_is_fenced_and_lets_it_go() {
     })
     .await;
     eventually("A lets the session go", WAIT, || node_a.peers().is_empty()).await;
+    loop {
+        match tokio::time::timeout(WAIT, client.next_event()).await {
+            Ok(Some(ClientEvent::Message(message))) => {
+                assert_eq!(text(&message), "from the old node");
+                break;
+            }
+            Ok(Some(_)) => {}
+            other => panic!("the forwarded message did not arrive: {other:?}"),
+        }
+    }
     round(&client, &texts("c", 10)).await;
     assert_eq!(node_b.peers().len(), 1, "B keeps it");
 }
@@ -613,4 +624,69 @@ async fn a_room_node_killed_during_a_burst_loses_and_repeats_nothing() {
     );
     assert_eq!(z.stats().engine.resyncs, 0, "z resumed its session");
     drop((a, b, c));
+}
+
+/// A room member moved by the load balancer from one live node to the
+/// other during a burst of posts. The poster's node goes on putting posts
+/// into its copy of the member's session until the other node's claim
+/// fences it: those refused writes are forwarded to the session's inbox,
+/// so the member gets every post once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_member_moving_between_live_nodes_gets_every_post_once() {
+    const N: u64 = 300;
+    let seed: u64 = std::env::var("STEADFAST_CLUSTER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(31);
+    let at = 30 + Rng::new(seed).up_to(200);
+    eprintln!("cluster seed {seed}: the member moves after {at} posts");
+    let redis = RedisServer::start().expect("redis-server");
+    let (a, _node_a) = node_with(&redis, Rooms).await;
+    let (b, node_b) = node_with(&redis, Rooms).await;
+    let front = Front::start(a).await;
+    let connect = |url: String, seed: u64| {
+        Client::builder(url)
+            .backoff(fast_backoff())
+            .seed(seed)
+            .connect()
+    };
+    let x = connect(format!("ws://{a}"), 1).await.expect("x");
+    let z = connect(front.url(), 3).await.expect("z");
+    for client in [&x, &z] {
+        let join = serde_json::json!({"type": "join", "room": "r"}).to_string();
+        drop(client.send(join).await.expect("queued"));
+        assert_eq!(next_json(client).await["type"], "joined");
+    }
+    let poster = {
+        let x = x.clone();
+        tokio::spawn(async move {
+            for i in 0..N {
+                let post = serde_json::json!({"type": "room", "room": "r", "data": i});
+                drop(x.send(post.to_string()).await.expect("queued"));
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let mut got = Vec::new();
+    while got.len() < N as usize {
+        if got.len() == at as usize {
+            front.switch(b);
+            front.cut();
+        }
+        let message = next_json(&z).await;
+        assert_eq!(message["room"], "r", "{message}");
+        got.push(message["data"].as_u64().expect("a number"));
+    }
+    poster.await.expect("posted");
+    assert_eq!(
+        got,
+        (0..N).collect::<Vec<_>>(),
+        "every post once, in order, across the move (seed {seed})"
+    );
+    assert_eq!(z.stats().engine.resyncs, 0, "z resumed its session");
+    assert_eq!(
+        node_b.metrics().get("store_claims"),
+        Some(1),
+        "B claimed it"
+    );
 }

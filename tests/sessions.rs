@@ -114,6 +114,7 @@ fn redis_inboxes_take_posts_for_a_peer_and_trim_under_the_claim() {
         session,
         claim: other,
         count: 2,
+        ops: Vec::new(),
     }]);
     assert_eq!(refused, vec![session], "another claim cannot trim it");
     assert_eq!(store.inbox(&session, 10).expect("inbox").len(), 2);
@@ -121,6 +122,7 @@ fn redis_inboxes_take_posts_for_a_peer_and_trim_under_the_claim() {
         session,
         claim: mine,
         count: 1,
+        ops: Vec::new(),
     }]);
     assert_eq!(
         store.inbox(&session, 10).expect("inbox"),
@@ -130,7 +132,107 @@ fn redis_inboxes_take_posts_for_a_peer_and_trim_under_the_claim() {
         session,
         claim: mine,
         count: 1,
+        ops: Vec::new(),
     }]);
     assert!(store.inbox(&session, 10).expect("inbox").is_empty());
     assert!(store.with_mail().expect("mail").is_empty(), "no mail left");
+}
+
+/// What a node writes for a session another node has claimed is refused;
+/// its messages reach the session through its inbox only if nobody makes
+/// them again: the application's own sends (`Always`), and messages made
+/// while delivering another session's message whose changes in the same
+/// commit were kept (`IfDelivered`). Replies to the session's own messages
+/// (`Never`) and messages taken from its inbox (`Consumed`) are not.
+#[test]
+fn redis_forwards_refused_messages_only_when_nobody_makes_them_again() {
+    use steadfast_core::record::StoredMessage;
+    use steadfast_core::PersistOp;
+    use steadfast_server::sessions::{Change, Claim, Forward};
+    let redis = RedisServer::start().expect("redis-server");
+    let store = RedisSessions::open(&redis.url(), "forward").expect("open");
+    let moved = steadfast_server::SessionId([1; 16]);
+    let (sender, refused_sender) = (
+        steadfast_server::SessionId([2; 16]),
+        steadfast_server::SessionId([3; 16]),
+    );
+    let (mine, theirs) = (Claim(1), Claim(2));
+    let open = |session, claim, peer| Change::Open {
+        session,
+        subject: None,
+        claim,
+        peer,
+    };
+    let put = |seq: u64, text: &str| {
+        PersistOp::Put(StoredMessage {
+            seq,
+            binary: false,
+            payload: text.as_bytes().to_vec(),
+            enqueued_wall_ms: 1,
+            expires_wall_ms: 0,
+        })
+    };
+    let ops = |session, claim, ops, forward| Change::Ops {
+        session,
+        claim,
+        ops,
+        forward,
+    };
+    let commit = |changes: Vec<Change>| store.commit(1, &changes).expect("commit");
+    // The moved session and the refused sender are held by the other node.
+    commit(vec![
+        open(moved, theirs, 10),
+        open(sender, mine, 20),
+        open(refused_sender, theirs, 30),
+    ]);
+    let mark = |n: u64| {
+        PersistOp::Session(steadfast_core::record::StoredSession {
+            session: sender,
+            welcomed: true,
+            inbound_delivered: n,
+            next_seq: 1,
+        })
+    };
+    let fenced = commit(vec![
+        ops(moved, mine, vec![put(1, "reply")], Forward::Never),
+        ops(moved, mine, vec![put(2, "app send")], Forward::Always),
+        // Made while delivering to `sender`, whose mark comes after it in
+        // the same commit (as a unit commits them).
+        ops(
+            moved,
+            mine,
+            vec![put(3, "room post")],
+            Forward::IfDelivered(sender),
+        ),
+        ops(sender, mine, vec![mark(1)], Forward::Never),
+        ops(
+            moved,
+            mine,
+            vec![put(4, "post from a refused delivery")],
+            Forward::IfDelivered(refused_sender),
+        ),
+        ops(refused_sender, mine, vec![mark(1)], Forward::Never),
+        Change::Consumed {
+            session: moved,
+            claim: mine,
+            count: 0,
+            ops: vec![put(5, "taken from the inbox")],
+        },
+    ]);
+    assert!(fenced.contains(&moved) && fenced.contains(&refused_sender));
+    assert!(!fenced.contains(&sender), "{fenced:?}");
+    assert_eq!(
+        store.inbox(&moved, 10).expect("inbox"),
+        vec![
+            (false, b"app send".to_vec()),
+            (false, b"room post".to_vec())
+        ],
+        "forwarded: the application's send and the kept delivery's post"
+    );
+    let saved = store.load(&moved).expect("load").expect("the session");
+    assert!(
+        saved.messages.is_empty(),
+        "nothing written under the old claim"
+    );
+    assert_eq!(store.with_mail().expect("mail"), vec![moved]);
 }

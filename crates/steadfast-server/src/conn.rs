@@ -447,7 +447,7 @@ async fn reliable<S>(
                     .as_ref()
                     .filter(|_| delivering)
                     .map(|c| c.begin());
-                shared.at_one_instant(|| {
+                shared.at_one_instant(session, || {
                     for output in outputs {
                         match output {
                             Output::Event(Event::Message(payload)) => {
@@ -624,9 +624,13 @@ async fn reliable<S>(
             drop(guard);
             let taken = delivered.len();
             let unit = shared.committer.as_ref().map(|c| c.begin());
-            for payload in delivered {
-                shared.handler.on_message(&handle, &peer, payload);
-            }
+            // In an instant: what the handler sends is marked as made by
+            // these deliveries (see `Forward`).
+            shared.at_one_instant(session, || {
+                for payload in delivered {
+                    shared.handler.on_message(&handle, &peer, payload);
+                }
+            });
             if taken > 0 {
                 // Counted for the session, whichever connection has it now.
                 lock(&slot).handed_over(taken, metrics);

@@ -17,7 +17,8 @@ use crate::faults::FaultRecord;
 use crate::handler::{Handler, PeerId};
 use crate::metrics::Metrics;
 use crate::sessions::{
-    Change, Claim, Committer, Fenced, Retention, SavedSession, SessionStore, SessionStoreError,
+    Change, Claim, Committer, Fenced, Forward, Retention, SavedSession, SessionStore,
+    SessionStoreError,
 };
 use crate::ServerConfig;
 
@@ -84,6 +85,8 @@ pub(crate) struct Slot {
     /// as one change when it ends, or before anything else the session
     /// writes or a connection takes `pending` (so order and barriers hold).
     deferred: Vec<PersistOp>,
+    /// The session whose delivery made them (that instant's).
+    deferred_by: Option<SessionId>,
     seen: Stats,
 }
 
@@ -92,7 +95,13 @@ impl Slot {
     /// connection. Store operations go to the committer (a durable session
     /// store; the engine makes none otherwise), and `pending` waits for them.
     pub(crate) fn drain(&mut self, metrics: &Metrics) {
-        let mut ops = std::mem::take(&mut self.deferred);
+        self.drain_as(metrics, Forward::Never);
+    }
+
+    /// As [`drain`](Self::drain), the new store writes marked `forward`.
+    fn drain_as(&mut self, metrics: &Metrics, forward: Forward) {
+        self.flush_deferred();
+        let mut ops = Vec::new();
         while let Some(output) = self.engine.poll_output() {
             match output {
                 Output::Timeout(_) => break,
@@ -100,14 +109,19 @@ impl Slot {
                 output => self.pending.push_back(output),
             }
         }
-        self.push_ops(ops);
+        self.push_ops(ops, forward);
         self.wake(metrics);
     }
 
     /// As [`drain`](Self::drain), but the store writes wait in `deferred`
     /// for the instant to end (one change per session per batch, not one
     /// per send). True if none waited before: the caller registers the slot.
-    fn drain_deferred(&mut self, metrics: &Metrics) -> bool {
+    fn drain_deferred(&mut self, metrics: &Metrics, by: SessionId) -> bool {
+        if self.deferred_by != Some(by) {
+            // Another instant's (another thread's delivery): kept apart.
+            self.flush_deferred();
+            self.deferred_by = Some(by);
+        }
         let first = self.deferred.is_empty();
         while let Some(output) = self.engine.poll_output() {
             match output {
@@ -120,16 +134,37 @@ impl Slot {
         first && !self.deferred.is_empty()
     }
 
+    /// As [`drain`](Self::drain), but the store writes are returned (none
+    /// is deferred: the caller drained before), not pushed.
+    fn drain_ops(&mut self, metrics: &Metrics) -> Vec<PersistOp> {
+        self.flush_deferred();
+        let mut ops = Vec::new();
+        while let Some(output) = self.engine.poll_output() {
+            match output {
+                Output::Timeout(_) => break,
+                Output::Persist(op) => ops.push(op),
+                output => self.pending.push_back(output),
+            }
+        }
+        self.wake(metrics);
+        ops
+    }
+
     /// Push the deferred store writes, if any (see `deferred`).
     pub(crate) fn flush_deferred(&mut self) {
         if !self.deferred.is_empty() {
             let ops = std::mem::take(&mut self.deferred);
-            self.push_ops(ops);
+            let forward = match self.deferred_by {
+                // Replies to its own messages: made again where it goes.
+                Some(by) if by != self.engine.session() => Forward::IfDelivered(by),
+                _ => Forward::Never,
+            };
+            self.push_ops(ops, forward);
         }
     }
 
     /// Hand the engine's store writes to the committer; `pending` waits for them.
-    fn push_ops(&mut self, ops: Vec<PersistOp>) {
+    fn push_ops(&mut self, ops: Vec<PersistOp>, forward: Forward) {
         if let Some(committer) = self.committer.as_ref().filter(|_| !ops.is_empty()) {
             // Only a Put (before its first transmit) and a Session (before
             // the ACK it backs) hold outputs back. Deletes of acknowledged
@@ -141,6 +176,7 @@ impl Slot {
                 session,
                 claim: self.claim,
                 ops,
+                forward,
             });
             if holds {
                 self.barrier = ticket;
@@ -178,6 +214,7 @@ impl Slot {
                 session: self.engine.session(),
                 claim: self.claim,
                 ops: vec![PersistOp::Session(self.record())],
+                forward: Forward::Never,
             });
         }
     }
@@ -475,6 +512,9 @@ impl Shared {
                     }
                     continue;
                 }
+                // What was pending goes as it would have; what the pulled
+                // messages make the engine write goes with their trim.
+                guard.drain(&self.metrics);
                 let mut taken = 0u64;
                 for (binary, payload) in items {
                     let message = if binary {
@@ -492,11 +532,12 @@ impl Shared {
                     }
                     taken += 1;
                 }
-                guard.drain(&self.metrics);
+                let ops = guard.drain_ops(&self.metrics);
                 let consumed = committer.push(Change::Consumed {
                     session,
                     claim: guard.claim,
                     count: taken,
+                    ops,
                 });
                 guard.barrier = guard.barrier.max(consumed);
                 guard.pull_again = false;
@@ -577,7 +618,7 @@ impl Shared {
     /// messages) sees the instant of the first. The batch takes
     /// microseconds; reading the clock for each message cost 7% of the
     /// server's time in a pipelined echo.
-    pub(crate) fn at_one_instant<R>(&self, f: impl FnOnce() -> R) -> R {
+    pub(crate) fn at_one_instant<R>(&self, by: SessionId, f: impl FnOnce() -> R) -> R {
         /// Restores the clock also if `f` panics (a handler bug must not
         /// stop the thread's clock).
         struct Restore(Option<Frozen>);
@@ -593,7 +634,7 @@ impl Shared {
             fn drop(&mut self) {
                 if self.0 {
                     let slots = DEFERRED.with(|deferred| deferred.borrow_mut().take());
-                    for slot in slots.unwrap_or_default() {
+                    for slot in slots.map(|(_, slots)| slots).unwrap_or_default() {
                         lock(&slot).flush_deferred();
                     }
                 }
@@ -609,7 +650,7 @@ impl Shared {
         let _restore = Restore(previous);
         let outermost = previous.is_none() && self.committer.is_some();
         if outermost {
-            DEFERRED.with(|deferred| *deferred.borrow_mut() = Some(Vec::new()));
+            DEFERRED.with(|deferred| *deferred.borrow_mut() = Some((by, Vec::new())));
         }
         let _flush = Flush(outermost);
         f()
@@ -706,6 +747,7 @@ impl Shared {
             pulling: false,
             pull_again: false,
             deferred: Vec::new(),
+            deferred_by: None,
             seen: Stats::default(),
         }));
         registry.sessions.insert(id, peer);
@@ -1062,6 +1104,9 @@ impl Shared {
     }
 }
 
+/// A session's state, shared.
+type SlotRef = Arc<Mutex<Slot>>;
+
 enum EntryRef {
     Session(Arc<Mutex<Slot>>),
     Plain(mpsc::Sender<PlainCmd>),
@@ -1073,18 +1118,20 @@ thread_local! {
     static FROZEN: Cell<Option<Frozen>> = const { Cell::new(None) };
     /// Inside the outermost [`Shared::at_one_instant`] on this thread (with
     /// a durable store): the sessions whose store writes wait for its end.
-    static DEFERRED: RefCell<Option<Vec<Arc<Mutex<Slot>>>>> = const { RefCell::new(None) };
+    /// The session being delivered to (the instant's).
+    static DEFERRED: RefCell<Option<(SessionId, Vec<SlotRef>)>> = const { RefCell::new(None) };
 }
 
-/// Whether store writes may be deferred here (inside an instant).
-fn deferring() -> bool {
-    DEFERRED.with(|deferred| deferred.borrow().is_some())
+/// The session whose delivery this thread is in, if store writes may be
+/// deferred here (inside an instant).
+fn deferring() -> Option<SessionId> {
+    DEFERRED.with(|deferred| deferred.borrow().as_ref().map(|(by, _)| *by))
 }
 
 /// Have `slot`'s deferred store writes pushed when the instant ends.
 fn defer(slot: &Arc<Mutex<Slot>>) {
     DEFERRED.with(|deferred| {
-        if let Some(slots) = deferred.borrow_mut().as_mut() {
+        if let Some((_, slots)) = deferred.borrow_mut().as_mut() {
             slots.push(slot.clone());
         }
     });
@@ -1210,12 +1257,15 @@ impl ServerHandle {
             EntryRef::Session(arc) => {
                 let mut slot = lock(&arc);
                 slot.engine.send(shared.now_ms(), wall_ms(), message)?;
-                if deferring() {
-                    if slot.drain_deferred(&shared.metrics) {
-                        defer(&arc);
+                match deferring() {
+                    Some(by) => {
+                        if slot.drain_deferred(&shared.metrics, by) {
+                            defer(&arc);
+                        }
                     }
-                } else {
-                    slot.drain(&shared.metrics);
+                    // The application's own send, outside any delivery:
+                    // nobody sends it again, so it follows the session.
+                    None => slot.drain_as(&shared.metrics, Forward::Always),
                 }
                 Ok(())
             }
@@ -1406,12 +1456,13 @@ mod tests {
     fn inside_one_instant_the_clocks_stand_still_and_run_again_after() {
         let shared = shared();
         std::thread::sleep(Duration::from_millis(5));
-        let (first, second, wall_first, wall_second) = shared.at_one_instant(|| {
-            let first = shared.now_ms();
-            let wall_first = wall_ms();
-            std::thread::sleep(Duration::from_millis(30));
-            (first, shared.now_ms(), wall_first, wall_ms())
-        });
+        let (first, second, wall_first, wall_second) =
+            shared.at_one_instant(SessionId([1; 16]), || {
+                let first = shared.now_ms();
+                let wall_first = wall_ms();
+                std::thread::sleep(Duration::from_millis(30));
+                (first, shared.now_ms(), wall_first, wall_ms())
+            });
         assert_eq!(first, second);
         assert_eq!(wall_first, wall_second);
         std::thread::sleep(Duration::from_millis(30));
@@ -1422,7 +1473,7 @@ mod tests {
     fn a_panic_inside_does_not_stop_the_clock() {
         let shared = shared();
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            shared.at_one_instant(|| {
+            shared.at_one_instant(SessionId([1; 16]), || {
                 let _ = shared.now_ms();
                 panic!("a handler bug");
             })

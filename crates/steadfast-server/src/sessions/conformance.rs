@@ -9,7 +9,7 @@
 use steadfast_core::record::{StoredMessage, StoredSession};
 use steadfast_core::{PersistOp, SessionId};
 
-use super::{Change, Claim, Retention, SavedSession, SessionStore};
+use super::{Change, Claim, Forward, Retention, SavedSession, SessionStore};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -67,6 +67,7 @@ fn ops(byte: u8, ops: Vec<PersistOp>) -> Change {
         session: id(byte),
         claim: MINE,
         ops,
+        forward: Forward::Never,
     }
 }
 
@@ -393,6 +394,7 @@ pub fn check(fresh: &mut dyn FnMut() -> Box<dyn SessionStore>) {
         session: id(1),
         claim: OTHER,
         ops: vec![PersistOp::Put(message(2))],
+        forward: Forward::Never,
     };
     assert!(commit(&*store, T0 + 2, vec![theirs], "claimer").is_empty());
     assert_eq!(

@@ -296,6 +296,13 @@ fn apply(
             session,
             claim,
             ops,
+            ..
+        }
+        | Change::Consumed {
+            session,
+            claim,
+            ops,
+            ..
         } => {
             let Some(mut meta) = read_meta(sessions, session)? else {
                 // Gone from the store (removed, or the store lost it): the
@@ -363,10 +370,7 @@ fn apply(
             messages.retain(|_, _| false).map_err(failed)?;
         }
         // One server: no peer lives elsewhere, no inbox fills.
-        Change::Post { .. }
-        | Change::RoomPost { .. }
-        | Change::Broadcast { .. }
-        | Change::Consumed { .. } => {}
+        Change::Post { .. } | Change::RoomPost { .. } | Change::Broadcast { .. } => {}
     }
     Ok(None)
 }

@@ -195,6 +195,13 @@ fn apply(
             session,
             claim,
             ops,
+            ..
+        }
+        | Change::Consumed {
+            session,
+            claim,
+            ops,
+            ..
         } => {
             // Gone from the store (removed, or the store lost it): the
             // writer must let it go, as when another node claims it.
@@ -245,10 +252,7 @@ fn apply(
         }
         Change::RemoveAll => sessions.clear(),
         // One server: no peer lives elsewhere, no inbox fills.
-        Change::Post { .. }
-        | Change::RoomPost { .. }
-        | Change::Broadcast { .. }
-        | Change::Consumed { .. } => {}
+        Change::Post { .. } | Change::RoomPost { .. } | Change::Broadcast { .. } => {}
     }
     None
 }

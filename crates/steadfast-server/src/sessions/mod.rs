@@ -94,7 +94,8 @@ pub enum Change {
         rooms: Vec<String>,
     },
     /// A session's engine changes, in the order the engine made them.
-    /// Refused (fenced) if the session is held under another claim.
+    /// Refused (fenced) if the session is held under another claim; then
+    /// its messages go to the session's inbox as `forward` says.
     Ops {
         /// Which.
         session: SessionId,
@@ -102,6 +103,8 @@ pub enum Change {
         claim: Claim,
         /// What.
         ops: Vec<PersistOp>,
+        /// Whether its messages reach the session anyway if it was claimed.
+        forward: Forward,
     },
     /// A session's state expired: its messages go, this record stays.
     /// Refused (fenced) if the session is held under another claim.
@@ -157,8 +160,10 @@ pub enum Change {
         except: Vec<u64>,
     },
     /// The holder took the first `count` messages of the session's inbox
-    /// into its outbox (in the same commit as their `Put`s). Refused
-    /// (fenced) like `Ops`.
+    /// into its outbox: `ops` (their `Put`s, the engine's state) applied as
+    /// by `Ops`, and the inbox trimmed, together. Refused (fenced) like
+    /// `Ops`, but never forwarded: the messages stay in the inbox for the
+    /// node that claimed the session. (Forwarded, they would reach it twice.)
     Consumed {
         /// Which.
         session: SessionId,
@@ -166,7 +171,28 @@ pub enum Change {
         claim: Claim,
         /// How many.
         count: u64,
+        /// What the engine wrote for them.
+        ops: Vec<PersistOp>,
     },
+}
+
+/// Whether the messages a node put for a session reach it through its
+/// inbox when the store refuses them because another node has claimed the
+/// session (a shared store; one server alone is never refused this way).
+/// A message the new holder makes again must not be forwarded (it would
+/// arrive twice); one nobody makes again must (it would be lost).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Forward {
+    /// The session's own doing: replies to its messages. Their delivery was
+    /// refused too, so the client sends them again to the new holder, whose
+    /// application answers again.
+    Never,
+    /// Sent by the application outside any delivery: nobody sends it again.
+    Always,
+    /// Made while delivering a message of this other session (a post from
+    /// one room member to another): forwarded unless that delivery was
+    /// refused in the same commit (then it is made again where it goes).
+    IfDelivered(SessionId),
 }
 
 /// Messages waiting in a session's inbox, oldest first: (binary, payload).
@@ -379,7 +405,7 @@ impl<'a> Net<'a> {
 /// becomes one: one claim check, one meta write.
 pub(crate) fn coalesce(changes: Vec<Change>) -> Vec<Change> {
     let mut out: Vec<Change> = Vec::with_capacity(changes.len());
-    let mut open: std::collections::HashMap<(SessionId, Claim), usize> =
+    let mut open: std::collections::HashMap<(SessionId, Claim, Forward), usize> =
         std::collections::HashMap::new();
     for change in changes {
         match change {
@@ -387,18 +413,20 @@ pub(crate) fn coalesce(changes: Vec<Change>) -> Vec<Change> {
                 session,
                 claim,
                 ops,
-            } => match open.get(&(session, claim)) {
+                forward,
+            } => match open.get(&(session, claim, forward)) {
                 Some(&at) => {
                     if let Some(Change::Ops { ops: merged, .. }) = out.get_mut(at) {
                         merged.extend(ops);
                     }
                 }
                 None => {
-                    open.insert((session, claim), out.len());
+                    open.insert((session, claim, forward), out.len());
                     out.push(Change::Ops {
                         session,
                         claim,
                         ops,
+                        forward,
                     });
                 }
             },
@@ -410,20 +438,20 @@ pub(crate) fn coalesce(changes: Vec<Change>) -> Vec<Change> {
                 out.push(change);
             }
             Change::Consumed { session, .. } => {
-                open.retain(|(s, _), _| *s != session);
+                open.retain(|(s, _, _), _| *s != session);
                 out.push(change);
             }
             Change::Open { session, .. }
             | Change::Rooms { session, .. }
             | Change::Expire { session, .. }
             | Change::Remove { session } => {
-                open.retain(|(s, _), _| *s != session);
+                open.retain(|(s, _, _), _| *s != session);
                 out.push(change);
             }
         }
     }
     for change in &mut out {
-        if let Change::Ops { ops, .. } = change {
+        if let Change::Ops { ops, .. } | Change::Consumed { ops, .. } = change {
             PersistOp::coalesce(ops);
         }
     }
@@ -624,6 +652,7 @@ mod tests {
             session: id(b),
             claim: Claim(1),
             ops,
+            forward: Forward::Never,
         };
         let open = |b: u8| Change::Open {
             session: id(b),

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use redis::{Client, Connection, Script};
 use steadfast_core::record::{StoredMessage, StoredSession};
-use steadfast_core::SessionId;
+use steadfast_core::{PersistOp, SessionId};
 
 use super::{
-    Change, Claim, Inbox, Retention, SavedSession, SessionStore, SessionStoreError, Swept,
+    Change, Claim, Forward, Inbox, Retention, SavedSession, SessionStore, SessionStoreError, Swept,
 };
 use crate::registry::lock;
 
@@ -32,7 +32,29 @@ local function live(id)
   redis.call('ZADD', p .. ':live', now, id)
   redis.call('ZREM', p .. ':rec', id)
 end
-local seen = {}
+local seen, moved, later = {}, {}, {}
+-- A segment's messages into the session's inbox, as posts ([binary
+-- flag][payload]; the record: tag, version, flags, three LEB128 varints,
+-- payload): what a node writes for a session another node has claimed
+-- reaches it there instead of being lost.
+local function forward(id, segment)
+  local at = 1
+  while at + 23 <= #segment do
+    local len = tonumber(string.sub(segment, at + 16, at + 23), 16)
+    if not len then break end
+    local record = string.sub(segment, at + 24, at + 23 + len)
+    local k = 4
+    for _ = 1, 3 do
+      while (string.byte(record, k) or 0) >= 128 do k = k + 1 end
+      k = k + 1
+    end
+    local flags = string.byte(record, 3) or 0
+    redis.call('RPUSH', p .. ':in:' .. id, string.char(flags % 2) .. string.sub(record, k))
+    at = at + 24 + len
+  end
+  redis.call('SADD', p .. ':mail', id)
+  redis.call('PUBLISH', p .. ':hint', id)
+end
 local function fence(id)
   ok[id] = false
   if not seen[id] then
@@ -122,6 +144,8 @@ while i <= #ARGV do
     local held = redis.call('HGET', s(id), 'claim')
     if held ~= ARGV[i + 2] then
       fence(id)
+      -- claimed by another node (not removed, not lost)
+      if held then moved[id] = true end
     else
       ok[id] = true
       redis.call('HSET', s(id), 'saved', now)
@@ -134,14 +158,26 @@ while i <= #ARGV do
       live(id)
     end
     i = i + 3
-  elseif op == 'P' then
-    -- count, then each segment's first seq (16 hex digits) and segment
+  elseif op == 'P' or op == 'F' or op == 'W' then
+    -- ('W': the session whose delivery made them), count, then each
+    -- segment's first seq (16 hex digits) and segment. If another node
+    -- has claimed the session: 'P' drops them, 'F' posts them to its
+    -- inbox, 'W' too unless that delivery's changes are refused here
+    local by = false
+    if op == 'W' then
+      by = ARGV[i + 2]
+      i = i + 1
+    end
     local count = tonumber(ARGV[i + 2])
     if ok[id] then
       for k = 0, count - 1 do
         local first = ARGV[i + 3 + 2 * k]
         redis.call('HSET', m(id), first, ARGV[i + 4 + 2 * k])
         redis.call('ZADD', x(id), tonumber(first, 16), first)
+      end
+    elseif moved[id] and op ~= 'P' then
+      for k = 0, count - 1 do
+        table.insert(later, {id, by, ARGV[i + 4 + 2 * k]})
       end
     end
     i = i + 3 + 2 * count
@@ -234,6 +270,11 @@ while i <= #ARGV do
   else
     return redis.error_reply('unknown op ' .. tostring(op))
   end
+end
+-- Forwarded once every change is in: a delivery refused anywhere in this
+-- commit makes its messages again where its session goes.
+for _, each in ipairs(later) do
+  if not each[2] or ok[each[2]] ~= false then forward(each[1], each[3]) end
 end
 return fenced
 "#;
@@ -490,6 +531,73 @@ fn subject_args(args: &mut Vec<Vec<u8>>, subject: Option<&String>) {
     }
 }
 
+/// What the script does with the messages of a session another node has
+/// claimed (see [`Forward`]).
+#[derive(Debug, Clone, Copy)]
+enum Put {
+    /// Nothing ('P').
+    Keep,
+    /// Post them to its inbox ('F').
+    Forward,
+    /// Post them to its inbox unless this session's changes in the same
+    /// commit were refused ('W', then the session).
+    ForwardIf(SessionId),
+}
+
+/// One session's ops: the claim check ('T'), then what they leave behind,
+/// one op per kind.
+fn encode_ops(
+    args: &mut Vec<Vec<u8>>,
+    session: &SessionId,
+    claim: Claim,
+    ops: &[PersistOp],
+    put: Put,
+) {
+    let id = |session: &SessionId| hex(session).into_bytes();
+    let token = |claim: &Claim| claim.0.to_string().into_bytes();
+    args.push(b"T".to_vec());
+    args.push(id(session));
+    args.push(token(&claim));
+    let net = super::Net::of(ops);
+    if net.clear {
+        args.push(b"C".to_vec());
+        args.push(id(session));
+    }
+    if !net.deletes.is_empty() {
+        let ranges = ranges_of(&net.deletes);
+        args.push(b"D".to_vec());
+        args.push(id(session));
+        args.push(ranges.len().to_string().into_bytes());
+        for (first, last) in ranges {
+            args.push(first.to_string().into_bytes());
+            args.push(last.to_string().into_bytes());
+        }
+    }
+    if !net.puts.is_empty() {
+        let segments = super::segments_of(&net.puts, SEGMENT_MESSAGES, SEGMENT_BYTES);
+        match put {
+            Put::Keep => args.push(b"P".to_vec()),
+            Put::Forward => args.push(b"F".to_vec()),
+            Put::ForwardIf(_) => args.push(b"W".to_vec()),
+        }
+        args.push(id(session));
+        if let Put::ForwardIf(by) = put {
+            args.push(id(&by));
+        }
+        args.push(segments.len().to_string().into_bytes());
+        for segment in segments {
+            let first = segment.first().map_or(0, |m| m.seq);
+            args.push(format!("{first:016x}").into_bytes());
+            args.push(segment_of(segment));
+        }
+    }
+    if let Some(state) = net.session {
+        args.push(b"S".to_vec());
+        args.push(id(session));
+        args.push(state.encode());
+    }
+}
+
 fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
     let id = |session: &SessionId| hex(session).into_bytes();
     let token = |claim: &Claim| claim.0.to_string().into_bytes();
@@ -531,42 +639,14 @@ fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
             session,
             claim,
             ops,
+            forward,
         } => {
-            args.push(b"T".to_vec());
-            args.push(id(session));
-            args.push(token(claim));
-            // What the ops leave behind, one command per kind.
-            let net = super::Net::of(ops);
-            if net.clear {
-                args.push(b"C".to_vec());
-                args.push(id(session));
-            }
-            if !net.deletes.is_empty() {
-                let ranges = ranges_of(&net.deletes);
-                args.push(b"D".to_vec());
-                args.push(id(session));
-                args.push(ranges.len().to_string().into_bytes());
-                for (first, last) in ranges {
-                    args.push(first.to_string().into_bytes());
-                    args.push(last.to_string().into_bytes());
-                }
-            }
-            if !net.puts.is_empty() {
-                let segments = super::segments_of(&net.puts, SEGMENT_MESSAGES, SEGMENT_BYTES);
-                args.push(b"P".to_vec());
-                args.push(id(session));
-                args.push(segments.len().to_string().into_bytes());
-                for segment in segments {
-                    let first = segment.first().map_or(0, |m| m.seq);
-                    args.push(format!("{first:016x}").into_bytes());
-                    args.push(segment_of(segment));
-                }
-            }
-            if let Some(state) = net.session {
-                args.push(b"S".to_vec());
-                args.push(id(session));
-                args.push(state.encode());
-            }
+            let put = match forward {
+                Forward::Never => Put::Keep,
+                Forward::Always => Put::Forward,
+                Forward::IfDelivered(by) => Put::ForwardIf(*by),
+            };
+            encode_ops(args, session, *claim, ops, put);
         }
         Change::Expire {
             session,
@@ -625,7 +705,10 @@ fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
             session,
             claim,
             count,
+            ops,
         } => {
+            // Never forwarded: they stay in the inbox.
+            encode_ops(args, session, *claim, ops, Put::Keep);
             args.push(b"K".to_vec());
             args.push(id(session));
             args.push(token(claim));
