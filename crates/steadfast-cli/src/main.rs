@@ -16,12 +16,6 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-/// The server allocates and frees a few buffers per message from several
-/// threads; mimalloc does that in about half the time of glibc's malloc
-/// (measured in `steadfast bench --suite`, see docs/BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod args;
 mod bench;
 mod exit;

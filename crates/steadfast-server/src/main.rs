@@ -10,12 +10,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use steadfast_server::cli::{self, ServeArgs};
 
-/// The server allocates and frees a few buffers per message from several
-/// threads; mimalloc does that in about half the time of glibc's malloc
-/// (measured in `steadfast bench --suite`, see docs/BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "steadfast-server",
