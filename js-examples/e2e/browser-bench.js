@@ -91,7 +91,14 @@ if (chromium.exitCode === null && chromium.signalCode === null) {
   await exited;
 }
 await Promise.all([site.close(), server.stop()]);
-rmSync(profile, { recursive: true, force: true });
+// Chromium's helper processes may still be writing into the profile for a
+// moment after the browser process is gone: retried, and a leftover temp
+// dir is not the benchmark's failure.
+try {
+  rmSync(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+} catch (e) {
+  console.error(`warning: could not remove ${profile}: ${e.message}`);
+}
 if (error) {
   console.error(`browser bench failed: ${error}`);
   process.exit(1);
