@@ -405,8 +405,9 @@ impl<'a> Net<'a> {
 /// becomes one: one claim check, one meta write.
 pub(crate) fn coalesce(changes: Vec<Change>) -> Vec<Change> {
     let mut out: Vec<Change> = Vec::with_capacity(changes.len());
-    let mut open: std::collections::HashMap<(SessionId, Claim, Forward), usize> =
+    let mut open: std::collections::HashMap<(SessionId, Claim), usize> =
         std::collections::HashMap::new();
+    let puts = |ops: &[PersistOp]| ops.iter().any(|op| matches!(op, PersistOp::Put(_)));
     for change in changes {
         match change {
             Change::Ops {
@@ -414,22 +415,33 @@ pub(crate) fn coalesce(changes: Vec<Change>) -> Vec<Change> {
                 claim,
                 ops,
                 forward,
-            } => match open.get(&(session, claim, forward)) {
-                Some(&at) => {
-                    if let Some(Change::Ops { ops: merged, .. }) = out.get_mut(at) {
+            } => {
+                // Merged into the session's last change unless both put
+                // messages to be forwarded differently (`forward` is about
+                // the puts: a change without any takes the other's).
+                let last = open.get(&(session, claim)).copied();
+                match last.and_then(|at| out.get_mut(at)) {
+                    Some(Change::Ops {
+                        ops: merged,
+                        forward: kept,
+                        ..
+                    }) if *kept == forward || !puts(&ops) || !puts(merged) => {
+                        if !puts(merged) {
+                            *kept = forward;
+                        }
                         merged.extend(ops);
                     }
+                    _ => {
+                        open.insert((session, claim), out.len());
+                        out.push(Change::Ops {
+                            session,
+                            claim,
+                            ops,
+                            forward,
+                        });
+                    }
                 }
-                None => {
-                    open.insert((session, claim, forward), out.len());
-                    out.push(Change::Ops {
-                        session,
-                        claim,
-                        ops,
-                        forward,
-                    });
-                }
-            },
+            }
             Change::RemoveAll => {
                 open.clear();
                 out.push(Change::RemoveAll);
@@ -438,14 +450,14 @@ pub(crate) fn coalesce(changes: Vec<Change>) -> Vec<Change> {
                 out.push(change);
             }
             Change::Consumed { session, .. } => {
-                open.retain(|(s, _, _), _| *s != session);
+                open.retain(|(s, _), _| *s != session);
                 out.push(change);
             }
             Change::Open { session, .. }
             | Change::Rooms { session, .. }
             | Change::Expire { session, .. }
             | Change::Remove { session } => {
-                open.retain(|(s, _, _), _| *s != session);
+                open.retain(|(s, _), _| *s != session);
                 out.push(change);
             }
         }
@@ -627,6 +639,54 @@ mod tests {
         let error = EmbeddedSessions::open(&dir.0).expect_err("another format");
         assert_eq!(error.code(), "ERR_SESSION_STORE");
         assert!(error.to_string().contains("older steadfast"), "{error}");
+    }
+
+    #[test]
+    fn changes_forwarded_differently_merge_only_when_one_puts_nothing() {
+        use steadfast_core::record::StoredMessage;
+        let (id, by) = (SessionId([1; 16]), SessionId([2; 16]));
+        let put = |seq| {
+            PersistOp::Put(StoredMessage {
+                seq,
+                binary: true,
+                payload: vec![1],
+                enqueued_wall_ms: 1,
+                expires_wall_ms: 0,
+            })
+        };
+        let ops = |ops, forward| Change::Ops {
+            session: id,
+            claim: Claim(1),
+            ops,
+            forward,
+        };
+        let forwards = |changes: Vec<Change>| -> Vec<Forward> {
+            coalesce(changes)
+                .into_iter()
+                .filter_map(|c| match c {
+                    Change::Ops { forward, .. } => Some(forward),
+                    _ => None,
+                })
+                .collect()
+        };
+        // The session's own ACKs, then a room post for it: one change,
+        // forwarded as the post.
+        assert_eq!(
+            forwards(vec![
+                ops(vec![PersistOp::Delete { seq: 1 }], Forward::Never),
+                ops(vec![put(2)], Forward::IfDelivered(by)),
+            ]),
+            vec![Forward::IfDelivered(by)]
+        );
+        // Its own reply and a room post: kept apart.
+        assert_eq!(
+            forwards(vec![
+                ops(vec![put(2)], Forward::Never),
+                ops(vec![put(3)], Forward::IfDelivered(by)),
+                ops(vec![PersistOp::Delete { seq: 1 }], Forward::Never),
+            ]),
+            vec![Forward::Never, Forward::IfDelivered(by)]
+        );
     }
 
     #[test]

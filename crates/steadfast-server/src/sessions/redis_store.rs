@@ -14,11 +14,10 @@ use crate::registry::lock;
 
 /// Each batch of changes is one Lua script: atomic, in order. Keys (under
 /// the prefix P): `P:s:ID` a hash (`state`, `subject`, `saved`,
-/// `expired`), `P:m:ID` the messages in segments (a hash: the first seq
-/// → the segment, see [`segment_of`]), `P:x:ID` the segments' first seqs
-/// as a sorted set (to find those an acknowledgement touches), and two
-/// sorted sets by last write, `P:live` (sessions with their state) and `P:rec` (records
-/// of expired ones). A change to a session held under another claim, or
+/// `expired`), `P:m:ID` the messages in segments (a hash: the first and
+/// last seq, `FIRST:LAST` in hex → the segment, see [`segment_of`]), and
+/// two sorted sets by last write, `P:live` (sessions with their state)
+/// and `P:rec` (records of expired ones). A change to a session held under another claim, or
 /// that has no `P:s:ID` (removed, or lost: a FLUSHALL), is refused and
 /// the session reported, as in every backend.
 const APPLY: &str = r#"
@@ -27,12 +26,11 @@ local i = 3
 local ok, fenced = {}, {}
 local function s(id) return p .. ':s:' .. id end
 local function m(id) return p .. ':m:' .. id end
-local function x(id) return p .. ':x:' .. id end
 local function live(id)
   redis.call('ZADD', p .. ':live', now, id)
   redis.call('ZREM', p .. ':rec', id)
 end
-local seen, moved, later = {}, {}, {}
+local seen, moved, later, stamped = {}, {}, {}, {}
 -- A segment's messages into the session's inbox, as posts ([binary
 -- flag][payload]; the record: tag, version, flags, three LEB128 varints,
 -- payload): what a node writes for a session another node has claimed
@@ -83,7 +81,7 @@ local function excluded(from, count)
   return set
 end
 local function meta(id, claim, state, has_subject, subject, expired, peer)
-  redis.call('DEL', m(id), x(id))
+  redis.call('DEL', m(id))
   redis.call('DEL', s(id))
   redis.call('HSET', s(id), 'state', state, 'saved', now, 'expired', expired, 'claim', claim,
     'peer', peer)
@@ -148,8 +146,12 @@ while i <= #ARGV do
       if held then moved[id] = true end
     else
       ok[id] = true
-      redis.call('HSET', s(id), 'saved', now)
-      if redis.call('HGET', s(id), 'expired') == '0' then live(id) end
+      -- stamped once per script, however many changes the session has
+      if not stamped[id] then
+        stamped[id] = true
+        redis.call('HSET', s(id), 'saved', now)
+        if redis.call('HGET', s(id), 'expired') == '0' then live(id) end
+      end
     end
     i = i + 3
   elseif op == 'S' then
@@ -160,7 +162,7 @@ while i <= #ARGV do
     i = i + 3
   elseif op == 'P' or op == 'F' or op == 'W' then
     -- ('W': the session whose delivery made them), count, then each
-    -- segment's first seq (16 hex digits) and segment. If another node
+    -- segment's name (its first and last seq) and segment. If another node
     -- has claimed the session: 'P' drops them, 'F' posts them to its
     -- inbox, 'W' too unless that delivery's changes are refused here
     local by = false
@@ -170,10 +172,9 @@ while i <= #ARGV do
     end
     local count = tonumber(ARGV[i + 2])
     if ok[id] then
-      for k = 0, count - 1 do
-        local first = ARGV[i + 3 + 2 * k]
-        redis.call('HSET', m(id), first, ARGV[i + 4 + 2 * k])
-        redis.call('ZADD', x(id), tonumber(first, 16), first)
+      for k = 0, count - 1, 256 do
+        local last = math.min(k + 255, count - 1)
+        redis.call('HSET', m(id), unpack(ARGV, i + 3 + 2 * k, i + 4 + 2 * last))
       end
     elseif moved[id] and op ~= 'P' then
       for k = 0, count - 1 do
@@ -182,10 +183,11 @@ while i <= #ARGV do
     end
     i = i + 3 + 2 * count
   elseif op == 'D' then
-    -- count, then each range of seqs to delete (first, last; sorted):
-    -- each segment starting at or before the last is looked through
-    -- (items: 16 hex digits seq, 8 hex digits length, record), dropped if
-    -- nothing is left, else written again with what is
+    -- count, then each range of seqs to delete (first, last; sorted). A
+    -- segment's name is its first and last seq (16 hex digits each, ':'
+    -- between): one a range covers whole is dropped unread; one a range
+    -- touches is read (items: 16 hex digits seq, 8 hex digits length,
+    -- record) and written again with what is left
     local count = tonumber(ARGV[i + 2])
     if ok[id] then
       local ranges = {}
@@ -198,44 +200,56 @@ while i <= #ARGV do
         end
         return false
       end
-      local last = ranges[count][2]
-      for _, first in ipairs(redis.call('ZRANGEBYSCORE', x(id), '-inf', last)) do
-        local segment = redis.call('HGET', m(id), first) or ''
-        local kept, keep_first, dropped = {}, nil, false
-        local at = 1
-        while at + 23 <= #segment do
-          local seq = tonumber(string.sub(segment, at, at + 15), 16)
-          local len = tonumber(string.sub(segment, at + 16, at + 23), 16)
-          -- damaged (not written by this script): the rest is dropped
-          if not seq or not len then break end
-          local stop = at + 23 + len
-          if doomed(seq) then
-            dropped = true
-          else
-            kept[#kept + 1] = string.sub(segment, at, stop)
-            keep_first = keep_first or string.sub(segment, at, at + 15)
+      local gone = {}
+      for _, name in ipairs(redis.call('HKEYS', m(id))) do
+        local first = tonumber(string.sub(name, 1, 16), 16)
+        local last = tonumber(string.sub(name, 18, 33), 16)
+        local whole, touched = false, false
+        if first and last then
+          for _, range in ipairs(ranges) do
+            if first >= range[1] and last <= range[2] then whole = true end
+            if range[1] <= last and range[2] >= first then touched = true end
           end
-          at = stop + 1
         end
-        if dropped then
-          redis.call('HDEL', m(id), first)
-          redis.call('ZREM', x(id), first)
+        if whole then
+          gone[#gone + 1] = name
+        elseif touched then
+          local segment = redis.call('HGET', m(id), name) or ''
+          local kept, keep_first, keep_last = {}, nil, nil
+          local at = 1
+          while at + 23 <= #segment do
+            local seq = tonumber(string.sub(segment, at, at + 15), 16)
+            local len = tonumber(string.sub(segment, at + 16, at + 23), 16)
+            -- damaged (not written by this script): the rest is dropped
+            if not seq or not len then break end
+            local stop = at + 23 + len
+            if not doomed(seq) then
+              kept[#kept + 1] = string.sub(segment, at, stop)
+              keep_first = keep_first or string.sub(segment, at, at + 15)
+              keep_last = string.sub(segment, at, at + 15)
+            end
+            at = stop + 1
+          end
+          -- at once: the rewrite may keep the name (its ends kept)
+          redis.call('HDEL', m(id), name)
           if keep_first then
-            redis.call('HSET', m(id), keep_first, table.concat(kept))
-            redis.call('ZADD', x(id), tonumber(keep_first, 16), keep_first)
+            redis.call('HSET', m(id), keep_first .. ':' .. keep_last, table.concat(kept))
           end
         end
+      end
+      for k = 1, #gone, 512 do
+        redis.call('HDEL', m(id), unpack(gone, k, math.min(k + 511, #gone)))
       end
     end
     i = i + 3 + 2 * count
   elseif op == 'C' then
-    if ok[id] then redis.call('DEL', m(id), x(id)) end
+    if ok[id] then redis.call('DEL', m(id)) end
     i = i + 2
   elseif op == 'R' then
     leave_all(id)
     local peer = redis.call('HGET', s(id), 'peer')
     if peer then redis.call('HDEL', p .. ':peers', peer) end
-    redis.call('DEL', s(id), m(id), x(id), p .. ':in:' .. id)
+    redis.call('DEL', s(id), m(id), p .. ':in:' .. id)
     redis.call('SREM', p .. ':mail', id)
     redis.call('ZREM', p .. ':live', id)
     redis.call('ZREM', p .. ':rec', id)
@@ -244,7 +258,7 @@ while i <= #ARGV do
   elseif op == 'A' then
     for _, set in ipairs({':live', ':rec'}) do
       for _, each in ipairs(redis.call('ZRANGE', p .. set, 0, -1)) do
-        redis.call('DEL', s(each), m(each), x(each), p .. ':in:' .. each, p .. ':r:' .. each)
+        redis.call('DEL', s(each), m(each), p .. ':in:' .. each, p .. ':r:' .. each)
         ok[each] = false
       end
       redis.call('DEL', p .. set)
@@ -587,7 +601,8 @@ fn encode_ops(
         args.push(segments.len().to_string().into_bytes());
         for segment in segments {
             let first = segment.first().map_or(0, |m| m.seq);
-            args.push(format!("{first:016x}").into_bytes());
+            let last = segment.last().map_or(0, |m| m.seq);
+            args.push(format!("{first:016x}:{last:016x}").into_bytes());
             args.push(segment_of(segment));
         }
     }
