@@ -139,7 +139,15 @@ impl Committer {
     /// Keep what is pushed from now until the unit is dropped together.
     pub(crate) fn begin(&self) -> Unit<'_> {
         let mut queue = lock(&self.inner.queue);
-        let start = queue.last_ticket;
+        // Begun while another is open: it starts where that one did. Else
+        // a unit ending inside another would let the commit boundary (the
+        // oldest open start) fall between its changes: its effects
+        // committed without its delivered mark, and after a crash the
+        // delivery made them again.
+        let start = match queue.open.keys().next() {
+            Some(&oldest) => oldest,
+            None => queue.last_ticket,
+        };
         *queue.open.entry(start).or_default() += 1;
         Unit {
             inner: &self.inner,
@@ -316,6 +324,38 @@ mod tests {
         Change::Remove {
             session: SessionId([byte; 16]),
         }
+    }
+
+    /// Two units overlapping: the first ends while the second is open.
+    /// Its effect and its mark are committed together (with the second's
+    /// changes), never the effect alone.
+    #[tokio::test]
+    async fn a_unit_ending_inside_another_is_still_committed_whole() {
+        let store = Arc::new(Recording::default());
+        let committer = Committer::start(
+            store.clone(),
+            Arc::new(Metrics::default()),
+            Box::new(|_| {}),
+        );
+        let first = committer.begin();
+        let effect = committer.push(change(1));
+        let second = committer.begin();
+        let mark = committer.push(change(2));
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            committer.committed() < effect,
+            "nothing of the first unit while the second is open"
+        );
+        let other = committer.push(change(3));
+        drop(second);
+        committer.wait(other).await;
+        assert!(effect < mark && mark < other);
+        let commits = lock(&store.0).clone();
+        assert!(
+            commits.iter().any(|c| c.contains(&1) && c.contains(&2)),
+            "the effect and its mark in one commit: {commits:?}"
+        );
     }
 
     #[tokio::test]
