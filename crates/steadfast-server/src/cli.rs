@@ -122,6 +122,10 @@ pub struct ServeArgs {
     /// Open connections at once; more are refused with close 1013.
     #[arg(long, value_name = "N", default_value_t = 100_000, help_heading = LIMITS)]
     pub max_connections: usize,
+    /// Connections the kernel queues until they are accepted (a reconnect
+    /// storm arrives at once); capped by net.core.somaxconn.
+    #[arg(long, value_name = "N", default_value_t = 4096, help_heading = LIMITS)]
+    pub listen_backlog: u32,
     /// Largest message accepted, in bytes (chunked total in reliable mode;
     /// plain messages above it are closed with 1009).
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024, help_heading = LIMITS)]
@@ -265,6 +269,7 @@ impl ServeArgs {
             session_record_ttl: self.session_record_ttl,
             max_sessions: self.max_sessions,
             max_connections: self.max_connections,
+            listen_backlog: self.listen_backlog,
             handshake_timeout: self.handshake_timeout,
             shutdown_grace: self.shutdown_grace,
             max_head_bytes: self.max_head_bytes,
@@ -363,6 +368,15 @@ fn millis(duration: Duration) -> u64 {
 /// address cannot be bound or the session store cannot be opened, 2 for
 /// unusable options.
 pub async fn serve(name: &str, args: ServeArgs) -> ExitCode {
+    // Log lines on standard error: warnings and errors unless STEADFAST_LOG
+    // says otherwise (e.g. `info`, `steadfast_server=debug`). A process
+    // that installed its own subscriber keeps it.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STEADFAST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
     let config = match args.config(std::env::var("STEADFAST_JWT_SECRET").ok()) {
         Ok(config) => config,
         Err(error) => {
@@ -372,6 +386,14 @@ pub async fn serve(name: &str, args: ServeArgs) -> ExitCode {
     };
     if config.faults.enabled() {
         eprintln!("{name}: fault injection on (seed {})", config.faults.seed);
+    }
+    // Each connection is a file descriptor: the soft limit goes to the
+    // hard one (said when it cannot, or is low even then).
+    match crate::raise_fd_limit() {
+        Some((before, after)) if after < 4096 => eprintln!(
+            "{name}: at most {after} open files (hard limit; was {before}): about as many connections"
+        ),
+        _ => {}
     }
     let builder = Server::builder().config(config);
     let sessions = match (&args.redis, args.sessions) {
@@ -570,6 +592,7 @@ mod tests {
             "--session-record-ttl=1h",
             "--max-sessions=7",
             "--max-connections=8",
+            "--listen-backlog=9",
             "--max-message-size=1000000",
             "--max-buffered-bytes=2000000",
             "--reorder-window=64",
@@ -600,6 +623,7 @@ mod tests {
         assert_eq!(config.session_records, 12);
         assert_eq!(config.session_record_ttl, Duration::from_secs(3600));
         assert_eq!((config.max_sessions, config.max_connections), (7, 8));
+        assert_eq!(config.listen_backlog, 9);
         let engine = &config.engine;
         assert_eq!(engine.limits.max_message_size, 1_000_000);
         assert_eq!(engine.limits.max_buffered_bytes, 2_000_000);

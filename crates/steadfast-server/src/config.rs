@@ -32,6 +32,10 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// Open WebSocket connections at once; more are closed with 1013.
     pub max_connections: usize,
+    /// Connections the kernel queues before they are accepted (capped by
+    /// `net.core.somaxconn`). A reconnect storm arrives at once: at 128 the
+    /// kernel dropped most of 400 handshakes in flight.
+    pub listen_backlog: u32,
     /// Time allowed for the HTTP request head, the upgrade and the HELLO.
     pub handshake_timeout: Duration,
     /// How long shutdown waits for clients to finish closing.
@@ -74,6 +78,7 @@ impl Default for ServerConfig {
             session_record_ttl: Duration::from_secs(7 * 24 * 60 * 60),
             max_sessions: 100_000,
             max_connections: 100_000,
+            listen_backlog: 4096,
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(2),
             max_head_bytes: 16 * 1024,

@@ -99,6 +99,51 @@ const MAIL_CHECK: Duration = Duration::from_secs(1);
 /// sessions expired) once every this many registry sweeps.
 const STORE_SWEEP_EVERY: u64 = 10;
 
+/// The kernel's cap on a listen backlog (Linux), if readable.
+fn somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// This process's open-file soft limit, if known.
+fn fd_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Raise this process's open-file soft limit to its hard limit: each
+/// connection is a file descriptor, and the usual soft limit (1,024) is
+/// far below what a server holds. Returns (before, after); `None` where
+/// there is no such limit (or it is unlimited).
+pub fn raise_fd_limit() -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource};
+        let mut limit = getrlimit(Resource::Nofile);
+        let before = limit.current?;
+        if limit.current < limit.maximum || limit.maximum.is_none() {
+            limit.current = limit.maximum;
+            if setrlimit(Resource::Nofile, limit).is_err() {
+                return Some((before, before));
+            }
+        }
+        Some((before, fd_limit().unwrap_or(before)))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
 /// Builds a [`Server`].
 #[derive(Default)]
 pub struct ServerBuilder {
@@ -174,7 +219,23 @@ impl ServerBuilder {
             .engine
             .validate()
             .map_err(|e| StartError::Config(e.0))?;
-        let listener = TcpListener::bind(addr).await?;
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As TcpListener::bind: a restarted server binds its port at once.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let backlog = self.config.listen_backlog.max(1);
+        let listener = socket.listen(backlog)?;
+        if let Some(cap) = somaxconn().filter(|cap| *cap < backlog) {
+            tracing::info!(
+                backlog,
+                cap,
+                "the listen backlog is capped by net.core.somaxconn"
+            );
+        }
         let local_addr = listener.local_addr()?;
         let handler = self.handler.unwrap_or_else(|| Arc::new(Echo));
         let store = self
@@ -281,6 +342,7 @@ impl Server {
             }));
         }
         let mut mail_check = tokio::time::interval(MAIL_CHECK);
+        let mut accept_failures = 0u64;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -301,13 +363,29 @@ impl Server {
                 }
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, remote)) => {
+                        if accept_failures > 0 {
+                            tracing::warn!(failures = accept_failures, "accepting connections again");
+                            accept_failures = 0;
+                        }
                         let _ = stream.set_nodelay(true);
                         let accept = conn::accept(shared.clone(), stream, remote, stop_rx.clone());
                         connections.spawn(accept.instrument(span.clone()));
                     }
-                    // Out of file descriptors and the like: wait, then try again.
+                    // Out of file descriptors and the like: said once per
+                    // streak and counted; wait, then try again (the kernel
+                    // keeps the connections queued meanwhile).
                     Err(error) => {
-                        tracing::warn!(%error, "accept failed");
+                        shared.metrics.inc(&shared.metrics.accept_errors);
+                        if accept_failures == 0 {
+                            let limit = fd_limit().map_or_else(|| "?".to_owned(), |n| n.to_string());
+                            tracing::error!(
+                                %error,
+                                open = shared.metrics.connections_open.load(std::sync::atomic::Ordering::Relaxed),
+                                fd_limit = %limit,
+                                "cannot accept connections (new ones wait in the kernel's queue until some close)"
+                            );
+                        }
+                        accept_failures += 1;
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },

@@ -54,6 +54,7 @@ macro_rules! counters {
 counters! {
     connections_total: "counter", "WebSocket connections accepted.";
     connections_open: "gauge", "WebSocket connections open now.";
+    accept_errors: "counter", "Accepts that failed (out of file descriptors and the like; each retried after 50 ms).";
     connections_refused: "counter", "Connections refused: overload (1013), bad or missing token, fault injection.";
     tls_handshake_failures: "counter", "TLS handshakes that failed (bad or missing client certificate, protocol mismatch, timeout).";
     http_requests: "counter", "Plain HTTP requests (/healthz, /metrics, others).";
