@@ -113,6 +113,10 @@ fn out_of_file_descriptors_the_server_says_so_waits_and_recovers() {
         .unwrap_or_else(|| panic!("no accept_errors in {metrics}"));
     assert!(errors > 0, "accept errors counted: {errors}");
     assert!(
+        metrics.lines().any(|l| l == "steadfast_fd_limit 64"),
+        "the limit is a metric: {metrics}"
+    );
+    assert!(
         get(&addr, "/healthz").starts_with("HTTP/1.1 200"),
         "healthy again"
     );

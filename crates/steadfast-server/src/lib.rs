@@ -343,6 +343,10 @@ impl Server {
         }
         let mut mail_check = tokio::time::interval(MAIL_CHECK);
         let mut accept_failures = 0u64;
+        shared.metrics.fd_limit.store(
+            fd_limit().unwrap_or(0),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         tokio::pin!(shutdown);
         loop {
             tokio::select! {

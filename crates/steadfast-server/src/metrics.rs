@@ -8,7 +8,7 @@ use steadfast_core::Stats;
 macro_rules! counters {
     ($($name:ident : $kind:literal, $help:literal;)*) => {
         /// The server's counters. All are monotonic except the gauges
-        /// `connections_open`, `sessions` and `store_sessions`.
+        /// `connections_open`, `sessions`, `store_sessions` and `fd_limit`.
         #[derive(Debug, Default)]
         #[non_exhaustive]
         pub struct Metrics {
@@ -54,6 +54,7 @@ macro_rules! counters {
 counters! {
     connections_total: "counter", "WebSocket connections accepted.";
     connections_open: "gauge", "WebSocket connections open now.";
+    fd_limit: "gauge", "This process's open-file limit at start (each connection takes one; 0: unknown).";
     accept_errors: "counter", "Accepts that failed (out of file descriptors and the like; each retried after 50 ms).";
     connections_refused: "counter", "Connections refused: overload (1013), bad or missing token, fault injection.";
     tls_handshake_failures: "counter", "TLS handshakes that failed (bad or missing client certificate, protocol mismatch, timeout).";
