@@ -401,6 +401,27 @@ async fn next_json(client: &Client) -> serde_json::Value {
     }
 }
 
+/// Each client joins room `r` (the rooms handler) and reads the answer.
+async fn join_room(clients: &[&Client]) {
+    for client in clients {
+        let join = serde_json::json!({"type": "join", "room": "r"}).to_string();
+        drop(client.send(join).await.expect("queued"));
+        assert_eq!(next_json(client).await["type"], "joined");
+    }
+}
+
+/// `poster` posts 0..count to room `r`, one per millisecond.
+fn post_paced(poster: &Client, count: u64) -> tokio::task::JoinHandle<()> {
+    let poster = poster.clone();
+    tokio::spawn(async move {
+        for i in 0..count {
+            let post = serde_json::json!({"type": "room", "room": "r", "data": i});
+            drop(poster.send(post.to_string()).await.expect("queued"));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+}
+
 /// A direct message to a peer held by another node reaches it, once each
 /// and in order: the sending node posts it to the peer's session inbox in
 /// Redis (committed with the sender's delivered mark), and the node that
@@ -572,21 +593,8 @@ async fn a_room_node_killed_during_a_burst_loses_and_repeats_nothing() {
     let x = connect(a.url.clone(), 1).await.expect("x");
     let y = connect(b.url.clone(), 2).await.expect("y");
     let z = connect(front.url(), 3).await.expect("z");
-    for client in [&x, &y, &z] {
-        let join = serde_json::json!({"type": "join", "room": "r"}).to_string();
-        drop(client.send(join).await.expect("queued"));
-        assert_eq!(next_json(client).await["type"], "joined");
-    }
-    let poster = {
-        let x = x.clone();
-        tokio::spawn(async move {
-            for i in 0..N {
-                let post = serde_json::json!({"type": "room", "room": "r", "data": i});
-                drop(x.send(post.to_string()).await.expect("queued"));
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
-    };
+    join_room(&[&x, &y, &z]).await;
+    let poster = post_paced(&x, N);
     let receive = |member: Client, name: &'static str, count: usize| async move {
         let mut got = Vec::new();
         while got.len() < count {
@@ -652,21 +660,8 @@ async fn a_room_member_moving_between_live_nodes_gets_every_post_once() {
     };
     let x = connect(format!("ws://{a}"), 1).await.expect("x");
     let z = connect(front.url(), 3).await.expect("z");
-    for client in [&x, &z] {
-        let join = serde_json::json!({"type": "join", "room": "r"}).to_string();
-        drop(client.send(join).await.expect("queued"));
-        assert_eq!(next_json(client).await["type"], "joined");
-    }
-    let poster = {
-        let x = x.clone();
-        tokio::spawn(async move {
-            for i in 0..N {
-                let post = serde_json::json!({"type": "room", "room": "r", "data": i});
-                drop(x.send(post.to_string()).await.expect("queued"));
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
-    };
+    join_room(&[&x, &z]).await;
+    let poster = post_paced(&x, N);
     let mut got = Vec::new();
     while got.len() < N as usize {
         if got.len() == at as usize {

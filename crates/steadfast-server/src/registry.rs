@@ -100,17 +100,10 @@ impl Slot {
 
     /// As [`drain`](Self::drain), the new store writes marked `forward`.
     fn drain_as(&mut self, metrics: &Metrics, forward: Forward) {
-        self.flush_deferred();
-        let mut ops = Vec::new();
-        while let Some(output) = self.engine.poll_output() {
-            match output {
-                Output::Timeout(_) => break,
-                Output::Persist(op) => ops.push(op),
-                output => self.pending.push_back(output),
-            }
-        }
+        // Woken first: the connection takes `pending` only once this
+        // slot's lock (held by the caller) is let go, after the push.
+        let ops = self.drain_ops(metrics);
         self.push_ops(ops, forward);
-        self.wake(metrics);
     }
 
     /// As [`drain`](Self::drain), but the store writes wait in `deferred`
@@ -134,8 +127,8 @@ impl Slot {
         first && !self.deferred.is_empty()
     }
 
-    /// As [`drain`](Self::drain), but the store writes are returned (none
-    /// is deferred: the caller drained before), not pushed.
+    /// As [`drain`](Self::drain), but the new store writes are returned
+    /// (any deferred ones pushed first), not pushed.
     fn drain_ops(&mut self, metrics: &Metrics) -> Vec<PersistOp> {
         self.flush_deferred();
         let mut ops = Vec::new();
