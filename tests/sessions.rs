@@ -218,6 +218,12 @@ fn redis_forwards_refused_messages_only_when_nobody_makes_them_again() {
             count: 0,
             ops: vec![put(5, "taken from the inbox")],
         },
+        // Posted after them in the same commit: after them in the inbox.
+        Change::Post {
+            peer: 10,
+            binary: false,
+            payload: b"posted after".to_vec(),
+        },
     ]);
     assert!(fenced.contains(&moved) && fenced.contains(&refused_sender));
     assert!(!fenced.contains(&sender), "{fenced:?}");
@@ -225,9 +231,10 @@ fn redis_forwards_refused_messages_only_when_nobody_makes_them_again() {
         store.inbox(&moved, 10).expect("inbox"),
         vec![
             (false, b"app send".to_vec()),
-            (false, b"room post".to_vec())
+            (false, b"room post".to_vec()),
+            (false, b"posted after".to_vec())
         ],
-        "forwarded: the application's send and the kept delivery's post"
+        "forwarded: the application's send and the kept delivery's post, in order"
     );
     let saved = store.load(&moved).expect("load").expect("the session");
     assert!(

@@ -30,7 +30,7 @@ local function live(id)
   redis.call('ZADD', p .. ':live', now, id)
   redis.call('ZREM', p .. ':rec', id)
 end
-local seen, moved, later, stamped = {}, {}, {}, {}
+local seen, moved, stamped = {}, {}, {}
 -- A segment's messages into the session's inbox, as posts ([binary
 -- flag][payload]; the record: tag, version, flags, three LEB128 varints,
 -- payload): what a node writes for a session another node has claimed
@@ -67,7 +67,13 @@ local function leave_all(id)
   end
   redis.call('DEL', p .. ':r:' .. id)
 end
+-- Inbox appends wait for the end of the script, in the order they were
+-- made (posts and forwards alike: a forward is decided only then).
+local later = {}
 local function post(peer, data)
+  table.insert(later, {peer, data})
+end
+local function post_now(peer, data)
   local to = redis.call('HGET', p .. ':peers', peer)
   if to then
     redis.call('RPUSH', p .. ':in:' .. to, data)
@@ -178,7 +184,7 @@ while i <= #ARGV do
       end
     elseif moved[id] and op ~= 'P' then
       for k = 0, count - 1 do
-        table.insert(later, {id, by, ARGV[i + 4 + 2 * k]})
+        table.insert(later, {false, id, by, ARGV[i + 4 + 2 * k]})
       end
     end
     i = i + 3 + 2 * count
@@ -285,10 +291,14 @@ while i <= #ARGV do
     return redis.error_reply('unknown op ' .. tostring(op))
   end
 end
--- Forwarded once every change is in: a delivery refused anywhere in this
--- commit makes its messages again where its session goes.
+-- Once every change is in (a delivery refused anywhere in this commit
+-- makes its messages again where its session goes), in order.
 for _, each in ipairs(later) do
-  if not each[2] or ok[each[2]] ~= false then forward(each[1], each[3]) end
+  if each[1] then
+    post_now(each[1], each[2])
+  elseif not each[3] or ok[each[3]] ~= false then
+    forward(each[2], each[4])
+  end
 end
 return fenced
 "#;
