@@ -555,30 +555,28 @@ fn subject_args(args: &mut Vec<Vec<u8>>, subject: Option<&String>) {
     }
 }
 
-/// What the script does with the messages of a session another node has
-/// claimed (see [`Forward`]).
-#[derive(Debug, Clone, Copy)]
-enum Put {
-    /// Nothing ('P').
-    Keep,
-    /// Post them to its inbox ('F').
-    Forward,
-    /// Post them to its inbox unless this session's changes in the same
-    /// commit were refused ('W', then the session).
-    ForwardIf(SessionId),
+/// A session id as a script argument.
+fn id(session: &SessionId) -> Vec<u8> {
+    hex(session).into_bytes()
+}
+
+/// A claim as a script argument.
+fn token(claim: &Claim) -> Vec<u8> {
+    claim.0.to_string().into_bytes()
 }
 
 /// One session's ops: the claim check ('T'), then what they leave behind,
-/// one op per kind.
+/// one op per kind. The puts' opcode says what the script does with them
+/// if another node has claimed the session (see [`Forward`]): 'P' nothing,
+/// 'F' post them to its inbox, 'W' (then the delivering session) the same
+/// unless that session's changes in the commit were refused.
 fn encode_ops(
     args: &mut Vec<Vec<u8>>,
     session: &SessionId,
     claim: Claim,
     ops: &[PersistOp],
-    put: Put,
+    forward: Forward,
 ) {
-    let id = |session: &SessionId| hex(session).into_bytes();
-    let token = |claim: &Claim| claim.0.to_string().into_bytes();
     args.push(b"T".to_vec());
     args.push(id(session));
     args.push(token(&claim));
@@ -599,13 +597,13 @@ fn encode_ops(
     }
     if !net.puts.is_empty() {
         let segments = super::segments_of(&net.puts, SEGMENT_MESSAGES, SEGMENT_BYTES);
-        match put {
-            Put::Keep => args.push(b"P".to_vec()),
-            Put::Forward => args.push(b"F".to_vec()),
-            Put::ForwardIf(_) => args.push(b"W".to_vec()),
+        match forward {
+            Forward::Never => args.push(b"P".to_vec()),
+            Forward::Always => args.push(b"F".to_vec()),
+            Forward::IfDelivered(_) => args.push(b"W".to_vec()),
         }
         args.push(id(session));
-        if let Put::ForwardIf(by) = put {
+        if let Forward::IfDelivered(by) = forward {
             args.push(id(&by));
         }
         args.push(segments.len().to_string().into_bytes());
@@ -624,8 +622,6 @@ fn encode_ops(
 }
 
 fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
-    let id = |session: &SessionId| hex(session).into_bytes();
-    let token = |claim: &Claim| claim.0.to_string().into_bytes();
     match change {
         Change::Open {
             session,
@@ -665,14 +661,7 @@ fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
             claim,
             ops,
             forward,
-        } => {
-            let put = match forward {
-                Forward::Never => Put::Keep,
-                Forward::Always => Put::Forward,
-                Forward::IfDelivered(by) => Put::ForwardIf(*by),
-            };
-            encode_ops(args, session, *claim, ops, put);
-        }
+        } => encode_ops(args, session, *claim, ops, *forward),
         Change::Expire {
             session,
             state,
@@ -733,7 +722,7 @@ fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
             ops,
         } => {
             // Never forwarded: they stay in the inbox.
-            encode_ops(args, session, *claim, ops, Put::Keep);
+            encode_ops(args, session, *claim, ops, Forward::Never);
             args.push(b"K".to_vec());
             args.push(id(session));
             args.push(token(claim));
