@@ -90,6 +90,7 @@ fn redis_inboxes_take_posts_for_a_peer_and_trim_under_the_claim() {
         peer: 77,
         binary: false,
         payload: payload.as_bytes().to_vec(),
+        by: None,
     };
     let commit = |changes: Vec<Change>| store.commit(1, &changes).expect("commit");
     commit(vec![
@@ -105,6 +106,7 @@ fn redis_inboxes_take_posts_for_a_peer_and_trim_under_the_claim() {
             peer: 78,
             binary: true,
             payload: vec![1],
+            by: None,
         },
     ]);
     assert_eq!(store.with_mail().expect("mail"), vec![session]);
@@ -223,6 +225,15 @@ fn redis_forwards_refused_messages_only_when_nobody_makes_them_again() {
             peer: 10,
             binary: false,
             payload: b"posted after".to_vec(),
+            by: Some(sender),
+        },
+        // Sent while delivering a message whose delivery is refused: the
+        // sender's new holder makes it again.
+        Change::Post {
+            peer: 10,
+            binary: false,
+            payload: b"posted by a refused delivery".to_vec(),
+            by: Some(refused_sender),
         },
     ]);
     assert!(fenced.contains(&moved) && fenced.contains(&refused_sender));

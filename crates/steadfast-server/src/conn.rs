@@ -592,6 +592,7 @@ async fn reliable<S>(
         }
     };
 
+    tracing::debug!(?session, ?ended, "reliable connection ended");
     // Detach (unless another connection took the session over).
     {
         let _order = lock(&handover);
@@ -720,6 +721,7 @@ fn frame_of(
     }
 }
 
+#[derive(Debug)]
 enum End {
     /// Another connection attached to the session.
     Superseded,

@@ -1240,6 +1240,7 @@ impl ServerHandle {
                         peer: to.0,
                         binary,
                         payload,
+                        by: deferring(),
                     });
                     Ok(())
                 }
@@ -1274,11 +1275,12 @@ impl ServerHandle {
     /// through their inboxes (not counted: known only there).
     pub fn broadcast(&self, message: Payload, except: Option<PeerId>) -> usize {
         let peers: Vec<PeerId> = lock(&self.shared.registry).peers.keys().copied().collect();
-        self.post_elsewhere(&peers, &message, except, |binary, payload, except| {
+        self.post_elsewhere(&peers, &message, except, |binary, payload, except, by| {
             Change::Broadcast {
                 binary,
                 payload,
                 except,
+                by,
             }
         });
         self.send_each(peers, message, except)
@@ -1292,7 +1294,7 @@ impl ServerHandle {
         local: &[PeerId],
         message: &Payload,
         except: Option<PeerId>,
-        change: impl FnOnce(bool, Vec<u8>, Vec<u64>) -> Change,
+        change: impl FnOnce(bool, Vec<u8>, Vec<u64>, Option<SessionId>) -> Change,
     ) {
         let shared = &self.shared;
         let Some(committer) = shared.committer.as_ref().filter(|_| shared.store.shared()) else {
@@ -1303,7 +1305,8 @@ impl ServerHandle {
             Payload::Text(text) => (false, text.clone().into_bytes()),
         };
         let except = local.iter().chain(except.as_ref()).map(|p| p.0).collect();
-        committer.push(change(binary, payload, except));
+        // Made while delivering a message (see `Change::Post::by`).
+        committer.push(change(binary, payload, except, deferring()));
     }
 
     /// Join `room`; returns its member count.
@@ -1354,12 +1357,13 @@ impl ServerHandle {
     /// hold get it too, through their inboxes (not counted).
     pub fn send_room(&self, room: &str, message: Payload, except: Option<PeerId>) -> usize {
         let members = self.members(room);
-        self.post_elsewhere(&members, &message, except, |binary, payload, except| {
+        self.post_elsewhere(&members, &message, except, |binary, payload, except, by| {
             Change::RoomPost {
                 room: room.to_owned(),
                 binary,
                 payload,
                 except,
+                by,
             }
         });
         self.send_each(members, message, except)

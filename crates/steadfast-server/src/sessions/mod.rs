@@ -132,6 +132,10 @@ pub enum Change {
     Post {
         /// The peer.
         peer: u64,
+        /// Made while delivering a message of this session: dropped if
+        /// that delivery is refused in the same commit (the session's new
+        /// holder delivers it again, and its application makes it again).
+        by: Option<SessionId>,
         /// Binary (else UTF-8 text).
         binary: bool,
         /// The message.
@@ -148,6 +152,10 @@ pub enum Change {
         payload: Vec<u8>,
         /// Peers not to post to (those the sender reached itself).
         except: Vec<u64>,
+        /// Made while delivering a message of this session: dropped if
+        /// that delivery is refused in the same commit (the session's new
+        /// holder delivers it again, and its application makes it again).
+        by: Option<SessionId>,
     },
     /// A message for every peer held by another server (a shared store
     /// only), but `except`.
@@ -158,6 +166,10 @@ pub enum Change {
         payload: Vec<u8>,
         /// Peers not to post to (those the sender reached itself).
         except: Vec<u64>,
+        /// Made while delivering a message of this session: dropped if
+        /// that delivery is refused in the same commit (the session's new
+        /// holder delivers it again, and its application makes it again).
+        by: Option<SessionId>,
     },
     /// The holder took the first `count` messages of the session's inbox
     /// into its outbox: `ops` (their `Put`s, the engine's state) applied as

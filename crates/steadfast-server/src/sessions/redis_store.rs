@@ -69,9 +69,12 @@ local function leave_all(id)
 end
 -- Inbox appends wait for the end of the script, in the order they were
 -- made (posts and forwards alike: a forward is decided only then).
+-- A post made while delivering a message of session `by` ('' if none)
+-- is dropped if that delivery is refused here (it is made again where
+-- the session goes).
 local later = {}
-local function post(peer, data)
-  table.insert(later, {peer, data})
+local function post(peer, data, by)
+  table.insert(later, {peer, data, by ~= '' and by})
 end
 local function post_now(peer, data)
   local to = redis.call('HGET', p .. ':peers', peer)
@@ -131,19 +134,19 @@ while i <= #ARGV do
     end
     i = i + 5 + count
   elseif op == 'G' then
-    local count = tonumber(ARGV[i + 3])
-    local skip = excluded(i + 4, count)
+    local count = tonumber(ARGV[i + 4])
+    local skip = excluded(i + 5, count)
     for _, peer in ipairs(redis.call('SMEMBERS', p .. ':room:' .. id)) do
-      if not skip[peer] then post(peer, ARGV[i + 2]) end
+      if not skip[peer] then post(peer, ARGV[i + 2], ARGV[i + 3]) end
     end
-    i = i + 4 + count
+    i = i + 5 + count
   elseif op == 'B' then
-    local count = tonumber(ARGV[i + 3])
-    local skip = excluded(i + 4, count)
+    local count = tonumber(ARGV[i + 4])
+    local skip = excluded(i + 5, count)
     for _, peer in ipairs(redis.call('HKEYS', p .. ':peers')) do
-      if not skip[peer] then post(peer, ARGV[i + 2]) end
+      if not skip[peer] then post(peer, ARGV[i + 2], ARGV[i + 3]) end
     end
-    i = i + 4 + count
+    i = i + 5 + count
   elseif op == 'T' then
     local held = redis.call('HGET', s(id), 'claim')
     if held ~= ARGV[i + 2] then
@@ -275,8 +278,8 @@ while i <= #ARGV do
     redis.call('DEL', p .. ':peers', p .. ':mail', p .. ':rooms')
     i = i + 1
   elseif op == 'Q' then
-    post(id, ARGV[i + 2])
-    i = i + 3
+    post(id, ARGV[i + 2], ARGV[i + 3])
+    i = i + 4
   elseif op == 'K' then
     if redis.call('HGET', s(id), 'claim') ~= ARGV[i + 2] then
       fence(id)
@@ -295,7 +298,7 @@ end
 -- makes its messages again where its session goes), in order.
 for _, each in ipairs(later) do
   if each[1] then
-    post_now(each[1], each[2])
+    if not each[3] or ok[each[3]] ~= false then post_now(each[1], each[2]) end
   elseif not each[3] or ok[each[3]] ~= false then
     forward(each[2], each[4])
   end
@@ -556,6 +559,11 @@ fn subject_args(args: &mut Vec<Vec<u8>>, subject: Option<&String>) {
 }
 
 /// A session id as a script argument.
+/// The session whose delivery made a post, or nothing (see `Change::Post`).
+fn by_arg(by: &Option<SessionId>) -> Vec<u8> {
+    by.as_ref().map(id).unwrap_or_default()
+}
+
 fn id(session: &SessionId) -> Vec<u8> {
     hex(session).into_bytes()
 }
@@ -685,22 +693,26 @@ fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
             peer,
             binary,
             payload,
+            by,
         } => {
-            // 'Q', the peer (in the id's place), then [binary flag][payload].
+            // 'Q', the peer (in the id's place), [binary flag][payload], by.
             args.push(b"Q".to_vec());
             args.push(peer.to_string().into_bytes());
             args.push(flagged(*binary, payload));
+            args.push(by_arg(by));
         }
         Change::RoomPost {
             room,
             binary,
             payload,
             except,
+            by,
         } => {
-            // 'G', the room (in the id's place), the data, the exceptions.
+            // 'G', the room (in the id's place), the data, by, the exceptions.
             args.push(b"G".to_vec());
             args.push(room.as_bytes().to_vec());
             args.push(flagged(*binary, payload));
+            args.push(by_arg(by));
             args.push(except.len().to_string().into_bytes());
             args.extend(except.iter().map(|peer| peer.to_string().into_bytes()));
         }
@@ -708,10 +720,12 @@ fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
             binary,
             payload,
             except,
+            by,
         } => {
             args.push(b"B".to_vec());
             args.push(Vec::new());
             args.push(flagged(*binary, payload));
+            args.push(by_arg(by));
             args.push(except.len().to_string().into_bytes());
             args.extend(except.iter().map(|peer| peer.to_string().into_bytes()));
         }
