@@ -228,7 +228,7 @@ fn run(
             match store.commit(crate::registry::wall_ms(), &changes) {
                 Ok(fenced) => {
                     if lock(&inner.failing).take().is_some() {
-                        tracing::error!(store = store.name(), "the session store is back");
+                        tracing::warn!(store = store.name(), "the session store is back");
                     }
                     if !fenced.is_empty() {
                         on_fenced(fenced);
