@@ -1055,6 +1055,12 @@ impl Engine {
         }
         self.pending_ack = 0;
         self.pending_ack_bytes = 0;
+        // What was held for reordering or reassembly is not acknowledged:
+        // the peer sends it again on the next connection. Dropped now, a
+        // detached session holds none of it (a client cannot park partial
+        // messages in the server and leave).
+        let delivered = self.inbound.delivered;
+        self.inbound.reset(delivered);
         self.probe_sent_at = None;
         self.ping_sent_at = None;
         self.outbox.rewind();

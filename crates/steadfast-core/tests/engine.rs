@@ -1561,3 +1561,69 @@ fn garbage_from_the_peer_closes_with_a_protocol_code_and_never_panics() {
         .iter()
         .any(|o| matches!(o, Output::Disconnect { code: 4902, .. })));
 }
+
+#[test]
+fn a_detached_session_holds_no_partial_or_reordered_message_and_the_resend_completes_it() {
+    let session = SessionId([6; 16]);
+    let mut server = Engine::server(config(), 1, session).expect("config");
+    let hello = |new| {
+        Frame::Hello {
+            new,
+            session,
+            delivered: 0,
+            max_message_size: 1 << 24,
+        }
+        .to_vec()
+    };
+    server.handle_open(0, None);
+    server.handle_frame(1, true, &hello(true));
+    drain(&mut server);
+    let whole: Vec<u8> = (0..3_000u32).map(|i| i as u8).collect();
+    let chunk = |index: u32| Frame::Data {
+        seq: 1,
+        binary: true,
+        chunk: Some(codec::Chunk {
+            index,
+            count: 3,
+            total_len: whole.len() as u64,
+        }),
+        payload: &whole[index as usize * 1_000..(index as usize + 1) * 1_000],
+    };
+    // Two of three chunks of seq 1, and seq 3 ahead of a gap.
+    server.handle_frame(2, true, &chunk(0).to_vec());
+    server.handle_frame(2, true, &chunk(1).to_vec());
+    let ahead = Frame::Data {
+        seq: 3,
+        binary: true,
+        chunk: None,
+        payload: &[3; 500],
+    };
+    server.handle_frame(2, true, &ahead.to_vec());
+    assert_eq!(server.buffered_bytes(), 2_500);
+    server.handle_close(3, 1006, "");
+    assert_eq!(server.buffered_bytes(), 0, "nothing held while detached");
+
+    // The client resumes and resends everything unacknowledged.
+    server.handle_open(10, None);
+    server.handle_frame(11, true, &hello(false));
+    drain(&mut server);
+    for index in 0..3 {
+        server.handle_frame(12, true, &chunk(index).to_vec());
+    }
+    let two = Frame::Data {
+        seq: 2,
+        binary: true,
+        chunk: None,
+        payload: &[2],
+    };
+    server.handle_frame(12, true, &two.to_vec());
+    server.handle_frame(12, true, &ahead.to_vec());
+    let delivered: Vec<Vec<u8>> = events(&drain(&mut server))
+        .into_iter()
+        .filter_map(|event| match event {
+            Event::Message(Payload::Binary(bytes)) => Some(bytes),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, vec![whole, vec![2], vec![3; 500]]);
+}
