@@ -119,6 +119,20 @@ impl ServerProcess {
             .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
     }
 
+    /// Its resident memory in KiB (`VmRSS` in `/proc/PID/status`).
+    ///
+    /// # Panics
+    /// If the process is gone or the field is missing.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server's /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmRSS line")
+    }
+
     /// SIGKILL (cannot be caught: nothing flushed, nothing closed), and reap it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -100,7 +100,10 @@ pub struct ServeArgs {
     /// Bytes queued per session for its client.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024, help_heading = SESSIONS)]
     pub session_outbox_bytes: usize,
-    /// Messages above this are sent in chunks of this size.
+    /// Messages above this are sent in chunks of this size. Also the
+    /// largest WebSocket message a reliable client may send (plus 64 bytes
+    /// of header): larger ones are closed with 1009 and the client halves
+    /// its chunks.
     #[arg(long, value_name = "BYTES", default_value_t = 32 * 1024, help_heading = SESSIONS)]
     pub chunk_size: usize,
     /// Longest wait before acknowledging a delivery while reads go on (a
@@ -127,7 +130,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 4096, help_heading = LIMITS)]
     pub listen_backlog: u32,
     /// Largest message accepted, in bytes (chunked total in reliable mode;
-    /// plain messages above it are closed with 1009).
+    /// plain messages above it are closed with 1009, naming the limit).
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024, help_heading = LIMITS)]
     pub max_message_size: u64,
     /// Bytes a session may hold for reordering and reassembly (at least

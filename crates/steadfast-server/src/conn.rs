@@ -189,12 +189,17 @@ async fn upgrade<S>(
             .any(|p| p == ECHO_PROTOCOL)
             .then_some(ECHO_PROTOCOL),
     };
-    let limits = &shared.config.engine.limits;
-    // Reliable frames are at most a chunk plus a small header; plain
-    // messages at most the message size limit.
-    let max_message = usize::try_from(limits.max_message_size)
-        .unwrap_or(usize::MAX)
-        .saturating_add(64);
+    // What one WebSocket message may hold, and so what tungstenite buffers
+    // for it: in reliable mode a chunk plus its header (larger messages
+    // come in chunks, reassembled under the engine's limits; a client
+    // whose chunks are larger is told 1009 and halves them); in plain mode
+    // the message size limit.
+    let max_message = match kind {
+        Kind::Reliable => shared.config.engine.chunk_size.saturating_add(FRAME_HEADER),
+        Kind::Plain => usize::try_from(shared.config.engine.limits.max_message_size)
+            .unwrap_or(usize::MAX)
+            .saturating_add(FRAME_HEADER),
+    };
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(shared.config.read_buffer_size)
         .max_message_size(Some(max_message))
@@ -265,6 +270,47 @@ async fn upgrade<S>(
         }
     }
     metrics.dec(&metrics.connections_open);
+}
+
+/// Room for a DATA frame's header (kind, flags, seq and chunk varints)
+/// above its payload.
+const FRAME_HEADER: usize = 64;
+
+/// Close after a message over the limit: the client gets the close frame
+/// and its reason, not a reset. Nothing more is read as WebSocket frames
+/// (the rest of the oversized one would be parsed as garbage): the socket
+/// is shut for writing and what the client still sends is read and
+/// dropped, for a second at most, so the close is not lost to a reset.
+async fn close_over_limit<S>(ws: &mut Ws<S>, reason: &str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let frame = CloseFrame {
+        code: CloseCode::from(close::TOO_BIG),
+        reason: reason.to_owned().into(),
+    };
+    if ws.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let stream = ws.get_mut();
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 16 * 1024];
+        while let Ok(1..) = stream.read(&mut sink).await {}
+    })
+    .await;
+}
+
+/// The close reason for a message over the limit.
+fn over_limit(error: &tokio_tungstenite::tungstenite::error::CapacityError) -> String {
+    use tokio_tungstenite::tungstenite::error::CapacityError;
+    match error {
+        CapacityError::MessageTooLong { size, max_size } => {
+            format!("message of {size} bytes over the limit of {max_size}")
+        }
+        other => other.to_string(),
+    }
 }
 
 async fn close<S>(ws: &mut Ws<S>, code: u16, reason: &str)
@@ -602,6 +648,11 @@ async fn reliable<S>(
                 End::Lost(code, reason) => {
                     guard.engine.handle_close(shared.now_ms(), *code, reason);
                 }
+                End::OverLimit(reason) => {
+                    guard
+                        .engine
+                        .handle_close(shared.now_ms(), close::TOO_BIG, reason);
+                }
                 End::Shutdown => {
                     guard
                         .engine
@@ -644,6 +695,7 @@ async fn reliable<S>(
         End::Superseded => close(ws, close::SUPERSEDED, "session taken over").await,
         End::Engine(code, reason) => close(ws, code, &reason).await,
         End::Shutdown => close(ws, close::GOING_AWAY, "server shutting down").await,
+        End::OverLimit(reason) => close_over_limit(ws, &reason).await,
         End::Lost(..) => {}
     }
     shared.handler.on_disconnect(&handle, &peer);
@@ -714,6 +766,9 @@ fn frame_of(
         Some(Ok(Message::Binary(bytes))) => Ok(Some((true, bytes))),
         Some(Ok(Message::Text(text))) => Ok(Some((false, Bytes::from(text)))),
         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Ok(None),
+        Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(error))) => {
+            Err(End::OverLimit(over_limit(&error)))
+        }
         other => {
             let (code, reason) = close_of(other);
             Err(End::Lost(code, reason))
@@ -729,6 +784,8 @@ enum End {
     Engine(u16, String),
     /// The socket closed or failed.
     Lost(u16, String),
+    /// The client sent a message over the limit (1009, with this reason).
+    OverLimit(String),
     /// The server is stopping.
     Shutdown,
 }
@@ -776,12 +833,11 @@ async fn plain<S>(
                         }
                         // Pings are answered by tungstenite.
                         Some(Ok(_)) => None,
-                        other => {
-                            if let (1009, _) = close_of(other) {
-                                close(ws, 1009, "message too big").await;
-                            }
+                        Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(error))) => {
+                            close_over_limit(ws, &over_limit(&error)).await;
                             break 'conn;
                         }
+                        _ => break 'conn,
                     };
                     if let Some(payload) = payload {
                         if inject(shared, &mut faults).await {

@@ -1,0 +1,234 @@
+//! The server under hostile clients, as a process on loopback (issue 31):
+//! each attack is bounded in count and time, the server's resident memory
+//! is read from /proc, and a legitimate client keeps getting its echo.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use steadfast::{Client, ClientEvent, Payload};
+use steadfast_core::codec::{Chunk, Frame, SessionId, SUBPROTOCOL};
+use steadfast_tests::ServerProcess;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const SERVER: &str = env!("CARGO_BIN_EXE_steadfast-test-server");
+
+/// Generous: every step takes milliseconds.
+const WAIT: Duration = Duration::from_secs(20);
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn start(args: &[&str]) -> ServerProcess {
+    let args: Vec<String> = ["--sessions", "memory"]
+        .iter()
+        .chain(args)
+        .map(|a| (*a).to_owned())
+        .collect();
+    tokio::task::spawn_blocking(move || ServerProcess::start(SERVER, "127.0.0.1:0", &args))
+        .await
+        .expect("started")
+}
+
+/// A raw WebSocket, offering `steadfast.v1` when `reliable`.
+async fn raw(server: &ServerProcess, reliable: bool) -> Ws {
+    let mut request = server.url.as_str().into_client_request().expect("request");
+    if reliable {
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            SUBPROTOCOL.parse().expect("header value"),
+        );
+    }
+    tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect")
+        .0
+}
+
+/// A raw reliable connection that has said HELLO for `session`.
+async fn hello(server: &ServerProcess, session: SessionId) -> Ws {
+    let mut ws = raw(server, true).await;
+    let hello = Frame::Hello {
+        new: true,
+        session,
+        delivered: 0,
+        max_message_size: 1 << 24,
+    };
+    ws.send(Message::Binary(hello.to_vec().into()))
+        .await
+        .expect("send HELLO");
+    ws
+}
+
+/// The close frame's code and reason (other messages skipped).
+async fn close_of(ws: &mut Ws) -> (u16, String) {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => {
+                return (u16::from(frame.code), frame.reason.to_string())
+            }
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    }
+}
+
+/// A well-behaved reliable client gets its echo.
+async fn legitimate_echo(server: &ServerProcess, text: &str) {
+    let client = Client::builder(server.url.clone())
+        .connect()
+        .await
+        .expect("valid options");
+    let receipt = client.send(text.to_owned()).await.expect("queued");
+    let echo = tokio::time::timeout(WAIT, async {
+        loop {
+            match client.next_event().await {
+                Some(ClientEvent::Message(Payload::Text(echo))) => return echo,
+                Some(_) => continue,
+                None => panic!("the client ended"),
+            }
+        }
+    })
+    .await
+    .expect("the echo in time");
+    assert_eq!(echo, text);
+    tokio::time::timeout(WAIT, receipt)
+        .await
+        .expect("the ACK in time")
+        .expect("acknowledged");
+    let _ = client.close(1000, "done").await;
+}
+
+/// A frame over the limit is answered with 1009 and a reason naming the
+/// limit, not a reset: in reliable mode the limit is a chunk plus its
+/// header (32 KiB + 64 by default), in plain mode the message size limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_gets_1009_with_its_limit_not_a_reset() {
+    let server = start(&["--max-message-size", "1048576"]).await;
+    let mut ws = hello(&server, SessionId([1; 16])).await;
+    ws.send(Message::Binary(vec![7; 1 << 20].into()))
+        .await
+        .expect("send");
+    let (code, reason) = close_of(&mut ws).await;
+    assert_eq!(code, 1009, "{reason}");
+    assert!(
+        reason.contains("over the limit of 32832"),
+        "reliable: {reason}"
+    );
+
+    // Plain mode: 4 MiB against a 1 MiB message limit, in one frame.
+    let mut ws = raw(&server, false).await;
+    ws.send(Message::Binary(vec![7; 4 << 20].into()))
+        .await
+        .expect("send");
+    let (code, reason) = close_of(&mut ws).await;
+    assert_eq!(code, 1009, "{reason}");
+    assert!(
+        reason.contains("over the limit of 1048640"),
+        "plain: {reason}"
+    );
+    legitimate_echo(&server, "still here").await;
+}
+
+/// Sessions that park partial chunked messages and leave hold none of
+/// them: one after another, 24 clients each send 8 MiB of a declared
+/// 15 MiB message and disconnect; the server's resident memory does not
+/// grow with their number (it held every one until the session TTL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_that_park_partial_messages_and_leave_hold_none_of_them() {
+    const ATTACKERS: u8 = 24;
+    const CHUNK: usize = 32 * 1024;
+    const PARKED: usize = 8 << 20;
+    const DECLARED: u64 = 15 << 20;
+    let server = start(&[]).await;
+    legitimate_echo(&server, "warm").await;
+    let before = server.rss_kib();
+    let payload = vec![0x5a; CHUNK];
+    let mut peak = before;
+    for attacker in 1..=ATTACKERS {
+        let mut ws = hello(&server, SessionId([attacker; 16])).await;
+        for index in 0..(PARKED / CHUNK) as u32 {
+            let chunk = Frame::Data {
+                seq: 1,
+                binary: true,
+                chunk: Some(Chunk {
+                    index,
+                    count: (DECLARED / CHUNK as u64) as u32,
+                    total_len: DECLARED,
+                }),
+                payload: &payload,
+            };
+            ws.feed(Message::Binary(chunk.to_vec().into()))
+                .await
+                .expect("send a chunk");
+        }
+        ws.flush().await.expect("flush");
+        // Its WELCOME first: the server has read up to here.
+        let welcomed = tokio::time::timeout(WAIT, ws.next()).await;
+        assert!(
+            matches!(welcomed, Ok(Some(Ok(Message::Binary(_))))),
+            "{welcomed:?}"
+        );
+        let _ = ws.close(None).await;
+        drop(ws);
+        let wait = std::time::Instant::now();
+        while server.metric("connections_open") != Some(0) {
+            assert!(
+                wait.elapsed() < WAIT,
+                "the attacker's connection never ended"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        peak = peak.max(server.rss_kib());
+    }
+    let grown_mib = peak.saturating_sub(before) / 1024;
+    eprintln!(
+        "{ATTACKERS} sessions parked {} MiB in all: the server grew {grown_mib} MiB at most",
+        (usize::from(ATTACKERS) * PARKED) >> 20
+    );
+    // Held until the TTL, they would be 192 MiB; one at a time is 8–16.
+    assert!(grown_mib < 96, "grew {grown_mib} MiB");
+    assert_eq!(server.metric("sessions"), Some(u64::from(ATTACKERS) + 1));
+    legitimate_echo(&server, "still here").await;
+}
+
+/// A client whose chunks are larger than the server's frame limit is told
+/// 1009, halves its chunk size and gets through: a 1 MiB message sent in
+/// 256 KiB chunks to a server taking 32 KiB frames is echoed once, whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_larger_chunks_halves_them_and_gets_through() {
+    let server = start(&[]).await;
+    let client = Client::builder(server.url.clone())
+        .chunk_size(256 * 1024)
+        .connect()
+        .await
+        .expect("valid options");
+    let message: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let receipt = client.send(message.clone()).await.expect("queued");
+    let echo = tokio::time::timeout(WAIT, async {
+        loop {
+            match client.next_event().await {
+                Some(ClientEvent::Message(Payload::Binary(echo))) => return echo,
+                Some(_) => continue,
+                None => panic!("the client ended"),
+            }
+        }
+    })
+    .await
+    .expect("the echo in time");
+    assert!(echo == message, "the echo differs");
+    tokio::time::timeout(WAIT, receipt)
+        .await
+        .expect("the ACK in time")
+        .expect("acknowledged");
+    let stats = client.stats();
+    eprintln!(
+        "256 KiB chunks: {} reconnects to a 32 KiB frame limit",
+        stats.reconnects()
+    );
+    assert!(
+        stats.reconnects() >= 1 && stats.reconnects() <= 3,
+        "{stats:?}"
+    );
+    let _ = client.close(1000, "done").await;
+}
