@@ -651,3 +651,80 @@ async fn a_plain_echo_pushes_back_instead_of_dropping() {
     }
     let _ = writer.await;
 }
+
+/// Echoes, but panics on the text "panic" (an application bug).
+struct Fragile;
+
+impl Handler for Fragile {
+    fn on_message(
+        &self,
+        server: &steadfast_server::ServerHandle,
+        peer: &steadfast_server::Peer,
+        message: Payload,
+    ) {
+        assert!(
+            message != Payload::Text("panic".into()),
+            "the handler's bug"
+        );
+        let _ = server.send(peer.id, message);
+    }
+}
+
+/// A handler that panics closes its connection 1011 and nothing else: the
+/// connection is counted closed, the session detaches and resumes, the
+/// message that made it panic is not delivered again (the application
+/// had it), and other clients are served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_closes_its_connection_1011_and_the_server_goes_on() {
+    let server = start(ServerConfig::default(), Fragile).await;
+    let mut client = EngineClient::start(&server.url(), client_config(), 3);
+    for text in ["before", "panic", "after"] {
+        client
+            .send(Payload::Text(text.into()))
+            .await
+            .expect("queued");
+    }
+    let mut echoes = Vec::new();
+    let mut closed_1011 = false;
+    let result = client
+        .events_until(WAIT, |event| {
+            match event {
+                Event::Message(Payload::Text(text)) => echoes.push(text.clone()),
+                other => {
+                    if format!("{other:?}").contains("1011") {
+                        closed_1011 = true;
+                    }
+                }
+            }
+            echoes.len() >= 2
+        })
+        .await;
+    assert!(result.is_ok(), "echoes {echoes:?}");
+    assert_eq!(echoes, ["before", "after"]);
+    let metrics = server.handle().metrics();
+    assert_eq!(metrics.get("handler_panics"), Some(1));
+    assert!(closed_1011, "no 1011 close seen");
+
+    // Plain mode: closed 1011, counted closed, the server goes on.
+    let mut ws = plain_ws(&server.url()).await;
+    ws.send(Message::Text("panic".into())).await.expect("send");
+    let closed = loop {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => break u16::from(frame.code),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(closed, 1011);
+    let mut other = plain_ws(&server.url()).await;
+    other.send(Message::Text("hi".into())).await.expect("send");
+    assert_eq!(next_text(&mut other).await, "hi");
+    drop(other);
+    // The reliable client's connection only.
+    eventually("the plain connections counted closed", WAIT, || {
+        server.handle().metrics().get("connections_open") == Some(1)
+    })
+    .await;
+    assert_eq!(server.handle().metrics().get("handler_panics"), Some(2));
+    server.stop().await;
+}

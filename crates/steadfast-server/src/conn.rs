@@ -416,7 +416,10 @@ async fn reliable<S>(
         tokio::spawn(async move { shared.pull(session).await });
     }
     let peer = caller.into_peer(id, Some(session), resumed);
-    shared.handler.on_connect(&handle, &peer);
+    // A handler that panics ends the connection 1011 (`End::Handler`).
+    let mut handler_ok = shared.guarded("on_connect", peer.id, || {
+        shared.handler.on_connect(&handle, &peer);
+    });
 
     // Flow control (steadfast_core::inflow): while this session's outbox
     // is half full, the client's DATA and SKIP frames wait; its ACKs go
@@ -441,6 +444,9 @@ async fn reliable<S>(
     // Outputs waiting for their store writes to commit, by the ticket.
     let mut held: VecDeque<(u64, Vec<Output>)> = VecDeque::new();
     let ended = 'conn: loop {
+        if !handler_ok {
+            break End::Handler;
+        }
         let deadline = loop {
             // Take the pending outputs and hand their messages to the
             // application in one go, under the session's hand-over lock;
@@ -497,7 +503,11 @@ async fn reliable<S>(
                     for output in outputs {
                         match output {
                             Output::Event(Event::Message(payload)) => {
-                                shared.handler.on_message(&handle, &peer, payload);
+                                // It reached the application, panic or not
+                                // (counted taken: it is not delivered again).
+                                handler_ok &= shared.guarded("on_message", peer.id, || {
+                                    shared.handler.on_message(&handle, &peer, payload);
+                                });
                                 taken += 1;
                             }
                             output => rest.push(output),
@@ -515,6 +525,9 @@ async fn reliable<S>(
                     if guard.generation != generation {
                         break 'conn End::Superseded;
                     }
+                }
+                if !handler_ok {
+                    break 'conn End::Handler;
                 }
                 (rest, deadline, unparked || taken > 0, barrier)
             };
@@ -653,6 +666,13 @@ async fn reliable<S>(
                         .engine
                         .handle_close(shared.now_ms(), close::TOO_BIG, reason);
                 }
+                End::Handler => {
+                    guard.engine.handle_close(
+                        shared.now_ms(),
+                        close::INTERNAL_ERROR,
+                        HANDLER_FAILED,
+                    );
+                }
                 End::Shutdown => {
                     guard
                         .engine
@@ -680,7 +700,9 @@ async fn reliable<S>(
             // these deliveries (see `Forward`).
             shared.at_one_instant(session, || {
                 for payload in delivered {
-                    shared.handler.on_message(&handle, &peer, payload);
+                    shared.guarded("on_message", peer.id, || {
+                        shared.handler.on_message(&handle, &peer, payload);
+                    });
                 }
             });
             if taken > 0 {
@@ -696,10 +718,16 @@ async fn reliable<S>(
         End::Engine(code, reason) => close(ws, code, &reason).await,
         End::Shutdown => close(ws, close::GOING_AWAY, "server shutting down").await,
         End::OverLimit(reason) => close_over_limit(ws, &reason).await,
+        End::Handler => close(ws, close::INTERNAL_ERROR, HANDLER_FAILED).await,
         End::Lost(..) => {}
     }
-    shared.handler.on_disconnect(&handle, &peer);
+    shared.guarded("on_disconnect", peer.id, || {
+        shared.handler.on_disconnect(&handle, &peer);
+    });
 }
+
+/// The close reason when the application's handler panicked.
+const HANDLER_FAILED: &str = "internal error";
 
 /// Put the transmits on the socket (fed, not flushed) until one fails or
 /// the engine asks to close.
@@ -786,6 +814,8 @@ enum End {
     Lost(u16, String),
     /// The client sent a message over the limit (1009, with this reason).
     OverLimit(String),
+    /// The application's handler panicked (1011).
+    Handler,
     /// The server is stopping.
     Shutdown,
 }
@@ -805,7 +835,9 @@ async fn plain<S>(
     let capacity = shared.config.plain_queue.max(1);
     let (tx, mut rx) = mpsc::channel(capacity);
     shared.register_plain(peer.id, tx);
-    shared.handler.on_connect(&handle, &peer);
+    let mut handler_ok = shared.guarded("on_connect", peer.id, || {
+        shared.handler.on_connect(&handle, &peer);
+    });
     // Backpressure: while this connection's outgoing queue is over half
     // full, stop reading, so what the handler answers (an echo) finds room
     // instead of being dropped as busy.
@@ -814,6 +846,10 @@ async fn plain<S>(
     // handler answer, writes every answer queued and flushes once: a burst
     // of small messages costs one write, not one per message.
     'conn: loop {
+        if !handler_ok {
+            close(ws, close::INTERNAL_ERROR, HANDLER_FAILED).await;
+            break;
+        }
         // The command that woke us, if one did; the rest are taken below.
         let first = tokio::select! {
             biased;
@@ -846,9 +882,11 @@ async fn plain<S>(
                         metrics.inc(&metrics.frames_in);
                         metrics.add(&metrics.bytes_in, payload.len() as u64);
                         metrics.inc(&metrics.messages_in);
-                        shared.handler.on_message(&handle, &peer, payload);
+                        handler_ok &= shared.guarded("on_message", peer.id, || {
+                            shared.handler.on_message(&handle, &peer, payload);
+                        });
                     }
-                    if taken == READ_BATCH || !may_read(&rx) {
+                    if taken == READ_BATCH || !may_read(&rx) || !handler_ok {
                         break;
                     }
                     match ws.next().now_or_never() {
@@ -869,7 +907,9 @@ async fn plain<S>(
         }
     }
     shared.unregister_plain(peer.id);
-    shared.handler.on_disconnect(&handle, &peer);
+    shared.guarded("on_disconnect", peer.id, || {
+        shared.handler.on_disconnect(&handle, &peer);
+    });
 }
 
 /// Write `first` and every command queued behind it for a plain

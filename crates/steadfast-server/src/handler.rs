@@ -72,6 +72,11 @@ impl Peer {
 /// `on_message` has returned (the ACK follows it). The calls are
 /// synchronous; work that must not hold up the connection can be spawned,
 /// at the price of acknowledging before it is done.
+///
+/// A callback that panics is contained: the panic is logged and counted
+/// (`handler_panics`), the connection is closed 1011 and released, and the
+/// server goes on. A message whose `on_message` panicked counts as
+/// delivered (the application had it): it is acknowledged, not sent again.
 pub trait Handler: Send + Sync + 'static {
     /// A connection is ready (a new session, a resumed one, or plain).
     fn on_connect(&self, server: &ServerHandle, peer: &Peer) {

@@ -395,7 +395,9 @@ impl Server {
                 },
                 _ = sweep.tick() => {
                     for peer in shared.expire_sessions() {
-                        shared.handler.on_session_expired(&handle, peer);
+                        shared.guarded("on_session_expired", peer, || {
+                            shared.handler.on_session_expired(&handle, peer);
+                        });
                     }
                     sweeps += 1;
                     if sweeps.is_multiple_of(STORE_SWEEP_EVERY) {

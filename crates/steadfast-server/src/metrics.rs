@@ -58,6 +58,7 @@ counters! {
     accept_errors: "counter", "Accepts that failed (out of file descriptors and the like; each retried after 50 ms).";
     connections_refused: "counter", "Connections refused: overload (1013), bad or missing token, fault injection.";
     tls_handshake_failures: "counter", "TLS handshakes that failed (bad or missing client certificate, protocol mismatch, timeout).";
+    handler_panics: "counter", "Handler callbacks that panicked (the connection was closed 1011; the server went on).";
     http_requests: "counter", "Plain HTTP requests (/healthz, /metrics, others).";
     sessions: "gauge", "Sessions held now (attached or within their TTL).";
     sessions_created: "counter", "Sessions created.";

@@ -599,6 +599,25 @@ impl Shared {
         }
     }
 
+    /// Run a handler callback (`what`, for `peer`), containing a panic:
+    /// it is logged and counted, and false returned, so the caller closes
+    /// the connection 1011 and releases what it holds; the server goes on.
+    pub(crate) fn guarded(&self, what: &'static str, peer: PeerId, f: impl FnOnce()) -> bool {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(()) => true,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(peer = peer.0, callback = what, %message, "the handler panicked");
+                self.metrics.inc(&self.metrics.handler_panics);
+                false
+            }
+        }
+    }
+
     /// Milliseconds since the server started: the engines' clock. Inside
     /// [`Shared::at_one_instant`] the instant it began.
     pub(crate) fn now_ms(&self) -> u64 {
