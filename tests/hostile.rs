@@ -232,3 +232,49 @@ async fn a_client_with_larger_chunks_halves_them_and_gets_through() {
     );
     let _ = client.close(1000, "done").await;
 }
+
+/// One peer joining rooms without end is refused past the limits (default
+/// flags): names over 256 bytes, and more than 1,000 rooms at once. The
+/// refusals are the documented codes, and leaving makes room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_joining_rooms_without_end_is_refused_past_the_limits() {
+    let server = start(&["--handler", "rooms"]).await;
+    let mut ws = raw(&server, false).await;
+    let mut ask = async |request: serde_json::Value| -> serde_json::Value {
+        ws.send(Message::Text(request.to_string().into()))
+            .await
+            .expect("send");
+        loop {
+            match tokio::time::timeout(WAIT, ws.next()).await {
+                Ok(Some(Ok(Message::Text(reply)))) => {
+                    return serde_json::from_str(&reply).expect("JSON")
+                }
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("no reply: {other:?}"),
+            }
+        }
+    };
+    let long = "n".repeat(8 * 1024);
+    let reply = ask(serde_json::json!({"type": "join", "room": long})).await;
+    assert_eq!(reply["code"], "ERR_ROOM_NAME", "{reply}");
+    let (mut joined, mut refused) = (0, 0);
+    for i in 0..1_100 {
+        let room = format!("{i:0>200}");
+        let reply = ask(serde_json::json!({"type": "join", "room": room})).await;
+        match reply["type"].as_str() {
+            Some("joined") => joined += 1,
+            _ => {
+                assert_eq!(reply["code"], "ERR_TOO_MANY_ROOMS", "{reply}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((joined, refused), (1_000, 100));
+    // Joining one it is in is no new room; leaving one makes room.
+    let first = format!("{:0>200}", 0);
+    let reply = ask(serde_json::json!({"type": "join", "room": first})).await;
+    assert_eq!(reply["type"], "joined", "{reply}");
+    ask(serde_json::json!({"type": "leave", "room": first})).await;
+    let reply = ask(serde_json::json!({"type": "join", "room": "another"})).await;
+    assert_eq!(reply["type"], "joined", "{reply}");
+}

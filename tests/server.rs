@@ -728,3 +728,23 @@ async fn a_panicking_handler_closes_its_connection_1011_and_the_server_goes_on()
     assert_eq!(server.handle().metrics().get("handler_panics"), Some(2));
     server.stop().await;
 }
+
+/// A room refuses members past `max_members`, with the documented code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_room_refuses_another_member() {
+    let mut config = ServerConfig::default();
+    config.rooms.max_members = 2;
+    let server = start(config, Rooms).await;
+    let mut peers = Vec::new();
+    for _ in 0..3 {
+        peers.push(plain_ws(&server.url()).await);
+    }
+    let mut replies = Vec::new();
+    for ws in &mut peers {
+        replies.push(ask(ws, r#"{"type":"join","room":"r"}"#).await);
+    }
+    assert_eq!(replies[0]["members"], 1);
+    assert_eq!(replies[1]["members"], 2);
+    assert_eq!(replies[2]["code"], "ERR_ROOM_FULL", "{}", replies[2]);
+    server.stop().await;
+}

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::{
-    ClientAuth, Echo, EmbeddedSessions, Faults, JwtAuth, RedisSessions, Rooms, Server,
+    ClientAuth, Echo, EmbeddedSessions, Faults, JwtAuth, RedisSessions, RoomLimits, Rooms, Server,
     ServerConfig, TlsConfig,
 };
 
@@ -163,6 +163,15 @@ pub struct ServeArgs {
     /// Messages a plain connection may have waiting to be written.
     #[arg(long, value_name = "N", default_value_t = 1024, help_heading = LIMITS)]
     pub plain_queue: usize,
+    /// Longest room name, in bytes (a longer one is refused ERR_ROOM_NAME).
+    #[arg(long, value_name = "BYTES", default_value_t = 256, help_heading = LIMITS)]
+    pub max_room_name_bytes: usize,
+    /// Rooms one peer may be in at once (more: ERR_TOO_MANY_ROOMS).
+    #[arg(long, value_name = "N", default_value_t = 1_000, help_heading = LIMITS)]
+    pub max_rooms_per_peer: usize,
+    /// Members one room may have (more: ERR_ROOM_FULL).
+    #[arg(long, value_name = "N", default_value_t = 100_000, help_heading = LIMITS)]
+    pub max_room_members: usize,
 
     /// Serve wss:// with this certificate chain (PEM, leaf first).
     #[arg(long, value_name = "FILE", requires = "tls_key", help_heading = SECURITY)]
@@ -278,6 +287,11 @@ impl ServeArgs {
             max_head_bytes: self.max_head_bytes,
             read_buffer_size: self.read_buffer_size,
             plain_queue: self.plain_queue,
+            rooms: RoomLimits {
+                max_name_bytes: self.max_room_name_bytes,
+                max_per_peer: self.max_rooms_per_peer,
+                max_members: self.max_room_members,
+            },
             faults: Faults {
                 seed: self.fault_seed,
                 drop_ppm: self.fault_drop,

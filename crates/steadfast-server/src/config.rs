@@ -56,6 +56,31 @@ pub struct ServerConfig {
     /// This server's name in every log line (`node{id=…}`), to tell the
     /// nodes of a cluster apart. Random (8 hex digits) unless set.
     pub node_id: String,
+    /// Bounds on rooms, so one peer cannot make the server hold unbounded
+    /// membership ([`ServerHandle::join`](crate::ServerHandle::join)).
+    pub rooms: RoomLimits,
+}
+
+/// Bounds on rooms (see [`ServerConfig::rooms`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RoomLimits {
+    /// Longest room name, in bytes (`ERR_ROOM_NAME`).
+    pub max_name_bytes: usize,
+    /// Rooms one peer may be in at once (`ERR_TOO_MANY_ROOMS`).
+    pub max_per_peer: usize,
+    /// Members one room may have (`ERR_ROOM_FULL`).
+    pub max_members: usize,
+}
+
+impl Default for RoomLimits {
+    fn default() -> Self {
+        RoomLimits {
+            max_name_bytes: 256,
+            max_per_peer: 1_000,
+            max_members: 100_000,
+        }
+    }
 }
 
 /// Messages a session's outbox holds by default. The server stops reading
@@ -88,6 +113,7 @@ impl Default for ServerConfig {
             faults: Faults::default(),
             node_id: crate::registry::random_node_id(),
             tls: None,
+            rooms: RoomLimits::default(),
         }
     }
 }

@@ -152,7 +152,9 @@ pub(crate) fn close_command(text: &str) -> Option<(u16, &str)> {
 /// | `{"type":"direct","to":"p9","data":…}` | `p9` gets `{"type":"message","from":"p7","data":…}` | `{"type":"sent","count":1}` |
 /// | `{"type":"broadcast","data":…}` | every other peer gets `{"type":"message","from":"p7","data":…}` | `{"type":"sent","count":N}` |
 ///
-/// Anything else is answered with `{"type":"error","code":"ERR_…","message":…}`.
+/// Anything else is answered with `{"type":"error","code":"ERR_…","message":…}`,
+/// and so is a join past the server's [`RoomLimits`](crate::RoomLimits)
+/// (`ERR_ROOM_NAME`, `ERR_TOO_MANY_ROOMS`, `ERR_ROOM_FULL`).
 /// Membership belongs to the peer: a session keeps its rooms across
 /// reconnects and leaves them when it expires.
 #[derive(Debug, Default, Clone, Copy)]
@@ -199,7 +201,9 @@ fn rooms_request(
         "whoami" => Ok(json!({ "type": "whoami", "peer": from })),
         "join" => {
             let room = field("room")?;
-            let members = server.join(me, room);
+            let members = server
+                .join(me, room)
+                .map_err(|e| (e.code(), e.to_string()))?;
             Ok(json!({ "type": "joined", "room": room, "members": members }))
         }
         "leave" => {

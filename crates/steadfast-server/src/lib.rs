@@ -71,7 +71,7 @@ pub mod sessions;
 mod tls;
 
 pub use auth::{AuthError, Claims, JwtAuth};
-pub use config::ServerConfig;
+pub use config::{RoomLimits, ServerConfig};
 pub use faults::{FaultRecord, Faults};
 pub use handler::{
     Echo, Handler, Peer, PeerId, Rooms, CLOSE_COMMAND, ECHO_PROTOCOL, HEADER_COMMAND,

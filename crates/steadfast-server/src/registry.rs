@@ -35,6 +35,15 @@ pub enum ServerError {
     /// The plain connection's write queue is full (a client that does not read).
     #[error("peer {0} is not reading; its queue is full")]
     Busy(PeerId),
+    /// A room name longer than [`RoomLimits::max_name_bytes`](crate::RoomLimits).
+    #[error("a room name of {0} bytes is over the limit of {1}")]
+    RoomName(usize, usize),
+    /// The peer is in [`RoomLimits::max_per_peer`](crate::RoomLimits) rooms already.
+    #[error("in {0} rooms already, the most a peer may be in")]
+    TooManyRooms(usize),
+    /// The room has [`RoomLimits::max_members`](crate::RoomLimits) members already.
+    #[error("the room has {0} members already, the most it may have")]
+    RoomFull(usize),
 }
 
 impl ServerError {
@@ -44,6 +53,9 @@ impl ServerError {
             ServerError::UnknownPeer(_) => "ERR_UNKNOWN_PEER",
             ServerError::Send(e) => e.code(),
             ServerError::Busy(_) => "ERR_PEER_BUSY",
+            ServerError::RoomName(..) => "ERR_ROOM_NAME",
+            ServerError::TooManyRooms(_) => "ERR_TOO_MANY_ROOMS",
+            ServerError::RoomFull(_) => "ERR_ROOM_FULL",
         }
     }
 }
@@ -1328,15 +1340,32 @@ impl ServerHandle {
         committer.push(change(binary, payload, except, deferring()));
     }
 
-    /// Join `room`; returns its member count.
-    pub fn join(&self, peer: PeerId, room: &str) -> usize {
+    /// Join `room`; returns its member count. Refused within the server's
+    /// [`RoomLimits`](crate::RoomLimits): a name too long, a peer in too
+    /// many rooms, a full room (joining a room it is in always succeeds).
+    pub fn join(&self, peer: PeerId, room: &str) -> Result<usize, ServerError> {
+        let limits = self.shared.config.rooms;
+        if room.len() > limits.max_name_bytes {
+            return Err(ServerError::RoomName(room.len(), limits.max_name_bytes));
+        }
         let mut registry = lock(&self.shared.registry);
         if !registry.peers.contains_key(&peer) {
-            return 0;
+            return Err(ServerError::UnknownPeer(peer));
+        }
+        let members = registry.rooms.get(room).map_or(0, BTreeSet::len);
+        let already = registry.rooms.get(room).is_some_and(|m| m.contains(&peer));
+        if !already {
+            let rooms = registry.member_of.get(&peer).map_or(0, BTreeSet::len);
+            if rooms >= limits.max_per_peer {
+                return Err(ServerError::TooManyRooms(rooms));
+            }
+            if members >= limits.max_members {
+                return Err(ServerError::RoomFull(members));
+            }
         }
         let members = registry.enter(peer, room);
         registry.store_rooms(peer);
-        members
+        Ok(members)
     }
 
     /// Leave `room`.
