@@ -444,10 +444,19 @@ async fn a_missing_or_bad_token_is_refused_with_4001_and_the_client_stops() {
     config.auth = Some(auth.clone());
     let recorder = Recorder::default();
     let server = start(config, recorder.clone()).await;
-    let forged = steadfast_server::JwtAuth::hs256(b"wrong").sign(&serde_json::json!({"sub": "x"}));
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        + 600;
+    let forged = steadfast_server::JwtAuth::hs256(b"wrong")
+        .sign(&serde_json::json!({"sub": "x", "exp": exp}));
+    // Well signed, but it never expires: refused by default.
+    let forever = auth.sign(&serde_json::json!({"sub": "x"}));
     for url in [
         server.url().clone(),
         format!("{}/?token={forged}", server.url()),
+        format!("{}/?token={forever}", server.url()),
     ] {
         let mut client = EngineClient::start(&url, client_config(), 1);
         client.send(text(0)).await.expect("queued");
@@ -467,7 +476,7 @@ async fn a_missing_or_bad_token_is_refused_with_4001_and_the_client_stops() {
     assert!(recorder.payloads().is_empty());
 
     // A good token in the query string: the session is bound to its subject.
-    let token = auth.sign(&serde_json::json!({"sub": "alice"}));
+    let token = auth.sign(&serde_json::json!({"sub": "alice", "exp": exp}));
     let mut client = EngineClient::start(
         &format!("{}/?token={token}", server.url()),
         client_config(),
@@ -508,7 +517,7 @@ async fn a_missing_or_bad_token_is_refused_with_4001_and_the_client_stops() {
             .metrics()
             .get("connections_refused")
             .unwrap_or(0)
-            >= 2
+            >= 3
     );
     server.stop().await;
 }

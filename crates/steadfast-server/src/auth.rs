@@ -16,14 +16,24 @@ use ring::hmac;
 #[derive(Clone)]
 pub struct JwtAuth {
     key: hmac::Key,
-    /// Clock skew allowed for `exp` and `nbf`, in seconds.
+    /// Clock skew allowed for `exp` and `nbf`, in seconds (default 30).
     pub leeway_s: u64,
+    /// Refuse a token without `exp` (default): one that never expires is a
+    /// credential nobody can take back.
+    pub require_exp: bool,
+    /// When set, `aud` (a string, or an array of them) must contain it.
+    pub audience: Option<String>,
+    /// When set, `iss` must be it.
+    pub issuer: Option<String>,
 }
 
 impl std::fmt::Debug for JwtAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtAuth")
             .field("leeway_s", &self.leeway_s)
+            .field("require_exp", &self.require_exp)
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
             .finish_non_exhaustive()
     }
 }
@@ -50,6 +60,15 @@ pub enum AuthError {
     /// `nbf` is in the future.
     #[error("token not yet valid")]
     NotYetValid,
+    /// No `exp`, and the server requires one.
+    #[error("token without exp")]
+    NoExpiry,
+    /// `aud` does not name this server's audience.
+    #[error("token for another audience")]
+    Audience,
+    /// `iss` is not the issuer this server trusts.
+    #[error("token from another issuer")]
+    Issuer,
 }
 
 impl AuthError {
@@ -62,6 +81,9 @@ impl AuthError {
             AuthError::Signature => "ERR_AUTH_SIGNATURE",
             AuthError::Expired => "ERR_AUTH_EXPIRED",
             AuthError::NotYetValid => "ERR_AUTH_NOT_YET_VALID",
+            AuthError::NoExpiry => "ERR_AUTH_NO_EXPIRY",
+            AuthError::Audience => "ERR_AUTH_AUDIENCE",
+            AuthError::Issuer => "ERR_AUTH_ISSUER",
         }
     }
 }
@@ -74,11 +96,21 @@ pub struct Claims {
 }
 
 impl JwtAuth {
-    /// Verify tokens signed with `secret` (HMAC-SHA256).
+    /// The shortest secret `steadfast serve` accepts: 32 bytes, the
+    /// 256 bits of HMAC-SHA256's output (RFC 7518 §3.2).
+    pub const MIN_SECRET_BYTES: usize = 32;
+
+    /// Verify tokens signed with `secret` (HMAC-SHA256); `exp` required,
+    /// no audience or issuer check, 30 s of leeway. A secret shorter than
+    /// [`MIN_SECRET_BYTES`](Self::MIN_SECRET_BYTES) can be guessed
+    /// offline from one token: the server's command line refuses it.
     pub fn hs256(secret: &[u8]) -> JwtAuth {
         JwtAuth {
             key: hmac::Key::new(hmac::HMAC_SHA256, secret),
             leeway_s: 30,
+            require_exp: true,
+            audience: None,
+            issuer: None,
         }
     }
 
@@ -117,17 +149,40 @@ impl JwtAuth {
         if !claims.is_object() {
             return Err(AuthError::Malformed);
         }
-        let time = |name: &str| -> Result<Option<u64>, AuthError> {
+        // NumericDate: seconds, fractions allowed (RFC 7519 §2).
+        let time = |name: &str| -> Result<Option<f64>, AuthError> {
             match &claims[name] {
                 serde_json::Value::Null => Ok(None),
-                value => value.as_u64().map(Some).ok_or(AuthError::Malformed),
+                value => value
+                    .as_f64()
+                    .filter(|t| t.is_finite())
+                    .map(Some)
+                    .ok_or(AuthError::Malformed),
             }
         };
-        if time("exp")?.is_some_and(|exp| now_s >= exp.saturating_add(self.leeway_s)) {
-            return Err(AuthError::Expired);
+        let (now, leeway) = (now_s as f64, self.leeway_s as f64);
+        match time("exp")? {
+            Some(exp) if now >= exp + leeway => return Err(AuthError::Expired),
+            None if self.require_exp => return Err(AuthError::NoExpiry),
+            _ => {}
         }
-        if time("nbf")?.is_some_and(|nbf| now_s.saturating_add(self.leeway_s) < nbf) {
+        if time("nbf")?.is_some_and(|nbf| now + leeway < nbf) {
             return Err(AuthError::NotYetValid);
+        }
+        if let Some(issuer) = &self.issuer {
+            if claims["iss"].as_str() != Some(issuer.as_str()) {
+                return Err(AuthError::Issuer);
+            }
+        }
+        if let Some(audience) = &self.audience {
+            let named = match &claims["aud"] {
+                serde_json::Value::String(aud) => aud == audience,
+                serde_json::Value::Array(auds) => auds.iter().any(|a| a == audience.as_str()),
+                _ => false,
+            };
+            if !named {
+                return Err(AuthError::Audience);
+            }
         }
         Ok(Claims {
             subject: claims["sub"].as_str().map(str::to_owned),
@@ -178,7 +233,10 @@ mod tests {
             .verify(&auth.sign(&json!({ "exp": NOW - 5 })), NOW)
             .is_ok());
         assert_eq!(
-            auth.verify(&auth.sign(&json!({ "nbf": NOW + 100 })), NOW),
+            auth.verify(
+                &auth.sign(&json!({ "nbf": NOW + 100, "exp": NOW + 200 })),
+                NOW
+            ),
             Err(AuthError::NotYetValid)
         );
         assert_eq!(
@@ -203,6 +261,43 @@ mod tests {
         for junk in ["", "a.b", "a.b.c.d", "!!.!!.!!", "e30.e30.e30"] {
             assert!(auth.verify(junk, NOW).is_err(), "{junk}");
         }
+    }
+
+    #[test]
+    fn expiry_is_required_times_may_be_fractional_audience_and_issuer_are_checked() {
+        let mut auth = JwtAuth::hs256(b"secret");
+        assert_eq!(
+            auth.verify(&auth.sign(&json!({ "sub": "a" })), NOW),
+            Err(AuthError::NoExpiry)
+        );
+        assert_eq!(
+            auth.verify(&auth.sign(&json!({})), NOW),
+            Err(AuthError::NoExpiry)
+        );
+        let fractional = auth.sign(&json!({ "exp": NOW as f64 + 0.5, "nbf": NOW as f64 - 0.5 }));
+        assert!(auth.verify(&fractional, NOW).is_ok());
+        auth.leeway_s = 0;
+        let expired = auth.sign(&json!({ "exp": NOW as f64 - 0.25 }));
+        assert_eq!(auth.verify(&expired, NOW), Err(AuthError::Expired));
+        auth.require_exp = false;
+        assert!(auth.verify(&auth.sign(&json!({})), NOW).is_ok());
+
+        auth.audience = Some("chat".into());
+        auth.issuer = Some("https://id.example".into());
+        let token = |claims| auth.sign(&claims);
+        let good = json!({ "aud": ["other", "chat"], "iss": "https://id.example" });
+        assert!(auth.verify(&token(good), NOW).is_ok());
+        let one = json!({ "aud": "chat", "iss": "https://id.example" });
+        assert!(auth.verify(&token(one), NOW).is_ok());
+        let wrong_aud = json!({ "aud": "admin", "iss": "https://id.example" });
+        assert_eq!(
+            auth.verify(&token(wrong_aud), NOW),
+            Err(AuthError::Audience)
+        );
+        let no_aud = json!({ "iss": "https://id.example" });
+        assert_eq!(auth.verify(&token(no_aud), NOW), Err(AuthError::Audience));
+        let wrong_iss = json!({ "aud": "chat", "iss": "https://evil.example" });
+        assert_eq!(auth.verify(&token(wrong_iss), NOW), Err(AuthError::Issuer));
     }
 
     #[test]

@@ -191,6 +191,19 @@ pub struct ServeArgs {
     /// The environment variable STEADFAST_JWT_SECRET works too.
     #[arg(long, value_name = "FILE", help_heading = SECURITY)]
     pub jwt_secret_file: Option<PathBuf>,
+    /// Accept tokens without `exp` (refused by default: a token that never
+    /// expires cannot be taken back).
+    #[arg(long, help_heading = SECURITY)]
+    pub jwt_allow_no_exp: bool,
+    /// Require `aud` to name this audience.
+    #[arg(long, value_name = "AUD", help_heading = SECURITY)]
+    pub jwt_audience: Option<String>,
+    /// Require `iss` to be this issuer.
+    #[arg(long, value_name = "ISS", help_heading = SECURITY)]
+    pub jwt_issuer: Option<String>,
+    /// Clock skew allowed for `exp` and `nbf`.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, help_heading = SECURITY)]
+    pub jwt_leeway: Duration,
 
     /// Seed of every fault decision (same seed, same faults).
     #[arg(long, value_name = "SEED", default_value_t = 0, help_heading = FAULTS)]
@@ -340,12 +353,34 @@ impl ServeArgs {
                 if secret.is_empty() {
                     return Err(failed("the file is empty".to_owned()));
                 }
-                Some(secret)
+                Some((secret, path.display().to_string()))
             }
-            (None, Some(secret)) if !secret.is_empty() => Some(secret.into_bytes()),
+            (None, Some(secret)) if !secret.is_empty() => {
+                Some((secret.into_bytes(), "STEADFAST_JWT_SECRET".to_owned()))
+            }
             _ => None,
         };
-        config.auth = secret.map(|s| JwtAuth::hs256(&s));
+        config.auth = match secret {
+            Some((secret, path)) if secret.len() < JwtAuth::MIN_SECRET_BYTES => {
+                return Err(ServeError::JwtSecret {
+                    path,
+                    reason: format!(
+                        "{} bytes; HS256 needs at least {} (e.g. `openssl rand -base64 32`)",
+                        secret.len(),
+                        JwtAuth::MIN_SECRET_BYTES
+                    ),
+                });
+            }
+            Some((secret, _)) => {
+                let mut auth = JwtAuth::hs256(&secret);
+                auth.require_exp = !self.jwt_allow_no_exp;
+                auth.audience.clone_from(&self.jwt_audience);
+                auth.issuer.clone_from(&self.jwt_issuer);
+                auth.leeway_s = self.jwt_leeway.as_secs();
+                Some(auth)
+            }
+            None => None,
+        };
 
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             let client_auth = match &self.tls_client_ca {
@@ -675,7 +710,7 @@ mod tests {
     fn heartbeat_zero_turns_it_off_and_env_secret_turns_auth_on() {
         let args = parse(&["--heartbeat-interval=0"]).expect("valid options");
         let config = args
-            .config(Some("secret".to_owned()))
+            .config(Some("a secret of at least 32 bytes...".to_owned()))
             .expect("valid settings");
         assert!(config.engine.heartbeat.is_none());
         assert!(config.auth.is_some());
@@ -715,5 +750,28 @@ mod tests {
             args.config(None).expect_err("no such file").code(),
             "ERR_JWT_SECRET"
         );
+        let short = args
+            .config(Some("only twenty bytes...".into()))
+            .expect_err("the file is tried first");
+        assert_eq!(short.code(), "ERR_JWT_SECRET");
+        let args = parse(&[
+            "--jwt-audience=chat",
+            "--jwt-issuer=https://id.example",
+            "--jwt-leeway=5s",
+            "--jwt-allow-no-exp",
+        ])
+        .expect("parses");
+        let short = args
+            .config(Some("only twenty bytes...".into()))
+            .expect_err("too short");
+        assert!(short.to_string().contains("at least 32"), "{short}");
+        let auth = args
+            .config(Some("x".repeat(32)))
+            .expect("32 bytes")
+            .auth
+            .expect("auth on");
+        assert_eq!(auth.audience.as_deref(), Some("chat"));
+        assert_eq!(auth.issuer.as_deref(), Some("https://id.example"));
+        assert_eq!((auth.leeway_s, auth.require_exp), (5, false));
     }
 }
