@@ -47,9 +47,21 @@ async fn raw(server: &ServerProcess, reliable: bool) -> Ws {
 
 /// A raw reliable connection that has said HELLO for `session`.
 async fn hello(server: &ServerProcess, session: SessionId) -> Ws {
+    hello_with(server, session, true, None).await
+}
+
+/// A raw reliable connection that has said HELLO for `session`, `new` or
+/// resuming, with `secret`.
+async fn hello_with(
+    server: &ServerProcess,
+    session: SessionId,
+    new: bool,
+    secret: Option<[u8; 16]>,
+) -> Ws {
     let mut ws = raw(server, true).await;
     let hello = Frame::Hello {
-        new: true,
+        secret,
+        new,
         session,
         delivered: 0,
         max_message_size: 1 << 24,
@@ -277,4 +289,100 @@ async fn a_peer_joining_rooms_without_end_is_refused_past_the_limits() {
     ask(serde_json::json!({"type": "leave", "room": first})).await;
     let reply = ask(serde_json::json!({"type": "join", "room": "another"})).await;
     assert_eq!(reply["type"], "joined", "{reply}");
+}
+
+/// The next protocol frame's bytes (pings and pongs skipped), or `None`
+/// if none comes within `wait`.
+async fn next_frame(ws: &mut Ws, wait: Duration) -> Option<Vec<u8>> {
+    loop {
+        match tokio::time::timeout(wait, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(bytes)))) => return Some(bytes.to_vec()),
+            Ok(Some(Ok(Message::Close(frame)))) => panic!("closed: {frame:?}"),
+            Ok(Some(Ok(_))) => continue,
+            Ok(other) => panic!("the connection ended: {other:?}"),
+            Err(_) => return None,
+        }
+    }
+}
+
+fn welcome_of(bytes: &[u8]) -> (SessionId, bool) {
+    match steadfast_core::codec::decode(bytes, u64::MAX) {
+        Ok(Frame::Welcome {
+            session, resumed, ..
+        }) => (session, resumed),
+        other => panic!("not a WELCOME: {other:?}"),
+    }
+}
+
+fn data(seq: u64, text: &str) -> Message {
+    let frame = Frame::Data {
+        seq,
+        binary: false,
+        chunk: None,
+        payload: text.as_bytes(),
+    };
+    Message::Binary(frame.to_vec().into())
+}
+
+/// Another client sending a HELLO with a session's id but not its secret
+/// gets a session of its own: none of the owner's messages, and the owner
+/// is neither closed nor disturbed. The owner resumes with its secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_with_a_stolen_session_id_but_not_its_secret_gets_a_new_session() {
+    let server = start(&[]).await;
+    let session = SessionId([0x42; 16]);
+    let secret = [0x17; 16];
+    let mut owner = hello_with(&server, session, true, Some(secret)).await;
+    let first = next_frame(&mut owner, WAIT).await.expect("a WELCOME");
+    assert_eq!(welcome_of(&first), (session, false));
+    // Two messages, echoed; the owner does not acknowledge the echoes.
+    owner.send(data(1, "mine 1")).await.expect("send");
+    owner.send(data(2, "mine 2")).await.expect("send");
+    let mut echoes = 0;
+    while echoes < 2 {
+        let frame = next_frame(&mut owner, WAIT).await.expect("echoes");
+        if let Ok(Frame::Data { .. }) = steadfast_core::codec::decode(&frame, u64::MAX) {
+            echoes += 1;
+        }
+    }
+
+    for (attempt, stolen) in [None, Some([0x18; 16])].into_iter().enumerate() {
+        for new in [false, true] {
+            let mut thief = hello_with(&server, session, new, stolen).await;
+            let welcome = next_frame(&mut thief, WAIT).await.expect("a WELCOME");
+            let (given, resumed) = welcome_of(&welcome);
+            assert!(given != session && !resumed, "{stolen:?} {new}: {given:?}");
+            // Nothing of the owner's: no DATA, no SKIP.
+            assert_eq!(
+                next_frame(&mut thief, Duration::from_millis(300)).await,
+                None,
+                "attempt {attempt}, new {new}"
+            );
+        }
+    }
+    assert_eq!(server.metric("resumes_refused"), Some(4));
+
+    // The owner was not closed (4909) and is served on.
+    owner.send(data(3, "mine 3")).await.expect("send");
+    let mut got = Vec::new();
+    while let Some(frame) = next_frame(&mut owner, Duration::from_millis(500)).await {
+        if let Ok(Frame::Data { payload, .. }) = steadfast_core::codec::decode(&frame, u64::MAX) {
+            got.push(String::from_utf8_lossy(payload).into_owned());
+        }
+    }
+    assert_eq!(got, ["mine 3"]);
+    drop(owner);
+
+    // With its secret, the owner resumes, and its unacknowledged echoes
+    // come again.
+    let mut back = hello_with(&server, session, false, Some(secret)).await;
+    let welcome = next_frame(&mut back, WAIT).await.expect("a WELCOME");
+    assert_eq!(welcome_of(&welcome), (session, true));
+    let mut replayed = Vec::new();
+    while let Some(frame) = next_frame(&mut back, Duration::from_millis(500)).await {
+        if let Ok(Frame::Data { payload, .. }) = steadfast_core::codec::decode(&frame, u64::MAX) {
+            replayed.push(String::from_utf8_lossy(payload).into_owned());
+        }
+    }
+    assert_eq!(replayed, ["mine 1", "mine 2", "mine 3"]);
 }

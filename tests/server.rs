@@ -609,6 +609,7 @@ async fn protocol_errors_close_with_the_core_s_code_and_are_counted() {
     // A broken DATA frame inside a session: the session's engine closes.
     let mut ws = reliable().await;
     let hello = Frame::Hello {
+        secret: None,
         new: true,
         session: SessionId([7; 16]),
         delivered: 0,

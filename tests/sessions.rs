@@ -189,6 +189,7 @@ fn redis_forwards_refused_messages_only_when_nobody_makes_them_again() {
     ]);
     let mark = |n: u64| {
         PersistOp::Session(steadfast_core::record::StoredSession {
+            secret: None,
             session: sender,
             welcomed: true,
             inbound_delivered: n,

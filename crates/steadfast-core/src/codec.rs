@@ -22,6 +22,7 @@ const PING: u8 = 0x06;
 const PONG: u8 = 0x07;
 
 const HELLO_NEW: u8 = 0x01;
+const HELLO_SECRET: u8 = 0x02;
 const WELCOME_RESUMED: u8 = 0x01;
 const WELCOME_WINDOW: u8 = 0x02;
 const DATA_BINARY: u8 = 0x01;
@@ -72,6 +73,10 @@ pub enum Frame<'a> {
         delivered: u64,
         /// The largest message the client accepts.
         max_message_size: u64,
+        /// The client's resume secret (16 bytes after the rest, with flag
+        /// 0x02): a server resumes a session bound to a secret only for a
+        /// HELLO that carries it. Clients before it send none.
+        secret: Option<[u8; 16]>,
     },
     /// Server → client, answer to HELLO.
     Welcome {
@@ -175,13 +180,34 @@ pub fn is_sequenced(bytes: &[u8]) -> bool {
     matches!(bytes.first(), Some(&DATA | &SKIP))
 }
 
+/// What a server needs of a connection's HELLO to find its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelloInfo {
+    /// The session it names.
+    pub session: SessionId,
+    /// It asks for a new session.
+    pub new: bool,
+    /// The client's resume secret, if it sent one.
+    pub secret: Option<[u8; 16]>,
+}
+
 /// Read a connection's first frame, which must be HELLO: the session it
-/// names and whether it is `NEW`. A server uses it to find the session
-/// before handing the frame to that session's engine; the error's
-/// [`close_code`](crate::EngineError::close_code) is the close to send.
-pub fn read_hello(bytes: &[u8]) -> Result<(SessionId, bool), crate::EngineError> {
+/// names, whether it is `NEW`, and the client's secret. A server uses it
+/// to find the session before handing the frame to that session's engine;
+/// the error's [`close_code`](crate::EngineError::close_code) is the close
+/// to send.
+pub fn read_hello(bytes: &[u8]) -> Result<HelloInfo, crate::EngineError> {
     match decode(bytes, u64::MAX) {
-        Ok(Frame::Hello { session, new, .. }) => Ok((session, new)),
+        Ok(Frame::Hello {
+            session,
+            new,
+            secret,
+            ..
+        }) => Ok(HelloInfo {
+            session,
+            new,
+            secret,
+        }),
         Ok(_) => Err(crate::EngineError::Protocol(
             "the first frame must be HELLO",
         )),
@@ -201,7 +227,7 @@ pub fn decode(bytes: &[u8], max_message_size: u64) -> Result<Frame<'_>, DecodeEr
             }
             let flags = r.u8()?;
             let known = if kind == HELLO {
-                HELLO_NEW
+                HELLO_NEW | HELLO_SECRET
             } else {
                 WELCOME_RESUMED | WELCOME_WINDOW
             };
@@ -215,11 +241,17 @@ pub fn decode(bytes: &[u8], max_message_size: u64) -> Result<Frame<'_>, DecodeEr
             let delivered = r.seq()?;
             let max = r.varint()?;
             if kind == HELLO {
+                let secret = if flags & HELLO_SECRET != 0 {
+                    Some(r.array()?)
+                } else {
+                    None
+                };
                 Frame::Hello {
                     new: flags & HELLO_NEW != 0,
                     session,
                     delivered,
                     max_message_size: max,
+                    secret,
                 }
             } else {
                 let window = if flags & WELCOME_WINDOW != 0 {
@@ -328,9 +360,16 @@ impl Frame<'_> {
                 session,
                 delivered,
                 max_message_size,
+                secret,
             } => {
-                let flags = if *new { HELLO_NEW } else { 0 };
+                let mut flags = if *new { HELLO_NEW } else { 0 };
+                if secret.is_some() {
+                    flags |= HELLO_SECRET;
+                }
                 put_handshake(out, HELLO, flags, session, *delivered, *max_message_size);
+                if let Some(secret) = secret {
+                    out.extend_from_slice(secret);
+                }
             }
             Frame::Welcome {
                 resumed,

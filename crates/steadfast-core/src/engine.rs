@@ -79,6 +79,10 @@ pub struct Engine {
     out: VecDeque<Output>,
     session: SessionId,
     welcomed: bool,
+    /// The resume secret (see [`StoredSession::secret`]): a client's is
+    /// sent in every HELLO; a server's session is bound to the first one
+    /// it is sent.
+    secret: Option<[u8; 16]>,
     outbox: Outbox,
     inbound: Inbound,
     next_receipt: u64,
@@ -231,18 +235,26 @@ impl Engine {
         config.validate()?;
         let mut rng = Rng::new(seed);
         StoredMessage::sort_by_seq(&mut messages);
-        let (session, welcomed, delivered, next_seq) = match session {
-            Some(s) => (s.session, s.welcomed, s.inbound_delivered, s.next_seq),
+        let (session, welcomed, delivered, next_seq, secret) = match session {
+            Some(s) => (
+                s.session,
+                s.welcomed,
+                s.inbound_delivered,
+                s.next_seq,
+                s.secret,
+            ),
             // Messages without a session record: keep them, in a new session.
             None => (
                 SessionId(rng.bytes16()),
                 false,
                 0,
                 messages.last().map_or(1, |m| m.seq + 1),
+                None,
             ),
         };
         let mut engine = Engine::new(role, config, rng, session, next_seq, delivered);
         engine.welcomed = welcomed;
+        engine.secret = secret;
         let mut receipts = Vec::new();
         for m in messages {
             let receipt = engine.new_receipt();
@@ -286,6 +298,7 @@ impl Engine {
             out: VecDeque::new(),
             session,
             welcomed: false,
+            secret: None,
             outbox: Outbox::new(next_seq),
             inbound: Inbound::new(delivered),
             next_receipt: 0,
@@ -324,6 +337,11 @@ impl Engine {
     /// The configuration it runs with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The resume secret (see [`StoredSession::secret`]).
+    pub fn secret(&self) -> Option<[u8; 16]> {
+        self.secret
     }
 
     /// The session id.
@@ -643,6 +661,7 @@ impl Engine {
                 session: self.session,
                 delivered: self.taken(),
                 max_message_size: self.config.limits.max_message_size,
+                secret: self.secret,
             };
             self.acked_out = self.taken();
             self.transmit(&hello);
@@ -736,9 +755,10 @@ impl Engine {
                 session,
                 delivered,
                 max_message_size,
+                secret,
                 ..
             } if self.role == Role::Server && !handshaken => {
-                self.on_hello(now, session, delivered, max_message_size)
+                self.on_hello(now, session, delivered, max_message_size, secret)
             }
             Frame::Data {
                 seq,
@@ -983,6 +1003,7 @@ impl Engine {
             welcomed: self.welcomed,
             inbound_delivered: self.taken(),
             next_seq: self.outbox.next_seq,
+            secret: self.secret,
         };
         self.emit(Output::Persist(PersistOp::Session(record)));
     }
@@ -1232,8 +1253,21 @@ impl Engine {
         self.become_open(now, Mode::Reliable);
     }
 
-    fn on_hello(&mut self, now: u64, session: SessionId, delivered: u64, max: u64) {
+    fn on_hello(
+        &mut self,
+        now: u64,
+        session: SessionId,
+        delivered: u64,
+        max: u64,
+        secret: Option<[u8; 16]>,
+    ) {
         let known = session == self.session;
+        // Bound to the first secret it is sent (the server's routing sent
+        // only a HELLO with the same secret, or any to a session with none).
+        let bind = self.secret.is_none() && secret.is_some();
+        if bind {
+            self.secret = secret;
+        }
         if !known {
             self.stats.resyncs += 1;
         } else if self.welcomed {
@@ -1247,8 +1281,9 @@ impl Engine {
             window: Some(self.config.limits.receive_window),
         };
         self.acked_out = self.taken();
-        if !self.welcomed {
-            // A durable server has the session before the client hears of it.
+        if !self.welcomed || bind {
+            // A durable server has the session (and its secret) before the
+            // client hears of it.
             self.welcomed = true;
             self.persist_session();
         }

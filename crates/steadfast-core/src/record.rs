@@ -2,8 +2,9 @@
 //! format change is a decision). Every store backend stores these bytes.
 //!
 //! ```text
-//! session record: 0x53 'S', u8 version=1, u8 flags (bit0 welcomed), [16] session,
-//!                 varint inbound_delivered, varint next_seq
+//! session record: 0x53 'S', u8 version=1, u8 flags (bit0 welcomed, bit1 secret),
+//!                 [16] session, varint inbound_delivered, varint next_seq,
+//!                 [16] secret (with bit1)
 //! message record: 0x4d 'M', u8 version=1, u8 flags (bit0 binary), varint seq,
 //!                 varint enqueued_wall_ms, varint expires_wall_ms (0 = never),
 //!                 payload (the rest)
@@ -26,6 +27,10 @@ pub struct StoredSession {
     pub inbound_delivered: u64,
     /// The seq the next enqueued message gets.
     pub next_seq: u64,
+    /// The resume secret: the client's, from the OS CSPRNG, sent in every
+    /// HELLO; the server binds the session to the first it sees and
+    /// resumes it only for a HELLO that carries it (see `route`).
+    pub secret: Option<[u8; 16]>,
 }
 
 /// An outbox message.
@@ -46,10 +51,14 @@ pub struct StoredMessage {
 impl StoredSession {
     /// The record's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![SESSION_TAG, RECORD_VERSION, u8::from(self.welcomed)];
+        let flags = u8::from(self.welcomed) | if self.secret.is_some() { 2 } else { 0 };
+        let mut out = vec![SESSION_TAG, RECORD_VERSION, flags];
         out.extend_from_slice(&self.session.0);
         put_varint(&mut out, self.inbound_delivered);
         put_varint(&mut out, self.next_seq);
+        if let Some(secret) = &self.secret {
+            out.extend_from_slice(secret);
+        }
         out
     }
 
@@ -57,7 +66,7 @@ impl StoredSession {
     pub fn decode(bytes: &[u8]) -> Result<StoredSession, DecodeError> {
         let rest = header(bytes, SESSION_TAG)?;
         let (&flags, rest) = rest.split_first().ok_or(DecodeError::Truncated)?;
-        if flags & !1 != 0 {
+        if flags & !3 != 0 {
             return Err(DecodeError::UnknownFlags(flags));
         }
         if rest.len() < 16 {
@@ -69,8 +78,20 @@ impl StoredSession {
         let (inbound_delivered, used) = read_varint(rest)?;
         let rest = &rest[used..];
         let (next_seq, used) = read_varint(rest)?;
-        if used != rest.len() {
-            return Err(DecodeError::Trailing(rest.len() - used));
+        let rest = &rest[used..];
+        let secret = if flags & 2 != 0 {
+            if rest.len() < 16 {
+                return Err(DecodeError::Truncated);
+            }
+            let mut secret = [0u8; 16];
+            secret.copy_from_slice(&rest[..16]);
+            Some(secret)
+        } else {
+            None
+        };
+        let trailing = rest.len() - secret.map_or(0, |s| s.len());
+        if trailing != 0 {
+            return Err(DecodeError::Trailing(trailing));
         }
         if next_seq == 0 {
             return Err(DecodeError::Invalid("next_seq 0"));
@@ -87,6 +108,7 @@ impl StoredSession {
             welcomed: flags & 1 != 0,
             inbound_delivered,
             next_seq,
+            secret,
         })
     }
 }

@@ -14,6 +14,8 @@ pub struct Hello<'a> {
     pub new: bool,
     /// The caller's identity (the JWT's `sub`), if authentication is on.
     pub subject: Option<&'a str>,
+    /// The client's resume secret, if it sent one.
+    pub secret: Option<[u8; 16]>,
 }
 
 /// A session as the server's registry holds it (live, in this process).
@@ -21,6 +23,8 @@ pub struct Hello<'a> {
 pub struct Held<'a> {
     /// The identity that made it.
     pub subject: Option<&'a str>,
+    /// The secret it is bound to, if any.
+    pub secret: Option<[u8; 16]>,
 }
 
 /// A session as the server's store had it.
@@ -28,6 +32,8 @@ pub struct Held<'a> {
 pub struct Stored<'a> {
     /// The identity that made it.
     pub subject: Option<&'a str>,
+    /// The secret it is bound to, if any.
+    pub secret: Option<[u8; 16]>,
     /// Only its record is left (its state expired).
     pub expired: bool,
     /// Milliseconds since it was last written.
@@ -69,11 +75,34 @@ pub enum Route {
     /// belongs to another identity. A client that asked to resume
     /// resynchronises.
     NewFreshId,
+    /// As [`NewFreshId`](Route::NewFreshId), for a HELLO that named a
+    /// session under its identity without the secret the session is bound
+    /// to: someone who learned the id, not its owner (the server logs it).
+    Impostor,
+}
+
+/// Whether a HELLO may resume a session bound to `bound`: any HELLO if it
+/// is bound to none (a session from before secrets; the engine then binds
+/// it), else one carrying the same secret, compared in constant time.
+pub fn secret_fits(bound: Option<[u8; 16]>, offered: Option<[u8; 16]>) -> bool {
+    match (bound, offered) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(bound), Some(offered)) => {
+            bound
+                .iter()
+                .zip(offered.iter())
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+        }
+    }
 }
 
 /// The rules, in order:
 /// 1. A session is only ever resumed under the identity that made it; held
-///    or stored under another, it is as good as unknown.
+///    or stored under another, it is as good as unknown. Under the same
+///    identity, a session bound to a secret is resumed only with it; a
+///    HELLO without it is an [`Impostor`](Route::Impostor).
 /// 2. A session the registry holds is attached to.
 /// 3. Otherwise, at `max_sessions`, the HELLO is refused.
 /// 4. A HELLO that resumes (not `NEW`) a session the store has: the whole
@@ -88,14 +117,25 @@ pub fn route(
     limits: Limits,
 ) -> Route {
     let held_here = held.is_some();
-    if held.is_some_and(|held| held.subject == hello.subject) {
-        return Route::Attach;
+    let mut impostor = false;
+    if let Some(held) = held.filter(|held| held.subject == hello.subject) {
+        if secret_fits(held.secret, hello.secret) {
+            return Route::Attach;
+        }
+        impostor = true;
     }
     if limits.sessions >= limits.max_sessions {
         return Route::Overloaded;
     }
+    if impostor {
+        return Route::Impostor;
+    }
     if !hello.new {
-        match stored.filter(|stored| stored.subject == hello.subject) {
+        let mine = |stored: &Stored<'_>| stored.subject == hello.subject;
+        if stored.is_some_and(|stored| mine(&stored) && !secret_fits(stored.secret, hello.secret)) {
+            return Route::Impostor;
+        }
+        match stored.filter(mine) {
             Some(stored) if !stored.expired && limits.durable => return Route::Restore,
             Some(stored) if stored.age_ms < limits.record_ttl_ms || !stored.expired => {
                 return Route::FromRecord
@@ -126,12 +166,14 @@ mod tests {
             session: SessionId([1; 16]),
             new,
             subject,
+            secret: None,
         }
     }
 
     fn stored(subject: Option<&str>, expired: bool, age_ms: u64) -> Option<Stored<'_>> {
         Some(Stored {
             subject,
+            secret: None,
             expired,
             age_ms,
         })
@@ -141,6 +183,7 @@ mod tests {
     fn a_held_session_is_attached_to_only_under_its_identity() {
         let held = Some(Held {
             subject: Some("alice"),
+            secret: None,
         });
         assert_eq!(
             route(hello(false, Some("alice")), held, None, LIMITS),
@@ -171,7 +214,10 @@ mod tests {
             sessions: 10,
             ..LIMITS
         };
-        let held = Some(Held { subject: None });
+        let held = Some(Held {
+            subject: None,
+            secret: None,
+        });
         assert_eq!(route(hello(false, None), held, None, full), Route::Attach);
         assert_eq!(
             route(hello(true, None), None, None, full),
@@ -230,5 +276,72 @@ mod tests {
             route(hello(false, None), None, None, LIMITS),
             Route::NewFreshId
         );
+    }
+
+    #[test]
+    fn a_session_bound_to_a_secret_is_resumed_only_with_it() {
+        let secret = Some([5; 16]);
+        let with = |new, secret| Hello {
+            secret,
+            ..hello(new, Some("alice"))
+        };
+        let held = Some(Held {
+            subject: Some("alice"),
+            secret,
+        });
+        assert_eq!(
+            route(with(false, secret), held, None, LIMITS),
+            Route::Attach
+        );
+        for offered in [None, Some([6; 16]), Some([0; 16])] {
+            assert_eq!(
+                route(with(false, offered), held, None, LIMITS),
+                Route::Impostor,
+                "{offered:?}"
+            );
+            assert_eq!(
+                route(with(true, offered), held, None, LIMITS),
+                Route::Impostor
+            );
+        }
+        let live = Stored {
+            subject: Some("alice"),
+            secret,
+            expired: false,
+            age_ms: 0,
+        };
+        let stored = Some(live);
+        assert_eq!(
+            route(with(false, secret), None, stored, LIMITS),
+            Route::Restore
+        );
+        assert_eq!(
+            route(with(false, Some([6; 16])), None, stored, LIMITS),
+            Route::Impostor
+        );
+        let record = Some(Stored {
+            expired: true,
+            ..live
+        });
+        assert_eq!(
+            route(with(false, None), None, record, LIMITS),
+            Route::Impostor
+        );
+        // Bound to none (a client from before secrets): any secret fits.
+        let unbound = Some(Held {
+            subject: Some("alice"),
+            secret: None,
+        });
+        assert_eq!(
+            route(with(false, secret), unbound, None, LIMITS),
+            Route::Attach
+        );
+        // Another identity is another identity, secret or not.
+        let bob = Hello {
+            secret,
+            ..hello(false, Some("bob"))
+        };
+        assert_eq!(route(bob, held, None, LIMITS), Route::NewFreshId);
+        assert!(secret_fits(secret, secret) && !secret_fits(secret, None));
     }
 }

@@ -363,6 +363,7 @@ mod tests {
 
     fn session(next_seq: u64) -> PersistOp {
         PersistOp::Session(StoredSession {
+            secret: None,
             session: SessionId([1; 16]),
             welcomed: true,
             inbound_delivered: 0,

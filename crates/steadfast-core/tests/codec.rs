@@ -23,12 +23,23 @@ fn snapshots() -> Vec<(Frame<'static>, &'static str)> {
     vec![
         (
             Frame::Hello {
+                secret: None,
                 new: true,
                 session: session(),
                 delivered: 0,
                 max_message_size: MAX,
             },
             "010101000102030405060708090a0b0c0d0e0f0080808008",
+        ),
+        (
+            Frame::Hello {
+                secret: Some([7; 16]),
+                new: false,
+                session: session(),
+                delivered: 5,
+                max_message_size: MAX,
+            },
+            "010102000102030405060708090a0b0c0d0e0f058080800807070707070707070707070707070707",
         ),
         (
             Frame::Welcome {
@@ -120,6 +131,7 @@ fn the_protocol_document_shows_the_pinned_bytes() {
 #[test]
 fn stored_records_have_pinned_bytes() {
     let s = StoredSession {
+        secret: None,
         session: session(),
         welcomed: true,
         inbound_delivered: 5,
@@ -130,6 +142,20 @@ fn stored_records_have_pinned_bytes() {
         "530101000102030405060708090a0b0c0d0e0f05ac02"
     );
     assert_eq!(StoredSession::decode(&s.encode()), Ok(s));
+    let bound = StoredSession {
+        secret: Some([7; 16]),
+        ..s
+    };
+    assert_eq!(
+        hex(&bound.encode()),
+        "530103000102030405060708090a0b0c0d0e0f05ac0207070707070707070707070707070707"
+    );
+    assert_eq!(StoredSession::decode(&bound.encode()), Ok(bound));
+    let cut = bound.encode();
+    assert_eq!(
+        StoredSession::decode(&cut[..cut.len() - 1]),
+        Err(steadfast_core::codec::DecodeError::Truncated)
+    );
     let m = StoredMessage {
         seq: 2,
         binary: false,
@@ -196,8 +222,8 @@ fn malformed_frames_are_specific_errors() {
         Err(DecodeError::Trailing(1))
     );
     assert_eq!(
-        decode(&handshake(0x01, 0x02, &[0x10]), MAX),
-        Err(DecodeError::UnknownFlags(2))
+        decode(&handshake(0x01, 0x04, &[0x10]), MAX),
+        Err(DecodeError::UnknownFlags(4))
     );
     // Sequence numbers stop at 2^63-1, so a receiver's `seq + 1` cannot
     // overflow (the engine fuzzer found a SKIP through u64::MAX).
@@ -219,6 +245,7 @@ fn malformed_frames_are_specific_errors() {
             payload: b"x",
         },
         Frame::Hello {
+            secret: None,
             new: false,
             session: session(),
             delivered: too_far,
@@ -233,6 +260,7 @@ fn malformed_frames_are_specific_errors() {
     }
     // Stored records too: a corrupt store must not carry one in.
     let session_record = StoredSession {
+        secret: None,
         session: session(),
         welcomed: true,
         inbound_delivered: u64::MAX,
@@ -259,6 +287,7 @@ fn malformed_frames_are_specific_errors() {
     };
     assert_eq!(decode(&at_the_limit.to_vec(), MAX), Ok(at_the_limit));
     let mut hello = Frame::Hello {
+        secret: None,
         new: false,
         session: session(),
         delivered: 0,
@@ -313,12 +342,32 @@ fn malformed_frames_are_specific_errors() {
 #[test]
 fn a_first_frame_must_be_hello_and_its_close_code_says_why() {
     let hello = Frame::Hello {
+        secret: None,
         new: true,
         session: session(),
         delivered: 0,
         max_message_size: 1024,
     };
-    assert_eq!(read_hello(&hello.to_vec()), Ok((session(), true)));
+    assert_eq!(
+        read_hello(&hello.to_vec()),
+        Ok(steadfast_core::codec::HelloInfo {
+            session: session(),
+            new: true,
+            secret: None
+        })
+    );
+    let with_secret = Frame::Hello {
+        secret: Some([9; 16]),
+        new: false,
+        session: session(),
+        delivered: 3,
+        max_message_size: 1024,
+    };
+    let bytes = with_secret.to_vec();
+    assert_eq!(decode(&bytes, 1024), Ok(with_secret));
+    assert_eq!(read_hello(&bytes).map(|h| h.secret), Ok(Some([9; 16])));
+    // The secret's flag without its 16 bytes.
+    assert!(decode(&bytes[..bytes.len() - 1], 1024).is_err());
     let ack = Frame::Ack { delivered: 1 }.to_vec();
     assert_eq!(read_hello(&ack).map_err(|e| e.close_code()), Err(4900));
     let mut future = hello.to_vec();

@@ -33,7 +33,7 @@ proptest! {
         id[0] |= 1; // never the nil session
         let seq = a % (MAX_SEQ + 1); // sequence numbers stop at MAX_SEQ
         let frame = match kind {
-            0 => Frame::Hello { new: flag, session: SessionId(id), delivered: seq, max_message_size: b },
+            0 => Frame::Hello { secret: None, new: flag, session: SessionId(id), delivered: seq, max_message_size: b },
             1 => Frame::Welcome {
                 resumed: flag, session: SessionId(id), delivered: seq, max_message_size: b,
                 window: (count % 2 == 0).then_some(b.max(1)),
@@ -64,7 +64,7 @@ proptest! {
 
     #[test]
     fn truncations_of_valid_frames_are_errors(cut in 0usize..40, seq in 1u64..1_000_000) {
-        let frame = Frame::Hello { new: true, session: session(), delivered: seq, max_message_size: MAX };
+        let frame = Frame::Hello { secret: None, new: true, session: session(), delivered: seq, max_message_size: MAX };
         let bytes = frame.to_vec();
         let cut = cut.min(bytes.len() - 1);
         prop_assert!(decode(&bytes[..cut], MAX).is_err());

@@ -698,6 +698,7 @@ fn a_server_rebuilt_from_a_session_record_resumes_the_session_without_duplicates
     let mut server = Engine::server_from_record(config(), 1, session, 5, 10).expect("config");
     server.handle_open(0, None);
     let hello = Frame::Hello {
+        secret: None,
         new: false,
         session,
         delivered: 7,
@@ -734,6 +735,7 @@ fn a_server_restored_from_its_store_resends_what_was_unacknowledged_byte_for_byt
     let mut store = MapStore::default();
     server.handle_open(0, None);
     let hello = Frame::Hello {
+        secret: None,
         new: true,
         session,
         delivered: 0,
@@ -785,6 +787,7 @@ fn a_server_restored_from_its_store_resends_what_was_unacknowledged_byte_for_byt
     .expect("config");
     restored.handle_open(0, None);
     let resume = Frame::Hello {
+        secret: None,
         new: false,
         session,
         delivered: 1,
@@ -1145,6 +1148,7 @@ fn a_server_announces_its_receive_window() {
     server.handle_open(0, Some(SUBPROTOCOL));
     let _ = drain(&mut server);
     let hello = Frame::Hello {
+        secret: None,
         new: true,
         session: client.session(),
         delivered: 0,
@@ -1376,6 +1380,7 @@ fn only_messages_the_application_took_are_acknowledged_or_stored_as_delivered() 
     assert_eq!(frames(&out), vec![Frame::Ack { delivered: 2 }]);
     assert!(
         out.contains(&Output::Persist(PersistOp::Session(StoredSession {
+            secret: None,
             session: engine.session(),
             welcomed: true,
             inbound_delivered: 2,
@@ -1568,6 +1573,7 @@ fn a_detached_session_holds_no_partial_or_reordered_message_and_the_resend_compl
     let mut server = Engine::server(config(), 1, session).expect("config");
     let hello = |new| {
         Frame::Hello {
+            secret: None,
             new,
             session,
             delivered: 0,

@@ -366,7 +366,14 @@ async fn reliable<S>(
         Ok(Some(hello)) => codec::read_hello(&hello).map(|found| (hello, found)),
         _ => Err(EngineError::ConnectTimeout),
     };
-    let (hello, (session, new)) = match first {
+    let (
+        hello,
+        codec::HelloInfo {
+            session,
+            new,
+            secret,
+        },
+    ) = match first {
         Ok(first) => first,
         Err(error) => {
             metrics.inc(&metrics.protocol_errors);
@@ -389,6 +396,7 @@ async fn reliable<S>(
     } = match shared.attach(
         session,
         new,
+        secret,
         caller.subject.as_deref(),
         &hello,
         shared.preload(session, new).await,

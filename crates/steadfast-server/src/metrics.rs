@@ -59,6 +59,7 @@ counters! {
     connections_refused: "counter", "Connections refused: overload (1013), bad or missing token, fault injection.";
     tls_handshake_failures: "counter", "TLS handshakes that failed (bad or missing client certificate, protocol mismatch, timeout).";
     handler_panics: "counter", "Handler callbacks that panicked (the connection was closed 1011; the server went on).";
+    resumes_refused: "counter", "HELLOs that named a session without the secret it is bound to (each got a new session).";
     http_requests: "counter", "Plain HTTP requests (/healthz, /metrics, others).";
     sessions: "gauge", "Sessions held now (attached or within their TTL).";
     sessions_created: "counter", "Sessions created.";

@@ -234,6 +234,7 @@ impl Slot {
     /// counted delivered.
     fn record(&self) -> StoredSession {
         StoredSession {
+            secret: self.engine.secret(),
             session: self.engine.session(),
             welcomed: true,
             inbound_delivered: self.engine.taken() + self.handing_over as u64,
@@ -830,6 +831,7 @@ impl Shared {
         &self,
         session: SessionId,
         new: bool,
+        secret: Option<[u8; 16]>,
         subject: Option<&str>,
         hello: &[u8],
         preloaded: Option<Preloaded>,
@@ -848,7 +850,10 @@ impl Shared {
                         _ => None,
                     }
                 });
-                let held_subject = held.as_ref().map(|(slot, _)| lock(slot).subject.clone());
+                let held_facts = held.as_ref().map(|(slot, _)| {
+                    let slot = lock(slot);
+                    (slot.subject.clone(), slot.engine.secret())
+                });
                 // What the store had (read and claimed by `preload`), for a
                 // HELLO that resumes a session not held here.
                 let (claim, saved) = if new || held.is_some() {
@@ -871,12 +876,15 @@ impl Shared {
                         session,
                         new,
                         subject,
+                        secret,
                     },
-                    held_subject.as_ref().map(|subject| route::Held {
+                    held_facts.as_ref().map(|(subject, secret)| route::Held {
                         subject: subject.as_deref(),
+                        secret: *secret,
                     }),
                     saved.as_ref().map(|saved| route::Stored {
                         subject: saved.subject.as_deref(),
+                        secret: saved.state.secret,
                         expired: saved.expired,
                         age_ms: wall.saturating_sub(saved.saved_wall_ms),
                     }),
@@ -887,6 +895,14 @@ impl Shared {
                         durable,
                     },
                 );
+                if decision == Route::Impostor {
+                    // Someone who learned the id: a session of its own.
+                    tracing::warn!(
+                        ?session,
+                        "a HELLO named a session without its secret: a new session instead"
+                    );
+                    self.metrics.inc(&self.metrics.resumes_refused);
+                }
                 match (decision, held) {
                     (Route::Attach, Some(found)) => found,
                     (Route::Overloaded, _) => return Err(AttachError::Overloaded),
@@ -953,6 +969,7 @@ impl Shared {
                         engine.set_persistence(durable);
                         let saved = kept.unwrap_or_else(|| SavedSession {
                             state: StoredSession {
+                                secret: None,
                                 session: id,
                                 welcomed: false,
                                 inbound_delivered: 0,

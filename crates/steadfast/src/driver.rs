@@ -159,9 +159,18 @@ pub(crate) async fn start(
     let unreadable = snapshot.unreadable;
     // A new session's id comes from the OS CSPRNG, not from the seed: two
     // clients given one seed (or a guessable one) never share a session.
-    let session = snapshot.session.or_else(|| {
+    // Its resume secret too: the server resumes the session only for a
+    // HELLO that carries it (a session stored before secrets gets one now).
+    let session = snapshot.session.map(|mut stored| {
+        if stored.secret.is_none() {
+            stored.secret = rt::os_random_16();
+        }
+        stored
+    });
+    let session = session.or_else(|| {
         let id = rt::os_random_16()?;
         Some(StoredSession {
+            secret: rt::os_random_16(),
             session: SessionId(id),
             welcomed: false,
             inbound_delivered: 0,

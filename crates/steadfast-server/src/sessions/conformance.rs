@@ -19,6 +19,7 @@ fn id(byte: u8) -> SessionId {
 
 fn state(byte: u8, delivered: u64, next_seq: u64) -> StoredSession {
     StoredSession {
+        secret: None,
         session: id(byte),
         welcomed: true,
         inbound_delivered: delivered,

@@ -262,6 +262,7 @@ fn apply(
                 sessions,
                 &SavedSession {
                     state: StoredSession {
+                        secret: None,
                         session: *session,
                         welcomed: false,
                         inbound_delivered: 0,

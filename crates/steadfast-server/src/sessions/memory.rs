@@ -168,6 +168,7 @@ fn apply(
             peer,
         } => {
             let fresh = StoredSession {
+                secret: None,
                 session: *session,
                 welcomed: false,
                 inbound_delivered: 0,

@@ -706,6 +706,7 @@ mod tests {
         use steadfast_core::record::StoredMessage;
         let id = |b: u8| SessionId([b; 16]);
         let state = |b: u8, n: u64| StoredSession {
+            secret: None,
             session: id(b),
             welcomed: true,
             inbound_delivered: n,
@@ -782,6 +783,7 @@ mod tests {
         for subject in [None, Some(String::new()), Some("alice".to_owned())] {
             let saved = SavedSession {
                 state: StoredSession {
+                    secret: None,
                     session: SessionId([7; 16]),
                     welcomed: true,
                     inbound_delivered: 12,

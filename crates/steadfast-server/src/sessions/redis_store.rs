@@ -641,6 +641,7 @@ fn encode(args: &mut Vec<Vec<u8>>, change: &Change) {
             args.push(id(session));
             args.push(token(claim));
             let fresh = StoredSession {
+                secret: None,
                 session: *session,
                 welcomed: false,
                 inbound_delivered: 0,

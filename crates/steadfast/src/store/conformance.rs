@@ -30,6 +30,7 @@ fn message(seq: u64, payload: &[u8], binary: bool) -> StoredMessage {
 
 fn session(byte: u8, next_seq: u64) -> StoredSession {
     StoredSession {
+        secret: None,
         session: SessionId([byte; 16]),
         welcomed: byte % 2 == 1,
         inbound_delivered: u64::from(byte) * 1000,
