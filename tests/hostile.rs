@@ -386,3 +386,81 @@ async fn a_hello_with_a_stolen_session_id_but_not_its_secret_gets_a_new_session(
     }
     assert_eq!(replayed, ["mine 1", "mine 2", "mine 3"]);
 }
+
+/// A plain client holding a frame it never finishes (here 1 KiB of a
+/// declared 1 MiB) is closed `1001` once nothing was heard for
+/// `--plain-idle-timeout`; a quiet client that answers the server's pings
+/// stays connected past it and is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_frame_never_finished_is_closed_when_idle_and_a_live_client_stays() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start(&[
+        "--plain-idle-timeout",
+        "1s",
+        "--plain-ping-interval",
+        "200ms",
+    ])
+    .await;
+    let started = std::time::Instant::now();
+    let mut stalled = raw(&server, false).await;
+    // A masked binary frame header for 1 MiB, then 1 KiB of it.
+    let mut bytes = vec![0x82, 0xff];
+    bytes.extend_from_slice(&(1u64 << 20).to_be_bytes());
+    bytes.extend_from_slice(&[1, 2, 3, 4]);
+    bytes.extend_from_slice(&[0; 1024]);
+    let stream = match stalled.get_mut() {
+        tokio_tungstenite::MaybeTlsStream::Plain(stream) => stream,
+        _ => panic!("a plain TCP stream"),
+    };
+    stream.write_all(&bytes).await.expect("write");
+
+    // Meanwhile a quiet client that reads (so answers pings).
+    let mut quiet = raw(&server, false).await;
+    let quiet_reader = tokio::spawn(async move {
+        let mut pings = 0;
+        let until = tokio::time::Instant::now() + Duration::from_millis(2_500);
+        while let Ok(Some(Ok(message))) = tokio::time::timeout_at(until, quiet.next()).await {
+            if let Message::Ping(_) = message {
+                pings += 1;
+            }
+        }
+        (quiet, pings)
+    });
+
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(WAIT, stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the stalled connection was never closed"),
+        }
+    }
+    let waited = started.elapsed();
+    // The server's frames: pings (0x89) maybe, then the close (0x88, 1001).
+    let close = seen
+        .windows(4)
+        .position(|w| w[0] == 0x88 && w[2..4] == 1001u16.to_be_bytes());
+    assert!(close.is_some(), "no close 1001 in {seen:02x?}");
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed after {waited:?}"
+    );
+    assert_eq!(server.metric("plain_idle_closed"), Some(1));
+
+    let (mut quiet, pings) = quiet_reader.await.expect("the reader ran");
+    assert!(pings >= 3, "{pings} pings in 2.5 s");
+    quiet
+        .send(Message::Text("still here".into()))
+        .await
+        .expect("send");
+    let echo = loop {
+        match tokio::time::timeout(WAIT, quiet.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => break text.to_string(),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no echo: {other:?}"),
+        }
+    };
+    assert_eq!(echo, "still here");
+    assert_eq!(server.metric("plain_idle_closed"), Some(1));
+}

@@ -163,6 +163,13 @@ pub struct ServeArgs {
     /// Messages a plain connection may have waiting to be written.
     #[arg(long, value_name = "N", default_value_t = 1024, help_heading = LIMITS)]
     pub plain_queue: usize,
+    /// Send plain connections a WebSocket ping this often (0 never).
+    #[arg(long, value_name = "DURATION", default_value = "25s", value_parser = parse_duration, help_heading = LIMITS)]
+    pub plain_ping_interval: Duration,
+    /// Close a plain connection (1001) that sent no whole message or pong,
+    /// or did not take what was written to it, for this long (0 never).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, help_heading = LIMITS)]
+    pub plain_idle_timeout: Duration,
     /// Longest room name, in bytes (a longer one is refused ERR_ROOM_NAME).
     #[arg(long, value_name = "BYTES", default_value_t = 256, help_heading = LIMITS)]
     pub max_room_name_bytes: usize,
@@ -300,6 +307,8 @@ impl ServeArgs {
             max_head_bytes: self.max_head_bytes,
             read_buffer_size: self.read_buffer_size,
             plain_queue: self.plain_queue,
+            plain_ping_interval: self.plain_ping_interval,
+            plain_idle_timeout: self.plain_idle_timeout,
             rooms: RoomLimits {
                 max_name_bytes: self.max_room_name_bytes,
                 max_per_peer: self.max_rooms_per_peer,

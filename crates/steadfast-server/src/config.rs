@@ -46,6 +46,14 @@ pub struct ServerConfig {
     pub read_buffer_size: usize,
     /// Messages a plain connection may have waiting to be written.
     pub plain_queue: usize,
+    /// A plain connection is sent a WebSocket ping this often (zero: never),
+    /// so a live client is heard from even when it has nothing to say.
+    pub plain_ping_interval: Duration,
+    /// A plain connection from which no whole message (or pong) arrived for
+    /// this long, or whose writes have not gone out for this long, is closed
+    /// `1001` (zero: never). It bounds how long a client can hold the server's
+    /// memory with a frame it never finishes, or by never reading.
+    pub plain_idle_timeout: Duration,
     /// Require a JWT (HS256) on every WebSocket connection.
     pub auth: Option<JwtAuth>,
     /// Seeded fault injection (off by default).
@@ -109,6 +117,8 @@ impl Default for ServerConfig {
             max_head_bytes: 16 * 1024,
             read_buffer_size: 4 * 1024,
             plain_queue: 1024,
+            plain_ping_interval: Duration::from_secs(25),
+            plain_idle_timeout: Duration::from_secs(60),
             auth: None,
             faults: Faults::default(),
             node_id: crate::registry::random_node_id(),

@@ -850,6 +850,16 @@ async fn plain<S>(
     // full, stop reading, so what the handler answers (an echo) finds room
     // instead of being dropped as busy.
     let may_read = |rx: &mpsc::Receiver<PlainCmd>| rx.len() <= capacity / 2;
+    // Liveness: a ping every `ping_every`; the connection is closed when
+    // nothing was heard for `idle_after` (a message, a pong, a ping).
+    let (ping_every, idle_after) = (
+        shared.config.plain_ping_interval,
+        shared.config.plain_idle_timeout,
+    );
+    let far = Duration::from_secs(365 * 24 * 3600);
+    let or_far = |d: Duration| if d.is_zero() { far } else { d };
+    let mut heard = tokio::time::Instant::now();
+    let mut next_ping = heard + or_far(ping_every);
     // Each wake-up takes what is ready (up to a batch of reads), lets the
     // handler answer, writes every answer queued and flushes once: a burst
     // of small messages costs one write, not one per message.
@@ -858,6 +868,11 @@ async fn plain<S>(
             close(ws, close::INTERNAL_ERROR, HANDLER_FAILED).await;
             break;
         }
+        if !may_read(&rx) {
+            // Not read by choice (its answers wait): not its silence.
+            heard = tokio::time::Instant::now();
+        }
+        let idle_at = heard + or_far(idle_after);
         // The command that woke us, if one did; the rest are taken below.
         let first = tokio::select! {
             biased;
@@ -865,7 +880,19 @@ async fn plain<S>(
                 close(ws, close::GOING_AWAY, "server shutting down").await;
                 break;
             }
+            () = tokio::time::sleep_until(idle_at.min(next_ping)) => {
+                let now = tokio::time::Instant::now();
+                if now >= idle_at {
+                    metrics.inc(&metrics.plain_idle_closed);
+                    let reason = format!("idle: nothing heard for {idle_after:?}");
+                    close(ws, close::GOING_AWAY, &reason).await;
+                    break;
+                }
+                next_ping = now + or_far(ping_every);
+                Some(PlainCmd::Ping)
+            }
             message = ws.next(), if may_read(&rx) => {
+                heard = tokio::time::Instant::now();
                 let mut message = message;
                 for taken in 1.. {
                     let payload = match message {
@@ -910,8 +937,17 @@ async fn plain<S>(
                 None => break,
             },
         };
-        if !write_plain(shared, ws, &mut rx, first).await {
-            break;
+        // A client that takes nothing it is sent stalls the write: closed
+        // like a silent one.
+        match tokio::time::timeout(or_far(idle_after), write_plain(shared, ws, &mut rx, first))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(_) => {
+                metrics.inc(&metrics.plain_idle_closed);
+                break;
+            }
         }
     }
     shared.unregister_plain(peer.id);
@@ -946,6 +982,12 @@ where
                     Payload::Binary(bytes) => Message::Binary(bytes.into()),
                 };
                 if ws.feed(message).await.is_err() {
+                    return false;
+                }
+                fed = true;
+            }
+            PlainCmd::Ping => {
+                if ws.feed(Message::Ping(Bytes::new())).await.is_err() {
                     return false;
                 }
                 fed = true;

@@ -60,6 +60,7 @@ counters! {
     tls_handshake_failures: "counter", "TLS handshakes that failed (bad or missing client certificate, protocol mismatch, timeout).";
     handler_panics: "counter", "Handler callbacks that panicked (the connection was closed 1011; the server went on).";
     resumes_refused: "counter", "HELLOs that named a session without the secret it is bound to (each got a new session).";
+    plain_idle_closed: "counter", "Plain connections closed because nothing was heard from them, or nothing they were sent went out, within --plain-idle-timeout.";
     http_requests: "counter", "Plain HTTP requests (/healthz, /metrics, others).";
     sessions: "gauge", "Sessions held now (attached or within their TTL).";
     sessions_created: "counter", "Sessions created.";

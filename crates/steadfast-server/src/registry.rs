@@ -253,6 +253,8 @@ impl Slot {
 pub(crate) enum PlainCmd {
     Send(Payload),
     Close(u16, String),
+    /// A WebSocket ping (the connection's own liveness check).
+    Ping,
 }
 
 enum Entry {
