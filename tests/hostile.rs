@@ -464,3 +464,46 @@ async fn a_plain_frame_never_finished_is_closed_when_idle_and_a_live_client_stay
     assert_eq!(echo, "still here");
     assert_eq!(server.metric("plain_idle_closed"), Some(1));
 }
+
+/// Connections are counted from accept: clients that connect and never
+/// finish the handshake use up `--max-connections` like any other; past
+/// it a connection is answered 503 and closed at once (no descriptor
+/// held), and once the silent ones are cut by the handshake timeout the
+/// server accepts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_count_against_max_connections_and_the_rest_get_503() {
+    use tokio::io::AsyncReadExt;
+    let server = start(&["--max-connections", "20", "--handshake-timeout", "1s"]).await;
+    let addr = server.addr();
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    let wait = std::time::Instant::now();
+    loop {
+        let mut late = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(WAIT, late.read_to_end(&mut answer)).await;
+        if String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 503") {
+            break;
+        }
+        // The 20 may not all be accepted yet.
+        assert!(wait.elapsed() < WAIT, "never refused: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // (Its /metrics would be refused too, being a connection.)
+    // The silent ones are cut after the 1 s handshake timeout…
+    for mut stream in silent {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(WAIT, stream.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "a silent socket was never cut");
+    }
+    // …and a real client is served again.
+    legitimate_echo(&server, "after the storm").await;
+    assert!(server.metric("connections_refused").unwrap_or(0) >= 1);
+    assert_eq!(
+        server.metric("sockets_open"),
+        Some(1),
+        "only the /metrics request"
+    );
+}

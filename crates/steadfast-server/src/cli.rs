@@ -122,7 +122,8 @@ pub struct ServeArgs {
     /// Sessions held at once; more are refused with close 1013.
     #[arg(long, value_name = "N", default_value_t = 100_000, help_heading = LIMITS)]
     pub max_sessions: usize,
-    /// Open connections at once; more are refused with close 1013.
+    /// Connections open at once, counted from accept (before TLS and the
+    /// upgrade); more are answered 503 and closed at once.
     #[arg(long, value_name = "N", default_value_t = 100_000, help_heading = LIMITS)]
     pub max_connections: usize,
     /// Connections the kernel queues until they are accepted (a reconnect

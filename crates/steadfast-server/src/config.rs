@@ -30,7 +30,9 @@ pub struct ServerConfig {
     /// Sessions kept at once; a new session beyond this is refused with
     /// close 1013 (try again later), which clients back off from.
     pub max_sessions: usize,
-    /// Open WebSocket connections at once; more are closed with 1013.
+    /// Connections open at once, counted from accept at any stage (TLS,
+    /// HTTP head, upgrade, WebSocket: each holds a file descriptor); more
+    /// are answered `503` and closed at once, with a log line per streak.
     pub max_connections: usize,
     /// Connections the kernel queues before they are accepted (capped by
     /// `net.core.somaxconn`). A reconnect storm arrives at once: at 128 the

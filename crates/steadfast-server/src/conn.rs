@@ -31,6 +31,26 @@ use steadfast_core::SessionId;
 
 type Ws<S> = WebSocketStream<Rewind<S>>;
 
+/// One accepted socket, counted in `sockets_open` until dropped (also when
+/// its task is aborted or panics).
+pub(crate) struct Socket(Arc<Shared>);
+
+impl Socket {
+    pub(crate) fn counted(shared: Arc<Shared>) -> Socket {
+        shared
+            .metrics
+            .sockets_open
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Socket(shared)
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.0.metrics.dec(&self.0.metrics.sockets_open);
+    }
+}
+
 /// Serve one accepted TCP connection: the TLS handshake first if TLS is
 /// on, then [`serve`].
 pub(crate) async fn accept(
@@ -238,7 +258,7 @@ async fn upgrade<S>(
     };
     let metrics = &shared.metrics;
     metrics.inc(&metrics.connections_total);
-    let open = metrics
+    metrics
         .connections_open
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let claims = match &shared.config.auth {
@@ -252,10 +272,7 @@ async fn upgrade<S>(
                 .and_then(|t| auth.verify(&t, now_s))
         }
     };
-    if open as usize >= shared.config.max_connections {
-        metrics.inc(&metrics.connections_refused);
-        close(&mut ws, close::OVERLOADED, "server overloaded").await;
-    } else if let Err(error) = claims {
+    if let Err(error) = claims {
         metrics.inc(&metrics.connections_refused);
         tracing::debug!(%remote, code = error.code(), "token refused");
         close(&mut ws, close::UNAUTHORIZED, &error.to_string()).await;

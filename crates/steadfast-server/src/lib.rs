@@ -343,6 +343,8 @@ impl Server {
         }
         let mut mail_check = tokio::time::interval(MAIL_CHECK);
         let mut accept_failures = 0u64;
+        // At --max-connections (said once per streak).
+        let mut refusing = false;
         shared.metrics.fd_limit.store(
             fd_limit().unwrap_or(0),
             std::sync::atomic::Ordering::Relaxed,
@@ -371,9 +373,37 @@ impl Server {
                             tracing::warn!(failures = accept_failures, "accepting connections again");
                             accept_failures = 0;
                         }
+                        // Counted from here, whatever stage it reaches (a
+                        // slow TLS or HTTP handshake holds a descriptor too).
+                        let metrics = &shared.metrics;
+                        let open = metrics.sockets_open.load(std::sync::atomic::Ordering::Relaxed);
+                        if open as usize >= shared.config.max_connections {
+                            metrics.inc(&metrics.connections_refused);
+                            if !refusing {
+                                refusing = true;
+                                tracing::warn!(
+                                    max = shared.config.max_connections,
+                                    "at --max-connections: new connections are refused (503)"
+                                );
+                            }
+                            // One write that fits the socket's buffer, no wait.
+                            let _ = stream.try_write(OVERLOADED_RESPONSE);
+                            continue;
+                        }
+                        if refusing {
+                            refusing = false;
+                            tracing::warn!("below --max-connections: accepting again");
+                        }
                         let _ = stream.set_nodelay(true);
+                        let socket = conn::Socket::counted(shared.clone());
                         let accept = conn::accept(shared.clone(), stream, remote, stop_rx.clone());
-                        connections.spawn(accept.instrument(span.clone()));
+                        connections.spawn(
+                            async move {
+                                accept.await;
+                                drop(socket);
+                            }
+                            .instrument(span.clone()),
+                        );
                     }
                     // Out of file descriptors and the like: said once per
                     // streak and counted; wait, then try again (the kernel
@@ -429,3 +459,7 @@ impl Server {
         }
     }
 }
+
+/// What a connection past `--max-connections` is told before it is closed.
+const OVERLOADED_RESPONSE: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";

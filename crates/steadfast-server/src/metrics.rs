@@ -54,6 +54,7 @@ macro_rules! counters {
 counters! {
     connections_total: "counter", "WebSocket connections accepted.";
     connections_open: "gauge", "WebSocket connections open now.";
+    sockets_open: "gauge", "TCP connections accepted and not yet closed, at any stage (TLS, HTTP head, upgrade, WebSocket): what --max-connections bounds.";
     fd_limit: "gauge", "This process's open-file limit at start (each connection takes one; 0: unknown).";
     accept_errors: "counter", "Accepts that failed (out of file descriptors and the like; each retried after 50 ms).";
     connections_refused: "counter", "Connections refused: overload (1013), bad or missing token, fault injection.";
