@@ -507,3 +507,66 @@ async fn silent_sockets_count_against_max_connections_and_the_rest_get_503() {
         "only the /metrics request"
     );
 }
+
+/// Reliable clients that send and never read their echoes fill their
+/// sessions' outboxes (32 MiB each before the server stops reading them).
+/// Under `--max-memory 48M` the server sheds the heaviest (closed, state
+/// dropped), its resident memory stays near the budget rather than
+/// growing with the attackers, and a legitimate client is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_are_shed_at_the_memory_budget() {
+    const ATTACKERS: u8 = 6;
+    let server = std::sync::Arc::new(start(&["--max-memory", "48M"]).await);
+    legitimate_echo(&server, "warm").await;
+    let before = server.rss_kib();
+    let sampler = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            let mut peak = 0;
+            for _ in 0..80 {
+                peak = peak.max(server.rss_kib());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            peak
+        })
+    };
+    let mut attackers = Vec::new();
+    for attacker in 1..=ATTACKERS {
+        let mut ws = hello(&server, SessionId([0x60 + attacker; 16])).await;
+        attackers.push(tokio::spawn(async move {
+            let payload = vec![attacker; 32 * 1024];
+            let until = tokio::time::Instant::now() + Duration::from_secs(6);
+            let mut sent = 0u64;
+            for seq in 1..=1_600u64 {
+                let frame = Frame::Data {
+                    seq,
+                    binary: true,
+                    chunk: None,
+                    payload: &payload,
+                };
+                let send = ws.send(Message::Binary(frame.to_vec().into()));
+                match tokio::time::timeout_at(until, send).await {
+                    Ok(Ok(())) => sent += payload.len() as u64,
+                    _ => break,
+                }
+            }
+            sent
+        }));
+    }
+    let mut sent = 0;
+    for attacker in attackers {
+        sent += attacker.await.expect("the attacker ran");
+    }
+    legitimate_echo(&server, "during").await;
+    let peak = sampler.await.expect("the sampler ran");
+    let shed = server.metric("sessions_shed").unwrap_or(0);
+    let grown_mib = peak.saturating_sub(before) / 1024;
+    eprintln!(
+        "{ATTACKERS} clients sent {} MiB and read nothing: {shed} shed, the server grew {grown_mib} MiB at most (budget 48)",
+        sent >> 20
+    );
+    assert!(shed >= 1, "nothing shed");
+    // Without the budget: 236 MiB (6 × 32 MiB of outbox, parked frames).
+    assert!(grown_mib < 128, "grew {grown_mib} MiB");
+    legitimate_echo(&server, "after").await;
+}

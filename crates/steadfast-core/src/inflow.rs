@@ -71,6 +71,11 @@ impl<F: AsRef<[u8]>> Inflow<F> {
         self.bytes < self.max_bytes
     }
 
+    /// Bytes waiting.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Frames waiting.
     pub fn len(&self) -> usize {
         self.parked.len()

@@ -164,6 +164,12 @@ pub struct ServeArgs {
     /// Messages a plain connection may have waiting to be written.
     #[arg(long, value_name = "N", default_value_t = 1024, help_heading = LIMITS)]
     pub plain_queue: usize,
+    /// Bytes all sessions may hold (queued, reassembling, being handed
+    /// over); from 90% the heaviest sessions are shed (closed 1013) until
+    /// 75% is left. Suffixes K, M, G (powers of 1024); 0 turns it off.
+    /// Default: half of the machine's (or cgroup's) memory.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, help_heading = LIMITS)]
+    pub max_memory: Option<u64>,
     /// Send plain connections a WebSocket ping this often (0 never).
     #[arg(long, value_name = "DURATION", default_value = "25s", value_parser = parse_duration, help_heading = LIMITS)]
     pub plain_ping_interval: Duration,
@@ -309,6 +315,9 @@ impl ServeArgs {
             read_buffer_size: self.read_buffer_size,
             plain_queue: self.plain_queue,
             plain_ping_interval: self.plain_ping_interval,
+            max_memory: self
+                .max_memory
+                .unwrap_or_else(crate::config::default_max_memory),
             plain_idle_timeout: self.plain_idle_timeout,
             rooms: RoomLimits {
                 max_name_bytes: self.max_room_name_bytes,
@@ -582,6 +591,29 @@ fn parse_range(text: &str) -> Result<(u64, u64), String> {
 }
 
 /// A probability from 0 to 1, as parts per million.
+/// Bytes, with an optional K, M or G suffix (powers of 1024; `KiB`,
+/// `MiB`, `GiB` too).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (e.g. 512M, 2G, 1048576)"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        other => return Err(format!("unknown unit `{other}` (K, M or G)")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
 fn parse_probability(text: &str) -> Result<u32, String> {
     let p: f64 = text.trim().parse().map_err(|e| format!("{text:?}: {e}"))?;
     if !(0.0..=1.0).contains(&p) {

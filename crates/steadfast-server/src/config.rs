@@ -66,6 +66,14 @@ pub struct ServerConfig {
     /// This server's name in every log line (`node{id=…}`), to tell the
     /// nodes of a cluster apart. Random (8 hex digits) unless set.
     pub node_id: String,
+    /// The bytes sessions may hold in all (messages queued for clients,
+    /// messages held for reordering and reassembly, messages on their way
+    /// to the application); 0: no budget. Kept current as connections
+    /// work: from 90% new sessions are refused 1013, sessions holding over
+    /// 1 MiB are not read, and the heaviest sessions are shed (closed 1013,
+    /// their state dropped, their record kept) until 75% is left. Default: half the machine's memory
+    /// (or of the cgroup's limit), see [`default_max_memory`].
+    pub max_memory: u64,
     /// Bounds on rooms, so one peer cannot make the server hold unbounded
     /// membership ([`ServerHandle::join`](crate::ServerHandle::join)).
     pub rooms: RoomLimits,
@@ -102,6 +110,28 @@ impl Default for RoomLimits {
 /// throughput; 0.94 with room). Bytes stay bounded by the outbox's 64 MiB.
 pub(crate) const SESSION_OUTBOX_MESSAGES: usize = 100_000;
 
+/// Half of what this machine (or the cgroup the server runs in) has, at
+/// least 64 MiB; 0 (no budget) where neither can be read.
+pub fn default_max_memory() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kib| kib * 1024);
+    // cgroup v2: "max" when unlimited.
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match (total, cgroup) {
+        (Some(total), Some(limit)) => (total.min(limit) / 2).max(64 << 20),
+        (Some(only), None) | (None, Some(only)) => (only / 2).max(64 << 20),
+        (None, None) => 0,
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         let mut engine = Config::default();
@@ -126,6 +156,7 @@ impl Default for ServerConfig {
             node_id: crate::registry::random_node_id(),
             tls: None,
             rooms: RoomLimits::default(),
+            max_memory: default_max_memory(),
         }
     }
 }

@@ -307,7 +307,8 @@ where
         code: CloseCode::from(close::TOO_BIG),
         reason: reason.to_owned().into(),
     };
-    if ws.send(Message::Close(Some(frame))).await.is_err() {
+    let sent = tokio::time::timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame))));
+    if !matches!(sent.await, Ok(Ok(()))) {
         return;
     }
     let stream = ws.get_mut();
@@ -338,7 +339,14 @@ where
         code: CloseCode::from(code),
         reason: reason.to_owned().into(),
     };
-    let _ = ws.close(Some(frame)).await;
+    // A client that does not read would hold the close (and the
+    // connection) forever.
+    if tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame)))
+        .await
+        .is_err()
+    {
+        return;
+    }
     // Let the client answer the close, briefly.
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         while let Some(Ok(_)) = ws.next().await {}
@@ -468,212 +476,232 @@ async fn reliable<S>(
     let handover = lock(&slot).handover.clone();
     // Outputs waiting for their store writes to commit, by the ticket.
     let mut held: VecDeque<(u64, Vec<Output>)> = VecDeque::new();
-    let ended = 'conn: loop {
-        if !handler_ok {
-            break End::Handler;
-        }
-        let deadline = loop {
-            // Take the pending outputs and hand their messages to the
-            // application in one go, under the session's hand-over lock;
-            // what goes to the socket is written after, without it.
-            // `again`: a parked frame went in, or messages were handed
-            // over; either may have queued more (look before waiting).
-            let (outputs, deadline, again, barrier) = {
-                let _order = lock(&handover);
-                let (outputs, deadline, unparked, barrier) = {
-                    let mut guard = lock(&slot);
-                    if guard.generation != generation {
-                        break 'conn End::Superseded;
-                    }
-                    guard.absorb(metrics);
-                    // One parked frame at a time, once what the last one
-                    // delivered was handed over (its answer is then queued).
-                    let mut unparked = false;
-                    if guard.pending.is_empty() {
-                        if let Some(frame) = parked.release(busy(&guard)) {
-                            guard.engine.handle_frame(shared.now_ms(), true, &frame);
-                            guard.drain(metrics);
-                            unparked = true;
-                        }
-                    }
-                    // Store writes of sends still in another instant:
-                    // pushed now, so `barrier` covers what is taken.
-                    guard.flush_deferred();
-                    let outputs = std::mem::take(&mut guard.pending);
-                    guard.handing_over = delivered_in(&outputs);
-                    (
-                        outputs,
-                        guard.engine.poll_timeout(),
-                        unparked,
-                        guard.barrier,
-                    )
-                };
-                // Every delivered message reaches the application, also
-                // when the connection ends partway: the engine counts it
-                // delivered.
-                let mut rest = Vec::with_capacity(outputs.len());
-                let mut taken = 0;
-                // A durable store commits what the handler does for these
-                // messages together with the mark that they were delivered
-                // (no messages, no unit: most turns carry only transmits).
-                let delivering = outputs
-                    .iter()
-                    .any(|output| matches!(output, Output::Event(Event::Message(_))));
-                let unit = shared
-                    .committer
-                    .as_ref()
-                    .filter(|_| delivering)
-                    .map(|c| c.begin());
-                shared.at_one_instant(session, || {
-                    for output in outputs {
-                        match output {
-                            Output::Event(Event::Message(payload)) => {
-                                // It reached the application, panic or not
-                                // (counted taken: it is not delivered again).
-                                handler_ok &= shared.guarded("on_message", peer.id, || {
-                                    shared.handler.on_message(&handle, &peer, payload);
-                                });
-                                taken += 1;
-                            }
-                            output => rest.push(output),
-                        }
-                    }
-                });
-                if taken > 0 {
-                    // The application has them: now an ACK may say so
-                    // (taken next time round, with what the handler sent).
-                    // Counted for the session even if another connection
-                    // took it over meanwhile: it is the session's mark.
-                    let mut guard = lock(&slot);
-                    guard.handed_over(taken, metrics);
-                    drop(unit);
-                    if guard.generation != generation {
-                        break 'conn End::Superseded;
-                    }
-                }
-                if !handler_ok {
-                    break 'conn End::Handler;
-                }
-                (rest, deadline, unparked || taken > 0, barrier)
-            };
-            if outputs.is_empty() && !again {
-                break deadline;
+    // The session shed (over the memory budget) ends the connection
+    // whatever it waits for, a write to a client that does not read too.
+    let kill = lock(&slot).kill.clone();
+    let body = async {
+        'conn: loop {
+            if !handler_ok {
+                break End::Handler;
             }
-            // A durable store: nothing goes out before the store writes
-            // made ahead of it are committed (the ACK after the delivered
-            // mark and the handler's sends; a message after its record).
-            // Held in order meanwhile; the connection goes on reading, so
-            // the next commit carries all that arrived during this one.
-            if let Some(committer) = &shared.committer {
-                if !held.is_empty() || barrier > committer.committed() {
-                    held.push_back((barrier, outputs));
-                    continue;
-                }
-            }
-            if let Some(end) = write_outputs(ws, outputs).await {
-                break 'conn end;
-            }
-        };
-        if let Some(committer) = &shared.committer {
-            let committed = committer.committed();
-            let released = |held: &VecDeque<(u64, Vec<Output>)>| {
-                held.front()
-                    .is_some_and(|(barrier, _)| *barrier <= committed)
-            };
-            // A session another node claimed is let go before the commit
-            // that refused its writes counts as done: its outputs stay.
-            if released(&held) && lock(&slot).generation != generation {
-                break End::Superseded;
-            }
-            while released(&held) {
-                if let Some((_, outputs)) = held.pop_front() {
-                    if let Some(end) = write_outputs(ws, outputs).await {
-                        break 'conn end;
-                    }
-                }
-            }
-        }
-        if ws.flush().await.is_err() {
-            break End::Lost(1006, String::new());
-        }
-        let wait = deadline.map(|at| at.saturating_sub(shared.now_ms()));
-        let sleep = async {
-            match wait {
-                // Due now (an ACK after `every` messages): tokio's timer
-                // would round it up to its next 1 ms tick, and with
-                // nothing else to do the connection sat idle that long.
-                Some(0) => {}
-                Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
-                None => std::future::pending().await,
-            }
-        };
-        // A client that ignores the announced window is not read further
-        // until room is made (its heartbeat may then time out: it resumes).
-        let may_read = parked.may_read();
-        let commit = async {
-            match (&shared.committer, held.front()) {
-                (Some(committer), Some((barrier, _))) => committer.wait(*barrier).await,
-                _ => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = commit => {}
-            message = ws.next(), if may_read => {
-                // This frame and those already buffered behind it (up to a
-                // batch): one flush answers them all.
-                let mut message = message;
-                // One clock read for the batch (it takes microseconds).
-                let now = shared.now_ms();
-                for taken in 1.. {
-                    let frame = match frame_of(message) {
-                        Ok(frame) => frame,
-                        Err(end) => break 'conn end,
-                    };
-                    if let Some((binary, data)) = frame {
-                        if binary && codec::is_data(&data) && inject(shared, &mut faults).await {
-                            break 'conn End::Lost(1006, "fault injected".into());
-                        }
+            let deadline = loop {
+                // Take the pending outputs and hand their messages to the
+                // application in one go, under the session's hand-over lock;
+                // what goes to the socket is written after, without it.
+                // `again`: a parked frame went in, or messages were handed
+                // over; either may have queued more (look before waiting).
+                let (outputs, deadline, again, barrier) = {
+                    let _order = lock(&handover);
+                    let (outputs, deadline, unparked, barrier) = {
                         let mut guard = lock(&slot);
                         if guard.generation != generation {
                             break 'conn End::Superseded;
                         }
-                        let full = busy(&guard);
-                        if let Some(data) = parked.admit(binary, data, full) {
-                            guard.engine.handle_frame(now, binary, &data);
-                            guard.drain(metrics);
+                        guard.absorb(metrics);
+                        // One parked frame at a time, once what the last one
+                        // delivered was handed over (its answer is then queued).
+                        let mut unparked = false;
+                        if guard.pending.is_empty() {
+                            if let Some(frame) = parked.release(busy(&guard)) {
+                                guard.engine.handle_frame(shared.now_ms(), true, &frame);
+                                guard.drain(metrics);
+                                unparked = true;
+                            }
+                        }
+                        // Store writes of sends still in another instant:
+                        // pushed now, so `barrier` covers what is taken.
+                        guard.flush_deferred();
+                        let outputs = std::mem::take(&mut guard.pending);
+                        guard.handing_over = delivered_in(&outputs);
+                        (
+                            outputs,
+                            guard.engine.poll_timeout(),
+                            unparked,
+                            guard.barrier,
+                        )
+                    };
+                    // Every delivered message reaches the application, also
+                    // when the connection ends partway: the engine counts it
+                    // delivered.
+                    let mut rest = Vec::with_capacity(outputs.len());
+                    let mut taken = 0;
+                    // A durable store commits what the handler does for these
+                    // messages together with the mark that they were delivered
+                    // (no messages, no unit: most turns carry only transmits).
+                    let delivering = outputs
+                        .iter()
+                        .any(|output| matches!(output, Output::Event(Event::Message(_))));
+                    let unit = shared
+                        .committer
+                        .as_ref()
+                        .filter(|_| delivering)
+                        .map(|c| c.begin());
+                    shared.at_one_instant(session, || {
+                        for output in outputs {
+                            match output {
+                                Output::Event(Event::Message(payload)) => {
+                                    // It reached the application, panic or not
+                                    // (counted taken: it is not delivered again).
+                                    handler_ok &= shared.guarded("on_message", peer.id, || {
+                                        shared.handler.on_message(&handle, &peer, payload);
+                                    });
+                                    taken += 1;
+                                }
+                                output => rest.push(output),
+                            }
+                        }
+                    });
+                    if taken > 0 {
+                        // The application has them: now an ACK may say so
+                        // (taken next time round, with what the handler sent).
+                        // Counted for the session even if another connection
+                        // took it over meanwhile: it is the session's mark.
+                        let mut guard = lock(&slot);
+                        guard.handed_over(taken, metrics);
+                        drop(unit);
+                        if guard.generation != generation {
+                            break 'conn End::Superseded;
                         }
                     }
-                    if taken == READ_BATCH || !parked.may_read() {
-                        break;
+                    if !handler_ok {
+                        break 'conn End::Handler;
                     }
-                    match ws.next().now_or_never() {
-                        Some(next) => message = next,
-                        None => {
-                            // Nothing more to read: the burst ends. Its ACK
-                            // covers what the application already has; the
-                            // messages just read are acknowledged once the
-                            // loop above has handed them over (handed_over).
+                    (rest, deadline, unparked || taken > 0, barrier)
+                };
+                if outputs.is_empty() && !again {
+                    break deadline;
+                }
+                // A durable store: nothing goes out before the store writes
+                // made ahead of it are committed (the ACK after the delivered
+                // mark and the handler's sends; a message after its record).
+                // Held in order meanwhile; the connection goes on reading, so
+                // the next commit carries all that arrived during this one.
+                if let Some(committer) = &shared.committer {
+                    if !held.is_empty() || barrier > committer.committed() {
+                        held.push_back((barrier, outputs));
+                        continue;
+                    }
+                }
+                if let Some(end) = write_outputs(ws, outputs).await {
+                    break 'conn end;
+                }
+            };
+            if let Some(committer) = &shared.committer {
+                let committed = committer.committed();
+                let released = |held: &VecDeque<(u64, Vec<Output>)>| {
+                    held.front()
+                        .is_some_and(|(barrier, _)| *barrier <= committed)
+                };
+                // A session another node claimed is let go before the commit
+                // that refused its writes counts as done: its outputs stay.
+                if released(&held) && lock(&slot).generation != generation {
+                    break End::Superseded;
+                }
+                while released(&held) {
+                    if let Some((_, outputs)) = held.pop_front() {
+                        if let Some(end) = write_outputs(ws, outputs).await {
+                            break 'conn end;
+                        }
+                    }
+                }
+            }
+            if ws.flush().await.is_err() {
+                break End::Lost(1006, String::new());
+            }
+            let wait = deadline.map(|at| at.saturating_sub(shared.now_ms()));
+            let sleep = async {
+                match wait {
+                    // Due now (an ACK after `every` messages): tokio's timer
+                    // would round it up to its next 1 ms tick, and with
+                    // nothing else to do the connection sat idle that long.
+                    Some(0) => {}
+                    Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            // What the session holds now, for the memory budget (its
+            // parked frames too).
+            let holds = {
+                let mut guard = lock(&slot);
+                guard.parked_bytes = parked.bytes();
+                guard.recount(&shared.memory)
+            };
+            shared.counted();
+            // A client that ignores the announced window is not read further
+            // until room is made (its heartbeat may then time out: it
+            // resumes); nor is a heavy session while the server is near its
+            // memory budget (until the check sheds someone).
+            let may_read = parked.may_read() && !shared.memory_bound(holds);
+            let commit = async {
+                match (&shared.committer, held.front()) {
+                    (Some(committer), Some((barrier, _))) => committer.wait(*barrier).await,
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = commit => {}
+                message = ws.next(), if may_read => {
+                    // This frame and those already buffered behind it (up to a
+                    // batch): one flush answers them all.
+                    let mut message = message;
+                    // One clock read for the batch (it takes microseconds).
+                    let now = shared.now_ms();
+                    for taken in 1.. {
+                        let frame = match frame_of(message) {
+                            Ok(frame) => frame,
+                            Err(end) => break 'conn end,
+                        };
+                        if let Some((binary, data)) = frame {
+                            if binary && codec::is_data(&data) && inject(shared, &mut faults).await {
+                                break 'conn End::Lost(1006, "fault injected".into());
+                            }
                             let mut guard = lock(&slot);
                             if guard.generation != generation {
                                 break 'conn End::Superseded;
                             }
-                            guard.engine.handle_read_burst_end();
-                            guard.drain(metrics);
+                            let full = busy(&guard);
+                            if let Some(data) = parked.admit(binary, data, full) {
+                                guard.engine.handle_frame(now, binary, &data);
+                                guard.drain(metrics);
+                            }
+                        }
+                        if taken == READ_BATCH || !parked.may_read() {
                             break;
+                        }
+                        match ws.next().now_or_never() {
+                            Some(next) => message = next,
+                            None => {
+                                // Nothing more to read: the burst ends. Its ACK
+                                // covers what the application already has; the
+                                // messages just read are acknowledged once the
+                                // loop above has handed them over (handed_over).
+                                let mut guard = lock(&slot);
+                                if guard.generation != generation {
+                                    break 'conn End::Superseded;
+                                }
+                                guard.engine.handle_read_burst_end();
+                                guard.drain(metrics);
+                                break;
+                            }
                         }
                     }
                 }
-            }
-            () = sleep => {
-                let mut guard = lock(&slot);
-                if guard.generation == generation {
-                    guard.engine.handle_timeout(shared.now_ms());
-                    guard.drain(metrics);
+                () = sleep => {
+                    let mut guard = lock(&slot);
+                    if guard.generation == generation {
+                        guard.engine.handle_timeout(shared.now_ms());
+                        guard.drain(metrics);
+                    }
                 }
+                () = waker.notified() => {}
+                _ = stop.changed() => break End::Shutdown,
             }
-            () = waker.notified() => {}
-            _ = stop.changed() => break End::Shutdown,
         }
+    };
+    let ended = tokio::select! {
+        biased;
+        () = kill.notified() => End::Shed,
+        ended = body => ended,
     };
 
     tracing::debug!(?session, ?ended, "reliable connection ended");
@@ -703,11 +731,15 @@ async fn reliable<S>(
                         .engine
                         .handle_close(shared.now_ms(), close::GOING_AWAY, "");
                 }
-                // The engine asked for this close (or was told of it).
-                End::Engine(..) | End::Superseded => {}
+                // The engine asked for this close (or was told of it); a
+                // shed session is gone (its generation moved on).
+                End::Engine(..) | End::Superseded | End::Shed => {}
             }
             guard.waker = None;
             guard.detached_at = Some(std::time::Instant::now());
+            // Its parked frames go with it (the client sends them again).
+            guard.parked_bytes = 0;
+            guard.recount(&shared.memory);
             guard.drain(metrics);
             // Messages delivered by the engine but not yet handed over.
             let delivered: Vec<Payload> = std::mem::take(&mut guard.pending)
@@ -744,6 +776,7 @@ async fn reliable<S>(
         End::Shutdown => close(ws, close::GOING_AWAY, "server shutting down").await,
         End::OverLimit(reason) => close_over_limit(ws, &reason).await,
         End::Handler => close(ws, close::INTERNAL_ERROR, HANDLER_FAILED).await,
+        End::Shed => close(ws, close::OVERLOADED, "server over its memory budget").await,
         End::Lost(..) => {}
     }
     shared.guarded("on_disconnect", peer.id, || {
@@ -841,6 +874,8 @@ enum End {
     OverLimit(String),
     /// The application's handler panicked (1011).
     Handler,
+    /// The server shed the session (over its memory budget; 1013).
+    Shed,
     /// The server is stopping.
     Shutdown,
 }

@@ -71,7 +71,7 @@ pub mod sessions;
 mod tls;
 
 pub use auth::{AuthError, Claims, JwtAuth};
-pub use config::{RoomLimits, ServerConfig};
+pub use config::{default_max_memory, RoomLimits, ServerConfig};
 pub use faults::{FaultRecord, Faults};
 pub use handler::{
     Echo, Handler, Peer, PeerId, Rooms, CLOSE_COMMAND, ECHO_PROTOCOL, HEADER_COMMAND,
@@ -345,8 +345,13 @@ impl Server {
         let mut accept_failures = 0u64;
         // At --max-connections (said once per streak).
         let mut refusing = false;
+        let mut last_memory_check = std::time::Instant::now();
         shared.metrics.fd_limit.store(
             fd_limit().unwrap_or(0),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        shared.metrics.memory_budget.store(
+            shared.config.max_memory,
             std::sync::atomic::Ordering::Relaxed,
         );
         tokio::pin!(shutdown);
@@ -423,7 +428,16 @@ impl Server {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
+                () = shared.memory_pressure.notified() => {
+                    // Over the budget between sweeps: at most every 20 ms.
+                    if last_memory_check.elapsed() >= Duration::from_millis(20) {
+                        last_memory_check = std::time::Instant::now();
+                        shared.check_memory();
+                    }
+                }
                 _ = sweep.tick() => {
+                    last_memory_check = std::time::Instant::now();
+                    shared.check_memory();
                     for peer in shared.expire_sessions() {
                         shared.guarded("on_session_expired", peer, || {
                             shared.handler.on_session_expired(&handle, peer);

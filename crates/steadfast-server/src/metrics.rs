@@ -62,6 +62,9 @@ counters! {
     handler_panics: "counter", "Handler callbacks that panicked (the connection was closed 1011; the server went on).";
     resumes_refused: "counter", "HELLOs that named a session without the secret it is bound to (each got a new session).";
     plain_idle_closed: "counter", "Plain connections closed because nothing was heard from them, or nothing they were sent went out, within --plain-idle-timeout.";
+    memory_accounted: "gauge", "Bytes the sessions hold (queued, reassembling, being handed over), as of the last check.";
+    memory_budget: "gauge", "--max-memory in bytes (0: no budget).";
+    sessions_shed: "counter", "Sessions dropped (closed 1013, record kept) because the server was over its memory budget.";
     http_requests: "counter", "Plain HTTP requests (/healthz, /metrics, others).";
     sessions: "gauge", "Sessions held now (attached or within their TTL).";
     sessions_created: "counter", "Sessions created.";

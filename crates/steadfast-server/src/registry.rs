@@ -100,6 +100,13 @@ pub(crate) struct Slot {
     /// The session whose delivery made them (that instant's).
     deferred_by: Option<SessionId>,
     seen: Stats,
+    /// Ends its connection at once, whatever it is waiting for (a write
+    /// to a client that does not read): the session was shed.
+    pub(crate) kill: Arc<Notify>,
+    /// Frames its connection parked (flow control), as it last said.
+    pub(crate) parked_bytes: usize,
+    /// What `memory` was when last added to the server's total.
+    counted: u64,
 }
 
 impl Slot {
@@ -222,6 +229,35 @@ impl Slot {
                 forward: Forward::Never,
             });
         }
+    }
+
+    /// Bytes it holds: queued for its client, held for reordering and
+    /// reassembly, and messages on their way out or to the application.
+    fn memory(&self) -> u64 {
+        let pending: usize = self
+            .pending
+            .iter()
+            .map(|output| match output {
+                Output::Event(Event::Message(payload)) => payload.len(),
+                Output::Transmit(t) => t.data.len(),
+                _ => 0,
+            })
+            .sum();
+        (self.engine.queued_bytes() + self.engine.buffered_bytes() + pending + self.parked_bytes)
+            as u64
+    }
+
+    /// Bring the server's total (`total`) up to date with what it holds
+    /// now; returns that.
+    pub(crate) fn recount(&mut self, total: &AtomicU64) -> u64 {
+        let now = self.memory();
+        if now >= self.counted {
+            total.fetch_add(now - self.counted, Ordering::Relaxed);
+        } else {
+            total.fetch_sub(self.counted - now, Ordering::Relaxed);
+        }
+        self.counted = now;
+        now
     }
 
     /// Add what the engine counted since the last call to the metrics.
@@ -353,7 +389,17 @@ pub(crate) struct Shared {
     /// WebSocket upgrades so far (fault injection numbers connections by it).
     upgrades: AtomicU64,
     fault_log: Mutex<Vec<FaultRecord>>,
+    /// The sessions hold 90% of `max_memory` or more: new ones are refused.
+    over_budget: std::sync::atomic::AtomicBool,
+    /// What the sessions hold, kept current by each slot's `recount`.
+    pub(crate) memory: AtomicU64,
+    /// Over the budget: the serve loop checks at once.
+    pub(crate) memory_pressure: Notify,
 }
+
+/// A session holding more than this counts as heavy near the memory
+/// budget (its connection is not read until the check sheds someone).
+const HEAVY_SESSION: u64 = 1 << 20;
 
 /// The fault log keeps at most this many records.
 const FAULT_LOG_MAX: usize = 100_000;
@@ -427,6 +473,9 @@ impl Shared {
             registry: Mutex::new(Registry::default()),
             upgrades: AtomicU64::new(0),
             fault_log: Mutex::new(Vec::new()),
+            over_budget: std::sync::atomic::AtomicBool::new(false),
+            memory: AtomicU64::new(0),
+            memory_pressure: Notify::new(),
         }
     }
 
@@ -776,6 +825,9 @@ impl Shared {
             deferred: Vec::new(),
             deferred_by: None,
             seen: Stats::default(),
+            kill: Arc::default(),
+            parked_bytes: 0,
+            counted: 0,
         }));
         registry.sessions.insert(id, peer);
         registry.peers.insert(peer, Entry::Session(slot.clone()));
@@ -892,7 +944,12 @@ impl Shared {
                     }),
                     route::Limits {
                         sessions: registry.sessions.len(),
-                        max_sessions: self.config.max_sessions,
+                        // Near the memory budget: no room for one more.
+                        max_sessions: if self.over_budget.load(Ordering::Relaxed) {
+                            registry.sessions.len()
+                        } else {
+                            self.config.max_sessions
+                        },
                         record_ttl_ms: millis(self.config.session_record_ttl),
                         durable,
                     },
@@ -1065,6 +1122,92 @@ impl Shared {
         sessions.len()
     }
 
+    /// Sum what the sessions hold against `max_memory`: from 90% the
+    /// heaviest sessions are shed (their state dropped, their record kept,
+    /// their connection closed 1013 at once) until 75% is left, and until
+    /// then new sessions are refused (1013) and heavy ones not read. Each is logged. Its client resumes
+    /// from the record: what the server had queued for it reaches it as a
+    /// SKIP, nothing arrives twice.
+    pub(crate) fn check_memory(&self) {
+        let budget = self.config.max_memory;
+        let mut registry = lock(&self.registry);
+        let mut held: Vec<(u64, SessionId, PeerId)> = registry
+            .sessions
+            .iter()
+            .filter_map(|(session, peer)| match registry.peers.get(peer) {
+                Some(Entry::Session(slot)) => {
+                    Some((lock(slot).recount(&self.memory), *session, *peer))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut total: u64 = held.iter().map(|(bytes, ..)| bytes).sum();
+        self.metrics
+            .memory_accounted
+            .store(total, Ordering::Relaxed);
+        if budget == 0 {
+            return;
+        }
+        let refusing = self.near_budget(total);
+        if self.over_budget.swap(refusing, Ordering::Relaxed) != refusing {
+            tracing::warn!(
+                held = total,
+                budget,
+                "{} new sessions: the sessions hold {}% of --max-memory",
+                if refusing { "refusing" } else { "accepting" },
+                total * 100 / budget
+            );
+        }
+        if !refusing {
+            return;
+        }
+        held.sort_unstable_by_key(|b| std::cmp::Reverse(b.0));
+        let target = budget / 4 * 3;
+        for (bytes, session, peer) in held {
+            if total <= target {
+                break;
+            }
+            if let Some(Entry::Session(slot)) = registry.peers.get(&peer) {
+                lock(slot).kill.notify_one();
+            }
+            tracing::warn!(
+                ?session,
+                peer = peer.0,
+                bytes,
+                budget,
+                "at 90% of --max-memory: the heaviest session is shed (closed 1013)"
+            );
+            self.forget(&mut registry, &session, peer, true);
+            self.metrics.inc(&self.metrics.sessions_shed);
+            total -= bytes;
+        }
+        drop(registry);
+        self.metrics
+            .memory_accounted
+            .store(total, Ordering::Relaxed);
+    }
+
+    /// Whether `total` bytes held is 90% of the budget or more.
+    fn near_budget(&self, total: u64) -> bool {
+        let budget = self.config.max_memory;
+        budget > 0 && total >= budget / 10 * 9
+    }
+
+    /// Whether a session holding `bytes` is read no further for now: the
+    /// sessions near the budget, and it one of the heavy ones (over 1 MiB).
+    /// Its connection stops reading until the check sheds someone.
+    pub(crate) fn memory_bound(&self, bytes: u64) -> bool {
+        bytes > HEAVY_SESSION && self.near_budget(self.memory.load(Ordering::Relaxed))
+    }
+
+    /// A connection's session was recounted: near the budget, the serve
+    /// loop checks at once (not at its next sweep).
+    pub(crate) fn counted(&self) {
+        if self.near_budget(self.memory.load(Ordering::Relaxed)) {
+            self.memory_pressure.notify_one();
+        }
+    }
+
     /// Drop a session's state, keeping its record if asked.
     fn forget(&self, registry: &mut Registry, session: &SessionId, peer: PeerId, keep: bool) {
         let slot = match registry.peers.get(&peer) {
@@ -1079,7 +1222,11 @@ impl Shared {
         registry.remove_session(session, peer);
         if let Some(slot) = &slot {
             // What its sends wrote goes first (the instant may not be over).
-            lock(slot).flush_deferred();
+            let mut slot = lock(slot);
+            slot.flush_deferred();
+            // No longer the server's to hold.
+            let counted = std::mem::take(&mut slot.counted);
+            self.memory.fetch_sub(counted, Ordering::Relaxed);
         }
         let change = match slot {
             Some(slot) if keep => {
