@@ -570,3 +570,59 @@ async fn clients_that_never_read_are_shed_at_the_memory_budget() {
     assert!(grown_mib < 128, "grew {grown_mib} MiB");
     legitimate_echo(&server, "after").await;
 }
+
+/// One address cannot fill the session table: past
+/// `--max-sessions-per-address` its new sessions are refused 1013, while
+/// its sessions resume and another address is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_at_most_its_share_of_sessions() {
+    let server = start(&["--max-sessions-per-address", "5"]).await;
+    let mut held = Vec::new();
+    for i in 1..=5u8 {
+        let mut ws = hello_with(&server, SessionId([0x70 + i; 16]), true, Some([i; 16])).await;
+        let welcome = next_frame(&mut ws, WAIT).await.expect("a WELCOME");
+        assert_eq!(welcome_of(&welcome).0, SessionId([0x70 + i; 16]));
+        held.push(ws);
+    }
+    let mut sixth = hello(&server, SessionId([0x7f; 16])).await;
+    let (code, reason) = close_of(&mut sixth).await;
+    assert_eq!(code, 1013, "{reason}");
+    // One of the five comes back on a new connection: it is held, so it
+    // resumes (superseding its old connection).
+    let mut again = hello_with(&server, SessionId([0x71; 16]), false, Some([1; 16])).await;
+    let welcome = next_frame(&mut again, WAIT).await.expect("a WELCOME");
+    assert_eq!(welcome_of(&welcome), (SessionId([0x71; 16]), true));
+    // Another address (127.0.0.2) is served.
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind("127.0.0.2:0".parse().expect("an address"))
+        .expect("bind 127.0.0.2");
+    let stream = socket.connect(server.addr()).await.expect("connect");
+    let mut request = server.url.as_str().into_client_request().expect("request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        SUBPROTOCOL.parse().expect("header value"),
+    );
+    let (mut other, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("the upgrade");
+    let hello = Frame::Hello {
+        secret: Some([9; 16]),
+        new: true,
+        session: SessionId([0x7e; 16]),
+        delivered: 0,
+        max_message_size: 1 << 24,
+    };
+    other
+        .send(Message::Binary(hello.to_vec().into()))
+        .await
+        .expect("send HELLO");
+    let bytes = loop {
+        match tokio::time::timeout(WAIT, other.next()).await {
+            Ok(Some(Ok(Message::Binary(bytes)))) => break bytes.to_vec(),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no WELCOME: {other:?}"),
+        }
+    };
+    assert_eq!(welcome_of(&bytes).0, SessionId([0x7e; 16]));
+}

@@ -122,6 +122,13 @@ pub struct ServeArgs {
     /// Sessions held at once; more are refused with close 1013.
     #[arg(long, value_name = "N", default_value_t = 100_000, help_heading = LIMITS)]
     pub max_sessions: usize,
+    /// Sessions one address (IPv4, or an IPv6 /64) may hold at once; more
+    /// are refused with close 1013.
+    #[arg(long, value_name = "N", default_value_t = 25_000, help_heading = LIMITS)]
+    pub max_sessions_per_address: usize,
+    /// Sessions one JWT subject may hold at once; more are refused 1013.
+    #[arg(long, value_name = "N", default_value_t = 1_000, help_heading = LIMITS)]
+    pub max_sessions_per_subject: usize,
     /// Connections open at once, counted from accept (before TLS and the
     /// upgrade); more are answered 503 and closed at once.
     #[arg(long, value_name = "N", default_value_t = 100_000, help_heading = LIMITS)]
@@ -308,6 +315,8 @@ impl ServeArgs {
             session_record_ttl: self.session_record_ttl,
             max_sessions: self.max_sessions,
             max_connections: self.max_connections,
+            max_sessions_per_address: self.max_sessions_per_address,
+            max_sessions_per_subject: self.max_sessions_per_subject,
             listen_backlog: self.listen_backlog,
             handshake_timeout: self.handshake_timeout,
             shutdown_grace: self.shutdown_grace,

@@ -30,6 +30,11 @@ pub struct ServerConfig {
     /// Sessions kept at once; a new session beyond this is refused with
     /// close 1013 (try again later), which clients back off from.
     pub max_sessions: usize,
+    /// Sessions one address (IPv4, or an IPv6 /64) may hold at once; more
+    /// are refused 1013, so one host cannot fill `max_sessions`.
+    pub max_sessions_per_address: usize,
+    /// Sessions one JWT subject may hold at once; more are refused 1013.
+    pub max_sessions_per_subject: usize,
     /// Connections open at once, counted from accept at any stage (TLS,
     /// HTTP head, upgrade, WebSocket: each holds a file descriptor); more
     /// are answered `503` and closed at once, with a log line per streak.
@@ -143,6 +148,8 @@ impl Default for ServerConfig {
             session_record_ttl: Duration::from_secs(7 * 24 * 60 * 60),
             max_sessions: 100_000,
             max_connections: 100_000,
+            max_sessions_per_address: 25_000,
+            max_sessions_per_subject: 1_000,
             listen_backlog: 4096,
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(2),

@@ -423,6 +423,7 @@ async fn reliable<S>(
         new,
         secret,
         caller.subject.as_deref(),
+        crate::registry::Origin::of(caller.remote.ip()),
         &hello,
         shared.preload(session, new).await,
     ) {

@@ -105,6 +105,10 @@ pub(crate) struct Slot {
     pub(crate) kill: Arc<Notify>,
     /// Frames its connection parked (flow control), as it last said.
     pub(crate) parked_bytes: usize,
+    /// The address of the connection that made it (counted against
+    /// `max_sessions_per_address`, and its subject against
+    /// `max_sessions_per_subject`); none for sessions restored at start.
+    origin: Option<Origin>,
     /// What `memory` was when last added to the server's total.
     counted: u64,
 }
@@ -304,6 +308,40 @@ struct Registry {
     peers: HashMap<PeerId, Entry>,
     rooms: HashMap<String, BTreeSet<PeerId>>,
     member_of: HashMap<PeerId, BTreeSet<String>>,
+    /// Sessions held, by the address (IPv6: /64) that made them.
+    by_origin: HashMap<Origin, usize>,
+    /// Sessions held, by the JWT subject that made them.
+    by_subject: HashMap<String, usize>,
+}
+
+/// Where a session came from, for the per-address limit: an IPv4 address,
+/// or an IPv6 /64 (one host's usual allocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Origin(u128);
+
+impl Origin {
+    pub(crate) fn of(ip: std::net::IpAddr) -> Origin {
+        match ip {
+            std::net::IpAddr::V4(v4) => Origin(u128::from(u32::from(v4))),
+            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Origin(u128::from(u32::from(v4))),
+                None => Origin(u128::from(v6) >> 64 << 64 | 1 << 32),
+            },
+        }
+    }
+}
+
+fn count_up<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: K) {
+    *map.entry(key).or_default() += 1;
+}
+
+fn count_down<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
 }
 
 impl Registry {
@@ -353,6 +391,12 @@ impl Registry {
         self.sessions.remove(session);
         if let Some(Entry::Session(slot)) = self.peers.remove(&peer) {
             let mut slot = lock(&slot);
+            if let Some(origin) = slot.origin.take() {
+                count_down(&mut self.by_origin, &origin);
+                if let Some(subject) = &slot.subject {
+                    count_down(&mut self.by_subject, subject);
+                }
+            }
             // A generation its connection does not hold closes it.
             slot.generation += 1;
             if let Some(waker) = slot.waker.take() {
@@ -828,6 +872,7 @@ impl Shared {
             kill: Arc::default(),
             parked_bytes: 0,
             counted: 0,
+            origin: None,
         }));
         registry.sessions.insert(id, peer);
         registry.peers.insert(peer, Entry::Session(slot.clone()));
@@ -887,6 +932,7 @@ impl Shared {
         new: bool,
         secret: Option<[u8; 16]>,
         subject: Option<&str>,
+        origin: Origin,
         hello: &[u8],
         preloaded: Option<Preloaded>,
     ) -> Result<Attached, AttachError> {
@@ -944,8 +990,11 @@ impl Shared {
                     }),
                     route::Limits {
                         sessions: registry.sessions.len(),
-                        // Near the memory budget: no room for one more.
-                        max_sessions: if self.over_budget.load(Ordering::Relaxed) {
+                        // Near the memory budget, or this address or
+                        // subject holding its share: no room for one more.
+                        max_sessions: if self.over_budget.load(Ordering::Relaxed)
+                            || self.share_taken(&registry, origin, subject)
+                        {
                             registry.sessions.len()
                         } else {
                             self.config.max_sessions
@@ -1042,7 +1091,13 @@ impl Shared {
                             peer: peer.0,
                             rooms: Vec::new(),
                         });
-                        self.adopt(&mut registry, id, engine, claim, &saved)
+                        let (slot, peer) = self.adopt(&mut registry, id, engine, claim, &saved);
+                        lock(&slot).origin = Some(origin);
+                        count_up(&mut registry.by_origin, origin);
+                        if let Some(subject) = subject {
+                            count_up(&mut registry.by_subject, subject.to_owned());
+                        }
+                        (slot, peer)
                     }
                 }
             };
@@ -1185,6 +1240,25 @@ impl Shared {
         self.metrics
             .memory_accounted
             .store(total, Ordering::Relaxed);
+    }
+
+    /// Whether `origin`, or `subject`, holds as many sessions as one may.
+    fn share_taken(&self, registry: &Registry, origin: Origin, subject: Option<&str>) -> bool {
+        let by_origin = registry.by_origin.get(&origin).copied().unwrap_or(0);
+        let by_subject = subject
+            .and_then(|s| registry.by_subject.get(s))
+            .copied()
+            .unwrap_or(0);
+        let taken = by_origin >= self.config.max_sessions_per_address
+            || by_subject >= self.config.max_sessions_per_subject;
+        if taken {
+            tracing::debug!(
+                by_origin,
+                by_subject,
+                "an address or subject holds its share of sessions: refused 1013"
+            );
+        }
+        taken
     }
 
     /// Whether `total` bytes held is 90% of the budget or more.
@@ -1653,6 +1727,17 @@ impl ServerHandle {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn an_origin_is_the_ipv4_address_or_the_ipv6_slash_64() {
+        let of = |text: &str| Origin::of(text.parse().expect("an address"));
+        assert_eq!(of("10.0.0.1"), of("::ffff:10.0.0.1"));
+        assert_ne!(of("10.0.0.1"), of("10.0.0.2"));
+        assert_eq!(of("2001:db8:1:2::1"), of("2001:db8:1:2:ffff::9"));
+        assert_ne!(of("2001:db8:1:2::1"), of("2001:db8:1:3::1"));
+        // An IPv6 /64 never equals an IPv4 address.
+        assert_ne!(of("::1"), of("0.0.0.1"));
+    }
 
     fn shared() -> Shared {
         let shared = Shared::new(
