@@ -391,14 +391,7 @@ async fn reliable<S>(
         Ok(Some(hello)) => codec::read_hello(&hello).map(|found| (hello, found)),
         _ => Err(EngineError::ConnectTimeout),
     };
-    let (
-        hello,
-        codec::HelloInfo {
-            session,
-            new,
-            secret,
-        },
-    ) = match first {
+    let (hello, found) = match first {
         Ok(first) => first,
         Err(error) => {
             metrics.inc(&metrics.protocol_errors);
@@ -419,13 +412,11 @@ async fn reliable<S>(
         waker,
         resumed,
     } = match shared.attach(
-        session,
-        new,
-        secret,
+        found,
         caller.subject.as_deref(),
         crate::registry::Origin::of(caller.remote.ip()),
         &hello,
-        shared.preload(session, new).await,
+        shared.preload(found.session, found.new).await,
     ) {
         Ok(attached) => attached,
         Err(AttachError::Overloaded) => {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use steadfast_core::codec::SUBPROTOCOL;
+use steadfast_core::codec::{self, SUBPROTOCOL};
 use steadfast_core::record::StoredSession;
 use steadfast_core::route::{self, Route};
 use steadfast_core::{Engine, Event, Output, Payload, PersistOp, SendError, SessionId, Stats};
@@ -928,14 +928,17 @@ impl Shared {
     /// unknown).
     pub(crate) fn attach(
         &self,
-        session: SessionId,
-        new: bool,
-        secret: Option<[u8; 16]>,
+        found: codec::HelloInfo,
         subject: Option<&str>,
         origin: Origin,
         hello: &[u8],
         preloaded: Option<Preloaded>,
     ) -> Result<Attached, AttachError> {
+        let codec::HelloInfo {
+            session,
+            new,
+            secret,
+        } = found;
         let now = self.now_ms();
         // The registry stays locked until the connection holds the slot's
         // generation: a session expiring in between would otherwise leave
