@@ -35,6 +35,8 @@ pub(crate) struct Scale {
     /// Members of the room broadcast across three nodes, and its posts.
     pub(crate) room_members: usize,
     pub(crate) room_posts: usize,
+    /// Clients in the real reconnect storm.
+    pub(crate) storm_clients: usize,
 }
 
 impl Scale {
@@ -48,6 +50,7 @@ impl Scale {
             durable_messages: 20_000,
             room_members: 1_000,
             room_posts: 100,
+            storm_clients: 10_000,
         }
     }
 
@@ -62,6 +65,7 @@ impl Scale {
             durable_messages: 1_000,
             room_members: 30,
             room_posts: 10,
+            storm_clients: 200,
         }
     }
 }
@@ -320,6 +324,9 @@ pub(crate) enum Section {
     Idle,
     /// The client's durable outbox.
     Durable,
+    /// A real reconnect storm: the server killed and restarted under
+    /// thousands of reliable clients.
+    Storm,
 }
 
 /// Run the suite; `sizes` (empty: 64 B, 1 KiB, 4 KiB, 64 KiB) are the
@@ -645,6 +652,29 @@ pub(crate) async fn run(
             durable["sequential_per_s"].as_f64().unwrap_or(0.0),
         );
         report.insert("durable_enqueue".into(), durable);
+    }
+
+    if want(Section::Storm) {
+        println!(
+            "\nreconnect storm: {} reliable clients, the server (on its data dir) killed with SIGKILL and restarted",
+            scale.storm_clients
+        );
+        let storm = storm(scale.storm_clients).await?;
+        println!(
+            "  restart {:.0} ms; back after it: first {:.0} ms, p50 {:.0} ms, p99 {:.0} ms, all {:.0} ms; {:.0} accepts/s; listen overflows {}, drops {}; server CPU {:.2} s; {} resumed, {} resynced",
+            storm["restart_ms"].as_f64().unwrap_or(f64::NAN),
+            storm["first_back_ms"].as_f64().unwrap_or(f64::NAN),
+            storm["back_p50_ms"].as_f64().unwrap_or(f64::NAN),
+            storm["back_p99_ms"].as_f64().unwrap_or(f64::NAN),
+            storm["back_all_ms"].as_f64().unwrap_or(f64::NAN),
+            storm["accepts_per_s"].as_f64().unwrap_or(f64::NAN),
+            storm["listen_overflows"],
+            storm["listen_drops"],
+            storm["server_cpu_s"].as_f64().unwrap_or(f64::NAN),
+            storm["resumed"],
+            storm["resynced"],
+        );
+        report.insert("storm".into(), storm);
     }
 
     if let Some(path) = json_out {
@@ -1187,5 +1217,216 @@ async fn durable_enqueue(count: usize, runs: usize) -> Result<Value, String> {
         "sequential_messages": sequential_count,
         "sequential_per_s": sequential_count as f64 / sequential,
         "sequential_us_per_message": sequential * 1e6 / sequential_count as f64,
+    }))
+}
+
+/// `TcpExt` counters from /proc/net/netstat: (ListenOverflows, ListenDrops).
+fn listen_counters() -> (u64, u64) {
+    let Ok(text) = std::fs::read_to_string("/proc/net/netstat") else {
+        return (0, 0);
+    };
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        let field = |name: &str| {
+            names
+                .split_whitespace()
+                .position(|n| n == name)
+                .and_then(|i| values.split_whitespace().nth(i))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        return (field("ListenOverflows"), field("ListenDrops"));
+    }
+    (0, 0)
+}
+
+/// CPU seconds (user + system) a process has used, from /proc/PID/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // Fields after the command (which may hold spaces) in parentheses.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    // utime and stime are fields 14 and 15 (1-based), 11 and 12 here.
+    match (ticks(11), ticks(12)) {
+        // The kernel's USER_HZ is 100 on every Linux this runs on.
+        (Some(user), Some(system)) => (user + system) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
+/// The server for the storm: `steadfast serve` on `port` and `dir`.
+async fn storm_server(port: u16, dir: &std::path::Path) -> Result<(Child, String), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let mut child = Command::new(exe)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--exit-on-stdin-eof",
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start the storm's server: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .map_err(|_| "the storm's server did not start in 60 s".to_owned())?
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    if !line.contains("ws://") {
+        return Err(format!("the storm's server printed {line:?}"));
+    }
+    Ok((child, line))
+}
+
+/// A real reconnect storm: `clients` reliable `steadfast::Client`s (the
+/// default backoff) on one `steadfast serve` with its data dir; the server
+/// is killed with SIGKILL and started again on the same port and dir.
+/// Each client times its return (open again, after the server's), then
+/// sends one message and waits for its echo. Every client must resume
+/// its session (a resync fails the run).
+async fn storm(clients: usize) -> Result<Value, String> {
+    use std::sync::Arc;
+    // This process holds a socket per client.
+    let _ = steadfast_server::raise_fd_limit();
+    let dir = std::env::temp_dir().join(format!("steadfast-bench-storm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let port = {
+        let probe = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        probe.local_addr().map_err(|e| e.to_string())?.port()
+    };
+    let (mut server, _) = storm_server(port, &dir).await?;
+    let url = format!("ws://127.0.0.1:{port}");
+
+    // Connect in waves, so the storm measured is the restart's, not ours.
+    let killed = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let mut tasks = Vec::with_capacity(clients);
+    let (opened_tx, mut opened_rx) = tokio::sync::mpsc::channel::<()>(clients.max(1));
+    for i in 0..clients {
+        let client = Client::builder(url.as_str())
+            .seed(i as u64)
+            .connect()
+            .await
+            .map_err(|e| format!("client {i}: {e}"))?;
+        let killed = killed.clone();
+        let opened_tx = opened_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            // Open before the kill, then open again after it: its return.
+            let mut back = None;
+            while back.is_none() {
+                match client.next_event().await {
+                    Some(ClientEvent::State(steadfast::ConnectionState::Open { .. })) => {
+                        let at = *killed.lock().unwrap_or_else(|p| p.into_inner());
+                        match at {
+                            None => {
+                                let _ = opened_tx.send(()).await;
+                            }
+                            Some(_) => back = Some(Instant::now()),
+                        }
+                    }
+                    Some(ClientEvent::ResyncRequired) => return Err("resync".to_owned()),
+                    Some(_) => {}
+                    None => return Err("the client ended".to_owned()),
+                }
+            }
+            let receipt = client
+                .send(format!("back {i}"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let echoed = tokio::time::timeout(Duration::from_secs(60), async {
+                loop {
+                    match client.next_event().await {
+                        Some(ClientEvent::Message(_)) => return Ok(()),
+                        Some(ClientEvent::ResyncRequired) => return Err("resync".to_owned()),
+                        Some(_) => {}
+                        None => return Err("the client ended".to_owned()),
+                    }
+                }
+            })
+            .await
+            .map_err(|_| "no echo in 60 s".to_owned())?;
+            echoed?;
+            let _ = receipt.await;
+            let stats = client.stats();
+            let _ = client.close(1000, "done").await;
+            Ok::<_, String>((back, stats.engine.resumes, stats.engine.resyncs))
+        }));
+        if i % 500 == 499 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    drop(opened_tx);
+    for opened in 0..clients {
+        tokio::time::timeout(Duration::from_secs(60), opened_rx.recv())
+            .await
+            .map_err(|_| format!("only {opened} of {clients} clients connected"))?;
+    }
+    // Let the sessions' first commits land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (overflows_before, drops_before) = listen_counters();
+    *killed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    let kill_at = Instant::now();
+    server
+        .start_kill()
+        .map_err(|e| format!("kill the server: {e}"))?;
+    let _ = server.wait().await;
+    let (restarted, _) = storm_server(port, &dir).await?;
+    let up_at = Instant::now();
+    let pid = restarted.id().unwrap_or(0);
+    let cpu_before = cpu_seconds(pid);
+    let mut backs = Vec::with_capacity(clients);
+    let (mut resumed, mut resynced) = (0u64, 0u64);
+    for task in tasks {
+        let (back, resumes, resyncs) = tokio::time::timeout(Duration::from_secs(120), task)
+            .await
+            .map_err(|_| "a client was not back within 120 s".to_owned())?
+            .map_err(|e| format!("a client task failed: {e}"))??;
+        if let Some(back) = back {
+            backs.push(back.saturating_duration_since(up_at).as_secs_f64() * 1e3);
+        }
+        resumed += u64::from(resumes > 0);
+        resynced += resyncs;
+    }
+    let cpu = cpu_seconds(pid) - cpu_before;
+    let (overflows, drops) = listen_counters();
+    drop(restarted);
+    let _ = std::fs::remove_dir_all(&dir);
+    if resynced > 0 {
+        return Err(format!("{resynced} clients resynced: sessions were lost"));
+    }
+    backs.sort_by(f64::total_cmp);
+    let at = |q: f64| backs[((backs.len() as f64 - 1.0) * q).round() as usize];
+    let all = backs.last().copied().unwrap_or(f64::NAN);
+    Ok(json!({
+        "clients": clients,
+        "restart_ms": up_at.duration_since(kill_at).as_secs_f64() * 1e3,
+        "first_back_ms": backs.first().copied().unwrap_or(f64::NAN),
+        "back_p50_ms": at(0.5),
+        "back_p99_ms": at(0.99),
+        "back_all_ms": all,
+        "accepts_per_s": clients as f64 / (all / 1e3).max(1e-3),
+        "listen_overflows": overflows.saturating_sub(overflows_before),
+        "listen_drops": drops.saturating_sub(drops_before),
+        "server_cpu_s": cpu,
+        "resumed": resumed,
+        "resynced": resynced,
     }))
 }

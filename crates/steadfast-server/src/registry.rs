@@ -445,6 +445,9 @@ pub(crate) struct Shared {
 /// budget (its connection is not read until the check sheds someone).
 const HEAVY_SESSION: u64 = 1 << 20;
 
+/// Sessions claimed per write when a server restores its store at start.
+const RESTORE_BATCH: usize = 1_000;
+
 /// The fault log keeps at most this many records.
 const FAULT_LOG_MAX: usize = 100_000;
 
@@ -810,32 +813,47 @@ impl Shared {
             }
         };
         let mut restored = 0;
-        for session in ids {
-            let claim = new_claim();
-            let saved = match self.store.claim(&session, claim) {
-                Ok(Some(saved)) if !saved.expired => saved,
-                Ok(_) => continue,
+        // Claimed a batch per write (one fsync each), not one by one.
+        for batch in ids.chunks(RESTORE_BATCH) {
+            let claims: Vec<(SessionId, Claim)> = batch
+                .iter()
+                .map(|session| (*session, new_claim()))
+                .collect();
+            let loaded = match self.store.claim_many(&claims) {
+                Ok(loaded) => loaded,
                 Err(error) => {
-                    tracing::warn!(%error, ?session, "cannot read a stored session");
+                    tracing::warn!(%error, sessions = batch.len(), "cannot read stored sessions");
                     continue;
                 }
             };
-            let seed = u64::from_le_bytes(random_bytes::<8>());
-            let engine = Engine::server_restore(
-                self.config.engine.clone(),
-                seed,
-                self.now_ms(),
-                wall_ms(),
-                saved.state,
-                saved.messages.clone(),
-            );
-            let Ok(engine) = engine else { continue };
-            let mut registry = lock(&self.registry);
-            let (slot, _) = self.adopt(&mut registry, session, engine, claim, &saved);
-            lock(&slot).detached_at = Some(Instant::now());
-            restored += 1;
+            for ((session, claim), saved) in claims.into_iter().zip(loaded) {
+                restored += usize::from(self.restore_one(session, claim, saved));
+            }
         }
         restored
+    }
+
+    /// Put a session read at start in the registry, detached; false if it
+    /// is gone, expired or cannot be rebuilt.
+    fn restore_one(&self, session: SessionId, claim: Claim, saved: Option<SavedSession>) -> bool {
+        let saved = match saved {
+            Some(saved) if !saved.expired => saved,
+            _ => return false,
+        };
+        let seed = u64::from_le_bytes(random_bytes::<8>());
+        let engine = Engine::server_restore(
+            self.config.engine.clone(),
+            seed,
+            self.now_ms(),
+            wall_ms(),
+            saved.state,
+            saved.messages.clone(),
+        );
+        let Ok(engine) = engine else { return false };
+        let mut registry = lock(&self.registry);
+        let (slot, _) = self.adopt(&mut registry, session, engine, claim, &saved);
+        lock(&slot).detached_at = Some(Instant::now());
+        true
     }
 
     /// Put a session's slot in the registry, under the peer id it had if

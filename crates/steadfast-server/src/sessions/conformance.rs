@@ -398,6 +398,27 @@ pub fn check(fresh: &mut dyn FnMut() -> Box<dyn SessionStore>) {
         forward: Forward::Never,
     };
     assert!(commit(&*store, T0 + 2, vec![theirs], "claimer").is_empty());
+    // Many at once (a restore at start): each as `claim` would have it,
+    // in order, an unknown one as none; later changes under the old claim
+    // are refused.
+    let third = Claim(0x3333);
+    let many = store
+        .claim_many(&[(id(2), third), (id(9), third), (id(1), third)])
+        .unwrap_or_else(|e| panic!("[claim_many] failed: {e}"));
+    assert_eq!(
+        many.iter()
+            .map(|s| s.as_ref().map(|s| (s.claim, seqs(s))))
+            .collect::<Vec<_>>(),
+        vec![Some((third, vec![1])), None, Some((third, vec![1, 2]))],
+        "[claim_many] each claimed, in order"
+    );
+    let fenced = commit(
+        &*store,
+        T0 + 3,
+        vec![ops(2, vec![PersistOp::Put(message(2))])],
+        "claim_many fences",
+    );
+    assert_eq!(fenced, vec![id(2)], "[claim_many] the old claim refused");
     assert_eq!(
         load(&*store, 1, "claimer").map(|s| seqs(&s)),
         Some(vec![1, 2]),

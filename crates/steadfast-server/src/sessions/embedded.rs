@@ -446,6 +446,40 @@ impl SessionStore for EmbeddedSessions {
         }
     }
 
+    fn claim_many(
+        &self,
+        claims: &[(SessionId, Claim)],
+    ) -> Result<Vec<Option<SavedSession>>, SessionStoreError> {
+        // One write transaction (one fsync) for all of them.
+        let txn = self.db.begin_write().map_err(failed)?;
+        let mut claimed = Vec::with_capacity(claims.len());
+        {
+            let mut sessions = txn.open_table(SESSIONS).map_err(failed)?;
+            for (session, claim) in claims {
+                match read_meta(&sessions, session)? {
+                    Some(mut meta) => {
+                        meta.claim = *claim;
+                        write_meta(&mut sessions, &meta)?;
+                        claimed.push(true);
+                    }
+                    None => claimed.push(false),
+                }
+            }
+        }
+        txn.commit().map_err(failed)?;
+        claims
+            .iter()
+            .zip(claimed)
+            .map(|((session, _), claimed)| {
+                if claimed {
+                    self.load(session)
+                } else {
+                    Ok(None)
+                }
+            })
+            .collect()
+    }
+
     fn commit(
         &self,
         now_wall_ms: u64,

@@ -265,6 +265,20 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
         claim: Claim,
     ) -> Result<Option<SavedSession>, SessionStoreError>;
 
+    /// [`SessionStore::claim`] of each of `claims`, in their order. A store
+    /// that can does it in one write (a server restoring every session at
+    /// start claimed them one fsync each: 10,000 took about three seconds,
+    /// during which it accepted nobody).
+    fn claim_many(
+        &self,
+        claims: &[(SessionId, Claim)],
+    ) -> Result<Vec<Option<SavedSession>>, SessionStoreError> {
+        claims
+            .iter()
+            .map(|(session, claim)| self.claim(session, *claim))
+            .collect()
+    }
+
     /// Apply `changes` in order, as one unit, durable before this returns
     /// if the store is. `now_wall_ms` stamps what is written. Returns the
     /// sessions whose changes were refused (fenced) because another claim
