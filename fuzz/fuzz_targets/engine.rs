@@ -63,6 +63,7 @@ fuzz_target!(|data: &[u8]| {
                     session,
                     delivered,
                     max_message_size,
+                    secret: (first & 4 == 4).then_some([first; 16]),
                 }
             };
             engine.handle_frame(now, true, &greeting.to_vec());
