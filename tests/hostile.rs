@@ -626,3 +626,59 @@ async fn one_address_holds_at_most_its_share_of_sessions() {
     };
     assert_eq!(welcome_of(&bytes).0, SessionId([0x7e; 16]));
 }
+
+/// The warnings an operator sees by default name the node and the
+/// connection (a trace id and the remote address): here the one for a
+/// HELLO with a stolen session id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_s_warnings_name_it() {
+    use std::io::{BufRead, BufReader};
+    let args: Vec<String> = ["--sessions", "memory", "--node-id", "n7"]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+    let (server, stderr) = tokio::task::spawn_blocking(move || {
+        ServerProcess::start_logging(SERVER, "127.0.0.1:0", &args)
+    })
+    .await
+    .expect("started");
+    let warning = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|line| line.contains("without its secret"))
+    });
+    let session = SessionId([0x51; 16]);
+    let mut owner = hello_with(&server, session, true, Some([1; 16])).await;
+    next_frame(&mut owner, WAIT).await.expect("a WELCOME");
+    let mut thief = hello_with(&server, session, false, None).await;
+    next_frame(&mut thief, WAIT).await.expect("a WELCOME");
+    drop(server);
+    let line = warning
+        .join()
+        .expect("the reader ran")
+        .expect("the warning was logged");
+    let plain: String = strip_ansi(&line);
+    assert!(
+        plain.contains("node{id=n7}") && plain.contains("conn{id=2 remote=127.0.0.1:"),
+        "{plain}"
+    );
+}
+
+/// `line` without terminal colour codes.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

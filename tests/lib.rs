@@ -67,14 +67,37 @@ impl ServerProcess {
     /// # Panics
     /// If it does not start or prints something else first.
     pub fn start(binary: &str, listen: &str, args: &[String]) -> ServerProcess {
-        let mut child = Command::new(binary)
+        Self::start_with(binary, listen, args, false)
+    }
+
+    /// As [`start`](Self::start), with its standard error to read (its
+    /// log), and `STEADFAST_LOG` unset (the default: warnings and errors).
+    ///
+    /// # Panics
+    /// As `start`.
+    pub fn start_logging(
+        binary: &str,
+        listen: &str,
+        args: &[String],
+    ) -> (ServerProcess, std::process::ChildStderr) {
+        let mut server = Self::start_with(binary, listen, args, true);
+        let stderr = server.child.stderr.take().expect("piped");
+        (server, stderr)
+    }
+
+    fn start_with(binary: &str, listen: &str, args: &[String], logging: bool) -> ServerProcess {
+        let mut command = Command::new(binary);
+        command
             .args(["--listen", listen, "--exit-on-stdin-eof"])
             .args(args)
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the server process");
+            .stdout(Stdio::piped());
+        if logging {
+            command.env_remove("STEADFAST_LOG").stderr(Stdio::piped());
+        } else {
+            command.stderr(Stdio::inherit());
+        }
+        let mut child = command.spawn().expect("start the server process");
         let stdin = child.stdin.take();
         let mut line = String::new();
         let stdout = child.stdout.take().expect("piped");

@@ -299,7 +299,9 @@ impl Server {
     /// connection with 1001 (going away) and wait up to
     /// [`ServerConfig::shutdown_grace`] for the closing handshakes.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let span = tracing::info_span!("node", id = %self.shared.config.node_id);
+        // At warning level, so the warnings an operator sees by default
+        // say which node (and, below, which connection) they come from.
+        let span = tracing::warn_span!("node", id = %self.shared.config.node_id);
         self.run_in(shutdown, span.clone()).instrument(span).await;
     }
 
@@ -346,6 +348,7 @@ impl Server {
         // At --max-connections (said once per streak).
         let mut refusing = false;
         let mut last_memory_check = std::time::Instant::now();
+        let mut accepted_total = 0u64;
         shared.metrics.fd_limit.store(
             fd_limit().unwrap_or(0),
             std::sync::atomic::Ordering::Relaxed,
@@ -402,12 +405,17 @@ impl Server {
                         let _ = stream.set_nodelay(true);
                         let socket = conn::Socket::counted(shared.clone());
                         let accept = conn::accept(shared.clone(), stream, remote, stop_rx.clone());
+                        // Every line a connection logs names it: a trace
+                        // id (this node's count of accepted connections)
+                        // and the remote address.
+                        accepted_total += 1;
+                        let conn = tracing::warn_span!(parent: &span, "conn", id = accepted_total, %remote);
                         connections.spawn(
                             async move {
                                 accept.await;
                                 drop(socket);
                             }
-                            .instrument(span.clone()),
+                            .instrument(conn),
                         );
                     }
                     // Out of file descriptors and the like: said once per

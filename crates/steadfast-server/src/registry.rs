@@ -488,7 +488,7 @@ impl Shared {
     ) -> Arc<Shared> {
         Arc::new_cyclic(|shared: &std::sync::Weak<Shared>| {
             // The committer's thread logs under the node's span.
-            let _node = tracing::info_span!("node", id = %config.node_id).entered();
+            let _node = tracing::warn_span!("node", id = %config.node_id).entered();
             let metrics = Arc::new(Metrics::default());
             let shared = shared.clone();
             let fenced: Fenced = Box::new(move |sessions| {
