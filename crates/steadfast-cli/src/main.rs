@@ -66,7 +66,18 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // `steadfast serve --config FILE`: the file's settings as flags.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "serve") {
+        args = match cli::expand_config(args) {
+            Ok(args) => args,
+            Err(error) => {
+                eprintln!("steadfast serve: [{}] {error}", error.code());
+                return ExitCode::from(exit::USAGE);
+            }
+        };
+    }
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(error) => {
             // --help and --version print and succeed; the rest are usage errors.

@@ -22,8 +22,10 @@ Examples:
   steadfast serve --listen 0.0.0.0:9000 --handler rooms --session-ttl 10m
   # wss:// with client certificates from a CA (mTLS)
   steadfast serve --tls-cert cert.pem --tls-key key.pem --tls-client-ca ca.pem
-  # JWT (HS256) required; a bad token is closed with 4001
-  STEADFAST_JWT_SECRET=s3cret steadfast serve
+  # JWT (HS256) required (a secret of 32 bytes or more); a bad token is closed with 4001
+  STEADFAST_JWT_SECRET=$(openssl rand -base64 32) steadfast serve
+  # settings from a file (keys: the long flags); flags given here override it
+  steadfast serve --config steadfast.toml --listen 127.0.0.1:9001
   # sessions in memory only (the default keeps them in ./steadfast-data)
   steadfast serve --sessions memory
   # sessions in Redis, shared by every server pointed at it
@@ -44,6 +46,12 @@ const FAULTS: &str = "Fault injection (testing clients; all off by default)";
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct ServeArgs {
+    /// Read settings from this TOML file: each key is a flag's long name
+    /// (`max-connections = 5000`, `jwt-allow-no-exp = true`,
+    /// `plain-idle-timeout = "30s"`); flags given on the command line
+    /// override it. An unknown key or a bad value is an error naming it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Address to listen on. Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:9000")]
     pub listen: SocketAddr,
@@ -303,6 +311,83 @@ impl ServeError {
             ServeError::Config(_) => "ERR_INVALID_CONFIG",
         }
     }
+}
+
+/// `--config FILE` on a command line (`args`, from the program name on):
+/// the file's settings become flags, inserted where `--config` stands,
+/// each unless the command line gives that flag too (flags override the
+/// file). Without `--config`, `args` unchanged.
+///
+/// # Errors
+/// `ERR_INVALID_CONFIG`: the file cannot be read or is not TOML, a key is
+/// not a flag of `steadfast serve`, or its value is not a string, number
+/// or boolean (each named).
+pub fn expand_config(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>, ServeError> {
+    use clap::Args as _;
+    let at = args
+        .iter()
+        .position(|a| a == "--config" || a.to_str().is_some_and(|a| a.starts_with("--config=")));
+    let Some(at) = at else { return Ok(args) };
+    let path = match args[at].to_str().and_then(|a| a.strip_prefix("--config=")) {
+        Some(path) => PathBuf::from(path),
+        // Without its value: clap says so.
+        None => match args.get(at + 1) {
+            Some(path) => PathBuf::from(path),
+            None => return Ok(args),
+        },
+    };
+    let shown = path.display().to_string();
+    let bad = |what: String| ServeError::Config(format!("{shown}: {what}"));
+    let text = std::fs::read_to_string(&path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| bad(format!("not TOML: {e}")))?;
+    let command = ServeArgs::augment_args(clap::Command::new("serve"));
+    let given = |long: &str| {
+        args.iter().any(|a| {
+            a.to_str().is_some_and(|a| {
+                a.strip_prefix("--")
+                    .is_some_and(|a| a == long || a.starts_with(&format!("{long}=")))
+            })
+        })
+    };
+    let mut flags = Vec::new();
+    for (key, value) in &table {
+        let Some(arg) = command
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some(key.as_str()) && key != "config")
+        else {
+            return Err(bad(format!(
+                "unknown key `{key}` (keys are the long flags of `steadfast serve --help`)"
+            )));
+        };
+        if given(key) {
+            continue;
+        }
+        let switch = !arg.get_action().takes_values();
+        match value {
+            toml::Value::Boolean(on) if switch => {
+                if *on {
+                    flags.push(format!("--{key}"));
+                }
+            }
+            _ if switch => {
+                return Err(bad(format!("`{key}` is a switch: true or false")));
+            }
+            toml::Value::String(text) => flags.push(format!("--{key}={text}")),
+            toml::Value::Integer(n) => flags.push(format!("--{key}={n}")),
+            toml::Value::Float(x) => flags.push(format!("--{key}={x}")),
+            _ => {
+                return Err(bad(format!(
+                    "`{key}` takes one value: a string, a number or a boolean"
+                )))
+            }
+        }
+    }
+    let mut out = args;
+    // The file's flags go where --config stood, --config kept after them.
+    let rest = out.split_off(at);
+    out.extend(flags.into_iter().map(Into::into));
+    out.extend(rest);
+    Ok(out)
 }
 
 impl ServeArgs {
@@ -673,6 +758,57 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<ServeArgs, clap::Error> {
         Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied())).map(|c| c.serve)
+    }
+
+    #[test]
+    fn a_config_file_sets_flags_the_command_line_overrides() {
+        let dir = std::env::temp_dir().join(format!("steadfast-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let file = dir.join("steadfast.toml");
+        let write = |text: &str| std::fs::write(&file, text).expect("write the file");
+        let expand = |flags: &[&str]| {
+            let args = std::iter::once("serve")
+                .chain(flags.iter().copied())
+                .map(std::ffi::OsString::from)
+                .collect();
+            expand_config(args)
+        };
+        write(
+            "max-connections = 5000\nplain-idle-timeout = \"30s\"\njwt-allow-no-exp = true\n\
+             sessions = \"memory\"\nmax-sessions = 9\n",
+        );
+        let file_arg = format!("--config={}", file.display());
+        let args = expand(&[&file_arg, "--max-sessions", "7"]).expect("a good file");
+        let parsed = Cli::try_parse_from(args).expect("parses").serve;
+        assert_eq!(parsed.max_connections, 5000);
+        assert_eq!(parsed.plain_idle_timeout, Duration::from_secs(30));
+        assert!(parsed.jwt_allow_no_exp);
+        assert_eq!(parsed.max_sessions, 7, "the command line wins");
+        assert_eq!(parsed.config.as_deref(), Some(file.as_path()));
+        // Without --config: unchanged.
+        assert_eq!(expand(&["--max-sessions=3"]).expect("no file").len(), 2);
+
+        write("max-conections = 5\n");
+        let error = expand(&["--config", &file.display().to_string()]).expect_err("a typo");
+        assert_eq!(error.code(), "ERR_INVALID_CONFIG");
+        assert!(error.to_string().contains("`max-conections`"), "{error}");
+        write("jwt-allow-no-exp = \"yes\"\n");
+        let error = expand(&[&file_arg]).expect_err("a switch");
+        assert!(
+            error.to_string().contains("`jwt-allow-no-exp` is a switch"),
+            "{error}"
+        );
+        write("max-connections = [1, 2]\n");
+        assert!(expand(&[&file_arg]).is_err());
+        write("max-connections = \"many\"\n");
+        let args = expand(&[&file_arg]).expect("strings pass through");
+        assert!(Cli::try_parse_from(args).is_err(), "clap refuses the value");
+        write("not toml [");
+        assert!(expand(&[&file_arg])
+            .expect_err("not TOML")
+            .to_string()
+            .contains("not TOML"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

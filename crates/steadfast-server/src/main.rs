@@ -22,7 +22,13 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match cli::expand_config(std::env::args_os().collect()) {
+        Ok(args) => Args::parse_from(args),
+        Err(error) => {
+            eprintln!("steadfast-server: [{}] {error}", error.code());
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
