@@ -690,3 +690,117 @@ async fn a_room_member_moving_between_live_nodes_gets_every_post_once() {
         "B claimed it"
     );
 }
+
+/// A raw reliable connection to `addr` that has sent `hello`; its WELCOME
+/// as (session, resumed).
+async fn raw_hello(
+    addr: std::net::SocketAddr,
+    hello: steadfast_core::codec::Frame<'_>,
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    steadfast_server::SessionId,
+    bool,
+) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    let mut request = format!("ws://{addr}")
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        steadfast_core::codec::SUBPROTOCOL
+            .parse()
+            .expect("header value"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect");
+    ws.send(Message::Binary(hello.to_vec().into()))
+        .await
+        .expect("send HELLO");
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(bytes)))) => {
+                match steadfast_core::codec::decode(&bytes, u64::MAX) {
+                    Ok(steadfast_core::codec::Frame::Welcome {
+                        session, resumed, ..
+                    }) => return (ws, session, resumed),
+                    other => panic!("not a WELCOME: {other:?}"),
+                }
+            }
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no WELCOME: {other:?}"),
+        }
+    }
+}
+
+/// A NEW HELLO naming a session another node holds in Redis (someone who
+/// learned its id) gets a session of its own: it neither wipes the stored
+/// session nor takes it from its node, whose client goes on undisturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_hello_on_another_node_cannot_take_or_wipe_a_session() {
+    use futures::{SinkExt, StreamExt};
+    use steadfast_core::codec::Frame;
+    use tokio_tungstenite::tungstenite::Message;
+    let redis = RedisServer::start().expect("redis-server");
+    let (a, _) = node(&redis).await;
+    let (b, b_handle) = node(&redis).await;
+    let session = steadfast_server::SessionId([0x3c; 16]);
+    let hello = |new, secret| Frame::Hello {
+        new,
+        session,
+        delivered: 0,
+        max_message_size: 1 << 20,
+        secret,
+    };
+    let (mut owner, given, _) = raw_hello(a, hello(true, Some([1; 16]))).await;
+    assert_eq!(given, session);
+    let data = |seq: u64, text: &'static str| {
+        let frame = Frame::Data {
+            seq,
+            binary: false,
+            chunk: None,
+            payload: text.as_bytes(),
+        };
+        Message::Binary(frame.to_vec().into())
+    };
+    owner.send(data(1, "one")).await.expect("send");
+    // Its echo: the session is stored (committed before it goes out).
+    let mut echoes = Vec::new();
+    while echoes.is_empty() {
+        match tokio::time::timeout(WAIT, owner.next()).await {
+            Ok(Some(Ok(Message::Binary(bytes)))) => {
+                if let Ok(Frame::Data { payload, .. }) =
+                    steadfast_core::codec::decode(&bytes, u64::MAX)
+                {
+                    echoes.push(String::from_utf8_lossy(payload).into_owned());
+                }
+            }
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no echo: {other:?}"),
+        }
+    }
+    // On node B, NEW HELLOs naming it: without the secret, and with another.
+    for secret in [None, Some([2; 16])] {
+        let (_thief, given, resumed) = raw_hello(b, hello(true, secret)).await;
+        assert!(given != session && !resumed, "{secret:?}: {given:?}");
+    }
+    assert_eq!(b_handle.metrics().get("resumes_refused"), Some(2));
+    // The owner on A: not closed (4909), its session intact.
+    owner.send(data(2, "two")).await.expect("send");
+    let got = loop {
+        match tokio::time::timeout(WAIT, owner.next()).await {
+            Ok(Some(Ok(Message::Binary(bytes)))) => {
+                if let Ok(Frame::Data { payload, .. }) =
+                    steadfast_core::codec::decode(&bytes, u64::MAX)
+                {
+                    break String::from_utf8_lossy(payload).into_owned();
+                }
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => panic!("the owner was closed: {frame:?}"),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no echo: {other:?}"),
+        }
+    };
+    assert_eq!((echoes[0].as_str(), got.as_str()), ("one", "two"));
+}

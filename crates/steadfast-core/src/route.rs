@@ -109,7 +109,10 @@ pub fn secret_fits(bound: Option<[u8; 16]>, offered: Option<[u8; 16]>) -> bool {
 ///    session if it is live and the store keeps whole sessions; else its
 ///    record, if younger than the record TTL.
 /// 5. A `NEW` HELLO keeps its id unless the registry holds that id (under
-///    another identity); anything else gets a fresh id.
+///    another identity) or the store has it under another identity (a
+///    shared store reads it for a NEW HELLO too; under the same identity
+///    without the HELLO's secret it is an impostor's target, rule 1);
+///    anything else gets a fresh id.
 pub fn route(
     hello: Hello<'_>,
     held: Option<Held<'_>>,
@@ -130,11 +133,11 @@ pub fn route(
     if impostor {
         return Route::Impostor;
     }
+    let mine = |stored: &Stored<'_>| stored.subject == hello.subject;
+    if stored.is_some_and(|stored| mine(&stored) && !secret_fits(stored.secret, hello.secret)) {
+        return Route::Impostor;
+    }
     if !hello.new {
-        let mine = |stored: &Stored<'_>| stored.subject == hello.subject;
-        if stored.is_some_and(|stored| mine(&stored) && !secret_fits(stored.secret, hello.secret)) {
-            return Route::Impostor;
-        }
         match stored.filter(mine) {
             Some(stored) if !stored.expired && limits.durable => return Route::Restore,
             Some(stored) if stored.age_ms < limits.record_ttl_ms || !stored.expired => {
@@ -143,7 +146,10 @@ pub fn route(
             _ => {}
         }
     }
-    if hello.new && !held_here {
+    // A NEW HELLO keeps its id unless something holds it: here, or
+    // another identity's session in a shared store (a NEW HELLO must never
+    // overwrite a session it does not own).
+    if hello.new && !held_here && stored.is_none_or(|stored| mine(&stored)) {
         Route::NewKeepingId
     } else {
         Route::NewFreshId
@@ -343,5 +349,46 @@ mod tests {
         };
         assert_eq!(route(bob, held, None, LIMITS), Route::NewFreshId);
         assert!(secret_fits(secret, secret) && !secret_fits(secret, None));
+    }
+
+    #[test]
+    fn a_new_hello_never_takes_a_stored_session_it_does_not_own() {
+        let stored = |subject, secret| {
+            Some(Stored {
+                subject,
+                secret,
+                expired: false,
+                age_ms: 0,
+            })
+        };
+        let new = |subject, secret| Hello {
+            secret,
+            ..hello(true, subject)
+        };
+        // Its own (a client that crashed before its first WELCOME).
+        assert_eq!(
+            route(
+                new(None, Some([1; 16])),
+                None,
+                stored(None, Some([1; 16])),
+                LIMITS
+            ),
+            Route::NewKeepingId
+        );
+        // Someone else's, same identity, without the secret.
+        assert_eq!(
+            route(new(None, None), None, stored(None, Some([1; 16])), LIMITS),
+            Route::Impostor
+        );
+        // Another identity's.
+        assert_eq!(
+            route(
+                new(Some("bob"), None),
+                None,
+                stored(Some("alice"), None),
+                LIMITS
+            ),
+            Route::NewFreshId
+        );
     }
 }

@@ -915,8 +915,23 @@ impl Shared {
         session: SessionId,
         new: bool,
     ) -> Option<Preloaded> {
-        if new || lock(&self.registry).sessions.contains_key(&session) {
+        if lock(&self.registry).sessions.contains_key(&session) {
             return None;
+        }
+        if new {
+            // A NEW HELLO naming a session another node may hold: read
+            // (not claimed), so it cannot take or wipe it (`route`).
+            if !self.store.shared() {
+                return None;
+            }
+            let shared = self.clone();
+            let loaded = tokio::task::spawn_blocking(move || shared.store.load(&session)).await;
+            let saved =
+                loaded.unwrap_or_else(|_| Err(SessionStoreError("the load task failed".into())));
+            return Some(Preloaded {
+                claim: new_claim(),
+                saved,
+            });
         }
         let claim = new_claim();
         if let Some(committer) = &self.committer {
@@ -977,8 +992,16 @@ impl Shared {
                 });
                 // What the store had (read and claimed by `preload`), for a
                 // HELLO that resumes a session not held here.
-                let (claim, saved) = if new || held.is_some() {
+                let (claim, saved) = if held.is_some() {
                     (new_claim(), None)
+                } else if new {
+                    // Read only (a shared store), for `route` to see a
+                    // session the id already names; never restored.
+                    let saved = match preloaded {
+                        Some(Preloaded { saved, .. }) => saved.map_err(AttachError::Store)?,
+                        None => None,
+                    };
+                    (new_claim(), saved)
                 } else {
                     let Preloaded { claim, saved } = preloaded.unwrap_or_else(|| {
                         let claim = new_claim();
@@ -987,7 +1010,7 @@ impl Shared {
                     });
                     (claim, saved.map_err(AttachError::Store)?)
                 };
-                if saved.is_some() {
+                if saved.is_some() && !new {
                     self.metrics.inc(&self.metrics.store_claims);
                 }
                 let wall = wall_ms();
