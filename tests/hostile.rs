@@ -682,3 +682,47 @@ fn strip_ansi(line: &str) -> String {
     }
     out
 }
+
+/// `GET path` on `addr`: the status line and the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    let status = response.lines().next().unwrap_or_default().to_owned();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// With `--admin-listen`, /metrics is served there and no longer on the
+/// public port; /healthz answers on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_to_the_admin_listener() {
+    let admin = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        probe.local_addr().expect("its address")
+    };
+    let server = start(&["--admin-listen", &admin.to_string()]).await;
+    let (status, _) = http_get(server.addr(), "/metrics").await;
+    assert!(status.contains("426"), "public /metrics: {status}");
+    let (status, body) = http_get(admin, "/metrics").await;
+    assert!(status.contains("200"), "admin /metrics: {status}");
+    assert!(body.contains("steadfast_sockets_open"), "{body}");
+    for addr in [server.addr(), admin] {
+        let (status, body) = http_get(addr, "/healthz").await;
+        assert!(
+            status.contains("200") && body == "ok\n",
+            "{addr}: {status} {body:?}"
+        );
+    }
+    let (status, _) = http_get(admin, "/anything").await;
+    assert!(status.contains("404"), "{status}");
+}

@@ -33,7 +33,8 @@ Examples:
   # test a client against a flaky server: same seed, same faults
   steadfast serve --fault-seed 7 --fault-drop 0.01 --fault-delay-ms 5-50
 
-The first line on standard output is `listening on ws://ADDR` (or wss://);
+The first line on standard output is `listening on ws://ADDR` (or wss://),
+then, with --admin-listen, `admin on http://ADDR`;
 SIGTERM or Ctrl-C shuts down: new connections stop, clients are closed
 with 1001 and given --shutdown-grace to finish.";
 
@@ -55,6 +56,11 @@ pub struct ServeArgs {
     /// Address to listen on. Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:9000")]
     pub listen: SocketAddr,
+    /// Serve /metrics and /healthz on this address too (plain HTTP; keep it
+    /// private), and /metrics no longer on the public port. Its address is
+    /// the second line on standard output: `admin on http://ADDR`.
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
     /// The application: `echo` sends every message back; `rooms` is a chat
     /// hub (join/leave/room/direct/broadcast as JSON text).
     #[arg(long, value_enum, default_value_t = HandlerKind::Echo)]
@@ -400,6 +406,7 @@ impl ServeArgs {
             session_record_ttl: self.session_record_ttl,
             max_sessions: self.max_sessions,
             max_connections: self.max_connections,
+            admin_listen: self.admin_listen,
             max_sessions_per_address: self.max_sessions_per_address,
             max_sessions_per_subject: self.max_sessions_per_subject,
             listen_backlog: self.listen_backlog,
@@ -628,6 +635,9 @@ pub async fn serve(name: &str, args: ServeArgs) -> ExitCode {
     let mut stdout = std::io::stdout();
     // Supervisors read this line to learn the port; flush it at once.
     let _ = writeln!(stdout, "listening on {}", server.url());
+    if let Some(admin) = server.admin_addr() {
+        let _ = writeln!(stdout, "admin on http://{admin}");
+    }
     let _ = stdout.flush();
     server.run(shutdown_signal(args.exit_on_stdin_eof)).await;
     let _ = writeln!(stdout, "shut down");

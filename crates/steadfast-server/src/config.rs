@@ -30,6 +30,9 @@ pub struct ServerConfig {
     /// Sessions kept at once; a new session beyond this is refused with
     /// close 1013 (try again later), which clients back off from.
     pub max_sessions: usize,
+    /// Also serve `/metrics` and `/healthz` here (plain HTTP, for the
+    /// operator's network), and no longer `/metrics` on the public port.
+    pub admin_listen: Option<std::net::SocketAddr>,
     /// Sessions one address (IPv4, or an IPv6 /64) may hold at once; more
     /// are refused 1013, so one host cannot fill `max_sessions`.
     pub max_sessions_per_address: usize,
@@ -148,6 +151,7 @@ impl Default for ServerConfig {
             session_record_ttl: Duration::from_secs(7 * 24 * 60 * 60),
             max_sessions: 100_000,
             max_connections: 100_000,
+            admin_listen: None,
             max_sessions_per_address: 25_000,
             max_sessions_per_subject: 1_000,
             listen_backlog: 4096,

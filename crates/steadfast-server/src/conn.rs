@@ -118,7 +118,56 @@ async fn serve<S>(
         Ok(Err(HeadError::Io(_) | HeadError::Eof)) | Err(_) => return,
     };
     if !head.is_websocket() {
-        shared.metrics.inc(&shared.metrics.http_requests);
+        return http_request(&shared, &head, &mut stream, false).await;
+    }
+    let caller = Caller {
+        remote,
+        headers: head.headers.clone().into(),
+        subject: None,
+        client_certificate,
+    };
+    upgrade(shared, head, stream, caller, stop).await;
+}
+
+/// The admin listener: `/metrics` and `/healthz` over plain HTTP, one
+/// request per connection, at most [`ADMIN_CONNECTIONS`] at once.
+pub(crate) async fn admin(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNECTIONS));
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let head = tokio::time::timeout(
+                shared.config.handshake_timeout,
+                http::read_head(&mut stream, shared.config.max_head_bytes),
+            )
+            .await;
+            if let Ok(Ok(head)) = head {
+                http_request(&shared, &head, &mut stream, true).await;
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// Admin requests served at once; more are closed unanswered.
+const ADMIN_CONNECTIONS: usize = 64;
+
+/// A plain HTTP request: `/healthz`, and `/metrics` on the admin listener
+/// (`admin`) or on the public port when there is none.
+async fn http_request<S>(shared: &Arc<Shared>, head: &Head, stream: &mut S, admin: bool)
+where
+    S: AsyncWrite + Unpin,
+{
+    shared.metrics.inc(&shared.metrics.http_requests);
+    let metrics_here = admin || shared.config.admin_listen.is_none();
+    {
         let (status, kind, body) = match (head.method.as_str(), head.path.as_str()) {
             ("GET", "/healthz") => match shared.store_health().await {
                 Ok(()) => ("200 OK", "text/plain", "ok\n".to_owned()),
@@ -128,10 +177,15 @@ async fn serve<S>(
                     format!("[ERR_SESSION_STORE] unavailable: {error}\n"),
                 ),
             },
-            ("GET", "/metrics") => (
+            ("GET", "/metrics") if metrics_here => (
                 "200 OK",
                 "text/plain; version=0.0.4",
                 shared.fresh_metrics().render(),
+            ),
+            _ if admin => (
+                "404 Not Found",
+                "text/plain",
+                "/metrics or /healthz\n".to_owned(),
             ),
             _ => (
                 "426 Upgrade Required",
@@ -139,15 +193,8 @@ async fn serve<S>(
                 "a steadfast server: connect with a WebSocket client\n".to_owned(),
             ),
         };
-        return http::respond(&mut stream, status, kind, &body).await;
+        http::respond(stream, status, kind, &body).await;
     }
-    let caller = Caller {
-        remote,
-        headers: head.headers.clone().into(),
-        subject: None,
-        client_certificate,
-    };
-    upgrade(shared, head, stream, caller, stop).await;
 }
 
 /// What is known of a connection before it is a peer (a session's peer id

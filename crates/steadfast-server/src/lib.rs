@@ -237,6 +237,10 @@ impl ServerBuilder {
             );
         }
         let local_addr = listener.local_addr()?;
+        let admin = match self.config.admin_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         let handler = self.handler.unwrap_or_else(|| Arc::new(Echo));
         let store = self
             .store
@@ -244,6 +248,7 @@ impl ServerBuilder {
         Ok(Server {
             listener,
             local_addr,
+            admin,
             shared: Shared::new(self.config, handler, store),
         })
     }
@@ -253,6 +258,8 @@ impl ServerBuilder {
 pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// `/metrics` and `/healthz` for the operator (`admin_listen`).
+    admin: Option<TcpListener>,
     shared: Arc<Shared>,
 }
 
@@ -278,6 +285,11 @@ impl Server {
     /// The address the server is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The admin listener's address ([`ServerConfig::admin_listen`]).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// `ws://ADDR`, or `wss://ADDR` when TLS is on.
@@ -307,6 +319,19 @@ impl Server {
 
     async fn run_in(self, shutdown: impl Future<Output = ()>, span: tracing::Span) {
         let shared = self.shared;
+        let admin = self.admin.map(|listener| {
+            tokio::spawn(conn::admin(shared.clone(), listener).instrument(span.clone()))
+        });
+        // Ends with the server.
+        struct Abort(Option<tokio::task::JoinHandle<()>>);
+        impl Drop for Abort {
+            fn drop(&mut self) {
+                if let Some(task) = self.0.take() {
+                    task.abort();
+                }
+            }
+        }
+        let _admin = Abort(admin);
         tracing::info!(addr = %self.local_addr, store = shared.store.name(), "serving");
         // A store this server owns alone: every session as before a restart.
         let restoring = shared.clone();
