@@ -703,7 +703,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
 }
 
 /// With `--admin-listen`, /metrics is served there and no longer on the
-/// public port; /healthz answers on both.
+/// public port; /healthz answers on both; /debug/connections only there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_to_the_admin_listener() {
     let admin = {
@@ -725,4 +725,52 @@ async fn metrics_move_to_the_admin_listener() {
     }
     let (status, _) = http_get(admin, "/anything").await;
     assert!(status.contains("404"), "{status}");
+
+    // /debug/connections: each open connection, its counts and its last
+    // frames' kinds; one by ?id=; never on the public port.
+    let mut owner = hello_with(&server, SessionId([0x44; 16]), true, Some([4; 16])).await;
+    next_frame(&mut owner, WAIT).await.expect("a WELCOME");
+    owner.send(data(1, "seen")).await.expect("send");
+    next_frame(&mut owner, WAIT).await.expect("its echo");
+    let mut plain = raw(&server, false).await;
+    plain
+        .send(Message::Text("plain".into()))
+        .await
+        .expect("send");
+    let _ = tokio::time::timeout(WAIT, plain.next()).await;
+    let (status, body) = http_get(admin, "/debug/connections").await;
+    assert!(status.contains("200"), "{status}");
+    let all: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let connections = all["connections"].as_array().expect("a list");
+    let reliable = connections
+        .iter()
+        .find(|c| c["mode"] == "reliable")
+        .unwrap_or_else(|| panic!("no reliable connection in {body}"));
+    assert_eq!(reliable["session"], "44444444…", "{reliable}");
+    assert!(reliable["frames_in"].as_u64() >= Some(2), "{reliable}");
+    let kinds: Vec<&str> = reliable["recent"]
+        .as_array()
+        .expect("recent frames")
+        .iter()
+        .filter_map(|f| f["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"DATA") && kinds.contains(&"WELCOME"),
+        "{kinds:?}"
+    );
+    let plain_view = connections
+        .iter()
+        .find(|c| c["mode"] == "plain")
+        .unwrap_or_else(|| panic!("no plain connection in {body}"));
+    assert!(plain_view["bytes_in"].as_u64() >= Some(5), "{plain_view}");
+    let id = reliable["id"].as_u64().expect("an id");
+    let (status, one) = http_get(admin, &format!("/debug/connections?id={id}")).await;
+    assert!(
+        status.contains("200") && one.contains("\"reliable\""),
+        "{status} {one}"
+    );
+    let (status, _) = http_get(admin, "/debug/connections?id=999999").await;
+    assert!(status.contains("404"), "{status}");
+    let (status, _) = http_get(server.addr(), "/debug/connections").await;
+    assert!(status.contains("426"), "public: {status}");
 }

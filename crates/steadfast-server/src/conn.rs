@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::auth::{self, AuthError, Claims};
+use crate::debug::{ConnView, Tally};
 use crate::faults::{ConnFaults, FaultRecord};
 use crate::handler::{Peer, PeerId, ECHO_PROTOCOL};
 use crate::http::{self, Head, HeadError, Rewind};
@@ -56,11 +57,11 @@ impl Drop for Socket {
 pub(crate) async fn accept(
     shared: Arc<Shared>,
     stream: TcpStream,
-    remote: SocketAddr,
+    (id, remote): (u64, SocketAddr),
     stop: watch::Receiver<bool>,
 ) {
     let Some(tls) = shared.config.tls.clone() else {
-        return serve(shared, stream, remote, None, stop).await;
+        return serve(shared, stream, (id, remote), None, stop).await;
     };
     let handshake =
         tokio::time::timeout(shared.config.handshake_timeout, tls.acceptor.accept(stream)).await;
@@ -72,7 +73,7 @@ pub(crate) async fn accept(
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .map(|leaf| Arc::from(leaf.as_ref()));
-            serve(shared, stream, remote, client_certificate, stop).await;
+            serve(shared, stream, (id, remote), client_certificate, stop).await;
         }
         Ok(Err(error)) => {
             shared.metrics.inc(&shared.metrics.tls_handshake_failures);
@@ -89,7 +90,7 @@ pub(crate) async fn accept(
 async fn serve<S>(
     shared: Arc<Shared>,
     mut stream: S,
-    remote: SocketAddr,
+    (id, remote): (u64, SocketAddr),
     client_certificate: Option<Arc<[u8]>>,
     stop: watch::Receiver<bool>,
 ) where
@@ -121,6 +122,7 @@ async fn serve<S>(
         return http_request(&shared, &head, &mut stream, false).await;
     }
     let caller = Caller {
+        id,
         remote,
         headers: head.headers.clone().into(),
         subject: None,
@@ -182,10 +184,21 @@ where
                 "text/plain; version=0.0.4",
                 shared.fresh_metrics().render(),
             ),
+            ("GET", "/debug/connections") if admin => {
+                let only = head.query_param("id").and_then(|id| id.parse().ok());
+                match shared.views.render(only) {
+                    Some(json) => ("200 OK", "application/json", json),
+                    None => (
+                        "404 Not Found",
+                        "text/plain",
+                        "no such connection\n".to_owned(),
+                    ),
+                }
+            }
             _ if admin => (
                 "404 Not Found",
                 "text/plain",
-                "/metrics or /healthz\n".to_owned(),
+                "/metrics, /healthz or /debug/connections[?id=N]\n".to_owned(),
             ),
             _ => (
                 "426 Upgrade Required",
@@ -200,6 +213,8 @@ where
 /// What is known of a connection before it is a peer (a session's peer id
 /// is the session's own, known only once it attaches).
 struct Caller {
+    /// The connection's number on this node (its log lines' `conn{id}`).
+    id: u64,
     remote: SocketAddr,
     headers: Arc<[(String, String)]>,
     subject: Option<String>,
@@ -325,11 +340,15 @@ async fn upgrade<S>(
         close(&mut ws, close::UNAUTHORIZED, &error.to_string()).await;
     } else {
         caller.subject = claims.ok().and_then(|c| c.subject);
+        let shown = shared
+            .views
+            .register(caller.id, caller.remote, kind == Kind::Reliable);
+        let view = &shown.view;
         match kind {
-            Kind::Reliable => reliable(&shared, &mut ws, caller, faults, stop).await,
+            Kind::Reliable => reliable(&shared, &mut ws, caller, (faults, view), stop).await,
             Kind::Plain => {
                 let peer = caller.into_peer(shared.new_peer_id(), None, false);
-                plain(&shared, &mut ws, peer, faults, stop).await;
+                plain(&shared, &mut ws, peer, (faults, view), stop).await;
             }
         }
     }
@@ -417,7 +436,7 @@ async fn reliable<S>(
     shared: &Arc<Shared>,
     ws: &mut Ws<S>,
     caller: Caller,
-    mut faults: ConnFaults,
+    (mut faults, view): (ConnFaults, &ConnView),
     mut stop: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -488,6 +507,9 @@ async fn reliable<S>(
         tokio::spawn(async move { shared.pull(session).await });
     }
     let peer = caller.into_peer(id, Some(session), resumed);
+    view.identify(id.0, Some(session));
+    let mut tally = Tally::default();
+    tally.read(view, true, &hello);
     // A handler that panics ends the connection 1011 (`End::Handler`).
     let mut handler_ok = shared.guarded("on_connect", peer.id, || {
         shared.handler.on_connect(&handle, &peer);
@@ -621,7 +643,7 @@ async fn reliable<S>(
                         continue;
                     }
                 }
-                if let Some(end) = write_outputs(ws, outputs).await {
+                if let Some(end) = write_outputs(ws, outputs, (&mut tally, view)).await {
                     break 'conn end;
                 }
             };
@@ -638,7 +660,7 @@ async fn reliable<S>(
                 }
                 while released(&held) {
                     if let Some((_, outputs)) = held.pop_front() {
-                        if let Some(end) = write_outputs(ws, outputs).await {
+                        if let Some(end) = write_outputs(ws, outputs, (&mut tally, view)).await {
                             break 'conn end;
                         }
                     }
@@ -665,6 +687,7 @@ async fn reliable<S>(
                 guard.parked_bytes = parked.bytes();
                 guard.recount(&shared.memory)
             };
+            view.report(&mut tally);
             shared.counted();
             // A client that ignores the announced window is not read further
             // until room is made (its heartbeat may then time out: it
@@ -691,6 +714,7 @@ async fn reliable<S>(
                             Err(end) => break 'conn end,
                         };
                         if let Some((binary, data)) = frame {
+                            tally.read(view, binary, &data);
                             if binary && codec::is_data(&data) && inject(shared, &mut faults).await {
                                 break 'conn End::Lost(1006, "fault injected".into());
                             }
@@ -828,13 +852,18 @@ const HANDLER_FAILED: &str = "internal error";
 
 /// Put the transmits on the socket (fed, not flushed) until one fails or
 /// the engine asks to close.
-async fn write_outputs<S>(ws: &mut Ws<S>, outputs: Vec<Output>) -> Option<End>
+async fn write_outputs<S>(
+    ws: &mut Ws<S>,
+    outputs: Vec<Output>,
+    (tally, view): (&mut Tally, &ConnView),
+) -> Option<End>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     for output in outputs {
         match output {
             Output::Transmit(t) => {
+                tally.wrote(view, t.binary, &t.data);
                 let message = if t.binary {
                     Message::Binary(t.data.into())
                 } else {
@@ -924,7 +953,7 @@ async fn plain<S>(
     shared: &Arc<Shared>,
     ws: &mut Ws<S>,
     peer: Peer,
-    mut faults: ConnFaults,
+    (mut faults, view): (ConnFaults, &ConnView),
     mut stop: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -934,6 +963,8 @@ async fn plain<S>(
     let capacity = shared.config.plain_queue.max(1);
     let (tx, mut rx) = mpsc::channel(capacity);
     shared.register_plain(peer.id, tx);
+    view.identify(peer.id.0, None);
+    let mut tally = Tally::default();
     let mut handler_ok = shared.guarded("on_connect", peer.id, || {
         shared.handler.on_connect(&handle, &peer);
     });
@@ -988,9 +1019,11 @@ async fn plain<S>(
                 for taken in 1.. {
                     let payload = match message {
                         Some(Ok(Message::Text(text))) => {
+                            tally.read(view, false, text.as_bytes());
                             Some(Payload::Text(text.as_str().to_owned()))
                         }
                         Some(Ok(Message::Binary(bytes))) => {
+                            tally.read(view, true, &bytes);
                             Some(Payload::Binary(bytes.to_vec()))
                         }
                         // Pings are answered by tungstenite.
@@ -1030,9 +1063,10 @@ async fn plain<S>(
         };
         // A client that takes nothing it is sent stalls the write: closed
         // like a silent one.
-        match tokio::time::timeout(or_far(idle_after), write_plain(shared, ws, &mut rx, first))
-            .await
-        {
+        let written = write_plain(shared, ws, &mut rx, first, (&mut tally, view));
+        let done = tokio::time::timeout(or_far(idle_after), written).await;
+        view.report(&mut tally);
+        match done {
             Ok(true) => {}
             Ok(false) => break,
             Err(_) => {
@@ -1055,6 +1089,7 @@ async fn write_plain<S>(
     ws: &mut Ws<S>,
     rx: &mut mpsc::Receiver<PlainCmd>,
     first: Option<PlainCmd>,
+    (tally, view): (&mut Tally, &ConnView),
 ) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -1069,8 +1104,14 @@ where
                 metrics.add(&metrics.bytes_out, payload.len() as u64);
                 metrics.inc(&metrics.messages_out);
                 let message = match payload {
-                    Payload::Text(text) => Message::Text(text.into()),
-                    Payload::Binary(bytes) => Message::Binary(bytes.into()),
+                    Payload::Text(text) => {
+                        tally.wrote(view, false, text.as_bytes());
+                        Message::Text(text.into())
+                    }
+                    Payload::Binary(bytes) => {
+                        tally.wrote(view, true, &bytes);
+                        Message::Binary(bytes.into())
+                    }
                 };
                 if ws.feed(message).await.is_err() {
                     return false;

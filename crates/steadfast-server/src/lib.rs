@@ -62,6 +62,7 @@ mod auth;
 pub mod cli;
 mod config;
 mod conn;
+mod debug;
 mod faults;
 mod handler;
 mod http;
@@ -429,11 +430,11 @@ impl Server {
                         }
                         let _ = stream.set_nodelay(true);
                         let socket = conn::Socket::counted(shared.clone());
-                        let accept = conn::accept(shared.clone(), stream, remote, stop_rx.clone());
                         // Every line a connection logs names it: a trace
                         // id (this node's count of accepted connections)
-                        // and the remote address.
+                        // and the remote address; /debug/connections too.
                         accepted_total += 1;
+                        let accept = conn::accept(shared.clone(), stream, (accepted_total, remote), stop_rx.clone());
                         let conn = tracing::warn_span!(parent: &span, "conn", id = accepted_total, %remote);
                         connections.spawn(
                             async move {

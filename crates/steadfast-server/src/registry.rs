@@ -439,6 +439,8 @@ pub(crate) struct Shared {
     pub(crate) memory: AtomicU64,
     /// Over the budget: the serve loop checks at once.
     pub(crate) memory_pressure: Notify,
+    /// Open WebSocket connections, for `/debug/connections`.
+    pub(crate) views: crate::debug::Views,
 }
 
 /// A session holding more than this counts as heavy near the memory
@@ -523,6 +525,7 @@ impl Shared {
             over_budget: std::sync::atomic::AtomicBool::new(false),
             memory: AtomicU64::new(0),
             memory_pressure: Notify::new(),
+            views: crate::debug::Views::default(),
         }
     }
 
