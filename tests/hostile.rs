@@ -774,3 +774,80 @@ async fn metrics_move_to_the_admin_listener() {
     let (status, _) = http_get(server.addr(), "/debug/connections").await;
     assert!(status.contains("426"), "public: {status}");
 }
+
+/// A session whose client left holds at most
+/// `--session-detached-outbox-bytes` of messages for it: room posts
+/// beyond that are refused for it (the poster's count says so) until it
+/// returns, and then it gets every one it was counted for, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_session_holds_a_bounded_outbox() {
+    let server = start(&[
+        "--handler",
+        "rooms",
+        "--session-detached-outbox-bytes",
+        "20000",
+    ])
+    .await;
+    let session = SessionId([0x55; 16]);
+    let mut member = hello_with(&server, session, true, Some([5; 16])).await;
+    next_frame(&mut member, WAIT).await.expect("a WELCOME");
+    member
+        .send(data(1, r#"{"type":"join","room":"r"}"#))
+        .await
+        .expect("join");
+    // Its "joined" answer, then leave (detached).
+    loop {
+        let frame = next_frame(&mut member, WAIT).await.expect("the answer");
+        if let Ok(Frame::Data { .. }) = steadfast_core::codec::decode(&frame, u64::MAX) {
+            break;
+        }
+    }
+    drop(member);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut poster = raw(&server, false).await;
+    let mut ask = async |request: String| -> serde_json::Value {
+        poster
+            .send(Message::Text(request.into()))
+            .await
+            .expect("send");
+        loop {
+            match tokio::time::timeout(WAIT, poster.next()).await {
+                Ok(Some(Ok(Message::Text(reply)))) => {
+                    return serde_json::from_str(&reply).expect("JSON")
+                }
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("no reply: {other:?}"),
+            }
+        }
+    };
+    ask(r#"{"type":"join","room":"r"}"#.to_owned()).await;
+    let filler = "x".repeat(1_000);
+    let mut counted = Vec::new();
+    for i in 0..40 {
+        let post = format!(r#"{{"type":"room","room":"r","data":"{i} {filler}"}}"#);
+        counted.push(ask(post).await["count"].as_u64().unwrap_or(0));
+    }
+    let taken = counted.iter().filter(|c| **c == 1).count();
+    assert!(
+        (10..30).contains(&taken) && counted[..taken].iter().all(|c| *c == 1),
+        "the first ones taken, then none: {counted:?}"
+    );
+
+    // It returns: every post it was counted for, in order.
+    let mut back = hello_with(&server, session, false, Some([5; 16])).await;
+    let welcome = next_frame(&mut back, WAIT).await.expect("a WELCOME");
+    assert_eq!(welcome_of(&welcome), (session, true));
+    let mut posts = Vec::new();
+    while let Some(frame) = next_frame(&mut back, Duration::from_millis(500)).await {
+        if let Ok(Frame::Data { payload, .. }) = steadfast_core::codec::decode(&frame, u64::MAX) {
+            let post: serde_json::Value = serde_json::from_slice(payload).expect("JSON");
+            if post["type"] == "message" {
+                posts.push(post["data"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    let expected: Vec<String> = (0..taken).map(|i| format!("{i} {filler}")).collect();
+    assert_eq!(posts.len(), taken);
+    assert!(posts == expected, "the posts out of order");
+}

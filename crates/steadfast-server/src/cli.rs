@@ -114,6 +114,10 @@ pub struct ServeArgs {
     /// Bytes queued per session for its client.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024, help_heading = SESSIONS)]
     pub session_outbox_bytes: usize,
+    /// Bytes a session's outbox may hold while no connection is attached
+    /// (sends beyond it fail with ERR_QUEUE_FULL until its client returns).
+    #[arg(long, value_name = "BYTES", default_value_t = 8 * 1024 * 1024, help_heading = SESSIONS)]
+    pub session_detached_outbox_bytes: usize,
     /// Messages above this are sent in chunks of this size. Also the
     /// largest WebSocket message a reliable client may send (plus 64 bytes
     /// of header): larger ones are closed with 1009 and the client halves
@@ -407,6 +411,7 @@ impl ServeArgs {
             max_sessions: self.max_sessions,
             max_connections: self.max_connections,
             admin_listen: self.admin_listen,
+            session_detached_outbox_bytes: self.session_detached_outbox_bytes,
             max_sessions_per_address: self.max_sessions_per_address,
             max_sessions_per_subject: self.max_sessions_per_subject,
             listen_backlog: self.listen_backlog,

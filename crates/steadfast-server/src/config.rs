@@ -30,6 +30,11 @@ pub struct ServerConfig {
     /// Sessions kept at once; a new session beyond this is refused with
     /// close 1013 (try again later), which clients back off from.
     pub max_sessions: usize,
+    /// Bytes a session's outbox may hold while no connection is attached:
+    /// a send beyond it fails (`ERR_QUEUE_FULL`) until the client returns,
+    /// so sessions whose clients left cannot pile up the attached bound
+    /// each (`engine.outbox.max_bytes`).
+    pub session_detached_outbox_bytes: usize,
     /// Also serve `/metrics` and `/healthz` here (plain HTTP, for the
     /// operator's network), and no longer `/metrics` on the public port.
     pub admin_listen: Option<std::net::SocketAddr>,
@@ -152,6 +157,7 @@ impl Default for ServerConfig {
             max_sessions: 100_000,
             max_connections: 100_000,
             admin_listen: None,
+            session_detached_outbox_bytes: 8 * 1024 * 1024,
             max_sessions_per_address: 25_000,
             max_sessions_per_subject: 1_000,
             listen_backlog: 4096,

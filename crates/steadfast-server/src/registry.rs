@@ -1568,6 +1568,16 @@ impl ServerHandle {
         match entry {
             EntryRef::Session(arc) => {
                 let mut slot = lock(&arc);
+                let detached_bound = shared.config.session_detached_outbox_bytes;
+                if slot.waker.is_none()
+                    && slot.engine.queued_bytes() + message.len() > detached_bound
+                {
+                    // Nobody attached: bounded apart from an attached one.
+                    return Err(ServerError::Send(SendError::QueueFull {
+                        messages: slot.engine.queued(),
+                        bytes: slot.engine.queued_bytes(),
+                    }));
+                }
                 slot.engine.send(shared.now_ms(), wall_ms(), message)?;
                 match deferring() {
                     Some(by) => {
