@@ -85,6 +85,21 @@ async fn close_of(ws: &mut Ws) -> (u16, String) {
     }
 }
 
+/// The client's next message (other events skipped).
+async fn next_message(client: &Client) -> Payload {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match client.next_event().await {
+                Some(ClientEvent::Message(message)) => return message,
+                Some(_) => continue,
+                None => panic!("the client ended"),
+            }
+        }
+    })
+    .await
+    .expect("a message in time")
+}
+
 /// A well-behaved reliable client gets its echo.
 async fn legitimate_echo(server: &ServerProcess, text: &str) {
     let client = Client::builder(server.url.clone())
@@ -92,18 +107,7 @@ async fn legitimate_echo(server: &ServerProcess, text: &str) {
         .await
         .expect("valid options");
     let receipt = client.send(text.to_owned()).await.expect("queued");
-    let echo = tokio::time::timeout(WAIT, async {
-        loop {
-            match client.next_event().await {
-                Some(ClientEvent::Message(Payload::Text(echo))) => return echo,
-                Some(_) => continue,
-                None => panic!("the client ended"),
-            }
-        }
-    })
-    .await
-    .expect("the echo in time");
-    assert_eq!(echo, text);
+    assert_eq!(next_message(&client).await, Payload::Text(text.to_owned()));
     tokio::time::timeout(WAIT, receipt)
         .await
         .expect("the ACK in time")
@@ -217,18 +221,10 @@ async fn a_client_with_larger_chunks_halves_them_and_gets_through() {
         .expect("valid options");
     let message: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
     let receipt = client.send(message.clone()).await.expect("queued");
-    let echo = tokio::time::timeout(WAIT, async {
-        loop {
-            match client.next_event().await {
-                Some(ClientEvent::Message(Payload::Binary(echo))) => return echo,
-                Some(_) => continue,
-                None => panic!("the client ended"),
-            }
-        }
-    })
-    .await
-    .expect("the echo in time");
-    assert!(echo == message, "the echo differs");
+    assert!(
+        next_message(&client).await == Payload::Binary(message),
+        "the echo differs"
+    );
     tokio::time::timeout(WAIT, receipt)
         .await
         .expect("the ACK in time")
@@ -305,6 +301,18 @@ async fn next_frame(ws: &mut Ws, wait: Duration) -> Option<Vec<u8>> {
     }
 }
 
+/// The DATA payloads (as text) that come before the connection has been
+/// quiet for half a second.
+async fn data_until_quiet(ws: &mut Ws) -> Vec<String> {
+    let mut payloads = Vec::new();
+    while let Some(frame) = next_frame(ws, Duration::from_millis(500)).await {
+        if let Ok(Frame::Data { payload, .. }) = steadfast_core::codec::decode(&frame, u64::MAX) {
+            payloads.push(String::from_utf8_lossy(payload).into_owned());
+        }
+    }
+    payloads
+}
+
 fn welcome_of(bytes: &[u8]) -> (SessionId, bool) {
     match steadfast_core::codec::decode(bytes, u64::MAX) {
         Ok(Frame::Welcome {
@@ -364,13 +372,7 @@ async fn a_hello_with_a_stolen_session_id_but_not_its_secret_gets_a_new_session(
 
     // The owner was not closed (4909) and is served on.
     owner.send(data(3, "mine 3")).await.expect("send");
-    let mut got = Vec::new();
-    while let Some(frame) = next_frame(&mut owner, Duration::from_millis(500)).await {
-        if let Ok(Frame::Data { payload, .. }) = steadfast_core::codec::decode(&frame, u64::MAX) {
-            got.push(String::from_utf8_lossy(payload).into_owned());
-        }
-    }
-    assert_eq!(got, ["mine 3"]);
+    assert_eq!(data_until_quiet(&mut owner).await, ["mine 3"]);
     drop(owner);
 
     // With its secret, the owner resumes, and its unacknowledged echoes
@@ -378,13 +380,10 @@ async fn a_hello_with_a_stolen_session_id_but_not_its_secret_gets_a_new_session(
     let mut back = hello_with(&server, session, false, Some(secret)).await;
     let welcome = next_frame(&mut back, WAIT).await.expect("a WELCOME");
     assert_eq!(welcome_of(&welcome), (session, true));
-    let mut replayed = Vec::new();
-    while let Some(frame) = next_frame(&mut back, Duration::from_millis(500)).await {
-        if let Ok(Frame::Data { payload, .. }) = steadfast_core::codec::decode(&frame, u64::MAX) {
-            replayed.push(String::from_utf8_lossy(payload).into_owned());
-        }
-    }
-    assert_eq!(replayed, ["mine 1", "mine 2", "mine 3"]);
+    assert_eq!(
+        data_until_quiet(&mut back).await,
+        ["mine 1", "mine 2", "mine 3"]
+    );
 }
 
 /// A plain client holding a frame it never finishes (here 1 KiB of a
@@ -838,15 +837,13 @@ async fn a_detached_session_holds_a_bounded_outbox() {
     let mut back = hello_with(&server, session, false, Some([5; 16])).await;
     let welcome = next_frame(&mut back, WAIT).await.expect("a WELCOME");
     assert_eq!(welcome_of(&welcome), (session, true));
-    let mut posts = Vec::new();
-    while let Some(frame) = next_frame(&mut back, Duration::from_millis(500)).await {
-        if let Ok(Frame::Data { payload, .. }) = steadfast_core::codec::decode(&frame, u64::MAX) {
-            let post: serde_json::Value = serde_json::from_slice(payload).expect("JSON");
-            if post["type"] == "message" {
-                posts.push(post["data"].as_str().unwrap_or_default().to_owned());
-            }
-        }
-    }
+    let posts: Vec<String> = data_until_quiet(&mut back)
+        .await
+        .iter()
+        .map(|text| serde_json::from_str::<serde_json::Value>(text).expect("JSON"))
+        .filter(|post| post["type"] == "message")
+        .map(|post| post["data"].as_str().unwrap_or_default().to_owned())
+        .collect();
     let expected: Vec<String> = (0..taken).map(|i| format!("{i} {filler}")).collect();
     assert_eq!(posts.len(), taken);
     assert!(posts == expected, "the posts out of order");
