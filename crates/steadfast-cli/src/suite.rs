@@ -101,7 +101,7 @@ impl Kind {
 /// A server child process; it exits when this drops (its stdin closes).
 struct ServerProcess {
     url: String,
-    _child: Child,
+    child: Child,
 }
 
 async fn spawn_server(args: &[&str]) -> Result<ServerProcess, String> {
@@ -126,7 +126,7 @@ async fn spawn_server(args: &[&str]) -> Result<ServerProcess, String> {
         .find(|w| w.starts_with("ws://"))
         .ok_or_else(|| format!("{args:?} printed {line:?}"))?
         .to_owned();
-    Ok(ServerProcess { url, _child: child })
+    Ok(ServerProcess { url, child })
 }
 
 /// A room whose members are spread over three server processes sharing
@@ -1263,34 +1263,18 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// The server for the storm: `steadfast serve` on `port` and `dir`.
-async fn storm_server(port: u16, dir: &std::path::Path) -> Result<(Child, String), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-    let mut child = Command::new(exe)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--exit-on-stdin-eof",
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start the storm's server: {e}"))?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .map_err(|_| "the storm's server did not start in 60 s".to_owned())?
-        .map_err(|e| e.to_string())?
-        .unwrap_or_default();
-    if !line.contains("ws://") {
-        return Err(format!("the storm's server printed {line:?}"));
-    }
-    Ok((child, line))
+async fn storm_server(port: u16, dir: &std::path::Path) -> Result<ServerProcess, String> {
+    let listen = format!("127.0.0.1:{port}");
+    let dir = dir.display().to_string();
+    spawn_server(&[
+        "serve",
+        "--listen",
+        &listen,
+        "--exit-on-stdin-eof",
+        "--data-dir",
+        &dir,
+    ])
+    .await
 }
 
 /// A real reconnect storm: `clients` reliable `steadfast::Client`s (the
@@ -1312,7 +1296,7 @@ async fn storm(clients: usize) -> Result<Value, String> {
             .map_err(|e| e.to_string())?;
         probe.local_addr().map_err(|e| e.to_string())?.port()
     };
-    let (mut server, _) = storm_server(port, &dir).await?;
+    let mut server = storm_server(port, &dir).await?;
     let url = format!("ws://127.0.0.1:{port}");
 
     // Connect in waves, so the storm measured is the restart's, not ours.
@@ -1385,12 +1369,13 @@ async fn storm(clients: usize) -> Result<Value, String> {
     *killed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     let kill_at = Instant::now();
     server
+        .child
         .start_kill()
         .map_err(|e| format!("kill the server: {e}"))?;
-    let _ = server.wait().await;
-    let (restarted, _) = storm_server(port, &dir).await?;
+    let _ = server.child.wait().await;
+    let restarted = storm_server(port, &dir).await?;
     let up_at = Instant::now();
-    let pid = restarted.id().unwrap_or(0);
+    let pid = restarted.child.id().unwrap_or(0);
     let cpu_before = cpu_seconds(pid);
     let mut backs = Vec::with_capacity(clients);
     let (mut resumed, mut resynced) = (0u64, 0u64);
