@@ -12,6 +12,7 @@ use steadfast::{Client, ClientEvent, ConnectionState, Delivery, Payload};
 use steadfast_core::Rng;
 use steadfast_server::{Echo, RedisSessions, Rooms, Server, ServerHandle};
 use steadfast_testkit::{eventually, Front, RedisServer};
+use steadfast_tests::raw::http_get;
 use steadfast_tests::{expect_all_acked, fast_backoff, send_paced, ServerProcess};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_steadfast-test-server");
@@ -302,24 +303,6 @@ async fn a_redis_that_lost_its_data_makes_the_client_resync_explicitly() {
     round(&client, &texts("c", 20)).await;
 }
 
-/// `GET path` on `addr`: the status line and the body.
-async fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
-        .await
-        .expect("an answer in time")
-        .expect("read");
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (
-        head.lines().next().unwrap_or("").to_owned(),
-        body.to_owned(),
-    )
-}
-
 /// Redis down: `/healthz` says so (503), the node acknowledges nothing
 /// (the client keeps its message), and once Redis is back both recover by
 /// themselves: the message is acknowledged and echoed once.
@@ -327,7 +310,7 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
 async fn a_redis_outage_holds_acks_and_fails_healthz_until_it_is_back() {
     let mut redis = RedisServer::start().expect("redis-server");
     let (addr, _node) = node(&redis).await;
-    assert!(get(addr, "/healthz").await.0.contains("200"));
+    assert!(http_get(addr, "/healthz").await.0.contains("200"));
     let client = Client::builder(format!("ws://{addr}"))
         .backoff(fast_backoff())
         .seed(11)
@@ -336,7 +319,7 @@ async fn a_redis_outage_holds_acks_and_fails_healthz_until_it_is_back() {
         .expect("valid options");
     round(&client, &texts("a", 20)).await;
     redis.kill();
-    let (status, body) = get(addr, "/healthz").await;
+    let (status, body) = http_get(addr, "/healthz").await;
     assert!(status.contains("503"), "{status}: {body}");
     assert!(body.contains("[ERR_SESSION_STORE] unavailable"), "{body}");
     let receipt = client.send("during the outage").await.expect("queued");
@@ -387,7 +370,7 @@ async fn a_redis_outage_holds_acks_and_fails_healthz_until_it_is_back() {
         }
     }
     assert_eq!(echoes, vec!["during the outage".to_owned()]);
-    let (status, _) = get(addr, "/healthz").await;
+    let (status, _) = http_get(addr, "/healthz").await;
     assert!(status.contains("200"), "{status}");
     round(&client, &texts("b", 20)).await;
 }
@@ -691,116 +674,32 @@ async fn a_room_member_moving_between_live_nodes_gets_every_post_once() {
     );
 }
 
-/// A raw reliable connection to `addr` that has sent `hello`; its WELCOME
-/// as (session, resumed).
-async fn raw_hello(
-    addr: std::net::SocketAddr,
-    hello: steadfast_core::codec::Frame<'_>,
-) -> (
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    steadfast_server::SessionId,
-    bool,
-) {
-    use futures::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
-    let mut request = format!("ws://{addr}")
-        .into_client_request()
-        .expect("request");
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        steadfast_core::codec::SUBPROTOCOL
-            .parse()
-            .expect("header value"),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("connect");
-    ws.send(Message::Binary(hello.to_vec().into()))
-        .await
-        .expect("send HELLO");
-    loop {
-        match tokio::time::timeout(WAIT, ws.next()).await {
-            Ok(Some(Ok(Message::Binary(bytes)))) => {
-                match steadfast_core::codec::decode(&bytes, u64::MAX) {
-                    Ok(steadfast_core::codec::Frame::Welcome {
-                        session, resumed, ..
-                    }) => return (ws, session, resumed),
-                    other => panic!("not a WELCOME: {other:?}"),
-                }
-            }
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("no WELCOME: {other:?}"),
-        }
-    }
-}
-
 /// A NEW HELLO naming a session another node holds in Redis (someone who
 /// learned its id) gets a session of its own: it neither wipes the stored
 /// session nor takes it from its node, whose client goes on undisturbed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_hello_on_another_node_cannot_take_or_wipe_a_session() {
-    use futures::{SinkExt, StreamExt};
-    use steadfast_core::codec::Frame;
-    use tokio_tungstenite::tungstenite::Message;
+    use futures::SinkExt;
+    use steadfast_tests::raw::{self, data, data_until_quiet, welcome};
     let redis = RedisServer::start().expect("redis-server");
     let (a, _) = node(&redis).await;
     let (b, b_handle) = node(&redis).await;
+    let (a, b) = (format!("ws://{a}"), format!("ws://{b}"));
     let session = steadfast_server::SessionId([0x3c; 16]);
-    let hello = |new, secret| Frame::Hello {
-        new,
-        session,
-        delivered: 0,
-        max_message_size: 1 << 20,
-        secret,
-    };
-    let (mut owner, given, _) = raw_hello(a, hello(true, Some([1; 16]))).await;
-    assert_eq!(given, session);
-    let data = |seq: u64, text: &'static str| {
-        let frame = Frame::Data {
-            seq,
-            binary: false,
-            chunk: None,
-            payload: text.as_bytes(),
-        };
-        Message::Binary(frame.to_vec().into())
-    };
-    owner.send(data(1, "one")).await.expect("send");
+    let mut owner = raw::hello(&a, session, true, Some([1; 16])).await;
+    assert_eq!(welcome(&mut owner).await, (session, false));
     // Its echo: the session is stored (committed before it goes out).
-    let mut echoes = Vec::new();
-    while echoes.is_empty() {
-        match tokio::time::timeout(WAIT, owner.next()).await {
-            Ok(Some(Ok(Message::Binary(bytes)))) => {
-                if let Ok(Frame::Data { payload, .. }) =
-                    steadfast_core::codec::decode(&bytes, u64::MAX)
-                {
-                    echoes.push(String::from_utf8_lossy(payload).into_owned());
-                }
-            }
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("no echo: {other:?}"),
-        }
-    }
+    owner.send(data(1, "one")).await.expect("send");
+    assert_eq!(data_until_quiet(&mut owner).await, ["one"]);
     // On node B, NEW HELLOs naming it: without the secret, and with another.
     for secret in [None, Some([2; 16])] {
-        let (_thief, given, resumed) = raw_hello(b, hello(true, secret)).await;
+        let mut thief = raw::hello(&b, session, true, secret).await;
+        let (given, resumed) = welcome(&mut thief).await;
         assert!(given != session && !resumed, "{secret:?}: {given:?}");
     }
     assert_eq!(b_handle.metrics().get("resumes_refused"), Some(2));
-    // The owner on A: not closed (4909), its session intact.
+    // The owner on A: not closed (4909, which `data_until_quiet` would
+    // panic on), its session intact.
     owner.send(data(2, "two")).await.expect("send");
-    let got = loop {
-        match tokio::time::timeout(WAIT, owner.next()).await {
-            Ok(Some(Ok(Message::Binary(bytes)))) => {
-                if let Ok(Frame::Data { payload, .. }) =
-                    steadfast_core::codec::decode(&bytes, u64::MAX)
-                {
-                    break String::from_utf8_lossy(payload).into_owned();
-                }
-            }
-            Ok(Some(Ok(Message::Close(frame)))) => panic!("the owner was closed: {frame:?}"),
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("no echo: {other:?}"),
-        }
-    };
-    assert_eq!((echoes[0].as_str(), got.as_str()), ("one", "two"));
+    assert_eq!(data_until_quiet(&mut owner).await, ["two"]);
 }

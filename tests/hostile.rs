@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use steadfast::{Client, ClientEvent, Payload};
 use steadfast_core::codec::{Chunk, Frame, SessionId, SUBPROTOCOL};
+use steadfast_tests::raw::{data, data_until_quiet, http_get, next_frame, welcome_of, Ws};
 use steadfast_tests::ServerProcess;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -15,9 +16,6 @@ const SERVER: &str = env!("CARGO_BIN_EXE_steadfast-test-server");
 
 /// Generous: every step takes milliseconds.
 const WAIT: Duration = Duration::from_secs(20);
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn start(args: &[&str]) -> ServerProcess {
     let args: Vec<String> = ["--sessions", "memory"]
@@ -30,46 +28,24 @@ async fn start(args: &[&str]) -> ServerProcess {
         .expect("started")
 }
 
-/// A raw WebSocket, offering `steadfast.v1` when `reliable`.
+/// A raw WebSocket to `server`, offering `steadfast.v1` when `reliable`.
 async fn raw(server: &ServerProcess, reliable: bool) -> Ws {
-    let mut request = server.url.as_str().into_client_request().expect("request");
-    if reliable {
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            SUBPROTOCOL.parse().expect("header value"),
-        );
-    }
-    tokio_tungstenite::connect_async(request)
-        .await
-        .expect("connect")
-        .0
+    steadfast_tests::raw::connect(&server.url, reliable).await
 }
 
-/// A raw reliable connection that has said HELLO for `session`.
+/// A raw reliable connection that has said HELLO (NEW, no secret).
 async fn hello(server: &ServerProcess, session: SessionId) -> Ws {
     hello_with(server, session, true, None).await
 }
 
-/// A raw reliable connection that has said HELLO for `session`, `new` or
-/// resuming, with `secret`.
+/// A raw reliable connection that has said HELLO for `session`.
 async fn hello_with(
     server: &ServerProcess,
     session: SessionId,
     new: bool,
     secret: Option<[u8; 16]>,
 ) -> Ws {
-    let mut ws = raw(server, true).await;
-    let hello = Frame::Hello {
-        secret,
-        new,
-        session,
-        delivered: 0,
-        max_message_size: 1 << 24,
-    };
-    ws.send(Message::Binary(hello.to_vec().into()))
-        .await
-        .expect("send HELLO");
-    ws
+    steadfast_tests::raw::hello(&server.url, session, new, secret).await
 }
 
 /// The close frame's code and reason (other messages skipped).
@@ -285,51 +261,6 @@ async fn a_peer_joining_rooms_without_end_is_refused_past_the_limits() {
     ask(serde_json::json!({"type": "leave", "room": first})).await;
     let reply = ask(serde_json::json!({"type": "join", "room": "another"})).await;
     assert_eq!(reply["type"], "joined", "{reply}");
-}
-
-/// The next protocol frame's bytes (pings and pongs skipped), or `None`
-/// if none comes within `wait`.
-async fn next_frame(ws: &mut Ws, wait: Duration) -> Option<Vec<u8>> {
-    loop {
-        match tokio::time::timeout(wait, ws.next()).await {
-            Ok(Some(Ok(Message::Binary(bytes)))) => return Some(bytes.to_vec()),
-            Ok(Some(Ok(Message::Close(frame)))) => panic!("closed: {frame:?}"),
-            Ok(Some(Ok(_))) => continue,
-            Ok(other) => panic!("the connection ended: {other:?}"),
-            Err(_) => return None,
-        }
-    }
-}
-
-/// The DATA payloads (as text) that come before the connection has been
-/// quiet for half a second.
-async fn data_until_quiet(ws: &mut Ws) -> Vec<String> {
-    let mut payloads = Vec::new();
-    while let Some(frame) = next_frame(ws, Duration::from_millis(500)).await {
-        if let Ok(Frame::Data { payload, .. }) = steadfast_core::codec::decode(&frame, u64::MAX) {
-            payloads.push(String::from_utf8_lossy(payload).into_owned());
-        }
-    }
-    payloads
-}
-
-fn welcome_of(bytes: &[u8]) -> (SessionId, bool) {
-    match steadfast_core::codec::decode(bytes, u64::MAX) {
-        Ok(Frame::Welcome {
-            session, resumed, ..
-        }) => (session, resumed),
-        other => panic!("not a WELCOME: {other:?}"),
-    }
-}
-
-fn data(seq: u64, text: &str) -> Message {
-    let frame = Frame::Data {
-        seq,
-        binary: false,
-        chunk: None,
-        payload: text.as_bytes(),
-    };
-    Message::Binary(frame.to_vec().into())
 }
 
 /// Another client sending a HELLO with a session's id but not its secret
@@ -680,25 +611,6 @@ fn strip_ansi(line: &str) -> String {
         }
     }
     out
-}
-
-/// `GET path` on `addr`: the status line and the body.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
-        .await
-        .expect("an answer in time")
-        .expect("read");
-    let status = response.lines().next().unwrap_or_default().to_owned();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// With `--admin-listen`, /metrics is served there and no longer on the

@@ -1,6 +1,8 @@
 //! Native integration tests live beside this file (`transport.rs`); run them
 //! with `cargo test -p steadfast-tests`. What several of them share is here.
 
+pub mod raw;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, Command, Stdio};

@@ -573,23 +573,10 @@ async fn fault_injection_with_a_seed_reproduces_the_same_drops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_errors_close_with_the_core_s_code_and_are_counted() {
-    use steadfast_core::codec::{Frame, SessionId, SUBPROTOCOL};
+    use steadfast_core::codec::{Frame, SessionId};
     let server = start(ServerConfig::default(), Recorder::default()).await;
-    let reliable = || async {
-        let mut request =
-            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-                server.url().as_str(),
-            )
-            .expect("request");
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            SUBPROTOCOL.parse().expect("header value"),
-        );
-        tokio_tungstenite::connect_async(request)
-            .await
-            .expect("connect")
-            .0
-    };
+    let url = server.url();
+    let reliable = || steadfast_tests::raw::connect(&url, true);
     let close_code = |ws: PlainWs| async move {
         let mut ws = ws;
         loop {
