@@ -442,7 +442,8 @@ async fn silent_sockets_count_against_max_connections_and_the_rest_get_503() {
 /// sessions' outboxes (32 MiB each before the server stops reading them).
 /// Under `--max-memory 48M` the server sheds the heaviest (closed, state
 /// dropped), its resident memory stays near the budget rather than
-/// growing with the attackers, and a legitimate client is served.
+/// growing with the attackers, and a legitimate client is served. A shed
+/// client resumes from its record and is told what it lost (SKIP).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_never_read_are_shed_at_the_memory_budget() {
     const ATTACKERS: u8 = 6;
@@ -499,6 +500,30 @@ async fn clients_that_never_read_are_shed_at_the_memory_budget() {
     // Without the budget: 236 MiB (6 × 32 MiB of outbox, parked frames).
     assert!(grown_mib < 128, "grew {grown_mib} MiB");
     legitimate_echo(&server, "after").await;
+
+    // A shed client resumes from its session's record, not a resync:
+    // what the server had queued for it comes as a SKIP, never as DATA
+    // again. (A kept one replays its outbox: DATA first.)
+    let mut skipped = 0;
+    for attacker in 1..=ATTACKERS {
+        let session = SessionId([0x60 + attacker; 16]);
+        let mut back = hello_with(&server, session, false, None).await;
+        let welcome = next_frame(&mut back, WAIT).await.expect("a WELCOME");
+        assert_eq!(welcome_of(&welcome).0, session, "resumed, not resynced");
+        loop {
+            let frame = next_frame(&mut back, WAIT).await.expect("a frame");
+            match steadfast_core::codec::decode(&frame, u64::MAX) {
+                Ok(Frame::Skip { first, last }) => {
+                    assert!(first >= 1 && last >= first);
+                    skipped += 1;
+                    break;
+                }
+                Ok(Frame::Data { .. }) => break,
+                _ => continue,
+            }
+        }
+    }
+    assert_eq!(skipped, shed, "every shed session, and only those, skips");
 }
 
 /// One address cannot fill the session table: past
