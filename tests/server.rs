@@ -745,3 +745,35 @@ async fn a_full_room_refuses_another_member() {
     assert_eq!(replies[2]["code"], "ERR_ROOM_FULL", "{}", replies[2]);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_reliable_client_that_closes_gets_the_answering_close_frame() {
+    use steadfast_tests::raw;
+    let server = TestServer::start().await.expect("bind");
+    let session = steadfast_core::codec::SessionId([0x42; 16]);
+    let mut ws = raw::hello(&server.url(), session, true, None).await;
+    raw::welcome(&mut ws).await;
+    ws.send(Message::Close(Some(
+        tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: 1000.into(),
+            reason: "bye".into(),
+        },
+    )))
+    .await
+    .expect("send close");
+    // The close handshake completes: the server answers with a close frame
+    // (before, it dropped the socket and the client saw 1006).
+    let answer = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return Some(frame),
+                Some(Ok(_)) => {}
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("an answer in time");
+    let frame = answer.expect("a close frame, not a dropped socket");
+    assert_eq!(frame.map(|f| u16::from(f.code)), Some(1000));
+}

@@ -840,6 +840,11 @@ async fn reliable<S>(
         End::OverLimit(reason) => close_over_limit(ws, &reason).await,
         End::Handler => close(ws, close::INTERNAL_ERROR, HANDLER_FAILED).await,
         End::Shed => close(ws, close::OVERLOADED, "server over its memory budget").await,
+        // The client closed: tungstenite queued the answering close frame;
+        // send it, so the client's close handshake completes.
+        End::Lost(code, _) if code != close::ABNORMAL => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
+        }
         End::Lost(..) => {}
     }
     shared.guarded("on_disconnect", peer.id, || {
