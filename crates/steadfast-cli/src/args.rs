@@ -58,6 +58,13 @@ pub(crate) struct ConnectionArgs {
     /// Reliable delivery (steadfast.v1): auto uses it when the server offers it.
     #[arg(long, value_enum, default_value_t = ReliableArg::Auto)]
     pub(crate) reliable: ReliableArg,
+    #[command(flatten)]
+    pub(crate) tls: TlsArgs,
+}
+
+/// TLS options for a wss:// server: shared by `connect`, `replay` and `proxy`.
+#[derive(Debug, Args)]
+pub(crate) struct TlsArgs {
     /// Trust this CA certificate (PEM) for wss://, besides the system's.
     #[arg(long, value_name = "FILE")]
     pub(crate) ca: Option<PathBuf>,
@@ -71,6 +78,23 @@ pub(crate) struct ConnectionArgs {
     /// can read and change the traffic.
     #[arg(long)]
     pub(crate) insecure: bool,
+}
+
+impl TlsArgs {
+    /// The TLS options these flags describe.
+    pub(crate) fn options(&self) -> Result<TlsOptions, Failed> {
+        let mut tls = TlsOptions::default();
+        if let Some(ca) = &self.ca {
+            tls = tls.ca_pem(read("the CA file", ca)?);
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            tls = tls.client_identity_pem(read("the certificate", cert)?, read("the key", key)?);
+        }
+        if self.insecure {
+            tls = tls.insecure();
+        }
+        Ok(tls)
+    }
 }
 
 /// `--reliable`.
@@ -224,16 +248,6 @@ impl ConnectionArgs {
                 ..HeartbeatConfig::default()
             }))
         };
-        let mut tls = TlsOptions::default();
-        if let Some(ca) = &self.ca {
-            tls = tls.ca_pem(read("the CA file", ca)?);
-        }
-        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
-            tls = tls.client_identity_pem(read("the certificate", cert)?, read("the key", key)?);
-        }
-        if self.insecure {
-            tls = tls.insecure();
-        }
-        Ok(builder.tls(tls))
+        Ok(builder.tls(self.tls.options()?))
     }
 }

@@ -162,7 +162,7 @@ async fn run(
     mut recorder: Option<Recorder>,
     printer: &Printer,
 ) -> Result<u8, Failed> {
-    if connection.insecure {
+    if connection.tls.insecure {
         eprintln!(
             "warning: --insecure: the server's certificate is not checked; \
              anyone on the path can read and change this connection"

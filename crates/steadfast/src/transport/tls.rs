@@ -70,8 +70,13 @@ impl TlsOptions {
         self
     }
 
-    /// The rustls configuration these options describe.
-    pub(crate) fn client_config(&self) -> Result<Arc<ClientConfig>, Error> {
+    /// The rustls configuration these options describe (for tools that
+    /// open TLS connections of their own, such as `steadfast proxy`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tls`] for unusable certificate or key PEM, or no trusted roots.
+    pub fn client_config(&self) -> Result<Arc<ClientConfig>, Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
