@@ -21,8 +21,38 @@ pub(crate) fn setup(root: &Path) -> Result<(), String> {
     cargo_fuzz()?;
     chromium()?;
     redis()?;
+    python(root)?;
     npm(root, NPM_DIRS)?;
     Ok(())
+}
+
+/// The `websockets` release the foreign-peer tests use.
+const WEBSOCKETS: &str = "websockets==15.0.1";
+
+/// A Python venv in `target/pyenv` with `websockets`, for the tests'
+/// foreign peers (`crates/steadfast-cli/tests/peers.py`).
+pub(crate) fn python(root: &Path) -> Result<(), String> {
+    let venv = crate::target_dir(root).join("pyenv");
+    let python = venv.join("bin/python");
+    let has = Command::new(&python)
+        .args([
+            "-c",
+            "import websockets; assert websockets.__version__ == '15.0.1'",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has {
+        println!("xtask setup: python venv with {WEBSOCKETS} present");
+        return Ok(());
+    }
+    crate::run(
+        "python3 -m venv target/pyenv",
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+    )?;
+    crate::run(
+        "pip install websockets",
+        Command::new(venv.join("bin/pip")).args(["install", "-q", WEBSOCKETS]),
+    )
 }
 
 pub(crate) const REDIS_SERVER: &str = "/usr/bin/redis-server";

@@ -147,7 +147,9 @@ pub(crate) struct ConnectArgs {
     exit::HELP
 ))]
 pub(crate) struct ReplayArgs {
-    /// A recording made with `steadfast connect --record`.
+    /// A recording made with `steadfast connect --record` or `steadfast
+    /// proxy --record` (one client per recorded connection, or per
+    /// steadfast.v1 session, all at once).
     pub(crate) file: PathBuf,
     #[command(flatten)]
     pub(crate) connection: ConnectionArgs,

@@ -7,6 +7,9 @@
 //!   `--json`; `--record FILE` for `steadfast replay`.
 //! - `steadfast replay FILE URL`: send a recording's outgoing messages
 //!   again with their original timing.
+//! - `steadfast proxy --to URL`: a WebSocket-aware reverse proxy that
+//!   shows, filters, records (for `replay`, and as HAR) and breaks, with
+//!   seeded faults, the traffic between an app and its server.
 //! - `steadfast serve`: the reference server, with every option of
 //!   `steadfast-server`.
 //! - `steadfast bench`: echo throughput through the reference server on
@@ -20,6 +23,7 @@ mod args;
 mod bench;
 mod exit;
 mod output;
+mod proxy;
 mod record;
 mod session;
 mod suite;
@@ -35,6 +39,7 @@ const AFTER_HELP: &str = "\
 Examples:
   steadfast connect ws://127.0.0.1:8080
   steadfast serve --listen 127.0.0.1:8080
+  steadfast proxy --listen 127.0.0.1:8081 --to ws://127.0.0.1:8080 --pretty
   steadfast bench
 
 Run `steadfast <command> --help` for a command's options and exit codes.";
@@ -60,6 +65,9 @@ enum Command {
     /// Run the reference server (reliable sessions and plain WebSocket,
     /// /healthz and /metrics on the same port).
     Serve(Box<ServeArgs>),
+    /// A WebSocket-aware reverse proxy: show, filter, record and break the
+    /// traffic between an app and its server.
+    Proxy(Box<proxy::ProxyArgs>),
     /// Echo throughput through the reference server on loopback, reliable and plain.
     Bench(bench::BenchArgs),
 }
@@ -93,6 +101,7 @@ async fn main() -> ExitCode {
         Command::Connect(args) => session::connect(*args).await,
         Command::Replay(args) => session::replay(*args).await,
         Command::Serve(args) => cli::serve("steadfast serve", *args).await,
+        Command::Proxy(args) => proxy::proxy(*args).await,
         Command::Bench(args) => bench::bench(args).await,
     }
 }

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::args::{seconds, ConnectArgs, ConnectionArgs, Failed, ReplayArgs};
 use crate::exit;
 use crate::output::{reason_text, stop_text, Printer, Style};
-use crate::record::{load_outgoing, Recorder};
+use crate::record::{load_streams, Recorder};
 
 /// Where outgoing messages come from.
 enum Source {
@@ -113,18 +113,34 @@ async fn run_replay(args: ReplayArgs, printer: &Printer) -> Result<u8, Failed> {
         ));
     }
     let wait = seconds("--wait", args.wait)?;
-    let messages = load_outgoing(&args.file)?
-        .into_iter()
-        .map(|(at, payload)| (at.div_f64(args.speed), payload))
-        .collect();
-    run(
-        &args.connection,
-        Source::Timed(messages),
-        wait,
-        None,
-        printer,
-    )
-    .await
+    let mut streams = load_streams(&args.file)?;
+    if streams.is_empty() {
+        // Nothing was sent: connect, wait for replies, close.
+        streams.push(Vec::new());
+    }
+    let plays = streams.into_iter().map(|messages| {
+        let messages = messages
+            .into_iter()
+            .map(|(at, payload)| (at.div_f64(args.speed), payload))
+            .collect();
+        run(
+            &args.connection,
+            Source::Timed(messages),
+            wait,
+            None,
+            printer,
+        )
+    });
+    // One client per recorded stream, all at once; the worst exit code wins
+    // (none at all: nothing to send, done).
+    let mut code = exit::OK;
+    for result in futures::future::join_all(plays).await {
+        let this = result?;
+        if this != exit::OK && (code == exit::OK || this > code) {
+            code = this;
+        }
+    }
+    Ok(code)
 }
 
 /// Lines of standard input, read on their own thread (a blocking read

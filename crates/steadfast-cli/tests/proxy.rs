@@ -1,0 +1,631 @@
+//! `steadfast proxy` as a user runs it: the built binary between clients
+//! and servers on loopback — foreign ones (Python `websockets`, from the
+//! venv `cargo xtask setup` makes in `target/pyenv`) and steadfast's own —
+//! checked by what arrives at each end, the proxy's `--json` log, its
+//! record and HAR file, and a replay of the record.
+//!
+//! Faults are seeded: `STEADFAST_SEED` overrides the seed, which every
+//! failure message prints.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use steadfast::{Client, ClientEvent, Config, Payload, Reliability};
+use steadfast_testkit::TestServer;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Generous: a hung process fails the test instead of hanging CI.
+const LIMIT: Duration = Duration::from_secs(90);
+
+const PEERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers.py");
+
+fn python() -> PathBuf {
+    if let Some(python) = std::env::var_os("STEADFAST_PYTHON") {
+        return PathBuf::from(python);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        PathBuf::from,
+    );
+    let python = target.join("pyenv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `cargo xtask setup` (a venv with Python websockets)",
+        python.display()
+    );
+    python
+}
+
+fn seed(default: u64) -> u64 {
+    std::env::var("STEADFAST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("steadfast-proxy-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// The Python echo server: its port and its log of what it received.
+struct Foreign {
+    /// Killed on drop.
+    _child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Foreign {
+    async fn start(log: PathBuf) -> Foreign {
+        let mut child = Command::new(python())
+            .arg(PEERS)
+            .arg("echo-server")
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python runs");
+        let stdout = child.stdout.take().expect("piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(LIMIT, lines.next_line())
+            .await
+            .expect("the echo server starts in time")
+            .expect("its output")
+            .expect("a line");
+        let port = ready
+            .strip_prefix("ready ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected: {ready}"));
+        Foreign {
+            _child: child,
+            port,
+            log,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    /// What it received, per connection, in order: (type, text or hex).
+    fn received(&self) -> BTreeMap<u64, Vec<(String, String)>> {
+        let mut by_conn: BTreeMap<u64, Vec<(String, String)>> = BTreeMap::new();
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        for line in text.lines() {
+            let value: Value = serde_json::from_str(line).expect("JSON lines");
+            let data = value["data"]
+                .as_str()
+                .or(value["hex"].as_str())
+                .unwrap_or_default();
+            by_conn
+                .entry(value["conn"].as_u64().expect("conn"))
+                .or_default()
+                .push((
+                    value["type"].as_str().unwrap_or_default().to_owned(),
+                    data.to_owned(),
+                ));
+        }
+        by_conn
+    }
+}
+
+/// A running `steadfast proxy`, its stdout gathered as it goes.
+struct Proxy {
+    child: Child,
+    port: u16,
+    out: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Proxy {
+    async fn start(to: &str, args: &[&str]) -> Proxy {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_steadfast"))
+            .args(["proxy", "--listen", &listen, "--to", to])
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the steadfast binary runs");
+        let stdout = child.stdout.take().expect("piped");
+        let out = tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut all = Vec::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                all.push(line);
+            }
+            all
+        });
+        // Listening once a TCP connect succeeds.
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        while tokio::net::TcpStream::connect(&listen).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the proxy listens in time"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Proxy { child, port, out }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    /// Ctrl-C; its exit code and every line it printed.
+    async fn stop(mut self) -> (i32, Vec<String>) {
+        let pid = self.child.id().expect("running");
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status();
+        let status = tokio::time::timeout(LIMIT, self.child.wait())
+            .await
+            .expect("the proxy stops on Ctrl-C")
+            .expect("its status");
+        let lines = tokio::time::timeout(LIMIT, self.out)
+            .await
+            .expect("output ends")
+            .expect("reader");
+        (status.code().unwrap_or(-1), lines)
+    }
+}
+
+fn json_lines(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn foreign_peers_get_every_message_unchanged_and_the_log_matches() {
+    let dir = temp_dir("foreign");
+    let server = Foreign::start(dir.join("server.jsonl")).await;
+    let proxy = Proxy::start(&server.url(), &["--json", "--preview", "64"]).await;
+    let client = Command::new(python())
+        .arg(PEERS)
+        .args(["client", &proxy.url(), "60", "5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let client = tokio::time::timeout(LIMIT, client)
+        .await
+        .expect("the client finishes in time")
+        .expect("python runs");
+    let report: Value = serde_json::from_slice(&client.stdout).unwrap_or_else(|e| {
+        panic!(
+            "client report ({e}): {}{}",
+            String::from_utf8_lossy(&client.stdout),
+            String::from_utf8_lossy(&client.stderr)
+        )
+    });
+    assert_eq!(report["bad"], 0, "every echo came back identical");
+    assert!(client.status.success());
+    let sent = report["sent"].as_array().expect("sent").clone();
+    assert_eq!(sent.len(), 60);
+
+    let (code, lines) = proxy.stop().await;
+    assert_eq!(code, 0);
+    let events = json_lines(&lines);
+    // The log shows each message as it was sent, in order, both ways.
+    for from in ["client", "server"] {
+        let shown: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["event"] == "message" && e["from"] == from)
+            .filter(|e| e["opcode"] == "text" || e["opcode"] == "binary")
+            .collect();
+        assert_eq!(shown.len(), sent.len(), "every message from the {from}");
+        for (shown, sent) in shown.iter().zip(&sent) {
+            assert_eq!(shown["opcode"], sent[0]);
+            assert_eq!(shown["size"], sent[1]);
+            let size = sent[1].as_u64().expect("size");
+            assert_eq!(shown["truncated"].as_bool().unwrap_or(false), size > 64);
+            let preview = shown["text"]
+                .as_str()
+                .or(shown["base64"].as_str())
+                .expect("a preview");
+            assert!(preview.len() <= 100, "a preview, not the message");
+        }
+    }
+    let summary = events.last().expect("a summary");
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["connections"], 1);
+    // What the server received is what the client sent.
+    let received = server.received();
+    assert_eq!(received.len(), 1, "one connection");
+    assert_eq!(received[&1].len(), 60);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Send `count` numbered messages through `url` with a reliable client;
+/// return the echoes in the order they arrived.
+async fn reliable_echoes(url: &str, count: usize, big_every: usize) -> Vec<String> {
+    let mut config = Config::default();
+    config.limits.gap_timeout_ms = 300;
+    config.limits.handshake_timeout_ms = 1_000;
+    config.backoff.initial_ms = 20;
+    config.backoff.max_ms = 200;
+    config.chunk_size = 4096;
+    let client = Client::builder(url)
+        .config(config)
+        .reliability(Reliability::Required)
+        .seed(1)
+        .connect()
+        .await
+        .expect("client starts");
+    for text in reliable_sent(count, big_every) {
+        drop(client.send(text).await.expect("queued"));
+    }
+    let mut echoes = Vec::new();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while echoes.len() < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {count} echoes in time",
+            echoes.len()
+        );
+        // A message the proxy dropped inside a live connection (which TCP
+        // never does) is sent again only on the next connection; when it
+        // was the last one, nothing shows the gap. Replace a connection
+        // stalled for 2 s, as an app's own timeout would.
+        let Ok(event) = tokio::time::timeout(Duration::from_secs(2), client.next_event()).await
+        else {
+            client.reconnect();
+            continue;
+        };
+        if let ClientEvent::Message(Payload::Text(text)) = event.expect("client runs") {
+            echoes.push(text);
+        }
+    }
+    // Anything late would be a duplicate.
+    let extra = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            match client.next_event().await {
+                Some(ClientEvent::Message(payload)) => return Some(payload),
+                Some(_) => {}
+                None => return None,
+            }
+        }
+    })
+    .await;
+    assert!(!matches!(extra, Ok(Some(_))), "a duplicate echo: {extra:?}");
+    let _ = client.close(1000, "").await;
+    echoes
+}
+
+fn ids(echoes: &[String]) -> Vec<String> {
+    echoes
+        .iter()
+        .map(|e| e.split(' ').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_steadfast_client_keeps_exactly_once_through_every_fault() {
+    let seed = seed(11);
+    let server = TestServer::start().await.expect("bind");
+    let seed_text = seed.to_string();
+    let proxy = Proxy::start(
+        &server.url(),
+        &[
+            "--json",
+            "--seed",
+            &seed_text,
+            "--drop",
+            "0.03",
+            "--duplicate",
+            "0.03",
+            "--reorder",
+            "0.03",
+            "--jitter",
+            "5",
+            "--cut-bytes",
+            "40000",
+        ],
+    )
+    .await;
+    let echoes = reliable_echoes(&proxy.url(), 400, 50).await;
+    let expected: Vec<String> = (0..400).map(|i| format!("m{i:04}")).collect();
+    assert_eq!(
+        ids(&echoes),
+        expected,
+        "seed {seed}: exactly once, in order"
+    );
+    let (code, lines) = proxy.stop().await;
+    assert_eq!(code, 0);
+    let events = json_lines(&lines);
+    for fault in ["drop", "duplicate", "reorder", "cut"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e["event"] == "fault" && e["fault"] == fault),
+            "seed {seed}: the log shows a {fault}"
+        );
+    }
+    let resumed = events
+        .iter()
+        .filter(|e| e["frame"]["type"] == "WELCOME" && e["frame"]["resumed"] == true)
+        .count();
+    assert!(resumed >= 1, "seed {seed}: the log shows resumes");
+    let chunks = events
+        .iter()
+        .filter(|e| {
+            e["frame"]["chunk"]["count"]
+                .as_u64()
+                .is_some_and(|n| n >= 2)
+        })
+        .count();
+    assert!(chunks > 0, "chunked DATA frames are decoded");
+}
+
+#[tokio::test]
+async fn record_then_replay_reproduces_each_connection_and_the_har_holds_it_all() {
+    let dir = temp_dir("record");
+    let record = dir.join("traffic.jsonl");
+    let har = dir.join("traffic.har");
+    let server = TestServer::start().await.expect("bind");
+    let record_arg = record.display().to_string();
+    let har_arg = har.display().to_string();
+    // Connections are cut after 40 messages: the reliable client resumes
+    // (sending again what was not acknowledged) several times.
+    let proxy = Proxy::start(
+        &server.url(),
+        &[
+            "--quiet",
+            "--record",
+            &record_arg,
+            "--har",
+            &har_arg,
+            "--cut-after",
+            "40",
+            "--fault-conn",
+            "1",
+            "--fault-conn",
+            "2",
+        ],
+    )
+    .await;
+    let reliable = reliable_echoes(&proxy.url(), 60, 20).await;
+    assert_eq!(reliable.len(), 60);
+    // A plain client after it.
+    let plain = Client::builder(proxy.url())
+        .reliability(Reliability::Off)
+        .connect()
+        .await
+        .expect("starts");
+    let plain_sent: Vec<String> = (0..10).map(|i| format!("plain {i}")).collect();
+    for text in &plain_sent {
+        drop(plain.send(text.clone()).await.expect("queued"));
+    }
+    let mut got = 0;
+    while got < plain_sent.len() {
+        match tokio::time::timeout(LIMIT, plain.next_event()).await {
+            Ok(Some(ClientEvent::Message(_))) => got += 1,
+            Ok(Some(_)) => {}
+            other => panic!("plain echoes: {other:?}"),
+        }
+    }
+    let _ = plain.close(1000, "").await;
+    let (code, _) = proxy.stop().await;
+    assert_eq!(code, 0, "stopped cleanly");
+
+    let lines: Vec<Value> = std::fs::read_to_string(&record)
+        .expect("the record")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect();
+    let opens = lines.iter().filter(|l| l["event"] == "open").count();
+    assert!(
+        opens >= 3,
+        "resumes and the plain client: {opens} connections"
+    );
+    assert!(lines
+        .iter()
+        .any(|l| l["event"] == "fault" && l["fault"] == "cut"));
+    let messages = lines.iter().filter(|l| l["dir"].is_string()).count();
+
+    // The HAR parses and holds every message of every connection.
+    let har: Value =
+        serde_json::from_str(&std::fs::read_to_string(&har).expect("the HAR")).expect("JSON");
+    let entries = har["log"]["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), opens);
+    let in_har: usize = entries
+        .iter()
+        .map(|e| e["_webSocketMessages"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(in_har, messages);
+    assert!(entries.iter().all(|e| e["_resourceType"] == "websocket"
+        && e["response"]["status"] == 101
+        && e["request"]["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("ws://"))));
+
+    // Replay against a foreign server: one connection per recorded stream
+    // (the reliable session's resumes are one stream), each with the
+    // application's messages once, in order.
+    let foreign = Foreign::start(dir.join("replayed.jsonl")).await;
+    let out = tokio::time::timeout(
+        LIMIT,
+        Command::new(env!("CARGO_BIN_EXE_steadfast"))
+            .args([
+                "replay",
+                &record_arg,
+                &foreign.url(),
+                "--speed",
+                "20",
+                "-w",
+                "0.5",
+            ])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("replay finishes in time")
+    .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replayed = foreign.received();
+    let mut streams: Vec<Vec<String>> = replayed
+        .values()
+        .map(|messages| messages.iter().map(|(_, data)| data.clone()).collect())
+        .collect();
+    streams.sort_by_key(Vec::len);
+    let expected_reliable: Vec<String> = reliable_sent(60, 20);
+    assert_eq!(streams.len(), 2, "two streams");
+    assert_eq!(streams[0], plain_sent);
+    assert_eq!(streams[1], expected_reliable);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What `reliable_echoes(_, count, big_every)` sends.
+fn reliable_sent(count: usize, big_every: usize) -> Vec<String> {
+    (0..count)
+        .map(|i| {
+            if big_every > 0 && i % big_every == big_every - 1 {
+                format!("m{i:04} {}", "x".repeat(20_000))
+            } else {
+                format!("m{i:04}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_wss_upstream_filters_refusals_and_redacted_credentials() {
+    use steadfast_server::{ClientAuth, ServerConfig, TlsConfig};
+    use steadfast_testkit::pki::{Identity, TestCa};
+    let dir = temp_dir("wss");
+    let ca = TestCa::new("steadfast proxy test CA");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).expect("write");
+    let Identity { cert_pem, key_pem } = ca.server();
+    let mut config = ServerConfig::default();
+    config.tls = Some(
+        TlsConfig::from_pem(cert_pem.as_bytes(), key_pem.as_bytes(), ClientAuth::None)
+            .expect("usable"),
+    );
+    let server = TestServer::start_with(config, steadfast_testkit::Recorder::default())
+        .await
+        .expect("bind");
+    assert!(server.url().starts_with("wss://"));
+    let ca_arg = ca_file.display().to_string();
+    // Shown: only text DATA frames from the server that match the regex.
+    let proxy = Proxy::start(
+        &server.url(),
+        &[
+            "--ca", &ca_arg, "--json", "--from", "server", "--type", "data", "--match", "^keep",
+        ],
+    )
+    .await;
+    let client = Client::builder(format!("{}/chat?token=s3cret", proxy.url()))
+        .header("Authorization", "Bearer s3cret")
+        .reliability(Reliability::Required)
+        .connect()
+        .await
+        .expect("starts");
+    for text in ["keep 1", "drop 2", "keep 3"] {
+        drop(client.send(text).await.expect("queued"));
+    }
+    let mut echoes = Vec::new();
+    while echoes.len() < 3 {
+        match tokio::time::timeout(LIMIT, client.next_event()).await {
+            Ok(Some(ClientEvent::Message(Payload::Text(text)))) => echoes.push(text),
+            Ok(Some(_)) => {}
+            other => panic!("echoes over wss through the proxy: {other:?}"),
+        }
+    }
+    assert_eq!(echoes, ["keep 1", "drop 2", "keep 3"]);
+    let _ = client.close(1000, "").await;
+    let (code, lines) = proxy.stop().await;
+    assert_eq!(code, 0);
+    let all = lines.join("\n");
+    assert!(!all.contains("s3cret"), "credentials are redacted: {all}");
+    let shown: Vec<Value> = json_lines(&lines)
+        .into_iter()
+        .filter(|e| e["event"] == "message")
+        .collect();
+    let texts: Vec<&str> = shown.iter().filter_map(|e| e["text"].as_str()).collect();
+    assert_eq!(texts, ["keep 1", "keep 3"], "{shown:?}");
+    assert!(shown
+        .iter()
+        .all(|e| e["from"] == "server" && e["frame"]["type"] == "DATA"));
+
+    // Without the CA the upstream handshake fails: the client gets 502.
+    let proxy = Proxy::start(&server.url(), &["--json"]).await;
+    let refused = tokio_tungstenite::connect_async(proxy.url()).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 502);
+        }
+        other => panic!("expected HTTP 502, got {other:?}"),
+    }
+    let (_, lines) = proxy.stop().await;
+    assert!(
+        json_lines(&lines)
+            .iter()
+            .any(|e| e["event"] == "refused" && e["status"] == 502),
+        "{lines:?}"
+    );
+
+    // --refuse 1: every connection gets 503, and the log says it was a fault.
+    let proxy = Proxy::start(&server.url(), &["--ca", &ca_arg, "--json", "--refuse", "1"]).await;
+    match tokio_tungstenite::connect_async(proxy.url()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 503);
+        }
+        other => panic!("expected HTTP 503, got {other:?}"),
+    }
+    let (_, lines) = proxy.stop().await;
+    assert!(json_lines(&lines)
+        .iter()
+        .any(|e| e["event"] == "fault" && e["fault"] == "refuse"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn bad_options_are_usage_errors_with_a_code() {
+    for args in [
+        &["--to", "http://127.0.0.1:1"][..],
+        &["--to", "ws://127.0.0.1:1", "--drop", "1.5"],
+        &["--to", "ws://127.0.0.1:1", "--match", "("],
+        &["--to", "ws://127.0.0.1:1", "--type", "nonsense"],
+        &["--to", "ws://127.0.0.1:1", "--throttle", "0"],
+    ] {
+        let out = tokio::time::timeout(
+            LIMIT,
+            Command::new(env!("CARGO_BIN_EXE_steadfast"))
+                .arg("proxy")
+                .args(args)
+                .args(["--listen", "127.0.0.1:0"])
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("exits")
+        .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("ERR_INVALID_OPTION"), "{args:?}: {stderr}");
+    }
+}
