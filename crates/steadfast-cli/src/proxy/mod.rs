@@ -1155,16 +1155,35 @@ impl Connection<'_> {
             }
         };
         let writer = async move {
-            while let Some((due, message)) = queued.recv().await {
-                tokio::time::sleep_until(due).await;
-                let size = size_of(&message);
-                if tx.send(message).await.is_err() {
-                    // The other end is closed or gone: its own reader says how.
-                    break;
+            // Messages already queued go out together, one flush for all
+            // (a flush per message is a write per message); nothing waits
+            // on a timer unless a delay fault asked for it.
+            'out: while let Some(first) = queued.recv().await {
+                let mut next = Some(first);
+                while let Some((due, message)) = next.take() {
+                    if due > Instant::now() {
+                        if tx.flush().await.is_err() {
+                            break 'out;
+                        }
+                        tokio::time::sleep_until(due).await;
+                    }
+                    let size = size_of(&message);
+                    if tx.feed(message).await.is_err() {
+                        // The other end is closed or gone: its own reader
+                        // says how.
+                        break 'out;
+                    }
+                    if let Some(rate) = throttle {
+                        if tx.flush().await.is_err() {
+                            break 'out;
+                        }
+                        let seconds = size as f64 / rate as f64;
+                        tokio::time::sleep(Duration::from_secs_f64(seconds.min(3600.0))).await;
+                    }
+                    next = queued.try_recv().ok();
                 }
-                if let Some(rate) = throttle {
-                    let seconds = size as f64 / rate as f64;
-                    tokio::time::sleep(Duration::from_secs_f64(seconds.min(3600.0))).await;
+                if tx.flush().await.is_err() {
+                    break;
                 }
             }
         };
