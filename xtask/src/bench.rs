@@ -620,6 +620,44 @@ fn native_section(md: &mut String, native: &Value) {
     );
 }
 
+/// `steadfast proxy` in front of the raw echo server, against direct.
+fn proxy_section(md: &mut String, proxy: &Value) {
+    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let _ = writeln!(
+        md,
+        "\n### Through `steadfast proxy`\n\n\
+         The raw tokio-tungstenite echo, directly and through `steadfast proxy \
+         --quiet` (no faults, no record) in its own process, interleaved in \
+         one run. The proxy reads whole messages (tungstenite), shows, \
+         records and faults them, and writes what is queued with one flush; \
+         on this 2-core machine client, proxy and server share the cores.\n\n\
+         | pipelined | direct, messages/s | proxied, messages/s | ratio |\n|---|---|---|---|"
+    );
+    for row in proxy["throughput"].as_array().into_iter().flatten() {
+        let (direct, proxied) = (num(&row["direct"]), num(&row["proxied"]));
+        let _ = writeln!(
+            md,
+            "| {} × {} | {direct:.0} | {proxied:.0} | {:.2} |",
+            human_size(row["size"].as_u64().unwrap_or(0)),
+            row["messages"],
+            proxied / direct
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n| round trip at 1,000 messages/s, 64 B | p50 µs | p99 µs |\n|---|---|---|"
+    );
+    for row in proxy["latency"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} |",
+            row["path"].as_str().unwrap_or("?"),
+            num(&row["p50_us"]),
+            num(&row["p99_us"])
+        );
+    }
+}
+
 /// `benches/reconnect.rs`: 10,000 simulated clients through outages; one
 /// JSON object per outage length.
 fn reconnect_spread(root: &Path, quick: bool) -> Result<Vec<Value>, String> {
@@ -882,6 +920,7 @@ fn write_report(
     );
     reconnect_section(&mut md, reconnect, &native["storm"]);
     native_section(&mut md, native);
+    proxy_section(&mut md, &native["proxy"]);
     browser_section(&mut md, browser);
     let _ = writeln!(
         md,

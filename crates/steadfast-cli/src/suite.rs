@@ -129,6 +129,36 @@ async fn spawn_server(args: &[&str]) -> Result<ServerProcess, String> {
     Ok(ServerProcess { url, child })
 }
 
+/// `steadfast proxy --quiet` in front of `upstream` on a free loopback
+/// port, once it accepts connections.
+async fn spawn_proxy(upstream: &str) -> Result<ServerProcess, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port: {e}"))?
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(exe)
+        .args(["proxy", "--quiet", "--listen", &listen, "--to", upstream])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start the proxy: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(&listen).await.is_err() {
+        if Instant::now() > deadline {
+            return Err("the proxy did not listen within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(ServerProcess {
+        url: format!("ws://{listen}"),
+        child,
+    })
+}
+
 /// A room whose members are spread over three server processes sharing
 /// sessions in Redis: one poster posts, one at a time, and every member
 /// times each post from its sending to its arrival (one clock: the
@@ -327,6 +357,8 @@ pub(crate) enum Section {
     /// A real reconnect storm: the server killed and restarted under
     /// thousands of reliable clients.
     Storm,
+    /// A raw echo through `steadfast proxy` against direct.
+    Proxy,
 }
 
 /// Run the suite; `sizes` (empty: 64 B, 1 KiB, 4 KiB, 64 KiB) are the
@@ -675,6 +707,56 @@ pub(crate) async fn run(
             storm["resynced"],
         );
         report.insert("storm".into(), storm);
+    }
+
+    if want(Section::Proxy) {
+        let proxy = spawn_proxy(&raw.url).await?;
+        println!(
+            "\nraw echo through `steadfast proxy` (no faults, --quiet) against direct, medians of {}",
+            scale.runs
+        );
+        let mut rows = Vec::new();
+        for size in [64, 1024, 65536] {
+            let count = count_for(scale, size);
+            let (mut direct, mut through) = (Vec::new(), Vec::new());
+            for _ in 0..scale.runs {
+                direct.push(throughput(Kind::Raw, &raw.url, size, count).await?);
+                through.push(
+                    throughput(Kind::Raw, &proxy.url, size, count)
+                        .await
+                        .map_err(|e| format!("through the proxy at {size} B: {e}"))?,
+                );
+            }
+            let (direct, through) = (median(&mut direct), median(&mut through));
+            println!(
+                "  {size:>6} B x {count:<6} direct {direct:>9.0}  proxied {through:>9.0} msg/s ({:.2})",
+                through / direct
+            );
+            rows.push(
+                json!({ "size": size, "messages": count, "direct": direct, "proxied": through }),
+            );
+        }
+        let mut latency_rows = Vec::new();
+        for (name, target) in [
+            ("direct", raw.url.as_str()),
+            ("proxied", proxy.url.as_str()),
+        ] {
+            let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+            for _ in 0..scale.runs.min(3) {
+                let (p50, p99) = latency(Kind::Raw, target, scale.latency_ms).await?;
+                p50s.push(p50);
+                p99s.push(p99);
+            }
+            let (p50, p99) = (median(&mut p50s), median(&mut p99s));
+            println!(
+                "  round trip at 1,000/s, 64 B, {name:<8} p50 {p50:>6.0} µs  p99 {p99:>6.0} µs"
+            );
+            latency_rows.push(json!({ "path": name, "p50_us": p50, "p99_us": p99 }));
+        }
+        report.insert(
+            "proxy".into(),
+            json!({ "throughput": rows, "latency": latency_rows }),
+        );
     }
 
     if let Some(path) = json_out {
