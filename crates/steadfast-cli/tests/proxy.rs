@@ -629,3 +629,87 @@ async fn bad_options_are_usage_errors_with_a_code() {
         assert!(stderr.contains("ERR_INVALID_OPTION"), "{args:?}: {stderr}");
     }
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_server_that_never_reads_does_not_grow_the_proxy() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    // A server that completes the handshake and then never reads.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream = format!("ws://{}", listener.local_addr().expect("addr"));
+    let stalled = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            if let Ok(ws) = tokio_tungstenite::accept_async(tcp).await {
+                held.push(ws);
+            }
+        }
+    });
+    let proxy = Proxy::start(&upstream, &["--json", "--max-message-size", "2000000"]).await;
+    let pid = proxy.child.id().expect("running");
+    let before = rss_kib(pid);
+    let (mut ws, _) = tokio_tungstenite::connect_async(proxy.url())
+        .await
+        .expect("through the proxy");
+    // Up to 256 MiB, 1 MiB at a time, for 10 s at most: sends stall once
+    // the proxy's queue and the sockets' buffers are full.
+    let payload = vec![7u8; 1 << 20];
+    let mut sent = 0;
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while sent < 256 {
+            if ws.send(Message::binary(payload.clone())).await.is_err() {
+                break;
+            }
+            sent += 1;
+        }
+    })
+    .await;
+    let grown = rss_kib(pid).saturating_sub(before);
+    assert!(sent < 256, "the sends stalled ({sent} MiB went)");
+    assert!(
+        grown < 64 * 1024,
+        "the proxy grew by {grown} KiB while {sent} MiB were pushed at it"
+    );
+    // A message above --max-message-size ends that connection, and says so
+    // (connection 3: 1 was the start-up probe, 2 the stalled one).
+    let (mut big, _) = tokio_tungstenite::connect_async(proxy.url())
+        .await
+        .expect("through the proxy");
+    let _ = big.send(Message::binary(vec![1u8; 3_000_000])).await;
+    // The proxy drops the connection: the client sees it end.
+    let ended = tokio::time::timeout(LIMIT, async {
+        use futures::StreamExt;
+        while let Some(Ok(_)) = big.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the oversized connection ends");
+    drop(ws);
+    let (_, lines) = proxy.stop().await;
+    stalled.abort();
+    let events = json_lines(&lines);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "fault" && e["fault"] == "too-big" && e["conn"] == 3),
+        "the log says why connection 3 ended"
+    );
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "end" && e["conn"] == 3 && e["how"] == "too-big"));
+}

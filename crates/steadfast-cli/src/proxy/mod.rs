@@ -8,8 +8,9 @@
 //! handshake's own), then completes the client's handshake with the
 //! subprotocol the server chose (or relays the server's refusal: its
 //! status and body). Messages then flow through one bounded queue per
-//! direction (64 messages): a slow end slows the other, memory stays
-//! bounded by `--max-message-size` × the queue.
+//! direction (64 messages, 8 MiB): a slow end slows the other, and a
+//! connection holds at most the queues, the message being read (up to
+//! `--max-message-size`) and the sockets' buffers.
 
 mod fault;
 mod har;
@@ -31,7 +32,7 @@ use serde_json::{json, Value};
 use steadfast_core::codec::SUBPROTOCOL;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
@@ -943,6 +944,33 @@ async fn connect_upstream(
     }
 }
 
+/// Messages queued each way, at most.
+const QUEUE_MESSAGES: usize = 64;
+/// Payload bytes queued each way, at most (a bigger message waits for
+/// the queue to empty, then has it to itself).
+const QUEUE_BYTES: u32 = 8 << 20;
+
+/// One direction's queue, bounded in messages and in bytes: a slow end
+/// slows the other instead of growing the proxy.
+struct Queue {
+    tx: mpsc::Sender<(Instant, Message, OwnedSemaphorePermit)>,
+    bytes: Arc<Semaphore>,
+}
+
+impl Queue {
+    /// Queue `message` to go at `due`; `Err` when the writer is gone.
+    async fn push(&self, due: Instant, message: Message) -> Result<(), ()> {
+        let size = u32::try_from(size_of(&message)).unwrap_or(u32::MAX);
+        let permit = self
+            .bytes
+            .clone()
+            .acquire_many_owned(size.min(QUEUE_BYTES))
+            .await
+            .map_err(|_| ())?;
+        self.tx.send((due, message, permit)).await.map_err(|_| ())
+    }
+}
+
 /// How a connection (or one direction of it) ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
@@ -1057,7 +1085,11 @@ impl Connection<'_> {
         W: Sink<Message, Error = WsError> + Unpin,
     {
         let shared = self.shared;
-        let (queue, mut queued) = mpsc::channel::<(Instant, Message)>(64);
+        let (tx_queue, mut queued) = mpsc::channel(QUEUE_MESSAGES);
+        let queue = Queue {
+            tx: tx_queue,
+            bytes: Arc::new(Semaphore::new(QUEUE_BYTES as usize)),
+        };
         let faulty = shared.faults.applies(self.conn, from);
         let throttle = shared.faults.throttle.filter(|_| faulty);
         let reader = async move {
@@ -1104,11 +1136,11 @@ impl Connection<'_> {
                 if !(data && faulty) {
                     closing |= matches!(message, Message::Close(_));
                     if let Some(held) = held.take() {
-                        if queue.send((now, held)).await.is_err() {
+                        if queue.push(now, held).await.is_err() {
                             return End::Gone;
                         }
                     }
-                    if queue.send((now, message)).await.is_err() {
+                    if queue.push(now, message).await.is_err() {
                         return End::Gone;
                     }
                     continue;
@@ -1129,7 +1161,7 @@ impl Connection<'_> {
                     Action::Hold => {
                         let earlier = held.take();
                         for m in std::iter::once(message).chain(earlier) {
-                            if queue.send((now, m)).await.is_err() {
+                            if queue.push(now, m).await.is_err() {
                                 return End::Gone;
                             }
                         }
@@ -1146,7 +1178,7 @@ impl Connection<'_> {
                         out.push(message);
                         out.extend(held.take());
                         for m in out {
-                            if queue.send((due, m)).await.is_err() {
+                            if queue.push(due, m).await.is_err() {
                                 return End::Gone;
                             }
                         }
@@ -1160,7 +1192,7 @@ impl Connection<'_> {
             // on a timer unless a delay fault asked for it.
             'out: while let Some(first) = queued.recv().await {
                 let mut next = Some(first);
-                while let Some((due, message)) = next.take() {
+                while let Some((due, message, _bytes)) = next.take() {
                     if due > Instant::now() {
                         if tx.flush().await.is_err() {
                             break 'out;
