@@ -713,3 +713,95 @@ async fn a_server_that_never_reads_does_not_grow_the_proxy() {
         .iter()
         .any(|e| e["event"] == "end" && e["conn"] == 3 && e["how"] == "too-big"));
 }
+
+#[tokio::test]
+async fn delay_throttle_and_a_refusal_window_after_a_cut() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = TestServer::start().await.expect("bind");
+    // --delay 300 on messages from the client: a round trip takes at least that.
+    let proxy = Proxy::start(
+        &server.url(),
+        &["--quiet", "--delay", "300", "--fault-on", "client"],
+    )
+    .await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(proxy.url())
+        .await
+        .expect("connects");
+    let start = std::time::Instant::now();
+    ws.send(Message::text("slow")).await.expect("send");
+    let reply = tokio::time::timeout(LIMIT, ws.next())
+        .await
+        .expect("in time");
+    assert!(
+        matches!(reply, Some(Ok(Message::Text(ref t))) if t.as_str() == "slow"),
+        "{reply:?}"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(ws);
+    let _ = proxy.stop().await;
+
+    // --throttle 100000 bytes/s each way: 300 KB take at least 2 s to go
+    // and come back (the last 100 KB-message waits out its own share).
+    let proxy = Proxy::start(&server.url(), &["--quiet", "--throttle", "100000"]).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(proxy.url())
+        .await
+        .expect("connects");
+    let start = std::time::Instant::now();
+    for _ in 0..3 {
+        ws.send(Message::binary(vec![0u8; 100_000]))
+            .await
+            .expect("send");
+    }
+    for _ in 0..3 {
+        let reply = tokio::time::timeout(LIMIT, ws.next())
+            .await
+            .expect("in time");
+        assert!(matches!(reply, Some(Ok(Message::Binary(ref b))) if b.len() == 100_000));
+    }
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(ws);
+    let _ = proxy.stop().await;
+
+    // --cut-after 2 --refuse-for 30: the third message cuts the connection,
+    // and the next connection is refused with 503.
+    let proxy = Proxy::start(
+        &server.url(),
+        &["--json", "--cut-after", "2", "--refuse-for", "30"],
+    )
+    .await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(proxy.url())
+        .await
+        .expect("connects");
+    ws.send(Message::text("one")).await.expect("send");
+    let _ = tokio::time::timeout(LIMIT, ws.next())
+        .await
+        .expect("the echo");
+    // The echo was the second message; the third cuts.
+    let _ = ws.send(Message::text("three")).await;
+    let end = tokio::time::timeout(LIMIT, ws.next())
+        .await
+        .expect("in time");
+    assert!(
+        !matches!(end, Some(Ok(Message::Text(_)))),
+        "no echo after the cut: {end:?}"
+    );
+    match tokio_tungstenite::connect_async(proxy.url()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 503);
+        }
+        other => panic!("expected 503 in the refusal window, got {other:?}"),
+    }
+    let (_, lines) = proxy.stop().await;
+    let events = json_lines(&lines);
+    assert!(events.iter().any(|e| e["fault"] == "cut"));
+    assert!(events.iter().any(|e| e["fault"] == "refuse"));
+}

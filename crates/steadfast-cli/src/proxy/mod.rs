@@ -842,14 +842,6 @@ async fn handle(shared: Arc<Shared>, conn: u64, mut tcp: TcpStream, remote: Sock
         counts: [AtomicU64::new(0), AtomicU64::new(0)],
     };
     let how = context.relay(client, server).await;
-    if how == End::Cut {
-        let window = shared.faults.refuse_for;
-        if !window.is_zero() {
-            if let Ok(mut until) = shared.refusing_until.lock() {
-                *until = Some(Instant::now() + window);
-            }
-        }
-    }
     shared.stats.open.fetch_sub(1, Ordering::Relaxed);
     let counts = [
         context.counts[0].load(Ordering::Relaxed),
@@ -1045,14 +1037,25 @@ impl Connection<'_> {
                 other => other,
             }
         };
-        tokio::select! {
+        let end = tokio::select! {
             end = both => end,
             () = budget_cut => {
                 self.shared.fault(self.conn, None, "cut", "the byte budget ran out (--cut-bytes): both sockets dropped mid-stream");
                 End::Cut
             }
             () = self.cut.notified() => End::Cut,
+        };
+        if end == End::Cut {
+            // The window opens before the sockets close (when this
+            // returns): a client reconnecting at once is refused.
+            let window = self.shared.faults.refuse_for;
+            if !window.is_zero() {
+                if let Ok(mut until) = self.shared.refusing_until.lock() {
+                    *until = Some(Instant::now() + window);
+                }
+            }
         }
+        end
     }
 
     fn record(&self, from: Side, message: &Message) {
