@@ -1,7 +1,8 @@
 """Foreign WebSocket peers for the proxy tests (Python `websockets`).
 
-  peers.py echo-server LOGFILE
-      Listen on a free loopback port, print `ready PORT`, echo every
+  peers.py echo-server LOGFILE [SUBPROTOCOL]
+      Listen on a free loopback port (selecting SUBPROTOCOL when a client
+      offers it, as servers that take the first offer do), print `ready PORT`, echo every
       message; log each received one as a JSON line {"conn", "type",
       "data" | "hex"} (connections numbered from 1 in accept order).
   peers.py client URL COUNT SEED
@@ -27,7 +28,7 @@ def describe(message):
     return [kind, len(raw), hashlib.sha256(raw).hexdigest()]
 
 
-async def echo_server(log_path):
+async def echo_server(log_path, subprotocol=None):
     counter = itertools.count(1)
     log = open(log_path, "w", buffering=1)
 
@@ -40,7 +41,10 @@ async def echo_server(log_path):
                 log.write(json.dumps({"conn": conn, "type": "binary", "hex": message.hex()}) + "\n")
             await socket.send(message)
 
-    async with websockets.serve(handler, "127.0.0.1", 0, max_size=None) as server:
+    subprotocols = [subprotocol] if subprotocol else None
+    async with websockets.serve(
+        handler, "127.0.0.1", 0, max_size=None, subprotocols=subprotocols
+    ) as server:
         port = server.sockets[0].getsockname()[1]
         print(f"ready {port}", flush=True)
         await asyncio.Future()
@@ -76,7 +80,7 @@ async def client(url, count, seed):
 
 def main():
     if sys.argv[1] == "echo-server":
-        asyncio.run(echo_server(sys.argv[2]))
+        asyncio.run(echo_server(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None))
     elif sys.argv[1] == "client":
         sys.exit(asyncio.run(client(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
     else:

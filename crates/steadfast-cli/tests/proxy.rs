@@ -7,120 +7,20 @@
 //! Faults are seeded: `STEADFAST_SEED` overrides the seed, which every
 //! failure message prints.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
 use steadfast::{Client, ClientEvent, Config, Payload, Reliability};
 use steadfast_testkit::TestServer;
+
+mod foreign;
+use foreign::{free_port, python, seed, temp_dir, Foreign, PEERS};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// Generous: a hung process fails the test instead of hanging CI.
 const LIMIT: Duration = Duration::from_secs(90);
-
-const PEERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers.py");
-
-fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("STEADFAST_PYTHON") {
-        return PathBuf::from(python);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-        PathBuf::from,
-    );
-    let python = target.join("pyenv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `cargo xtask setup` (a venv with Python websockets)",
-        python.display()
-    );
-    python
-}
-
-fn seed(default: u64) -> u64 {
-    std::env::var("STEADFAST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("steadfast-proxy-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-/// The Python echo server: its port and its log of what it received.
-struct Foreign {
-    /// Killed on drop.
-    _child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Foreign {
-    async fn start(log: PathBuf) -> Foreign {
-        let mut child = Command::new(python())
-            .arg(PEERS)
-            .arg("echo-server")
-            .arg(&log)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("python runs");
-        let stdout = child.stdout.take().expect("piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(LIMIT, lines.next_line())
-            .await
-            .expect("the echo server starts in time")
-            .expect("its output")
-            .expect("a line");
-        let port = ready
-            .strip_prefix("ready ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected: {ready}"));
-        Foreign {
-            _child: child,
-            port,
-            log,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}", self.port)
-    }
-
-    /// What it received, per connection, in order: (type, text or hex).
-    fn received(&self) -> BTreeMap<u64, Vec<(String, String)>> {
-        let mut by_conn: BTreeMap<u64, Vec<(String, String)>> = BTreeMap::new();
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        for line in text.lines() {
-            let value: Value = serde_json::from_str(line).expect("JSON lines");
-            let data = value["data"]
-                .as_str()
-                .or(value["hex"].as_str())
-                .unwrap_or_default();
-            by_conn
-                .entry(value["conn"].as_u64().expect("conn"))
-                .or_default()
-                .push((
-                    value["type"].as_str().unwrap_or_default().to_owned(),
-                    data.to_owned(),
-                ));
-        }
-        by_conn
-    }
-}
 
 /// A running `steadfast proxy`, its stdout gathered as it goes.
 struct Proxy {
