@@ -158,6 +158,7 @@ export type ErrorCode =
   | "ERR_DROPPED"
   | "ERR_STORE"
   | "ERR_STORE_UNREADABLE"
+  | "ERR_NOT_STEADFAST"
   | "ERR_AUTH_HOOK"
   | "ERR_INTERNAL"
   | (string & {});
@@ -259,6 +260,7 @@ export interface SteadfastEventMap {
   /** First, before any progress, when the store held messages. */
   restored: SteadfastRestoredEvent;
   error: SteadfastErrorEvent;
+  /** A degraded set-up: `ERR_STORE` (messages kept in memory), `ERR_NOT_STEADFAST` (the server selected steadfast.v1 without speaking it: plain mode). */
   warning: SteadfastErrorEvent;
   resync: Event;
   skipped: Event & { count: number };

@@ -303,10 +303,13 @@ export class Steadfast extends EventTarget {
         this.dispatchEvent(new SteadfastStateEvent(value));
         break;
       case "error": {
-        // ERR_STORE: the store is unavailable or failed; the client goes
-        // on in memory. Degraded, not failed: a warning.
+        // Degraded, not failed: a warning. ERR_STORE: the store is
+        // unavailable or failed; the client goes on in memory.
+        // ERR_NOT_STEADFAST: the server selected steadfast.v1 but does not
+        // speak it; with reliable "auto" the client goes on in plain mode.
         const error = toError(value);
-        this.dispatchEvent(new SteadfastErrorEvent(error.code === "ERR_STORE" ? "warning" : "error", error));
+        const degraded = error.code === "ERR_STORE" || error.code === "ERR_NOT_STEADFAST";
+        this.dispatchEvent(new SteadfastErrorEvent(degraded ? "warning" : "error", error));
         break;
       }
       case "resync":

@@ -103,6 +103,41 @@ describe("steadfast in Node.js", () => {
     await client.close();
   });
 
+  test("a ws server with default settings selects steadfast.v1 and echoes: auto mode goes plain, with a warning", async () => {
+    // `ws` selects the first subprotocol offered unless told otherwise.
+    const wss = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+    await new Promise((resolve) => wss.once("listening", resolve));
+    const received = [];
+    wss.on("connection", (ws) => {
+      ws.on("message", (data, binary) => {
+        received.push(binary ? "binary" : String(data));
+        ws.send(data, { binary });
+      });
+    });
+    const client = new Steadfast(`ws://127.0.0.1:${wss.address().port}`, { persist: "memory" });
+    const warnings = [];
+    client.addEventListener("warning", (e) => warnings.push(e.code));
+    const got = collect(client);
+    const result = await client.send("hello");
+    assert.equal(result.acked, false, "plain mode: handed to the socket");
+    await until("the echo", () => got.length === 1);
+    assert.deepEqual(got, ["hello"]);
+    assert.deepEqual(warnings, ["ERR_NOT_STEADFAST"]);
+    assert.equal(client.state.mode, "plain");
+    // The server saw our HELLO (binary, echoed and dropped) and the text.
+    assert.deepEqual(received, ["binary", "hello"]);
+    await client.close();
+
+    const strict = new Steadfast(`ws://127.0.0.1:${wss.address().port}`, { persist: "memory", reliable: "on" });
+    const closed = next(strict, "state", (e) => e.state === "closed");
+    const errors = [];
+    strict.addEventListener("error", (e) => errors.push(e.code));
+    await closed;
+    assert.equal(strict.state.reason, "subprotocol-refused");
+    assert.ok(errors.includes("ERR_SUBPROTOCOL_REFUSED"), String(errors));
+    await new Promise((resolve) => wss.close(resolve));
+  });
+
   test("a server that stops reading: past sendBuffer messages wait in the outbox, then all arrive in order", async () => {
     // A plain WebSocket server (no steadfast subprotocol) that pauses reading.
     const wss = new WebSocketServer({ host: "127.0.0.1", port: 0 });

@@ -83,6 +83,10 @@ pub struct Engine {
     /// sent in every HELLO; a server's session is bound to the first one
     /// it is sent.
     secret: Option<[u8; 16]>,
+    /// Client, `Reliability::Auto`: a server that selected `steadfast.v1`
+    /// answered HELLO with something other than WELCOME, so it does not
+    /// speak the protocol; later connections to it stay plain.
+    peer_not_steadfast: bool,
     outbox: Outbox,
     inbound: Inbound,
     next_receipt: u64,
@@ -299,6 +303,7 @@ impl Engine {
             session,
             welcomed: false,
             secret: None,
+            peer_not_steadfast: false,
             outbox: Outbox::new(next_seq),
             inbound: Inbound::new(delivered),
             next_receipt: 0,
@@ -655,7 +660,10 @@ impl Engine {
         };
         conn.open = true;
         self.last_rx = now;
-        if protocol == Some(SUBPROTOCOL) && self.config.reliability != Reliability::Off {
+        if protocol == Some(SUBPROTOCOL)
+            && self.config.reliability != Reliability::Off
+            && !self.peer_not_steadfast
+        {
             let hello = Frame::Hello {
                 new: !self.welcomed,
                 session: self.session,
@@ -699,7 +707,20 @@ impl Engine {
         let Some(conn) = self.conn.as_ref().filter(|c| c.open) else {
             return;
         };
-        let mode = conn.mode;
+        let mut mode = conn.mode;
+        if mode.is_none() && self.role == Role::Client && !self.is_handshake_answer(binary, &data) {
+            // The server selected steadfast.v1 (many echo servers select the
+            // first subprotocol offered) but does not speak it.
+            let ours = self.is_our_hello(binary, &data);
+            if !self.not_steadfast(now) {
+                return;
+            }
+            if ours {
+                // The echo of our own HELLO: nobody's message.
+                return;
+            }
+            mode = Some(Mode::Plain);
+        }
         self.stats.frames_in += 1;
         self.stats.bytes_in += data.len() as u64;
         self.last_rx = now;
@@ -1327,6 +1348,51 @@ impl Engine {
             let size = m.payload.len() as u64;
             self.fail(m, FailReason::TooLarge { size, limit });
         }
+    }
+
+    /// Whether a client's first frame is one a steadfast.v1 server may
+    /// send before WELCOME completes the handshake: WELCOME itself, or a
+    /// PING or PONG.
+    fn is_handshake_answer(&self, binary: bool, data: &[u8]) -> bool {
+        binary
+            && matches!(
+                codec::decode(data, self.config.limits.max_message_size),
+                Ok(Frame::Welcome { .. } | Frame::Ping { .. } | Frame::Pong { .. })
+            )
+    }
+
+    /// Whether `data` is this client's HELLO (echoed back).
+    fn is_our_hello(&self, binary: bool, data: &[u8]) -> bool {
+        binary
+            && matches!(
+                codec::decode(data, self.config.limits.max_message_size),
+                Ok(Frame::Hello { session, .. }) if session == self.session
+            )
+    }
+
+    /// The server accepted steadfast.v1 but answered HELLO with something
+    /// else. `Reliability::Required`: stop. `Auto`: go on in plain mode
+    /// on this connection and the next ones, and say so. Returns whether
+    /// the connection goes on.
+    fn not_steadfast(&mut self, now: u64) -> bool {
+        if self.config.reliability == Reliability::Required {
+            self.conn = None;
+            self.emit(Output::Disconnect {
+                code: close::NORMAL,
+                reason: "steadfast.v1 required".into(),
+            });
+            self.stop(
+                StopReason::SubprotocolRefused,
+                EngineError::SubprotocolRefused,
+            );
+            return false;
+        }
+        self.peer_not_steadfast = true;
+        self.become_open(now, Mode::Plain);
+        // After the state: an application that gives up on errors before
+        // the first open sees an open connection first.
+        self.emit(Output::Event(Event::Error(EngineError::NotSteadfast)));
+        true
     }
 
     fn become_open(&mut self, now: u64, mode: Mode) {

@@ -42,9 +42,16 @@ pub enum EngineError {
     /// The peer stopped answering the heartbeat.
     #[error("the peer did not answer the heartbeat")]
     DeadPeer,
-    /// `Reliability::Required`, and the server did not accept `steadfast.v1`.
-    #[error("the server did not accept the steadfast.v1 subprotocol")]
+    /// `Reliability::Required`, and the server did not accept `steadfast.v1`
+    /// (or selected it without speaking it).
+    #[error("the server does not accept or does not speak the steadfast.v1 subprotocol")]
     SubprotocolRefused,
+    /// The server selected `steadfast.v1` but answered HELLO with
+    /// something other than WELCOME (an echo, text, garbage): it does not
+    /// speak the protocol. `Reliability::Auto` goes on in plain mode with
+    /// this as an event (`Required` stops with `SubprotocolRefused`).
+    #[error("the server selected the steadfast.v1 subprotocol but does not speak it (its first message was not a WELCOME)")]
+    NotSteadfast,
     /// The server rejected the client (close policy: stop).
     #[error("the server rejected the connection (close {code}: {reason})")]
     Rejected {
@@ -73,6 +80,7 @@ impl EngineError {
             EngineError::ConnectTimeout => "ERR_CONNECT_TIMEOUT",
             EngineError::DeadPeer => "ERR_DEAD_PEER",
             EngineError::SubprotocolRefused => "ERR_SUBPROTOCOL_REFUSED",
+            EngineError::NotSteadfast => "ERR_NOT_STEADFAST",
             EngineError::Rejected { .. } => "ERR_REJECTED",
             EngineError::AuthFailed => "ERR_AUTH_FAILED",
         }
@@ -91,6 +99,7 @@ impl EngineError {
             EngineError::ConnectTimeout => close::CONNECT_TIMEOUT,
             EngineError::InvalidUtf8 => close::INVALID_UTF8,
             EngineError::SubprotocolRefused
+            | EngineError::NotSteadfast
             | EngineError::Rejected { .. }
             | EngineError::AuthFailed => close::NORMAL,
         }

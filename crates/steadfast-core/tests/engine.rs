@@ -1633,3 +1633,92 @@ fn a_detached_session_holds_no_partial_or_reordered_message_and_the_resend_compl
         .collect();
     assert_eq!(delivered, vec![whole, vec![2], vec![3; 500]]);
 }
+
+/// A server that selects steadfast.v1 (the first subprotocol offered) and
+/// echoes: its first message is our own HELLO.
+fn echoing_server_answers_hello(reliability: Reliability) -> (Engine, Vec<Output>) {
+    let mut engine = started(
+        Config {
+            reliability,
+            ..config()
+        },
+        7,
+    );
+    let _ = engine.send(0, WALL, Payload::Text("queued".into()));
+    let _ = drain(&mut engine);
+    engine.handle_open(0, Some(SUBPROTOCOL));
+    let out = drain(&mut engine);
+    let hello = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Transmit(t) if t.binary => Some(t.data.clone()),
+            _ => None,
+        })
+        .expect("HELLO sent");
+    engine.handle_frame(1, true, &hello);
+    let out = drain(&mut engine);
+    (engine, out)
+}
+
+#[test]
+fn auto_mode_goes_plain_when_the_server_selects_steadfast_but_echoes() {
+    let (mut engine, out) = echoing_server_answers_hello(Reliability::Auto);
+    assert_eq!(engine.state(), &State::Open { mode: Mode::Plain });
+    let first = events(&out);
+    assert!(
+        first.contains(&Event::Error(EngineError::NotSteadfast)),
+        "{first:?}"
+    );
+    assert!(
+        !first.iter().any(|e| matches!(e, Event::Message(_))),
+        "the echoed HELLO is not a message: {first:?}"
+    );
+    // The queued message goes out as a plain text message.
+    let plain: Vec<&Transmit> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Transmit(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(plain.len(), 1);
+    assert!(!plain[0].binary);
+    assert_eq!(&plain[0].data[..], b"queued");
+    // Its echo is an ordinary message.
+    engine.handle_frame(2, false, b"queued");
+    let events = events(&drain(&mut engine));
+    assert!(events.contains(&Event::Message(Payload::Text("queued".into()))));
+
+    // The next connection to the same server is plain from the start: no HELLO.
+    engine.reconnect(3);
+    let out = run_timers(&mut engine, 3, 10_000);
+    assert_eq!(connects(&out), 1, "connects again");
+    engine.handle_open(10_000, Some(SUBPROTOCOL));
+    let out = drain(&mut engine);
+    assert!(frames(&out).is_empty(), "no HELLO again");
+    assert_eq!(engine.state(), &State::Open { mode: Mode::Plain });
+}
+
+#[test]
+fn a_server_whose_first_message_is_text_gets_it_delivered_in_auto_mode() {
+    let mut engine = started(config(), 3);
+    engine.handle_open(0, Some(SUBPROTOCOL));
+    let _ = drain(&mut engine);
+    engine.handle_frame(1, false, b"welcome, human");
+    let events = events(&drain(&mut engine));
+    assert!(events.contains(&Event::Message(Payload::Text("welcome, human".into()))));
+    assert_eq!(engine.state(), &State::Open { mode: Mode::Plain });
+}
+
+#[test]
+fn required_mode_stops_when_the_server_does_not_speak_steadfast() {
+    let (engine, out) = echoing_server_answers_hello(Reliability::Required);
+    assert_eq!(
+        engine.state(),
+        &State::Closed {
+            reason: StopReason::SubprotocolRefused
+        }
+    );
+    assert!(events(&out).contains(&Event::Error(EngineError::SubprotocolRefused)));
+    assert!(out.iter().any(|o| matches!(o, Output::Disconnect { .. })));
+}
