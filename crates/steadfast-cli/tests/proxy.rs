@@ -259,6 +259,21 @@ async fn a_steadfast_client_keeps_exactly_once_through_every_fault() {
             "seed {seed}: the log shows a {fault}"
         );
     }
+    let faults: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "fault")
+        .filter_map(|e| e["detail"].as_str())
+        .collect();
+    assert!(
+        faults.iter().any(|d| d.starts_with("DATA seq ")),
+        "seed {seed}: faults name the frame they hit: {faults:?}"
+    );
+    assert!(
+        !faults
+            .iter()
+            .any(|d| d.starts_with("HELLO") || d.starts_with("WELCOME")),
+        "seed {seed}: the handshake is never dropped, duplicated or reordered: {faults:?}"
+    );
     let resumed = events
         .iter()
         .filter(|e| e["frame"]["type"] == "WELCOME" && e["frame"]["resumed"] == true)
@@ -340,6 +355,21 @@ async fn record_then_replay_reproduces_each_connection_and_the_har_holds_it_all(
         .iter()
         .any(|l| l["event"] == "fault" && l["fault"] == "cut"));
     let messages = lines.iter().filter(|l| l["dir"].is_string()).count();
+    // HELLO's resume secret is zeroed in the record (the flag byte says
+    // whether one was sent; its 16 bytes end the frame).
+    let hellos: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["dir"] == "out")
+        .filter_map(|l| l["hex"].as_str())
+        .filter(|h| h.starts_with("01"))
+        .collect();
+    assert!(!hellos.is_empty(), "HELLOs are recorded");
+    for hello in hellos {
+        assert!(
+            hello.ends_with(&"0".repeat(32)),
+            "a secret in the record: {hello}"
+        );
+    }
 
     // The HAR parses and holds every message of every connection.
     let har: Value =
@@ -481,11 +511,17 @@ async fn a_wss_upstream_filters_refusals_and_redacted_credentials() {
         other => panic!("expected HTTP 502, got {other:?}"),
     }
     let (_, lines) = proxy.stop().await;
+    let events = json_lines(&lines);
     assert!(
-        json_lines(&lines)
+        events
             .iter()
             .any(|e| e["event"] == "refused" && e["status"] == 502),
         "{lines:?}"
+    );
+    let summary = events.last().expect("a summary");
+    assert_eq!(
+        summary["refused"], 2,
+        "the start-up probe and the 502: {summary}"
     );
 
     // --refuse 1: every connection gets 503, and the log says it was a fault.
@@ -511,6 +547,16 @@ async fn bad_options_are_usage_errors_with_a_code() {
         &["--to", "ws://127.0.0.1:1", "--match", "("],
         &["--to", "ws://127.0.0.1:1", "--type", "nonsense"],
         &["--to", "ws://127.0.0.1:1", "--throttle", "0"],
+        &["--to", "ws://127.0.0.1:1", "--drop", "-0.1"],
+        &["--to", "ws://127.0.0.1:1", "--cut-after", "0"],
+        &[
+            "--to",
+            "ws://127.0.0.1:1",
+            "--min-size",
+            "10",
+            "--max-size",
+            "5",
+        ],
     ] {
         let out = tokio::time::timeout(
             LIMIT,

@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::Args;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::{json, Value};
-use steadfast_core::codec::SUBPROTOCOL;
+use steadfast_core::codec::{self, Frame, SUBPROTOCOL};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
@@ -66,13 +66,16 @@ together, a message must pass all of them:
   --type NAME            text, binary, ping, pong, close, or a steadfast
                          frame: hello, welcome, data, ack, skip, ping, pong
                          (repeatable: any of them)
-  --min-size/--max-size  payload bytes
+  --min-size/--max-size  payload bytes (a DATA frame's payload)
   --match REGEX          text messages (or text DATA payloads) that match
 
 Faults are seeded: the same --seed breaks the same messages of the same
 connections (numbered in accept order) the same way; the seed is printed.
-They apply to text and binary messages (not pings or closes), in both
-directions unless --fault-on, on every connection unless --fault-conn.
+They apply to text and binary messages (not pings or closes; on
+steadfast.v1 connections ACK, SKIP and PING frames too, but never the HELLO
+and WELCOME of the handshake), in both directions unless --fault-on, on
+every connection unless --fault-conn. --cut-after counts those messages
+both ways, protocol frames included.
 
 Examples:
   # Watch an app talk to its server
@@ -91,8 +94,8 @@ Examples:
 
 Exit codes:
   0    stopped with Ctrl-C (the record flushed)
-  1    the listen address cannot be bound, or the record cannot be written
-  2    usage error";
+  1    the listen address cannot be bound, or writing the record failed
+  2    usage error (bad options, a record file that cannot be created)";
 
 /// `steadfast proxy`.
 #[derive(Debug, Args)]
@@ -107,7 +110,7 @@ pub(crate) struct ProxyArgs {
     to: String,
     #[command(flatten)]
     tls: TlsArgs,
-    /// Colours and aligned columns (on a terminal).
+    /// Colours (on a terminal; NO_COLOR turns them off).
     #[arg(long, conflicts_with_all = ["json", "quiet"], help_heading = "Output")]
     pretty: bool,
     /// One JSON object per event on standard output.
@@ -157,13 +160,31 @@ pub(crate) struct ProxyArgs {
     #[arg(long, help_heading = "Faults")]
     seed: Option<u64>,
     /// Drop this fraction of messages (0 to 1).
-    #[arg(long, value_name = "P", default_value_t = 0.0, help_heading = "Faults")]
+    #[arg(
+        long,
+        value_name = "P",
+        default_value_t = 0.0,
+        allow_negative_numbers = true,
+        help_heading = "Faults"
+    )]
     drop: f64,
     /// Send this fraction of messages twice.
-    #[arg(long, value_name = "P", default_value_t = 0.0, help_heading = "Faults")]
+    #[arg(
+        long,
+        value_name = "P",
+        default_value_t = 0.0,
+        allow_negative_numbers = true,
+        help_heading = "Faults"
+    )]
     duplicate: f64,
     /// Hold this fraction of messages back until after the next one.
-    #[arg(long, value_name = "P", default_value_t = 0.0, help_heading = "Faults")]
+    #[arg(
+        long,
+        value_name = "P",
+        default_value_t = 0.0,
+        allow_negative_numbers = true,
+        help_heading = "Faults"
+    )]
     reorder: f64,
     /// Delay every message by this many milliseconds (order is kept).
     #[arg(long, value_name = "MS", default_value_t = 0, help_heading = "Faults")]
@@ -179,7 +200,13 @@ pub(crate) struct ProxyArgs {
     #[arg(long, value_name = "MEAN", help_heading = "Faults")]
     cut_bytes: Option<u64>,
     /// Refuse this fraction of new connections (HTTP 503).
-    #[arg(long, value_name = "P", default_value_t = 0.0, help_heading = "Faults")]
+    #[arg(
+        long,
+        value_name = "P",
+        default_value_t = 0.0,
+        allow_negative_numbers = true,
+        help_heading = "Faults"
+    )]
     refuse: f64,
     /// After each cut, refuse every new connection for this many seconds.
     #[arg(
@@ -349,6 +376,8 @@ struct Stats {
     messages: [AtomicU64; 2],
     bytes: [AtomicU64; 2],
     faults: AtomicU64,
+    /// Connections answered with an HTTP error instead of proxied.
+    refused: AtomicU64,
 }
 
 fn index(side: Side) -> usize {
@@ -457,6 +486,13 @@ fn shower(args: &ProxyArgs) -> Result<Shower, Failed> {
         }
         types.push(lower);
     }
+    if let (Some(min), Some(max)) = (args.min_size, args.max_size) {
+        if min > max {
+            return Err(usage(format!(
+                "--min-size {min} is above --max-size {max}: nothing would show"
+            )));
+        }
+    }
     let filter = Filter {
         from: args.from,
         conns: args.conns.clone(),
@@ -488,6 +524,9 @@ fn faults(args: &ProxyArgs) -> Result<Faults, Failed> {
     }
     if args.cut_bytes == Some(0) {
         return Err(usage("--cut-bytes must be at least 1"));
+    }
+    if args.cut_after == Some(0) {
+        return Err(usage("--cut-after must be at least 1"));
     }
     Ok(Faults {
         seed,
@@ -638,9 +677,10 @@ async fn run(args: ProxyArgs) -> Result<ExitCode, Failed> {
 fn summary(stats: &Stats) -> String {
     let kib = |n: &AtomicU64| n.load(Ordering::Relaxed) as f64 / 1024.0;
     format!(
-        "connections {} open, {} in all · → {} messages {:.1} KiB · ← {} messages {:.1} KiB · faults {}",
+        "connections {} open, {} in all, {} refused · → {} messages {:.1} KiB · ← {} messages {:.1} KiB · faults {}",
         stats.open.load(Ordering::Relaxed),
         stats.total.load(Ordering::Relaxed),
+        stats.refused.load(Ordering::Relaxed),
         stats.messages[0].load(Ordering::Relaxed),
         kib(&stats.bytes[0]),
         stats.messages[1].load(Ordering::Relaxed),
@@ -652,7 +692,7 @@ fn summary(stats: &Stats) -> String {
 fn summary_json(stats: &Stats) -> Value {
     let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
     json!({
-        "event": "summary", "connections": n(&stats.total),
+        "event": "summary", "connections": n(&stats.total), "refused": n(&stats.refused),
         "from_client": { "messages": n(&stats.messages[0]), "bytes": n(&stats.bytes[0]) },
         "from_server": { "messages": n(&stats.messages[1]), "bytes": n(&stats.bytes[1]) },
         "faults": n(&stats.faults),
@@ -734,15 +774,28 @@ async fn answer(tcp: &mut TcpStream, status: u16, reason: &str, body: &str) {
     .await;
 }
 
-async fn handle(shared: Arc<Shared>, conn: u64, mut tcp: TcpStream, remote: SocketAddr) {
+async fn handle(shared: Arc<Shared>, conn: u64, tcp: TcpStream, remote: SocketAddr) {
     let _ = tcp.set_nodelay(true);
+    let proxied = proxy_connection(&shared, conn, tcp, remote).await;
+    if !proxied {
+        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Proxy one connection; false when it was answered with an error instead.
+async fn proxy_connection(
+    shared: &Arc<Shared>,
+    conn: u64,
+    mut tcp: TcpStream,
+    remote: SocketAddr,
+) -> bool {
     let remote_text = remote.to_string();
     let head_bytes = match read_head(&mut tcp).await {
         Ok(bytes) => bytes,
         Err(why) => {
             shared.shower.refused(conn, &remote_text, 400, why);
             answer(&mut tcp, 400, "Bad Request", why).await;
-            return;
+            return false;
         }
     };
     let head = match parse_head(&head_bytes) {
@@ -750,7 +803,7 @@ async fn handle(shared: Arc<Shared>, conn: u64, mut tcp: TcpStream, remote: Sock
         Err(why) => {
             shared.shower.refused(conn, &remote_text, 400, why);
             answer(&mut tcp, 400, "Bad Request", why).await;
-            return;
+            return false;
         }
     };
     // Refusals: a window after a cut, or a seeded fraction.
@@ -768,7 +821,7 @@ async fn handle(shared: Arc<Shared>, conn: u64, mut tcp: TcpStream, remote: Sock
         };
         shared.fault(conn, None, "refuse", why);
         answer(&mut tcp, 503, "Service Unavailable", why).await;
-        return;
+        return false;
     }
     let budget = shared.faults.budget(conn).map(Budget::new);
     let request = match shared.upstream.request(&head, remote) {
@@ -776,15 +829,15 @@ async fn handle(shared: Arc<Shared>, conn: u64, mut tcp: TcpStream, remote: Sock
         Err(why) => {
             shared.shower.refused(conn, &remote_text, 502, &why);
             answer(&mut tcp, 502, "Bad Gateway", &why).await;
-            return;
+            return false;
         }
     };
-    let server = match connect_upstream(&shared, request, budget.clone()).await {
+    let server = match connect_upstream(shared, request, budget.clone()).await {
         Ok(server) => server,
         Err((status, reason, body)) => {
             shared.shower.refused(conn, &remote_text, status, &body);
             answer(&mut tcp, status, &reason, &body).await;
-            return;
+            return false;
         }
     };
     let (server, protocol) = server;
@@ -804,13 +857,13 @@ async fn handle(shared: Arc<Shared>, conn: u64, mut tcp: TcpStream, remote: Sock
                 400,
                 &format!("handshake failed: {error}"),
             );
-            return;
+            return false;
         }
         Err(_) => {
             shared
                 .shower
                 .refused(conn, &remote_text, 408, "handshake timed out");
-            return;
+            return false;
         }
     };
     shared.stats.open.fetch_add(1, Ordering::Relaxed);
@@ -833,7 +886,7 @@ async fn handle(shared: Arc<Shared>, conn: u64, mut tcp: TcpStream, remote: Sock
         }));
     }
     let context = Connection {
-        shared: &shared,
+        shared,
         conn,
         v1: protocol.as_deref() == Some(SUBPROTOCOL),
         budget,
@@ -853,6 +906,7 @@ async fn handle(shared: Arc<Shared>, conn: u64, mut tcp: TcpStream, remote: Sock
             "t_ms": shared.shower.elapsed_ms(), "conn": conn, "event": "end", "how": how.name(),
         }));
     }
+    true
 }
 
 /// Completes the client's handshake with the subprotocol the server chose.
@@ -1001,6 +1055,36 @@ struct Connection<'a> {
     counts: [AtomicU64; 2],
 }
 
+/// Whether a message is a steadfast.v1 HELLO or WELCOME.
+fn is_handshake(message: &Message) -> bool {
+    matches!(message, Message::Binary(bytes)
+        if matches!(codec::decode(bytes, u64::MAX), Ok(Frame::Hello { .. } | Frame::Welcome { .. })))
+}
+
+/// A HELLO with its resume secret zeroed (for the record); None for
+/// anything else.
+fn without_secret(bytes: &[u8]) -> Option<Vec<u8>> {
+    match codec::decode(bytes, u64::MAX) {
+        Ok(Frame::Hello {
+            new,
+            session,
+            delivered,
+            max_message_size,
+            secret: Some(_),
+        }) => Some(
+            Frame::Hello {
+                new,
+                session,
+                delivered,
+                max_message_size,
+                secret: Some([0; 16]),
+            }
+            .to_vec(),
+        ),
+        _ => None,
+    }
+}
+
 fn size_of(message: &Message) -> usize {
     match message {
         Message::Text(text) => text.len(),
@@ -1069,6 +1153,10 @@ impl Connection<'_> {
                 json!({ "t_ms": t_ms, "conn": conn, "dir": dir, "type": "text", "data": text.as_str() })
             }
             Message::Binary(bytes) => {
+                let redacted = (self.v1 && !self.shared.shower.show_secrets)
+                    .then(|| without_secret(bytes))
+                    .flatten();
+                let bytes = redacted.as_deref().unwrap_or(bytes);
                 json!({ "t_ms": t_ms, "conn": conn, "dir": dir, "type": "binary", "hex": hex(bytes) })
             }
             Message::Close(frame) => json!({
@@ -1136,7 +1224,11 @@ impl Connection<'_> {
                         return End::Cut;
                     }
                 }
-                if !(data && faulty) {
+                // The steadfast.v1 handshake is never dropped, duplicated
+                // or reordered (a real link loses connections, not frames
+                // inside them; cuts still hit it).
+                let breakable = data && faulty && !(self.v1 && is_handshake(&message));
+                if !breakable {
                     closing |= matches!(message, Message::Close(_));
                     if let Some(held) = held.take() {
                         if queue.push(now, held).await.is_err() {
@@ -1148,16 +1240,17 @@ impl Connection<'_> {
                     }
                     continue;
                 }
+                let what = show::label(&message, self.v1);
                 match shared.faults.action(&mut rng) {
                     Action::Drop => {
-                        shared.fault(self.conn, Some(from), "drop", &format!("{size} B"));
+                        shared.fault(self.conn, Some(from), "drop", &what);
                     }
                     Action::Hold if held.is_none() => {
                         shared.fault(
                             self.conn,
                             Some(from),
                             "reorder",
-                            &format!("{size} B held until after the next message"),
+                            &format!("{what} held until after the next message"),
                         );
                         held = Some(message);
                     }
@@ -1171,7 +1264,7 @@ impl Connection<'_> {
                     }
                     Action::Forward { copies, delay } => {
                         if copies > 1 {
-                            shared.fault(self.conn, Some(from), "duplicate", &format!("{size} B"));
+                            shared.fault(self.conn, Some(from), "duplicate", &what);
                         }
                         let due = now + delay;
                         let mut out = Vec::with_capacity(3);

@@ -282,6 +282,11 @@ impl Shower {
             Ok(frame) => frame_name(frame),
             Err(_) => "invalid",
         });
+        // Sizes filter on what the application sent: a DATA frame's payload.
+        let size = match &frame {
+            Some(Ok(Frame::Data { payload, .. })) => payload.len(),
+            _ => size,
+        };
         let data_text = match &frame {
             Some(Ok(Frame::Data {
                 binary: false,
@@ -320,7 +325,7 @@ impl Shower {
                 let text = String::from_utf8_lossy(shown);
                 value["text"] = json!(text);
                 words.push(' ');
-                words.push_str(&text.escape_debug().to_string());
+                words.push_str(&one_line(&text));
             } else {
                 value["base64"] = json!(base64::engine::general_purpose::STANDARD.encode(shown));
                 words.push(' ');
@@ -379,6 +384,37 @@ impl Shower {
             self.paint(colour, &words)
         });
     }
+}
+
+/// A message in a few words, for fault lines: `DATA seq 2 (5 B)`,
+/// `ACK through 4`, `text 5 B`.
+pub(crate) fn label(message: &Message, v1: bool) -> String {
+    match message {
+        Message::Binary(bytes) if v1 => match codec::decode(bytes, u64::MAX) {
+            Ok(Frame::Data { seq, payload, .. }) => {
+                format!("DATA seq {seq} ({})", bytes_text(payload.len()))
+            }
+            Ok(Frame::Ack { delivered }) => format!("ACK through {delivered}"),
+            Ok(frame) => frame_name(&frame).to_owned(),
+            Err(_) => format!("binary {}", bytes_text(bytes.len())),
+        },
+        Message::Text(text) => format!("text {}", bytes_text(text.len())),
+        Message::Binary(bytes) => format!("binary {}", bytes_text(bytes.len())),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Control characters escaped (a preview stays on one line); the rest as is.
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A request head as the proxy read it.
