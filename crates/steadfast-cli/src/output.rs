@@ -8,17 +8,34 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use steadfast::{ConnectionState, Delivery, DisconnectReason, Error, Mode, Payload, StopReason};
 
-/// How to print.
+/// How to print (`connect`, `replay` and `proxy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Style {
-    /// `< text` for what arrives; the story on stderr.
+    /// Lines for people (`connect`: `< text` for what arrives, the story on
+    /// stderr).
     Plain,
-    /// As `Plain`, JSON messages pretty-printed (coloured on a terminal).
+    /// As `Plain`, with colours on a terminal (`connect`: JSON messages
+    /// pretty-printed).
     Pretty,
     /// One JSON object per event on stdout.
     Json,
-    /// Only the received payloads.
+    /// `connect`: only the received payloads; `proxy`: nothing per message.
     Quiet,
+}
+
+impl Style {
+    /// The style the `--json`, `--quiet` and `--pretty` flags ask for.
+    pub(crate) fn from_flags(json: bool, quiet: bool, pretty: bool) -> Style {
+        if json {
+            Style::Json
+        } else if quiet {
+            Style::Quiet
+        } else if pretty {
+            Style::Pretty
+        } else {
+            Style::Plain
+        }
+    }
 }
 
 /// Prints events in one [`Style`].

@@ -239,7 +239,8 @@ pub(crate) fn load_streams(path: &Path) -> Result<Vec<Vec<(Duration, Payload)>>,
         .collect())
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
+/// The bytes of a hex string (None: not hex).
+pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }

@@ -35,28 +35,14 @@ enum Source {
 
 /// `steadfast connect`.
 pub(crate) async fn connect(args: ConnectArgs) -> ExitCode {
-    let style = if args.json {
-        Style::Json
-    } else if args.quiet {
-        Style::Quiet
-    } else if args.pretty {
-        Style::Pretty
-    } else {
-        Style::Plain
-    };
+    let style = Style::from_flags(args.json, args.quiet, args.pretty);
     let printer = Printer::new(style);
     finish(&printer, run_connect(args, &printer).await)
 }
 
 /// `steadfast replay`.
 pub(crate) async fn replay(args: ReplayArgs) -> ExitCode {
-    let style = if args.json {
-        Style::Json
-    } else if args.quiet {
-        Style::Quiet
-    } else {
-        Style::Plain
-    };
+    let style = Style::from_flags(args.json, args.quiet, false);
     let printer = Printer::new(style);
     finish(&printer, run_replay(args, &printer).await)
 }

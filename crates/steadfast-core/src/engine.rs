@@ -678,15 +678,7 @@ impl Engine {
                 now + self.config.limits.handshake_timeout_ms,
             );
         } else if self.config.reliability == Reliability::Required {
-            self.conn = None;
-            self.emit(Output::Disconnect {
-                code: close::NORMAL,
-                reason: "steadfast.v1 required".into(),
-            });
-            self.stop(
-                StopReason::SubprotocolRefused,
-                EngineError::SubprotocolRefused,
-            );
+            self.refuse_plain();
         } else {
             self.become_open(now, Mode::Plain);
         }
@@ -1370,21 +1362,27 @@ impl Engine {
             )
     }
 
+    /// `Reliability::Required` and the server will not run steadfast.v1:
+    /// close and stop.
+    fn refuse_plain(&mut self) {
+        self.conn = None;
+        self.emit(Output::Disconnect {
+            code: close::NORMAL,
+            reason: "steadfast.v1 required".into(),
+        });
+        self.stop(
+            StopReason::SubprotocolRefused,
+            EngineError::SubprotocolRefused,
+        );
+    }
+
     /// The server accepted steadfast.v1 but answered HELLO with something
     /// else. `Reliability::Required`: stop. `Auto`: go on in plain mode
     /// on this connection and the next ones, and say so. Returns whether
     /// the connection goes on.
     fn not_steadfast(&mut self, now: u64) -> bool {
         if self.config.reliability == Reliability::Required {
-            self.conn = None;
-            self.emit(Output::Disconnect {
-                code: close::NORMAL,
-                reason: "steadfast.v1 required".into(),
-            });
-            self.stop(
-                StopReason::SubprotocolRefused,
-                EngineError::SubprotocolRefused,
-            );
+            self.refuse_plain();
             return false;
         }
         self.peer_not_steadfast = true;

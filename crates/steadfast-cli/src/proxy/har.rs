@@ -14,20 +14,12 @@ use std::path::Path;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use crate::record::unhex;
+
 /// One connection being gathered.
 struct Entry {
     open: Value,
     messages: Vec<Value>,
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// ISO 8601 UTC of `unix_ms` (HAR's `startedDateTime`).

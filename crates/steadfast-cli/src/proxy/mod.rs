@@ -501,15 +501,7 @@ fn shower(args: &ProxyArgs) -> Result<Shower, Failed> {
         max_size: args.max_size,
         pattern,
     };
-    let style = if args.json {
-        Style::Json
-    } else if args.quiet {
-        Style::Quiet
-    } else if args.pretty {
-        Style::Pretty
-    } else {
-        Style::Plain
-    };
+    let style = Style::from_flags(args.json, args.quiet, args.pretty);
     Ok(Shower::new(style, filter, args.preview, args.show_secrets))
 }
 

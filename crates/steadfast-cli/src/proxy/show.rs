@@ -14,6 +14,7 @@ use steadfast_core::codec::{self, Frame};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::output::hex;
+pub(crate) use crate::output::Style;
 
 /// Which end a message came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -47,16 +48,6 @@ impl Side {
             Side::Server => "in",
         }
     }
-}
-
-/// How to print.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Style {
-    Plain,
-    Pretty,
-    Json,
-    /// Nothing per message (the summary and the record only).
-    Quiet,
 }
 
 /// What to show (the record keeps everything).
